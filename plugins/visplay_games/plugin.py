@@ -1,0 +1,3 @@
+"""visplay games plugin: hook implementations (see visplay/hookspecs.py)."""
+
+from visplay.hookspecs import hookimpl  # noqa: F401

@@ -1,0 +1,1 @@
+"""visplay first-party plugin: vllm."""

@@ -1,0 +1,54 @@
+"""The run context handed to every hook: the recipe, the run log, seeds, and where the engine is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visplay.plugins import call_hook
+from visplay.seeding import PathPart, derive_seed
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pluggy
+    from omegaconf import DictConfig
+
+    from visplay.runlog import RunLog
+
+
+@dataclass
+class RunContext:
+    """What a hook may read. ``log`` is None outside a run (e.g. ``visplay eval`` without a run database).
+
+    ``iteration``/``phase``/``step`` say where the engine is; phases are ``cold_start``, ``questioner``
+    (questioner training), ``reasoner_set`` (building the reasoner's data), ``reasoner`` (reasoner training) and
+    ``eval``.
+    """
+
+    recipe: DictConfig
+    pm: pluggy.PluginManager
+    run_dir: Path
+    log: RunLog | None = None
+    iteration: int = 0
+    phase: str = ""
+    step: int = 0
+
+    @property
+    def variant(self) -> str:
+        return self.recipe.variant
+
+    @property
+    def seed(self) -> int:
+        return int(self.recipe.seed)
+
+    def seed_for(self, *path: PathPart) -> int:
+        """A seed for the draw named by ``path`` (see visplay.seeding)."""
+        return derive_seed(self.seed, *path)
+
+    def call(self, hook: str, **kwargs: Any) -> Any:
+        """Call a hook with this context; a plugin's exception becomes a PluginError naming plugin and hook."""
+        return call_hook(self.pm, hook, ctx=self, **kwargs)
+
+    def at(self, iteration: int, phase: str, step: int) -> RunContext:
+        self.iteration, self.phase, self.step = iteration, phase, step
+        return self

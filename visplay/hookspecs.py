@@ -1,0 +1,240 @@
+"""Hook specifications: the contract between the visplay engine and its plugins.
+
+Every hook takes ``ctx`` first: the :class:`visplay.context.RunContext` of the run (recipe, run log, seed
+derivation, current iteration/phase/step). Hooks marked *firstresult* stop at the first non-None result: a plugin
+that does not handle a request returns None (for example a model backend asked for a backend name it does not
+provide). Plugins registered with ``tryfirst=True`` run before the built-in ones; that is how the replay plugin
+answers the sampling hooks from a log and how a third party overrides a default.
+
+Determinism: a hook that draws random numbers uses only the seeds it is given (or ``ctx.seed_for(...)``), never
+global RNG state, and returns results in the order of its inputs. Hooks must not mutate their inputs.
+
+The five hook points of the product are the first five banners below; the rest support them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from visplay.context import RunContext
+    from visplay.types import (
+        AnswerItem,
+        FilterDecision,
+        Generation,
+        ImageRecord,
+        ImageSource,
+        ParsedQuestion,
+        Policy,
+        Prompt,
+        QuestionItem,
+        Sampler,
+    )
+
+PROJECT = "visplay"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# 1. question generation
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def visplay_generate_questions(
+    ctx: RunContext, sampler: Sampler, images: Sequence[ImageRecord], n: int, seeds: Sequence[int]
+) -> list[list[Generation]] | None:
+    """Sample ``n`` raw questioner generations for each image.
+
+    :param sampler: the questioner's sampler (its current weights).
+    :param images: the images, in order.
+    :param n: generations per image (G in the paper).
+    :param seeds: one request seed per image.
+    :return: ``len(images)`` lists of ``n`` generations. The prompt (variant-specific) is the plugin's choice and
+        is recorded in each Generation. Stops at first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# 2. answer sampling
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def visplay_sample_answers(
+    ctx: RunContext, sampler: Sampler, questions: Sequence[tuple[ImageRecord, str]], n: int,
+    seeds: Sequence[int], purpose: str,
+) -> list[list[Generation]] | None:
+    """Sample ``n`` reasoner answers for each (image, question).
+
+    :param sampler: the reasoner's sampler (frozen reasoner_{i-1} for votes, the training reasoner for rollouts).
+    :param questions: (image, question text) pairs, in order.
+    :param n: answers per question (m for votes, the rollout group size for training).
+    :param seeds: one request seed per question.
+    :param purpose: ``"vote"`` (silver labels) or ``"rollout"`` (reasoner training); a plugin may prompt alike.
+    :return: ``len(questions)`` lists of ``n`` generations. Stops at first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# 3. reward
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def visplay_reward_components(
+    ctx: RunContext, role: str, items: Sequence[QuestionItem] | Sequence[AnswerItem]
+) -> dict[str, list[float]] | None:
+    """Score a batch for one role with named components.
+
+    :param role: ``"questioner"`` (items are QuestionItem) or ``"reasoner"`` (items are AnswerItem).
+    :return: {component name: one float per item} or None when this plugin has nothing for this role. All
+        plugins are called; component names must be unique across plugins (a clash is an error naming both).
+        Every component is logged separately in ``rewards``.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_combine_rewards(
+    ctx: RunContext, role: str, components: dict[str, list[float]],
+    items: Sequence[QuestionItem] | Sequence[AnswerItem],
+) -> list[float] | None:
+    """Turn the named components into one scalar reward per item (the paper's formula by default).
+
+    A third-party plugin replaces the rule by returning a list from a ``tryfirst`` implementation.
+    Stops at first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# 4. filtering
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def visplay_filter_questions(ctx: RunContext, items: Sequence[QuestionItem]) -> list[FilterDecision] | None:
+    """Decide which voted questions enter the reasoner's training set.
+
+    :return: one FilterDecision per item, or None to abstain. A question is kept only if no plugin rejects it;
+        the first rejecting plugin's reason is logged (``filters`` table), otherwise the reason ``"kept"``.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# 5. optimizer
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def visplay_make_optimizer(ctx: RunContext, role: str, policy: Policy) -> Any | None:
+    """Build the optimizer named by ``recipe.optimizer.name`` for a role's policy.
+
+    :return: an object with ``update(rollouts: list[Rollout]) -> UpdateResult`` (turns rewards into advantages
+        and applies one policy update to ``policy``; deterministic given its inputs), ``save(directory) ->
+        {file: sha256}`` and ``load(directory)`` for its own state (safetensors/JSON, never pickle); or None when
+        the name is not this plugin's. Stops at first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# parsing and answers
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def visplay_parse_question(ctx: RunContext, text: str) -> ParsedQuestion | None:
+    """Parse one questioner generation into a question (validity per the recipe's variant).
+
+    Must never raise on malformed text: it returns ``ParsedQuestion(valid=False, reason=...)``.
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_extract_answers(ctx: RunContext, texts: Sequence[str]) -> list[str | None] | None:
+    """Extract the final answer from each reasoner generation (None: no answer). Must never raise.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_answer_key(ctx: RunContext, answer: str) -> str | None:
+    """Canonical key of an extracted answer: equal keys count as the same vote.
+
+    Domain plugins add rules with a ``tryfirst`` implementation that returns a key for answers it recognises and
+    None otherwise. Stops at first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# data and models
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def visplay_image_source(ctx: RunContext, name: str, options: dict[str, Any]) -> ImageSource | None:
+    """Open the image pool named ``recipe.data.source``.
+
+    :param name: the source name (e.g. ``folder``, ``parquet``, ``procedural``, ``games``).
+    :param options: ``recipe.data`` as a plain dict.
+    :return: an ImageSource, or None when the name is not this plugin's. Bad files are skipped and reported with
+        ``ctx.log.event(kind="image_skipped", ...)``; an empty pool is an error naming the path.
+        Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_load_policy(ctx: RunContext, role: str, init_from: str | None) -> Policy | None:
+    """Load the model for a role from ``recipe.model`` (backend ``recipe.model.backend``).
+
+    :param init_from: a checkpoint directory written by ``Policy.save`` to start from instead of the base model.
+    :return: a Policy, or None when the backend is not this plugin's. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_make_sampler(ctx: RunContext, role: str, policy: Policy) -> Sampler | None:
+    """Build the sampler named by ``recipe.sampler.<role>`` (``hf`` or ``vllm``) over a policy's weights.
+
+    Stops at first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# run lifecycle, evaluation, logging
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def visplay_run_start(ctx: RunContext, questioner: Policy, reasoner: Policy) -> dict[str, float] | None:
+    """Called once before iteration 1 of a fresh run (e.g. a cold-start SFT). Returns metrics or None."""
+
+
+@hookspec
+def visplay_iteration_end(
+    ctx: RunContext, iteration: int, questioner: Policy, reasoner: Policy
+) -> dict[str, float] | None:
+    """Called after both roles of an iteration are trained and checkpointed (e.g. gold evaluation).
+
+    :return: metrics to log under phase ``"eval"`` (names with slashes, e.g. ``gold/accuracy``), or None.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_judge(ctx: RunContext, name: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Judge model responses to benchmark items with the judge named ``name``.
+
+    :param items: dicts with at least ``question``, ``answer`` (reference), ``response`` and ``benchmark``.
+    :return: one dict per item with ``correct`` (bool) and, for model judges, ``prompt`` and ``verdict`` text;
+        or None when the name is not this plugin's. Stops at first non-None result.
+    """
+
+
+@hookspec
+def visplay_log_metrics(ctx: RunContext, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
+    """Observe metrics after they are committed to the run log (a sink: TensorBoard, W&B, a CSV...)."""

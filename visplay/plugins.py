@@ -1,0 +1,160 @@
+"""The plugin manager: first-party and third-party plugins, loaded the same way.
+
+Nothing is loaded at import time; call :func:`get_plugin_manager`. Plugins come from the entry-point group
+``visplay`` (first-party ones are declared in visplay's own pyproject.toml, so they take the same path as anyone
+else's). Environment switches:
+
+- ``VISPLAY_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points (tests then register plugins by hand);
+- ``VISPLAY_PLUGINS=a,b``: load only these entry-point names;
+- ``VISPLAY_TRACE_HOOKS=1``: log every hook call and result to stderr (logger ``visplay.hooks``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from visplay import hookspecs
+
+log = logging.getLogger("visplay.plugins")
+trace_log = logging.getLogger("visplay.hooks")
+
+ENTRY_POINT_GROUP = "visplay"
+
+
+class PluginError(Exception):
+    """A plugin failed to load or a hook implementation raised; the message names the plugin and the hook."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
+    """A fresh plugin manager with the hookspecs, the entry-point plugins and ``extra`` plugin objects.
+
+    ``check_pending`` runs at the end, so a hookimpl whose name matches no hookspec (a typo) fails here.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if autoload is None:
+        autoload = not _truthy(os.environ.get("VISPLAY_DISABLE_PLUGIN_AUTOLOAD"))
+    if autoload:
+        _load_entry_points(pm)
+    for plugin in extra:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc} (is a hook name misspelled? known hooks: {', '.join(hook_names())})") from exc
+    if _truthy(os.environ.get("VISPLAY_TRACE_HOOKS")):
+        enable_tracing(pm)
+    return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    allow = os.environ.get("VISPLAY_PLUGINS")
+    allowed = {n.strip() for n in allow.split(",") if n.strip()} if allow else None
+    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    for ep in eps:
+        if allowed is not None and ep.name not in allowed:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken third-party package must name itself
+            dist = ep.dist.name if ep.dist else "?"
+            raise PluginError(f"plugin {ep.name!r} (from {dist}, {ep.value}) failed to import: {exc}") from exc
+        try:
+            pm.register(plugin, name=ep.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}) is invalid: {exc}") from exc
+        if ep.dist is not None:
+            pm._visplay_dists = getattr(pm, "_visplay_dists", {})  # noqa: SLF001
+            pm._visplay_dists[ep.name] = (ep.dist.name, ep.dist.version)  # noqa: SLF001
+
+
+def hook_names() -> list[str]:
+    return sorted(n for n in dir(hookspecs) if n.startswith("visplay_"))
+
+
+def plugin_infos(pm: pluggy.PluginManager) -> list[PluginInfo]:
+    """The active plugins in registration order, with distributions, versions and the hooks each fills."""
+    dists = getattr(pm, "_visplay_dists", {})
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        dist, version = dists.get(name, (getattr(plugin, "__module__", None) or getattr(plugin, "__name__", "?"),
+                                         "n/a"))
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or []))
+        infos.append(PluginInfo(name=name, distribution=dist, version=version, hooks=hooks))
+    return infos
+
+
+def hook_table(pm: pluggy.PluginManager) -> dict[str, list[str]]:
+    """{hook name: plugin names in call order (first called first)}; empty list for an unfilled hook."""
+    table = {}
+    for name in hook_names():
+        caller = getattr(pm.hook, name)
+        table[name] = [pm.get_name(impl.plugin) for impl in reversed(caller.get_hookimpls())]
+    return table
+
+
+def enable_tracing(pm: pluggy.PluginManager) -> None:
+    def before(hook_name: str, impls: list, kwargs: dict) -> None:
+        trace_log.info("call %s -> %s", hook_name, [i.plugin_name for i in impls])
+
+    def after(outcome: Any, hook_name: str, impls: list, kwargs: dict) -> None:
+        exc = outcome.exception
+        if exc is not None:
+            trace_log.info("  %s raised %r", hook_name, exc)
+        else:
+            trace_log.info("  %s returned %s", hook_name, _short(outcome.get_result()))
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
+    """Call a hook; an exception from a plugin becomes a PluginError naming the plugin and the hook.
+
+    pluggy does not say which implementation raised, so on failure we call the implementations one by one to
+    find it (the failure path only; results of the normal path are untouched).
+    """
+    caller = getattr(pm.hook, name)
+    try:
+        return caller(**kwargs)
+    except PluginError:
+        raise
+    except Exception as exc:
+        culprit = _find_culprit(pm, caller, kwargs) or "?"
+        raise PluginError(f"plugin {culprit!r} failed in hook {name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _find_culprit(pm: pluggy.PluginManager, caller: Any, kwargs: dict) -> str | None:
+    for impl in reversed(caller.get_hookimpls()):
+        args = [kwargs[a] for a in impl.argnames]
+        try:
+            impl.function(*args)
+        except Exception:
+            return impl.plugin_name
+    return None

@@ -1,0 +1,317 @@
+"""The run log: one SQLite database per run (runs/<name>/run.db). The only module in visplay that writes SQL.
+
+Everything needed to explain and replay a run goes here (docs/runlog.md documents every table). Writes belonging to
+one engine step happen inside ``RunLog.step(...)``: they commit together with the row in ``steps`` that marks the
+step done, so after a crash a step is either wholly in the log or wholly absent, and resume starts at the first
+absent step. The database is opened in WAL mode; the schema is created and upgraded by numbered migrations
+(``PRAGMA user_version``), and a database from a newer schema is refused, never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+# Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
+# Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
+TABLES: dict[str, dict[str, Any]] = {
+    "runs": {
+        "columns": {
+            "run_id": str, "name": str, "status": str, "created_at": float, "finished_at": float,
+            "seed": int, "variant": str, "recipe_yaml": str, "recipe_sha256": str, "visplay_version": str,
+            "git_commit": str, "python": str, "platform": str, "torch": str, "transformers": str,
+            "vllm": str, "device": str,
+        },
+        "pk": "run_id",
+    },
+    "plugins": {
+        "columns": {"position": int, "name": str, "distribution": str, "version": str, "hooks": str},
+        "pk": "position",
+    },
+    "images": {
+        "columns": {"image_id": str, "source": str, "width": int, "height": int, "png": bytes, "meta": str},
+        "pk": "image_id",
+    },
+    "generations": {
+        "columns": {
+            "key": str, "iteration": int, "phase": str, "step": int, "role": str, "kind": str, "image_id": str,
+            "parent_key": str, "sample_index": int, "seed": int, "prompt_system": str, "prompt_user": str,
+            "text": str, "token_ids": str, "logprobs": str, "finish_reason": str,
+        },
+        "pk": "key",
+    },
+    "questions": {
+        "columns": {
+            "key": str, "iteration": int, "phase": str, "step": int, "image_id": str, "grp": str, "valid": int,
+            "qtype": str, "question": str, "stated_answer": str, "parse_reason": str,
+        },
+        "pk": "key",
+    },
+    "labels": {
+        "columns": {
+            "question_key": str, "iteration": int, "phase": str, "m": int, "answers": str, "answer_keys": str,
+            "silver_label": str, "silver_key": str, "confidence": float,
+        },
+        "pk": "question_key",
+    },
+    "filters": {
+        "columns": {"question_key": str, "iteration": int, "keep": int, "reason": str},
+        "pk": "question_key",
+    },
+    "answers": {
+        "columns": {
+            "key": str, "question_key": str, "iteration": int, "phase": str, "step": int, "grp": str,
+            "extracted": str, "answer_key": str, "silver_key": str,
+        },
+        "pk": "key",
+    },
+    "rewards": {
+        "columns": {"key": str, "component": str, "iteration": int, "role": str, "step": int, "value": float},
+        "pk": ("key", "component"),
+    },
+    "advantages": {
+        "columns": {"key": str, "iteration": int, "role": str, "step": int, "grp": str, "reward": float,
+                    "advantage": float},
+        "pk": "key",
+    },
+    "metrics": {
+        "columns": {"iteration": int, "phase": str, "step": int, "name": str, "value": float},
+        "pk": ("iteration", "phase", "step", "name"),
+    },
+    "checkpoints": {
+        "columns": {"name": str, "iteration": int, "role": str, "step": int, "path": str, "files": str},
+        "pk": "name",
+    },
+    "steps": {
+        "columns": {"iteration": int, "phase": str, "step": int, "committed_at": float},
+        "pk": ("iteration", "phase", "step"),
+    },
+    "events": {
+        "columns": {"id": int, "iteration": int, "phase": str, "step": int, "level": str, "kind": str,
+                    "source": str, "message": str, "payload": str},
+        "pk": "id",
+    },
+}
+
+# Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
+VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
+
+
+class RunLogError(Exception):
+    """The file is not a run log this version can use. Nothing was modified."""
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def _check_is_sqlite(path: Path) -> None:
+    if not path.exists():
+        raise RunLogError(f"{path}: no such run log")
+    if not path.is_file():
+        raise RunLogError(f"{path}: not a file")
+    with path.open("rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        raise RunLogError(f"{path}: not an SQLite database (bad header); refusing to touch it")
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    for name, spec in TABLES.items():
+        db[name].create(spec["columns"], pk=spec["pk"], not_null=None)
+    db["generations"].create_index(["iteration", "phase", "step"])
+    db["questions"].create_index(["iteration", "phase"])
+    db["answers"].create_index(["question_key"])
+    db["events"].create_index(["kind"])
+
+
+MIGRATIONS = [_migrate_1]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+
+
+class RunLog:
+    """Open (creating if asked) a run database. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        if create and readonly:
+            raise ValueError("create and readonly exclude each other")
+        if not create:
+            _check_is_sqlite(self.path)
+            self._check_schema_readable()
+        elif self.path.exists():
+            _check_is_sqlite(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self.readonly = readonly
+        self.db = sqlite_utils.Database(conn)
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        self._step: tuple[int, str, int] | None = None
+
+    # --- schema ---------------------------------------------------------------------------------------------
+
+    def _check_schema_readable(self) -> None:
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"{self.path}: unreadable SQLite database ({exc}); refusing to touch it") from exc
+        if version > SCHEMA_VERSION:
+            raise RunLogError(
+                f"{self.path}: run log schema version {version} is newer than this visplay understands "
+                f"({SCHEMA_VERSION}); upgrade visplay to read it. Nothing was modified."
+            )
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise RunLogError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
+        for number in range(version, SCHEMA_VERSION):
+            with self.db.atomic():
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def declare_table(self, name: str, columns: dict[str, type], pk: str | tuple[str, ...] | None = None) -> None:
+        """Create a plugin-owned table if it does not exist (e.g. the games plugin's ``gold_truth``)."""
+        if name in TABLES:
+            raise ValueError(f"table {name!r} is a core table")
+        if not self.db[name].exists():
+            self.db[name].create(columns, pk=pk)
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def step(self, iteration: int, phase: str, step: int) -> Iterator[RunLog]:
+        """All writes inside commit together with the ``steps`` row that marks (iteration, phase, step) done."""
+        if self._step is not None:
+            raise RuntimeError(f"step {self._step} still open")
+        self._step = (iteration, phase, step)
+        try:
+            with self.db.atomic():
+                yield self
+                self.db["steps"].insert(
+                    {"iteration": iteration, "phase": phase, "step": step, "committed_at": time.time()},
+                    pk=("iteration", "phase", "step"),
+                )
+        finally:
+            self._step = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RunLog]:
+        """Writes that do not belong to a step (run metadata, images, events)."""
+        with self.db.atomic():
+            yield self
+
+    def insert(self, table: str, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> int:
+        """Insert rows (dicts, lists/dicts as JSON). Duplicate keys are an error unless ``replace``."""
+        rows = [{k: _json(v) for k, v in row.items()} for row in rows]
+        if not rows:
+            return 0
+        spec = TABLES.get(table)
+        if spec is None and not self.db[table].exists():
+            raise KeyError(f"unknown run-log table {table!r}; plugins call declare_table first")
+        if spec is not None:
+            unknown = set().union(*rows) - set(spec["columns"])
+            if unknown:
+                raise KeyError(f"table {table!r} has no column(s) {sorted(unknown)}")
+        with self.db.atomic():
+            self.db[table].insert_all(rows, replace=replace, ignore=False, batch_size=500)
+        return len(rows)
+
+    def upsert_image(self, record: Any, *, store_bytes: bool) -> None:
+        """Record an image once, by content hash (ImageRecord from visplay.types)."""
+        row = {
+            "image_id": record.image_id, "source": record.source, "width": record.image.width,
+            "height": record.image.height, "png": record.png if store_bytes else None,
+            "meta": json.dumps(record.meta, sort_keys=True, default=str),
+        }
+        self.db["images"].insert(row, pk="image_id", ignore=True)
+
+    def event(self, kind: str, message: str, *, level: str = "warning", source: str = "visplay",
+              iteration: int | None = None, phase: str | None = None, step: int | None = None,
+              payload: Any = None) -> None:
+        """Record something that happened (a skipped image, a plugin error, a resume...)."""
+        if self._step is not None and iteration is None:
+            iteration, phase, step = self._step
+        self.db["events"].insert({
+            "iteration": iteration, "phase": phase, "step": step, "level": level, "kind": kind,
+            "source": source, "message": message, "payload": _json(payload),
+        }, pk="id")
+
+    def metrics(self, iteration: int, phase: str, step: int, values: dict[str, float]) -> None:
+        self.insert("metrics", [
+            {"iteration": iteration, "phase": phase, "step": step, "name": k, "value": float(v)}
+            for k, v in sorted(values.items())
+        ], replace=True)
+
+    def set_run(self, **fields: Any) -> None:
+        """Write or update the single ``runs`` row."""
+        fields = {k: _json(v) for k, v in fields.items()}
+        existing = self.run()
+        with self.db.atomic():
+            if existing is None:
+                self.db["runs"].insert(fields, pk="run_id")
+            else:
+                self.db["runs"].update(existing["run_id"], fields)
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any] | None:
+        rows = list(self.db["runs"].rows) if self.db["runs"].exists() else []
+        return rows[0] if rows else None
+
+    def rows(self, table: str, where: str | None = None, params: Any = None,
+             order_by: str | None = None) -> list[dict[str, Any]]:
+        if not self.db[table].exists():
+            return []
+        order_by = order_by or ",".join(self._pk_columns(table))
+        return list(self.db[table].rows_where(where, params, order_by=order_by))
+
+    def count(self, table: str, where: str | None = None, params: Any = None) -> int:
+        sql = f"select count(*) from [{table}]" + (f" where {where}" if where else "")
+        return self.db.execute(sql, params or []).fetchone()[0]
+
+    def done_steps(self) -> set[tuple[int, str, int]]:
+        return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}
+
+    def tables(self) -> list[str]:
+        return sorted(self.db.table_names())
+
+    def _pk_columns(self, table: str) -> list[str]:
+        pks = self.db[table].pks
+        return [c for c in pks if c != "rowid"] or ["rowid"]
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

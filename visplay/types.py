@@ -1,0 +1,178 @@
+"""Plain data passed between the engine and plugins.
+
+These are the nouns of the hook contracts (visplay/hookspecs.py). They hold no model code, so the core can import
+them without importing torch or transformers. Lists are ordered and that order is part of the contract: a plugin
+returns results in the order of its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+
+# --- images ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One unlabeled image.
+
+    ``image_id`` is the sha256 of the decoded RGB image's PNG bytes, so the same picture has the same id whatever
+    file it came from. ``png`` is kept for generated images (they exist nowhere else); for user files ``source`` is
+    the path and ``png`` may be None. ``meta`` is free-form and is written to the run log with the image.
+    """
+
+    image_id: str
+    image: Image.Image
+    source: str
+    png: bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """A finite, ordered pool of images. Iteration order is deterministic."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[ImageRecord]: ...
+
+
+# --- prompts and generations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A chat prompt: optional system text, user text and at most one image (placed before the user text)."""
+
+    user: str
+    image: ImageRecord | None = None
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. ``seed`` is the request seed; sample j of a request uses a generator derived from it."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    """One sampled response to one prompt."""
+
+    prompt: Prompt
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    seed: int
+    sample_index: int = 0
+    finish_reason: str = "stop"
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Samples responses. ``sample`` returns, per prompt, ``params[i].n`` generations in sample order."""
+
+    def sample(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Generation]]: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A trainable model in one role (questioner or reasoner), as a model-backend plugin provides it."""
+
+    role: str
+
+    def sampler(self) -> Sampler: ...
+
+    def save(self, directory: str) -> dict[str, str]:
+        """Write the weights (safetensors) and return {relative file name: sha256}."""
+        ...
+
+
+# --- the algorithm's nouns ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedQuestion:
+    """What the questioner wrote, parsed. ``stated_answer`` is logged but never used as a label."""
+
+    valid: bool
+    question: str | None = None
+    qtype: str | None = None
+    stated_answer: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class Vote:
+    """The reasoner's m answers to one question and their majority."""
+
+    answers: list[str | None]  # extracted answers, None = no answer
+    keys: list[str | None]  # canonical keys used for counting
+    silver_label: str | None  # representative answer text of the majority key
+    silver_key: str | None
+    confidence: float  # majority count / m (unanswered samples count in m)
+
+
+@dataclass
+class QuestionItem:
+    """One questioner generation with everything downstream of it: the unit the questioner's reward scores."""
+
+    key: str
+    image_id: str
+    group: str  # generations of one prompt share a group (GRPO advantages are per group)
+    generation: Generation
+    parsed: ParsedQuestion
+    vote: Vote | None = None  # None when the question is invalid (never sent to the reasoner)
+
+
+@dataclass
+class AnswerItem:
+    """One reasoner generation for a question from the reasoner's training set."""
+
+    key: str
+    question_key: str
+    group: str
+    generation: Generation
+    extracted: str | None
+    answer_key: str | None
+    silver_label: str | None
+    silver_key: str | None
+    gold: str | None = None  # only verifiable-reward plugins look at this; self-play rewards never do
+
+
+@dataclass
+class FilterDecision:
+    keep: bool
+    reason: str
+
+
+@dataclass
+class Rollout:
+    """What an optimizer needs for one sampled response."""
+
+    key: str
+    group: str
+    prompt: Prompt
+    token_ids: list[int]
+    old_logprobs: list[float]
+    reward: float
+
+
+@dataclass
+class UpdateResult:
+    """An optimizer step's outcome: per-rollout advantages and the step's scalar metrics."""
+
+    advantages: dict[str, float]
+    metrics: dict[str, float]
