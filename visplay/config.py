@@ -362,8 +362,8 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     try:
         text = path.read_text()
         data = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
-    except (OSError, OmegaConfBaseException, ValueError) as exc:
-        raise RecipeError(f"{path}: cannot parse recipe: {exc}") from exc
+    except Exception as exc:  # yaml's errors do not share a base class with OmegaConf's
+        raise RecipeError(f"{path}: cannot parse recipe: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, DictConfig):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got a {type(data).__name__}")
     cfg = _merge(schema, data, where=str(path))

@@ -1,0 +1,18 @@
+"""Shared test setup: offline, CPU, small thread counts (the CI machine has 2 cores)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VISPLAY_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "visplay-tests"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def no_autoload(monkeypatch):
+    """A plugin manager that loads no entry points (tests register plugins by hand)."""
+    monkeypatch.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
