@@ -90,12 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-run sampling too, from the logged seed and recipe (bit-identical on CPU)")
     p.add_argument("--out", help="where to write the replayed database (default: a new file beside the original)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="float tolerance of the comparison (default 0: bit for bit, right on CPU; see docs/replay.md)")
 
     p = sub.add_parser("diff", help="first divergence between two run logs",
                        description="Compare two run databases table by table (timestamps ignored) and print the "
                                    "first divergence and how far the runs agree.")
     p.add_argument("a")
     p.add_argument("b")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="floats agree when |a-b| <= tolerance * max(1, |a|, |b|) (default 0: bit for bit; a GPU "
+                        "run needs one, e.g. 1e-5)")
+    p.add_argument("--limit", type=int, default=1, help="print this many divergences (earliest first)")
 
     p = sub.add_parser("report", help="HTML report (plots, samples, paper comparison) and a text summary",
                        description="Write runs/<name>/report/index.html (self-contained, with PNG plots beside it) "
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None, help="recipe for model/sampler settings (default: the run's, or tiny)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. eval.limit=50")
     p.add_argument("--db", help="eval database (default: the run's run.db, or ./eval.db)")
+    p.add_argument("--iteration", type=int, default=None,
+                   help="with a run: evaluate this iteration's reasoner checkpoint (0: the base model); "
+                        "default: the latest")
 
     p = sub.add_parser("plugins", help="which plugins fill which hooks, with versions",
                        description="List every hook point and the plugins that fill it (in call order), then each "

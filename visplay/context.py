@@ -45,7 +45,7 @@ class RunContext:
         """A seed for the draw named by ``path`` (see visplay.seeding)."""
         return derive_seed(self.seed, *path)
 
-    def call(self, hook: str, **kwargs: Any) -> Any:
+    def call(self, hook: str, /, **kwargs: Any) -> Any:
         """Call a hook with this context; a plugin's exception becomes a PluginError naming plugin and hook."""
         return call_hook(self.pm, hook, ctx=self, **kwargs)
 

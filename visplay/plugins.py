@@ -151,7 +151,7 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
+def call_hook(pm: pluggy.PluginManager, name: str, /, **kwargs: Any) -> Any:  # '/': hooks take a `name` too
     """Call a hook; an exception from a plugin becomes a PluginError naming the plugin and the hook.
 
     pluggy does not say which implementation raised, so on failure we call the implementations one by one to

@@ -36,11 +36,13 @@ class ImageRecord:
 
 @runtime_checkable
 class ImageSource(Protocol):
-    """A finite, ordered pool of images. Iteration order is deterministic."""
+    """A finite, ordered pool of images. Iteration order is deterministic; ``pool[k]`` is the k-th image."""
 
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[ImageRecord]: ...
+
+    def __getitem__(self, index: int) -> ImageRecord: ...
 
 
 # --- prompts and generations ---------------------------------------------------------------------------------

@@ -1,3 +1,27 @@
-"""visplay eval plugin: hook implementations (see visplay/hookspecs.py)."""
+"""visplay eval plugin: the judges ``rule``, ``local`` and ``endpoint`` behind the ``visplay_judge`` hook.
 
-from visplay.hookspecs import hookimpl  # noqa: F401
+A third party adds a judge by implementing ``visplay_judge`` and answering only its own name (returning None for
+others); see plugins/visplay_eval/judges.py for the contract of the returned dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from visplay.hookspecs import hookimpl
+from visplay_eval.judges import JUDGES, JudgeError
+
+
+@hookimpl
+def visplay_judge(ctx: Any, name: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Judge benchmark responses with ``rule`` (default), ``local`` or ``endpoint``; None for other names."""
+    judge = JUDGES.get(name)
+    if judge is None:
+        return None
+    if not items:
+        return []
+    verdicts = judge(ctx, items)
+    if len(verdicts) != len(items):
+        raise JudgeError(f"judge {name!r} returned {len(verdicts)} verdicts for {len(items)} items")
+    return verdicts

@@ -1,0 +1,195 @@
+"""The three judges of ``visplay eval``: ``rule`` (default), ``local`` (a model folder) and ``endpoint``.
+
+Model judges see a fixed prompt (:data:`JUDGE_SYSTEM`, :data:`JUDGE_TEMPLATE`) and answer yes or no. They are
+asked greedily (temperature 0), and their prompt and raw verdict text are returned so the caller logs them: a score
+can be audited and re-judged later with another judge. The paper judged with GLM-4-Flash at temperature 0.6, so its
+numbers are not reproducible; ours are, for the rule and local judges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from visplay.config import plugin_options
+from visplay.context import RunContext
+from visplay.scoring import extract_boxed, fallback_key, rule_verdict
+from visplay.types import Prompt, SamplingParams
+
+JUDGE_SYSTEM = "You are a strict grader of answers to benchmark questions."
+JUDGE_TEMPLATE = (
+    "Question: {question}\n"
+    "Reference answer: {answer}\n"
+    "Model answer: {response}\n"
+    "Does the model answer mean the same as the reference answer? Reply with one word: yes or no."
+)
+RESPONSE_CHARS = 1000  # the judge sees the boxed answer, or the end of an unboxed response
+
+
+class JudgeError(Exception):
+    """A judge is misconfigured or its model/endpoint failed; the message names the setting or the URL."""
+
+
+def answer_key_fn(ctx: RunContext) -> Callable[[str], str | None]:
+    """Canonical answer keys through the ``visplay_answer_key`` hook, falling back to scoring.fallback_key."""
+
+    def key(answer: str) -> str | None:
+        got = ctx.call("visplay_answer_key", answer=answer)
+        return got if got is not None else fallback_key(answer)
+
+    return key
+
+
+def rule_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rule-based verdicts (visplay/scoring.py)."""
+    key = answer_key_fn(ctx)
+    out = []
+    for item in items:
+        verdict = rule_verdict(item, key)
+        out.append({"correct": verdict.correct, "extracted": verdict.extracted, "reason": verdict.reason,
+                    "prompt": None, "verdict": None})
+    return out
+
+
+def judge_prompt(item: dict[str, Any]) -> str:
+    """The fixed judge prompt for one item."""
+    response = item.get("response") or ""
+    shown = extract_boxed(response)
+    if shown is None:
+        shown = response.strip()[-RESPONSE_CHARS:]
+    return JUDGE_TEMPLATE.format(question=item["question"], answer=item["answer"], response=shown or "(empty)")
+
+
+def parse_verdict(text: str | None) -> bool | None:
+    """True/False from a judge's reply (yes/correct/true/1, no/incorrect/false/0); None when unclear."""
+    m = re.match(r"\W*(yes|correct|true|1|no|incorrect|false|wrong|0)\b", (text or "").strip().lower())
+    if not m:
+        return None
+    return m.group(1) in ("yes", "correct", "true", "1")
+
+
+def _model_verdicts(items: Sequence[dict[str, Any]], prompts: list[str], replies: list[str]) -> list[dict]:
+    out = []
+    for item, prompt, reply in zip(items, prompts, replies):
+        parsed = parse_verdict(reply)
+        out.append({
+            "correct": bool(parsed), "extracted": extract_boxed(item.get("response")),
+            "reason": "unparsed_verdict" if parsed is None else ("judged_correct" if parsed else "judged_wrong"),
+            "prompt": f"[system] {JUDGE_SYSTEM}\n[user] {prompt}", "verdict": reply,
+        })
+    return out
+
+
+# --- local model ---------------------------------------------------------------------------------------------
+
+_LOCAL_SAMPLERS: dict[tuple[str, str, str], Any] = {}  # loading a judge model once per process, not per batch
+
+
+def _local_sampler(ctx: RunContext, model_dir: str) -> Any:
+    options = plugin_options(ctx.recipe, "eval")
+    sampler_name = str(options.get("judge_sampler", "hf"))
+    cache_key = (str(model_dir), sampler_name, ctx.recipe.model.dtype)
+    if cache_key not in _LOCAL_SAMPLERS:
+        recipe = OmegaConf.to_container(ctx.recipe, resolve=True)
+        recipe["model"].update({"backend": "hf", "path": str(model_dir)})
+        recipe["model"]["lora"]["enabled"] = False
+        recipe["sampler"]["reasoner"] = sampler_name
+        judge_cfg = OmegaConf.create(recipe)
+        OmegaConf.set_readonly(judge_cfg, True)
+        jctx = RunContext(recipe=judge_cfg, pm=ctx.pm, run_dir=ctx.run_dir, log=None, phase="eval")
+        policy = jctx.call("visplay_load_policy", role="reasoner", init_from=None)
+        if policy is None:
+            raise JudgeError(f"eval.judge_model={model_dir}: no plugin loads model backend 'hf'")
+        sampler = jctx.call("visplay_make_sampler", role="reasoner", policy=policy) or policy.sampler()
+        _LOCAL_SAMPLERS[cache_key] = sampler
+    return _LOCAL_SAMPLERS[cache_key]
+
+
+def local_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Verdicts from a local model folder (``eval.judge_model``), greedy, through the model backend's sampler."""
+    model_dir = ctx.recipe.eval.judge_model
+    if not model_dir:
+        raise JudgeError("judge 'local' needs eval.judge_model (a local model folder)")
+    if not os.path.isdir(model_dir):
+        raise JudgeError(f"eval.judge_model={model_dir}: not a folder")
+    sampler = _local_sampler(ctx, model_dir)
+    max_tokens = int(plugin_options(ctx.recipe, "eval").get("judge_max_new_tokens", 8))
+    prompts = [judge_prompt(item) for item in items]
+    params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_tokens,
+                             seed=ctx.seed_for("eval", "judge", item.get("key", str(i))))
+              for i, item in enumerate(items)]
+    generations = sampler.sample([Prompt(user=p, system=JUDGE_SYSTEM) for p in prompts], params)
+    return _model_verdicts(items, prompts, [g[0].text for g in generations])
+
+
+# --- OpenAI-compatible endpoint ------------------------------------------------------------------------------
+
+
+def endpoint_url(base: str) -> str:
+    """``.../chat/completions`` for a base URL such as ``http://127.0.0.1:8000/v1``."""
+    if not re.match(r"https?://", base):
+        raise JudgeError(f"eval.judge_url={base!r}: must start with http:// or https://")
+    base = base.rstrip("/")
+    return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+
+def _post(url: str, body: dict[str, Any], *, timeout: float, api_key: str | None) -> str:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310 (scheme checked above)
+            data = json.loads(reply.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:200]
+        raise JudgeError(f"judge endpoint {url}: HTTP {exc.code}: {detail}") from exc
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise JudgeError(f"judge endpoint {url}: unreachable or timed out after {timeout:g} s ({reason})") from exc
+    except ValueError as exc:
+        raise JudgeError(f"judge endpoint {url}: reply is not JSON ({exc})") from exc
+    try:
+        return str(data["choices"][0]["message"]["content"])
+    except (KeyError, IndexError, TypeError) as exc:
+        raise JudgeError(f"judge endpoint {url}: reply has no choices[0].message.content: {str(data)[:200]}") from exc
+
+
+def endpoint_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Verdicts from an OpenAI-compatible chat-completions endpoint (``eval.judge_url``), temperature 0.
+
+    Settings under ``plugins.eval``: ``judge_model_name`` (the request's model field, default ``judge``),
+    ``timeout_s`` (default 30), ``api_key_env`` (name of an environment variable holding a bearer token; none by
+    default), ``judge_max_new_tokens`` (default 8).
+    """
+    base = ctx.recipe.eval.judge_url
+    if not base:
+        raise JudgeError("judge 'endpoint' needs eval.judge_url (e.g. http://127.0.0.1:8000/v1); nothing contacted")
+    url = endpoint_url(str(base))
+    options = plugin_options(ctx.recipe, "eval")
+    try:
+        timeout = float(options.get("timeout_s", 30))
+    except (TypeError, ValueError) as exc:
+        raise JudgeError(f"plugins.eval.timeout_s: must be a number, got {options.get('timeout_s')!r}") from exc
+    key_env = options.get("api_key_env")
+    api_key = os.environ.get(str(key_env)) if key_env else None
+    if key_env and not api_key:
+        raise JudgeError(f"plugins.eval.api_key_env={key_env}: environment variable is not set")
+    prompts = [judge_prompt(item) for item in items]
+    replies = []
+    for prompt in prompts:
+        body = {"model": str(options.get("judge_model_name", "judge")), "temperature": 0.0,
+                "max_tokens": int(options.get("judge_max_new_tokens", 8)),
+                "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]}
+        replies.append(_post(url, body, timeout=timeout, api_key=api_key))
+    return _model_verdicts(items, prompts, replies)
+
+
+JUDGES = {"rule": rule_judge, "local": local_judge, "endpoint": endpoint_judge}
