@@ -1,3 +1,235 @@
-"""visplay algorithm plugin: hook implementations (see visplay/hookspecs.py)."""
+"""visplay algorithm plugin: the VisPlay method (paper and released variants) as hook implementations.
 
-from visplay.hookspecs import hookimpl  # noqa: F401
+Settings come from the recipe: ``variant``, ``reward.*``, ``reasoner.filter.*``, ``questioner.sampling`` and
+``reasoner.sampling``. Optional prompt overrides live under ``plugins.algorithm`` (keys in PROMPT_OPTIONS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from visplay.config import plugin_options
+from visplay.hookspecs import hookimpl
+from visplay.types import AnswerItem, FilterDecision, ParsedQuestion, Prompt, QuestionItem, SamplingParams
+from visplay_algorithm import prompts
+from visplay_algorithm.answer_key import canonical_key
+from visplay_algorithm.diversity import cluster_shares
+from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok
+from visplay_algorithm.rewards import (
+    QUESTIONER_COMPONENTS,
+    REASONER_COMPONENTS,
+    combine_questioner,
+    combine_reasoner,
+    in_band,
+    uncertainty,
+)
+
+PROMPT_OPTIONS = ("questioner_system", "questioner_user", "reasoner_system", "reasoner_suffix")
+"""``plugins.algorithm.<key>`` overrides of the prompt texts (strings), e.g. shorter prompts for tiny models."""
+
+
+def _options(ctx: Any) -> dict[str, str]:
+    options = plugin_options(ctx.recipe, "algorithm")
+    for key, value in options.items():
+        if key not in PROMPT_OPTIONS:
+            raise ValueError(f"plugins.algorithm.{key}: unknown option (known: {', '.join(PROMPT_OPTIONS)})")
+        if not isinstance(value, str):
+            raise ValueError(f"plugins.algorithm.{key}: must be a string, got {type(value).__name__}")
+    return options
+
+
+def _params(section: Any, n: int, seed: int) -> SamplingParams:
+    return SamplingParams(n=int(n), temperature=float(section.temperature), top_p=float(section.top_p),
+                          top_k=int(section.top_k), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+
+
+def _check_seeds(what: str, items: Sequence[Any], seeds: Sequence[int]) -> None:
+    if len(items) != len(seeds):
+        raise ValueError(f"{what}: {len(items)} inputs but {len(seeds)} seeds (one seed per input)")
+
+
+# --- 1. question generation and 2. answer sampling ----------------------------------------------------------------
+
+
+@hookimpl
+def visplay_generate_questions(ctx, sampler, images, n, seeds):
+    """G questioner samples per image with the variant's prompt and ``questioner.sampling`` settings."""
+    _check_seeds("visplay_generate_questions", images, seeds)
+    options = _options(ctx)
+    system, user = prompts.questioner_texts(ctx.variant)
+    system = options.get("questioner_system", system)
+    user = options.get("questioner_user", user)
+    batch = [Prompt(user=user, image=image, system=system) for image in images]
+    params = [_params(ctx.recipe.questioner.sampling, n, seed) for seed in seeds]
+    return sampler.sample(batch, params)
+
+
+@hookimpl
+def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
+    """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts."""
+    _check_seeds("visplay_sample_answers", questions, seeds)
+    options = _options(ctx)
+    system = options.get("reasoner_system", prompts.REASONER_SYSTEM)
+    suffix = options.get("reasoner_suffix", prompts.REASONER_SUFFIX)
+    batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
+    params = [_params(ctx.recipe.reasoner.sampling, n, seed) for seed in seeds]
+    return sampler.sample(batch, params)
+
+
+# --- parsing and answers ----------------------------------------------------------------------------------------
+
+
+@hookimpl
+def visplay_parse_question(ctx, text) -> ParsedQuestion:
+    """Validity per variant; the questioner's stated answer (released format) is kept, never used as a label."""
+    return parse_question(text, ctx.variant)
+
+
+@hookimpl
+def visplay_extract_answers(ctx, texts) -> list[str | None]:
+    """Last ``\\boxed{}`` of each text; None without one ("None" under ``reward.none_as_vote``)."""
+    none_as_vote = bool(ctx.recipe.reward.none_as_vote)
+    return [extract_answer(text, none_as_vote=none_as_vote) for text in texts]
+
+
+@hookimpl
+def visplay_answer_key(ctx, answer) -> str | None:
+    """The built-in canonical key (see visplay_algorithm.answer_key); a tryfirst plugin can add rules."""
+    return canonical_key(answer)
+
+
+# --- 3. reward ------------------------------------------------------------------------------------------------
+
+
+def diversity_penalties(questions: Sequence[str], scopes: Sequence[str], lam: float, threshold: float) -> list[float]:
+    """lambda * |C_k| / N, clustering separately within each scope value (an image's group, or one batch)."""
+    members: dict[str, list[int]] = {}
+    for index, scope in enumerate(scopes):
+        members.setdefault(scope, []).append(index)
+    penalty = [0.0] * len(questions)
+    for indices in members.values():
+        shares = cluster_shares([questions[i] for i in indices], threshold)
+        for i, share in zip(indices, shares):
+            penalty[i] = lam * share
+    return penalty
+
+
+def questioner_components(ctx: Any, items: Sequence[QuestionItem]) -> dict[str, list[float]]:
+    reward = ctx.recipe.reward
+    valid = [1.0 if item.parsed.valid else 0.0 for item in items]
+    unc = [uncertainty(item.vote.confidence, ctx.variant) if item.parsed.valid and item.vote is not None else 0.0
+           for item in items]
+    # Invalid questions enter the clustering as "" (as in the released code); an empty question has BLEU 0 with
+    # everything, so it is a singleton and only enlarges N.
+    texts = [(item.parsed.question or "") if item.parsed.valid else "" for item in items]
+    scopes = [item.group for item in items] if reward.diversity_scope == "image" else ["batch"] * len(items)
+    div = diversity_penalties(texts, scopes, float(reward.diversity_lambda), float(reward.bleu_threshold))
+    return {"uncertainty": unc, "diversity": div, "validity": valid}
+
+
+def reasoner_components(items: Sequence[AnswerItem]) -> dict[str, list[float]]:
+    accuracy = [1.0 if item.answer_key is not None and item.answer_key == item.silver_key else 0.0 for item in items]
+    fmt = [1.0 if reasoner_format_ok(item.generation.text) else 0.0 for item in items]
+    return {"accuracy": accuracy, "format": fmt}
+
+
+@hookimpl
+def visplay_reward_components(ctx, role, items) -> dict[str, list[float]] | None:
+    """questioner: uncertainty, diversity (the penalty, positive), validity; reasoner: accuracy, format."""
+    if role == "questioner":
+        return questioner_components(ctx, items)
+    if role == "reasoner":
+        return reasoner_components(items)
+    return None
+
+
+def _extra_weights(ctx: Any, components: dict[str, list[float]]) -> dict[str, float]:
+    """recipe ``reward.weights`` for this call's extra (non-built-in) components.
+
+    A weight naming a component this role does not produce is skipped (it may be the other role's). A weight on a
+    built-in component only means something under ``reward.combine: weighted``; elsewhere it is an error.
+    """
+    reward = ctx.recipe.reward
+    extra = {}
+    for name, weight in (reward.weights or {}).items():
+        name = str(name)
+        if name in QUESTIONER_COMPONENTS + REASONER_COMPONENTS:
+            if reward.combine != "weighted":
+                raise ValueError(f"reward.weights.{name}: built-in components are weighted only under "
+                                 f"reward.combine=weighted (this recipe combines with {reward.combine!r})")
+            continue
+        if name in components:
+            extra[name] = float(weight)
+    return extra
+
+
+@hookimpl
+def visplay_combine_rewards(ctx, role, components, items) -> list[float] | None:
+    """The recipe's rule (``reward.combine``) plus ``reward.weights`` x each extra (third-party) component."""
+    builtin = QUESTIONER_COMPONENTS if role == "questioner" else REASONER_COMPONENTS if role == "reasoner" else None
+    if builtin is None:
+        return None
+    for name, values in components.items():
+        if len(values) != len(items):
+            raise ValueError(f"reward component {name!r} has {len(values)} values for {len(items)} items")
+    missing = [name for name in builtin if name not in components]
+    if missing:
+        raise ValueError(f"{role} reward: built-in component(s) {missing} missing (is the algorithm plugin "
+                         f"blocked?)")
+    reward = ctx.recipe.reward
+    rule = str(reward.combine)
+    weights = {str(k): float(v) for k, v in (reward.weights or {}).items()}
+    if role == "questioner":
+        total = combine_questioner(rule, components["uncertainty"], components["diversity"], components["validity"],
+                                   weights)
+    else:
+        total = combine_reasoner(rule, components["accuracy"], components["format"], float(reward.format_weight),
+                                 weights)
+    for name, weight in _extra_weights(ctx, components).items():
+        total = [t + weight * v for t, v in zip(total, components[name])]
+    return total
+
+
+# --- 4. filtering -----------------------------------------------------------------------------------------------
+
+
+def released_skip_reason(question: str, label: str) -> str | None:
+    """The released evaluate.py/upload.py extra skip rules; None when none applies."""
+    if "证明" in question:
+        return "released skip rule: proof question ('证明')"
+    if "box" in question.lower():
+        return "released skip rule: question mentions 'box'"
+    if "text" in label.lower():
+        return "released skip rule: silver label contains 'text'"
+    if label == "None":
+        return "released skip rule: silver label is 'None'"
+    return None
+
+
+def filter_decision(item: QuestionItem, band: Sequence[float], skip_rules: bool) -> FilterDecision:
+    """Keep a question for the reasoner's set only if valid, voted, labelled and inside the confidence band."""
+    if not item.parsed.valid:
+        return FilterDecision(False, f"invalid question: {item.parsed.reason}")
+    if item.vote is None:
+        return FilterDecision(False, "no vote")
+    label = item.vote.silver_label
+    if label is None or not label.strip():
+        return FilterDecision(False, "empty silver label")
+    if skip_rules:
+        reason = released_skip_reason(item.parsed.question or "", label)
+        if reason:
+            return FilterDecision(False, reason)
+    c = item.vote.confidence
+    if not in_band(c, band):
+        side = "below" if c < float(band[0]) else "above"
+        return FilterDecision(False, f"confidence {c:.4f} {side} band [{float(band[0])}, {float(band[1])}]")
+    return FilterDecision(True, "kept")
+
+
+@hookimpl
+def visplay_filter_questions(ctx, items) -> list[FilterDecision]:
+    """Confidence band (inclusive), validity, empty labels, and optionally the released skip rules."""
+    band = list(ctx.recipe.reasoner.filter.band)
+    skip_rules = bool(ctx.recipe.reasoner.filter.released_skip_rules)
+    return [filter_decision(item, band, skip_rules) for item in items]
