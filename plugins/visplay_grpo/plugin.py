@@ -1,3 +1,38 @@
-"""visplay grpo plugin: hook implementations (see visplay/hookspecs.py)."""
+"""visplay grpo plugin: hook implementations (see visplay/hookspecs.py).
 
-from visplay.hookspecs import hookimpl  # noqa: F401
+``visplay_make_optimizer`` answers optimizer name ``grpo`` with a :class:`visplay_grpo.optimizer.GRPOOptimizer`
+configured from ``recipe.optimizer`` (and ``plugins.grpo.old_logprobs``: ``recompute`` (default) or ``sampler``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from visplay.hookspecs import hookimpl
+
+PLUGIN_KEYS = ("old_logprobs",)
+
+
+@hookimpl
+def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
+    opt = ctx.recipe.optimizer
+    if opt.name != "grpo":
+        return None
+    from visplay.config import plugin_options
+    from visplay_grpo.optimizer import GRPOOptimizer
+
+    options = plugin_options(ctx.recipe, "grpo")
+    unknown = sorted(set(options) - set(PLUGIN_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) plugins.grpo.{unknown[0]} (known: {', '.join(PLUGIN_KEYS)})")
+    section = ctx.recipe.get(role)
+    temperature = float(section.sampling.temperature) if section is not None else 1.0
+    return GRPOOptimizer(
+        policy, lr=float(opt.lr), weight_decay=float(opt.weight_decay), grad_clip=float(opt.grad_clip),
+        clip_low=float(opt.clip_low), clip_high=float(opt.clip_high), dual_clip=float(opt.dual_clip),
+        kl_coef=float(opt.kl_coef), kl_type=str(opt.kl_type), adv_eps=float(opt.adv_eps),
+        micro_batch_size=int(opt.micro_batch_size),
+        update_batch_size=None if opt.update_batch_size is None else int(opt.update_batch_size),
+        temperature=temperature, old_logprobs=str(options.get("old_logprobs", "recompute")),
+        seed=ctx.seed_for("grpo", role),
+    )

@@ -1,0 +1,214 @@
+"""The GRPO optimizer plugin (name ``grpo``): rewards -> group advantages -> clipped policy-gradient updates.
+
+One ``update(rollouts)`` call is one GRPO step over a rollout batch (EasyR1's defaults, PAPER.md):
+1. advantages per group (same prompt): (r - mean) / (std + eps);
+2. old log-probs: recomputed teacher-forced with the current weights before any update (EasyR1 does the same;
+   recipe ``plugins.grpo.old_logprobs: sampler`` uses the sampler's instead), at the role's sampling temperature;
+3. reference log-probs (frozen starting weights, or the LoRA adapter disabled) when ``kl_coef > 0``;
+4. for each update batch (``update_batch_size`` rollouts, in order): micro-batches of ``micro_batch_size`` rollouts
+   accumulate gradients of the token-mean loss ``pg_loss + kl_coef * kl`` (each micro-batch is weighted by its share
+   of the update batch's tokens, so the result is the token-mean over the whole update batch), then the gradient
+   norm is clipped and AdamW steps.
+
+Metrics (averaged over the step's updates where several): ``actor/loss``, ``actor/pg_loss``, ``actor/kl``,
+``actor/ppo_kl``, ``actor/pg_clipfrac_higher``, ``actor/pg_clipfrac_lower``, ``actor/grad_norm``, ``actor/entropy``,
+``actor/lr``, ``actor/updates``, ``actor/old_logprob_max_diff`` (sampler vs recomputed old log-probs),
+``reward/mean``, ``reward/std``, ``advantage/abs_mean``, ``response_length/mean``, ``response_length/max``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visplay.types import Rollout, UpdateResult
+from visplay_grpo.core_algos import (
+    KL_TYPES,
+    group_advantages,
+    kl_penalty,
+    masked_mean,
+    pad_rows,
+    policy_loss_terms,
+)
+
+STATE_FORMAT = 1
+
+
+class GRPOOptimizer:
+    """GRPO over an HFPolicy (anything with ``forward_stats``, ``trainable_parameters`` and ``model``)."""
+
+    def __init__(self, policy: Any, *, lr: float = 1e-6, weight_decay: float = 1e-2, grad_clip: float = 1.0,
+                 clip_low: float = 0.2, clip_high: float = 0.3, dual_clip: float = 3.0, kl_coef: float = 1e-2,
+                 kl_type: str = "low_var_kl", adv_eps: float = 1e-6, micro_batch_size: int = 8,
+                 update_batch_size: int | None = None, temperature: float = 1.0, old_logprobs: str = "recompute",
+                 seed: int = 0):
+        if kl_type not in KL_TYPES:
+            raise ValueError(f"optimizer.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
+        if old_logprobs not in ("recompute", "sampler"):
+            raise ValueError(f"plugins.grpo.old_logprobs must be 'recompute' or 'sampler', got {old_logprobs!r}")
+        if micro_batch_size < 1 or (update_batch_size is not None and update_batch_size < 1):
+            raise ValueError("optimizer.micro_batch_size and optimizer.update_batch_size must be >= 1")
+        self.policy = policy
+        self.grad_clip, self.clip_low, self.clip_high, self.dual_clip = grad_clip, clip_low, clip_high, dual_clip
+        self.kl_coef, self.kl_type, self.adv_eps = kl_coef, kl_type, adv_eps
+        self.micro_batch_size, self.update_batch_size = micro_batch_size, update_batch_size
+        self.temperature, self.old_logprobs, self.seed = temperature, old_logprobs, seed
+        self.names = [n for n, _ in policy.trainable_parameters()]
+        if not self.names:
+            raise ValueError("GRPO: the policy has no trainable parameters")
+        self.optim = torch.optim.AdamW([p for _, p in policy.trainable_parameters()], lr=lr,
+                                       weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8)
+        self.updates = 0
+
+    # --- one GRPO step ---------------------------------------------------------------------------------------------
+
+    def update(self, rollouts: Sequence[Rollout]) -> UpdateResult:
+        """Advantages from rewards, then the clipped policy update(s). Deterministic given the inputs and state."""
+        if not rollouts:
+            raise ValueError("GRPO update: no rollouts")
+        for r in rollouts:
+            if not r.token_ids:
+                raise ValueError(f"GRPO update: rollout {r.key!r} has no tokens")
+        rewards = torch.tensor([float(r.reward) for r in rollouts])
+        adv = group_advantages(rewards, [r.group for r in rollouts], self.adv_eps)
+        prompts, responses = [r.prompt for r in rollouts], [list(r.token_ids) for r in rollouts]
+        old, ref, diff = self._fixed_logprobs(rollouts, prompts, responses)
+        size = self.update_batch_size or len(rollouts)
+        sums: dict[str, float] = {}
+        batches = 0
+        # Dropout (LoRA dropout) draws from torch's global generator: fork it under a seed of this update.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + self.updates)
+            self.policy.model.train()
+            for start in range(0, len(rollouts), size):
+                idx = list(range(start, min(start + size, len(rollouts))))
+                for k, v in self._update_batch(idx, prompts, responses, old, ref, adv).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                batches += 1
+        metrics = {k: v / batches for k, v in sums.items()}
+        lengths = torch.tensor([len(t) for t in responses], dtype=torch.float64)
+        metrics.update({
+            "actor/updates": float(batches), "actor/lr": float(self.optim.param_groups[0]["lr"]),
+            "actor/old_logprob_max_diff": diff, "reward/mean": float(rewards.mean()),
+            "reward/std": float(rewards.std()) if len(rollouts) > 1 else 0.0,
+            "advantage/abs_mean": float(adv.abs().mean()), "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+        })
+        return UpdateResult(advantages={r.key: float(a) for r, a in zip(rollouts, adv)}, metrics=metrics)
+
+    def _fixed_logprobs(self, rollouts: Sequence[Rollout], prompts: list, responses: list
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, float]:
+        """Old (behaviour) and reference log-probs, computed once per step without gradients."""
+        mb = self.micro_batch_size
+        self.policy.model.eval()
+        recomputed = self.policy.logprobs(prompts, responses, temperature=self.temperature, micro_batch_size=mb)
+        diff = 0.0
+        for r, lp in zip(rollouts, recomputed):
+            if r.old_logprobs and len(r.old_logprobs) == len(lp):
+                diff = max(diff, float((torch.tensor(r.old_logprobs) - lp.cpu()).abs().max()))
+        if self.old_logprobs == "sampler":
+            bad = [r.key for r in rollouts if len(r.old_logprobs) != len(r.token_ids)]
+            if bad:
+                raise ValueError(f"GRPO: rollouts {bad[:3]} have no sampler log-probs for every token")
+            old = [torch.tensor(r.old_logprobs, dtype=torch.float32) for r in rollouts]
+        else:
+            old = recomputed
+        ref = None
+        if self.kl_coef > 0:
+            ref = self.policy.logprobs(prompts, responses, reference=True, temperature=self.temperature,
+                                       micro_batch_size=mb)
+        return old, ref, diff
+
+    def _update_batch(self, idx: list[int], prompts: list, responses: list, old: list[torch.Tensor],
+                      ref: list[torch.Tensor] | None, adv: torch.Tensor) -> dict[str, float]:
+        """Gradient accumulation over micro-batches of ``idx``, then clip and one AdamW step."""
+        self.optim.zero_grad(set_to_none=True)
+        total_tokens = sum(len(responses[i]) for i in idx)
+        sums = {"actor/loss": 0.0, "actor/pg_loss": 0.0, "actor/kl": 0.0, "actor/ppo_kl": 0.0,
+                "actor/pg_clipfrac_higher": 0.0, "actor/pg_clipfrac_lower": 0.0, "actor/entropy": 0.0}
+        for s in range(0, len(idx), self.micro_batch_size):
+            mb = idx[s:s + self.micro_batch_size]
+            logp_rows, ent_rows = self.policy.forward_stats([prompts[i] for i in mb], [responses[i] for i in mb],
+                                                            grad=True, temperature=self.temperature,
+                                                            with_entropy=True)
+            logp, mask = pad_rows(logp_rows)
+            device = logp.device
+            old_t, _ = pad_rows([old[i].to(device) for i in mb])
+            a = adv[mb].to(device)[:, None].expand_as(logp)
+            terms = policy_loss_terms(old_t, logp, a, self.clip_low, self.clip_high, self.dual_clip)
+            pg = masked_mean(terms["loss"], mask)
+            kl = torch.zeros((), device=device)
+            if ref is not None:
+                ref_t, _ = pad_rows([ref[i].to(device) for i in mb])
+                kl = masked_mean(kl_penalty(logp, ref_t, self.kl_type), mask)
+            loss = pg + self.kl_coef * kl
+            share = float(mask.sum()) / total_tokens  # token-mean over the whole update batch
+            (loss * share).backward()
+            ent, _ = pad_rows([e.detach() for e in ent_rows])
+            for key, value in (("actor/loss", loss), ("actor/pg_loss", pg), ("actor/kl", kl),
+                               ("actor/ppo_kl", masked_mean(terms["neg_log_ratio"], mask)),
+                               ("actor/pg_clipfrac_higher", masked_mean(terms["clipped_higher"], mask)),
+                               ("actor/pg_clipfrac_lower", masked_mean(terms["clipped_lower"], mask)),
+                               ("actor/entropy", masked_mean(ent, mask))):
+                sums[key] += float(value.detach()) * share
+        params = [p for _, p in self.policy.trainable_parameters()]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        if torch.isfinite(grad_norm):
+            self.optim.step()
+        self.updates += 1
+        sums["actor/grad_norm"] = float(grad_norm)
+        return sums
+
+    # --- state -----------------------------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> dict[str, str]:
+        """AdamW moments as safetensors (keyed by parameter name) + hyper-parameters/step counts as JSON."""
+        from safetensors.torch import save_file
+        from visplay_models.checkpoint import file_hashes
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        params = dict(self.policy.trainable_parameters())
+        tensors: dict[str, torch.Tensor] = {}
+        steps: dict[str, float] = {}
+        for name in self.names:
+            state = self.optim.state.get(params[name], {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    tensors[f"{key}/{name}"] = state[key].detach().cpu().contiguous()
+            if "step" in state:
+                steps[name] = float(state["step"])
+        save_file(tensors, str(directory / "optimizer.safetensors"))
+        meta = {"format": STATE_FORMAT, "updates": self.updates, "steps": steps, "names": self.names,
+                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optim.param_groups]}
+        (directory / "optimizer.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        return {k: v for k, v in file_hashes(directory).items() if k.startswith("optimizer.")}
+
+    def load(self, directory: str | Path) -> None:
+        """Restore the state written by :meth:`save` (no pickle: safetensors + JSON)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        meta_file, tensor_file = directory / "optimizer.json", directory / "optimizer.safetensors"
+        if not meta_file.is_file() or not tensor_file.is_file():
+            raise FileNotFoundError(f"{directory}: no optimizer state (optimizer.json / optimizer.safetensors)")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != STATE_FORMAT or meta.get("names") != self.names:
+            raise ValueError(f"{directory}: optimizer state does not match this policy's trainable parameters")
+        tensors = load_file(str(tensor_file))
+        params = dict(self.policy.trainable_parameters())
+        for name in self.names:
+            p = params[name]
+            if f"exp_avg/{name}" in tensors:
+                self.optim.state[p] = {
+                    "step": torch.tensor(meta["steps"][name]),
+                    "exp_avg": tensors[f"exp_avg/{name}"].to(p.device, p.dtype),
+                    "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(p.device, p.dtype),
+                }
+        for group, saved in zip(self.optim.param_groups, meta["param_groups"]):
+            group.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+        self.updates = int(meta["updates"])

@@ -1,0 +1,136 @@
+"""Forward passes of a Qwen2-VL-family model: teacher-forced log-probs (batched) and incremental decoding.
+
+We compute the multimodal rotary positions ourselves with the model's ``get_rope_index`` and pass them explicitly,
+so no call depends on the position state transformers caches on the model between calls (``rope_deltas``).
+
+Log-prob convention (shared by the sampler and the teacher-forced pass, so they match): the log-probability of a
+token is ``log_softmax(logits / T)`` over the **whole vocabulary**, at the sampling temperature ``T`` (T = 1 when
+sampling greedily), *before* top-k / top-p truncation and before special tokens are forbidden. This is what
+EasyR1 computes for ``old_log_probs`` (temperature-scaled logits) and what vLLM reports as processed log-probs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from visplay_models.processor import Encoded, VLProcessor
+
+
+def inner_model(model: Any) -> Any:
+    """The transformers ``...ForConditionalGeneration`` under a peft wrapper (LoRA layers stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _scale(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = logits.float()
+    return logits / temperature if temperature > 0 else logits
+
+
+@dataclass
+class Batch:
+    """Right-padded prompt+response rows ready for one forward pass."""
+
+    input_ids: torch.Tensor  # (B, L) long
+    attention_mask: torch.Tensor  # (B, L) long
+    position_ids: torch.Tensor  # (3, B, L) long
+    pixel_values: torch.Tensor | None  # (sum of patches, patch_dim)
+    image_grid_thw: torch.Tensor | None  # (images, 3)
+    prompt_lens: list[int]
+    response_lens: list[int]
+
+
+def make_batch(hf: Any, processor: VLProcessor, encs: Sequence[Encoded], responses: Sequence[Sequence[int]],
+               device: torch.device, dtype: torch.dtype) -> Batch:
+    """Concatenate each prompt with its response, pad on the right, and compute mrope positions."""
+    for i, r in enumerate(responses):
+        if processor.image_token_id in r:
+            raise ValueError(f"response {i} contains the image placeholder token {processor.image_token_id}")
+    rows = [list(e.input_ids) + list(r) for e, r in zip(encs, responses)]
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), processor.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    images = [e for e in encs if e.pixel_values is not None]
+    pixels = torch.cat([e.pixel_values for e in images]).to(device, dtype) if images else None
+    grid = torch.cat([e.image_grid_thw for e in images]).to(device) if images else None
+    ids, mask = ids.to(device), mask.to(device)
+    positions = rope_positions(hf, processor, ids, mask, grid)
+    return Batch(ids, mask, positions, pixels, grid, [len(e.input_ids) for e in encs], [len(r) for r in responses])
+
+
+def rope_positions(hf: Any, processor: VLProcessor, ids: torch.Tensor, mask: torch.Tensor | None,
+                   grid: torch.Tensor | None) -> torch.Tensor:
+    """(3, B, L) multimodal rotary positions (text tokens: the same position on all three axes)."""
+    types = (ids == processor.image_token_id).int()
+    if mask is not None:
+        types = types * mask.int()
+    positions, _ = hf.model.get_rope_index(ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=mask)
+    return positions
+
+
+def token_logprobs(model: Any, processor: VLProcessor, encs: Sequence[Encoded],
+                   responses: Sequence[Sequence[int]], *, temperature: float = 1.0, with_entropy: bool = False,
+                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """Teacher-forced per-token log-probs of ``responses`` given the encoded prompts, in one padded batch.
+
+    :return: (logprobs, entropies): one (len(response),) float32 tensor per row each; entropies (of the
+        temperature-scaled distribution) only when ``with_entropy``. Gradients flow when grad mode is on.
+    """
+    hf = inner_model(model)
+    device = torch.device(device)
+    batch = make_batch(hf, processor, encs, responses, device, dtype)
+    out = hf.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   position_ids=batch.position_ids, pixel_values=batch.pixel_values,
+                   image_grid_thw=batch.image_grid_thw, use_cache=False)
+    hidden = out.last_hidden_state  # (B, L, H)
+    # Position p - 1 predicts token p: gather only response positions before the (large-vocabulary) head.
+    rows, cols = [], []
+    for i, (p, r) in enumerate(zip(batch.prompt_lens, batch.response_lens)):
+        rows += [i] * r
+        cols += range(p - 1, p - 1 + r)
+    rows_t = torch.tensor(rows, dtype=torch.long, device=device)
+    cols_t = torch.tensor(cols, dtype=torch.long, device=device)
+    logits = _scale(hf.lm_head(hidden[rows_t, cols_t]), temperature)  # (N, V)
+    logp_all = torch.log_softmax(logits, dim=-1)
+    targets = batch.input_ids[rows_t, cols_t + 1]
+    logp = logp_all.gather(-1, targets[:, None])[:, 0]
+    entropy = None
+    if with_entropy:  # a metric only: no graph, so it costs no activation memory in the backward pass
+        with torch.no_grad():
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+    splits = list(batch.response_lens)
+    lps = list(torch.split(logp, splits))
+    ents = list(torch.split(entropy, splits)) if entropy is not None else None
+    return lps, ents
+
+
+def prefill(hf: Any, processor: VLProcessor, enc: Encoded, device: torch.device, dtype: torch.dtype
+            ) -> tuple[torch.Tensor, Any, int]:
+    """Run the prompt once (batch 1). Returns (last logits (1, V), the KV cache, the rope delta)."""
+    from transformers import DynamicCache
+
+    ids = torch.tensor([enc.input_ids], dtype=torch.long, device=device)
+    grid = enc.image_grid_thw.to(device) if enc.image_grid_thw is not None else None
+    pixels = enc.pixel_values.to(device, dtype) if enc.pixel_values is not None else None
+    positions = rope_positions(hf, processor, ids, None, grid)
+    delta = int(positions.max().item()) + 1 - ids.shape[1]
+    cache = DynamicCache(config=hf.config)
+    out = hf.model(input_ids=ids, position_ids=positions, pixel_values=pixels, image_grid_thw=grid,
+                   past_key_values=cache, use_cache=True)
+    logits = hf.lm_head(out.last_hidden_state[:, -1:])[:, 0]
+    return logits, out.past_key_values, delta
+
+
+def decode_step(hf: Any, tokens: torch.Tensor, cache: Any, position: int) -> torch.Tensor:
+    """Feed one token per row at text position ``position`` (same for all rows); returns logits (B, V)."""
+    b = tokens.shape[0]
+    positions = torch.full((3, b, 1), position, dtype=torch.long, device=tokens.device)
+    out = hf.model(input_ids=tokens[:, None], position_ids=positions, past_key_values=cache, use_cache=True)
+    return hf.lm_head(out.last_hidden_state[:, -1:])[:, 0]

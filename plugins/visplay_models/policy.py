@@ -1,0 +1,240 @@
+"""HFPolicy: a transformers Qwen2-VL-family model in one role, and loading one from a local folder.
+
+The reference model (for the KL term) is the role's weights *as loaded*: a frozen copy for full fine-tuning, the
+adapter disabled under LoRA. Loading is offline (``local_files_only``) and never runs code from the folder unless
+``recipe.model.trust_remote_code`` is true.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visplay.types import Prompt
+from visplay_models.checkpoint import file_hashes, save_model
+from visplay_models.forward import token_logprobs
+from visplay_models.processor import VLProcessor
+from visplay_models.sampler import HFSampler
+
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(Exception):
+    """A model folder cannot be loaded; the message names the path and what is wrong."""
+
+
+class HFPolicy:
+    """A trainable model for one role (implements visplay.types.Policy)."""
+
+    def __init__(self, model: Any, processor: VLProcessor, role: str, *, device: str | torch.device = "cpu",
+                 keep_reference: bool = True, lora: bool = False, source: str = ""):
+        self.model = model
+        self.processor = processor
+        self.role = role
+        self.device = torch.device(device)
+        self.dtype = next(model.parameters()).dtype
+        self.lora = lora
+        self.source = source
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+        self.stop_ids: set[int] = {processor.im_end_id, *eos}
+        # Without LoRA the reference is a frozen copy of the starting weights; with LoRA it is the adapter disabled.
+        self._reference = None
+        if keep_reference and not lora:
+            self._reference = copy.deepcopy(model).eval()
+            for p in self._reference.parameters():
+                p.requires_grad_(False)
+
+    # --- Policy API ------------------------------------------------------------------------------------------------
+
+    def sampler(self) -> HFSampler:
+        """The HF sampler over the current weights (it reads ``self.model`` at each call)."""
+        return HFSampler(self)
+
+    def logprobs(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]], *, grad: bool = False,
+                 reference: bool = False, temperature: float = 1.0, micro_batch_size: int | None = None,
+                 ) -> list[torch.Tensor]:
+        """Teacher-forced per-token log-probs of each response (one (len,) float32 tensor per prompt).
+
+        :param grad: keep the autograd graph (training); otherwise computed under no_grad.
+        :param reference: use the frozen reference (starting weights, or the LoRA adapter disabled).
+        :param temperature: scale logits by 1/T, as the sampler does when it reports log-probs (T <= 0: 1).
+        :param micro_batch_size: rows per forward pass (None: all at once).
+        """
+        out, _ = self.forward_stats(prompts, responses, grad=grad, reference=reference, temperature=temperature,
+                                    micro_batch_size=micro_batch_size)
+        return out
+
+    def forward_stats(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]], *, grad: bool = False,
+                      reference: bool = False, temperature: float = 1.0, micro_batch_size: int | None = None,
+                      with_entropy: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Like :meth:`logprobs`, also returning per-token entropies when ``with_entropy``."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"logprobs: {len(prompts)} prompts but {len(responses)} responses")
+        for i, r in enumerate(responses):
+            if len(r) == 0:
+                raise ValueError(f"logprobs: response {i} is empty")
+        if reference and grad:
+            raise ValueError("logprobs: the reference model is frozen (grad=True with reference=True)")
+        encs = [self.processor.encode(p) for p in prompts]
+        size = micro_batch_size or len(prompts) or 1
+        lps: list[torch.Tensor] = []
+        ents: list[torch.Tensor] = []
+        with torch.set_grad_enabled(grad), self._reference_ctx(reference) as model:
+            for start in range(0, len(prompts), size):
+                lp, ent = token_logprobs(model, self.processor, encs[start:start + size],
+                                         responses[start:start + size], temperature=temperature,
+                                         with_entropy=with_entropy, device=self.device, dtype=self.dtype)
+                lps += lp
+                ents += ent or []
+        return lps, (ents if with_entropy else None)
+
+    def _reference_ctx(self, reference: bool) -> Any:
+        import contextlib
+
+        if not reference:
+            return contextlib.nullcontext(self.model)
+        if self.lora:
+            @contextlib.contextmanager
+            def disabled() -> Any:
+                with self.model.disable_adapter():
+                    yield self.model
+            return disabled()
+        if self._reference is None:
+            raise ValueError("this policy keeps no reference model (loaded with keep_reference=False)")
+        return contextlib.nullcontext(self._reference)
+
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """(name, parameter) of every trainable weight, in a fixed (sorted) order."""
+        return sorted(((n, p) for n, p in self.model.named_parameters() if p.requires_grad), key=lambda x: x[0])
+
+    def weights_sha256(self) -> str:
+        """sha256 over the names, shapes and bytes of all trainable weights (for replay checks)."""
+        h = hashlib.sha256()
+        for name, p in self.trainable_parameters():
+            t = p.detach().to("cpu").contiguous()
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+    def save(self, directory: str | Path) -> dict[str, str]:
+        """Write a HF model folder (safetensors; LoRA merged) + processor files; return {file: sha256}.
+
+        Under LoRA the adapter is also written to ``adapter/`` (peft, safetensors), so :meth:`load_weights` can
+        restore the exact training state; the merged top-level folder is the export any tool can load.
+        """
+        directory = Path(directory)
+        save_model(self.model, directory, lora=self.lora)
+        if self.lora:
+            self.model.save_pretrained(directory / "adapter", safe_serialization=True)
+        self.processor.save_pretrained(directory)
+        (directory / "visplay_policy.json").write_text(json.dumps(
+            {"role": self.role, "source": self.source, "lora": self.lora}, indent=1, sort_keys=True))
+        return file_hashes(directory)
+
+    def load_weights(self, directory: str | Path) -> None:
+        """Load the trainable weights written by :meth:`save` into this policy, bit-exactly.
+
+        The reference model is left as it is (the weights this policy was loaded with). Under LoRA the adapter
+        (``adapter/``) is loaded onto the current base; otherwise every weight of the saved folder is copied in.
+        """
+        directory = Path(directory)
+        if self.lora:
+            from peft.utils import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            adapter_file = directory / "adapter" / "adapter_model.safetensors"
+            if not adapter_file.is_file():
+                raise ModelLoadError(f"{directory}: no LoRA adapter (adapter/adapter_model.safetensors)")
+            result = set_peft_model_state_dict(self.model, load_file(str(adapter_file)))
+            missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+            if missing:
+                raise ModelLoadError(f"{adapter_file}: adapter keys do not match the model: {missing[:3]}")
+            return
+        saved, _ = load_hf_model(directory, dtype=_dtype_name(self.dtype), device="cpu")
+        with torch.no_grad():
+            self.model.load_state_dict(saved.state_dict(), strict=True)
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def eval_mode(self) -> None:
+        self.model.eval()
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, d in DTYPES.items() if d == dtype)
+
+
+def check_model_dir(path: str | Path) -> str:
+    """Validate a local model folder; return its ``model_type``. Raises ModelLoadError naming the path."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ModelLoadError(f"model path {str(folder)!r} does not exist (models are never downloaded: "
+                             "point model.path at a local folder)")
+    if not folder.is_dir():
+        raise ModelLoadError(f"model path {str(folder)!r} is not a folder")
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise ModelLoadError(f"model path {str(folder)!r} is not a model folder: it has no config.json")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{cfg_file}: cannot read config.json: {exc}") from exc
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelLoadError(f"{cfg_file}: unsupported architecture model_type={model_type!r} "
+                             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)}; MiMo-VL is qwen2_5_vl)")
+    if not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(f"model path {str(folder)!r} has no *.safetensors weights (pickled .bin weights are "
+                             "not loaded)")
+    return model_type
+
+
+def load_hf_model(path: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                  trust_remote_code: bool = False) -> tuple[Any, VLProcessor]:
+    """Load model + processor adapter from a local folder (offline, safetensors only)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"model.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    model_type = check_model_dir(path)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the per-tensor loading bar is noise in logs and tests
+    cls = Qwen2_5_VLForConditionalGeneration if model_type == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+    try:
+        model = cls.from_pretrained(str(path), dtype=DTYPES[dtype], local_files_only=True, use_safetensors=True,
+                                    trust_remote_code=trust_remote_code)
+        processor = VLProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"model path {str(path)!r}: cannot load: {exc}") from exc
+    return model.to(device), processor
+
+
+def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: str = "cpu",
+                trust_remote_code: bool = False, lora_cfg: Any = None, keep_reference: bool = True,
+                seed: int = 0) -> HFPolicy:
+    """An HFPolicy from a local folder; with ``lora_cfg.enabled`` a fresh LoRA adapter (initialised from
+    ``seed``) is attached."""
+    model, processor = load_hf_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    lora = bool(lora_cfg is not None and lora_cfg.get("enabled", False))
+    if lora:
+        from visplay_models.lora import add_lora
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = add_lora(model, lora_cfg)
+    model.train()
+    return HFPolicy(model, processor, role, device=device, keep_reference=keep_reference, lora=lora,
+                    source=str(path))
