@@ -16,3 +16,13 @@ import pytest  # noqa: E402
 def no_autoload(monkeypatch):
     """A plugin manager that loads no entry points (tests register plugins by hand)."""
     monkeypatch.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Benchmarks (tests/benchmarks) run only when asked: `pytest tests/benchmarks --benchmark-enable`."""
+    if config.getoption("benchmark_enable", False) or config.getoption("benchmark_only", False):
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with --benchmark-enable")
+    for item in items:
+        if "benchmark" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
