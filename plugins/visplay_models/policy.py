@@ -135,8 +135,9 @@ class HFPolicy:
         if self.lora:
             self.model.save_pretrained(directory / "adapter", safe_serialization=True)
         self.processor.save_pretrained(directory)
+        # Only the source folder's name: the same run in two directories must save byte-identical checkpoints.
         (directory / "visplay_policy.json").write_text(json.dumps(
-            {"role": self.role, "source": self.source, "lora": self.lora}, indent=1, sort_keys=True))
+            {"role": self.role, "source": Path(self.source).name, "lora": self.lora}, indent=1, sort_keys=True))
         return file_hashes(directory)
 
     def load_weights(self, directory: str | Path) -> None:
