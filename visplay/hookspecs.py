@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
         ImageSource,
         ParsedQuestion,
         Policy,
-        Prompt,
         QuestionItem,
         Sampler,
     )
@@ -185,6 +184,22 @@ def visplay_image_source(ctx: RunContext, name: str, options: dict[str, Any]) ->
     :return: an ImageSource, or None when the name is not this plugin's. Bad files are skipped and reported with
         ``ctx.log.event(kind="image_skipped", ...)``; an empty pool is an error naming the path.
         Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_reasoner_questions(
+    ctx: RunContext, iteration: int, images: Sequence[ImageRecord]
+) -> list[tuple[ImageRecord, str, str]] | None:
+    """Supply the reasoner's training set from known answers instead of questioner + votes (gold training).
+
+    :param iteration: the iteration whose reasoner set is being built.
+    :param images: the images the engine would have sent to the questioner for the set, in order.
+    :return: (image, question text, gold answer) triples, in order, or None to let the loop build the set
+        from the questioner and silver labels as usual. When a list comes back the engine skips question
+        generation, votes and filtering for the set, and each rollout's AnswerItem carries ``gold`` (its
+        ``silver_label``/``silver_key`` are the gold answer and its key, so the accuracy reward scores against
+        gold). Stops at first non-None result.
     """
 
 

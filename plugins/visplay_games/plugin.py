@@ -1,3 +1,187 @@
-"""visplay games plugin: hook implementations (see visplay/hookspecs.py)."""
+"""visplay games plugin: hook implementations (see visplay/hookspecs.py).
 
-from visplay.hookspecs import hookimpl  # noqa: F401
+Roles in the loop: the ``games`` image source (truth to the ``gold_truth`` table, never to rewards), gold
+evaluation after every iteration, the cold start before iteration 1, and verifiable reasoner rewards plus a
+gold reasoner set when ``plugins.games.gold_reward`` is on. Settings: ``recipe.plugins.games`` (options.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from visplay.config import plugin_options
+from visplay.hookspecs import hookimpl
+from visplay.types import ImageRecord
+from visplay_games import coldstart, gold, pools, rewards
+from visplay_games.core import GameState
+from visplay_games.generators import MAX_SIZE, MIN_SIZE
+from visplay_games.options import GamesOptions, parse_options
+
+DEFAULT_SIZE = 128  # used when data.resize is not "fixed"
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def options(ctx: Any) -> GamesOptions:
+    return parse_options(plugin_options(ctx.recipe, "games"))
+
+
+def image_size(data: Any) -> int:
+    """The side the games render at: ``data.size`` for ``resize: fixed``, else 128."""
+    size = int(data["size"]) if data["resize"] == "fixed" else DEFAULT_SIZE
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"data.size: the games source renders 48..1024 pixel images, got {size}")
+    return size
+
+
+def _uses_games(ctx: Any) -> bool:
+    return ctx.recipe.data.source == pools.SOURCE
+
+
+def train_pool(ctx: Any, opts: GamesOptions):
+    return pools.train_pool(ctx.seed, opts, int(ctx.recipe.data.num_images), image_size(ctx.recipe.data))
+
+
+def states_by_id(ctx: Any, opts: GamesOptions) -> dict[str, GameState]:
+    return {rec.image_id: gs for gs, rec in train_pool(ctx, opts)}
+
+
+def key_fn(ctx: Any):
+    return lambda answer: ctx.call("visplay_answer_key", answer=answer)
+
+
+def _log_truth(ctx: Any, split: str, pool) -> None:
+    if ctx.log is None:
+        return
+    ctx.log.declare_table(pools.TRUTH_TABLE, pools.TRUTH_COLUMNS, pk="key")
+    ctx.log.insert(pools.TRUTH_TABLE, pools.truth_rows(split, pool), replace=True)
+
+
+# --- 1. image source -------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.GamesImageSource | None:
+    if name != pools.SOURCE:
+        return None
+    opts = parse_options(plugin_options(ctx.recipe, "games"))
+    n = int(options.get("num_images", 0))
+    if n < 1:
+        raise ValueError(f"data.num_images: the games source needs at least 1 image, got {n}")
+    size = image_size(options)
+    pool = pools.train_pool(ctx.seed, opts, n, size)
+    _log_truth(ctx, "train", pool)
+    if opts.held_out:
+        _log_truth(ctx, "heldout", pools.held_out_pool(opts, size))
+    return pools.GamesImageSource(pool)
+
+
+# --- 2. gold evaluation ----------------------------------------------------------------------------------------
+
+
+def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dict[str, float]:
+    """Score ``sampler`` (the reasoner) on the held-out set and the iteration's silver labels against gold."""
+    data = ctx.recipe.data
+    held = pools.held_out_pool(opts, image_size(data))
+    items = gold.eval_items(held, opts.held_out_questions)
+    metrics: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    if items:
+        gens = ctx.call("visplay_sample_answers", sampler=sampler,
+                        questions=[(it.record, it.qa.question) for it in items], n=opts.eval_votes,
+                        seeds=[ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))],
+                        purpose="vote")
+        if gens is None:
+            raise RuntimeError("gold evaluation: no plugin answered visplay_sample_answers")
+        texts = [g.text for per_item in gens for g in per_item]
+        extracted = ctx.call("visplay_extract_answers", texts=texts)
+        if extracted is None:
+            raise RuntimeError("gold evaluation: no plugin answered visplay_extract_answers")
+        answers = [extracted[j * opts.eval_votes:(j + 1) * opts.eval_votes] for j in range(len(items))]
+        rows = gold.score_items(items, answers, key_fn(ctx), iteration)
+        band = list(ctx.recipe.reasoner.filter.band) if ctx.recipe.reasoner.filter.band is not None else None
+        metrics.update(gold.gold_metrics(rows, band))
+    if ctx.log is not None:
+        if rows:
+            ctx.log.declare_table(gold.EVAL_TABLE, gold.EVAL_COLUMNS, pk="key")
+            ctx.log.insert(gold.EVAL_TABLE, rows, replace=True)
+        if _uses_games(ctx):
+            metrics.update(silver_eval(ctx, iteration, opts))
+    return metrics
+
+
+def silver_eval(ctx: Any, iteration: int, opts: GamesOptions) -> dict[str, float]:
+    """The Table 2 analysis: this iteration's silver labels (run log ``labels``) checked against the engine."""
+    log = ctx.log
+    labels = log.rows("labels", "iteration = ?", [iteration])
+    if not labels:
+        return {}
+    questions = {q["key"]: q for q in log.rows("questions", "iteration = ?", [iteration])}
+    filters = log.rows("filters", "iteration = ?", [iteration])
+    gold_set = {f["question_key"] for f in filters if f["reason"] == "gold"}
+    labels = [lab for lab in labels if lab["question_key"] not in gold_set]  # gold training: labels are gold
+    if not labels:
+        return {}
+    kept = {f["question_key"]: int(f["keep"]) for f in filters if f["question_key"] not in gold_set}
+    rows = gold.silver_rows(iteration, labels, questions, kept, states_by_id(ctx, opts), key_fn(ctx))
+    if rows:
+        log.declare_table(gold.SILVER_TABLE, gold.SILVER_COLUMNS, pk="question_key")
+        log.insert(gold.SILVER_TABLE, rows, replace=True)
+    return gold.silver_metrics(labels, rows, kept)
+
+
+@hookimpl
+def visplay_iteration_end(ctx: Any, iteration: int, questioner: Any, reasoner: Any) -> dict[str, float] | None:
+    opts = options(ctx)
+    enabled = opts.gold_eval if opts.gold_eval is not None else _uses_games(ctx)
+    if not enabled or not opts.held_out:
+        return None
+    return gold_eval(ctx, iteration, reasoner.sampler(), opts)
+
+
+# --- 3. cold start ---------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def visplay_run_start(ctx: Any, questioner: Any, reasoner: Any) -> dict[str, float] | None:
+    opts = options(ctx)
+    if opts.cold_start_steps <= 0 and not opts.cold_start_reasoner_steps:
+        return None
+    pool = pools.cold_start_pool(ctx.seed, opts, image_size(ctx.recipe.data))
+    _log_truth(ctx, "coldstart", pool)
+    return coldstart.cold_start(ctx, {"questioner": questioner, "reasoner": reasoner}, pool, opts)
+
+
+# --- 4. verifiable rewards and the gold reasoner set -----------------------------------------------------------
+
+
+@hookimpl
+def visplay_reasoner_questions(ctx: Any, iteration: int,
+                               images: Sequence[ImageRecord]) -> list[tuple[ImageRecord, str, str]] | None:
+    opts = options(ctx)
+    if not opts.gold_reward:
+        return None
+    states = states_by_id(ctx, opts)
+    rng = np.random.default_rng(ctx.seed_for(iteration, "games", "reasoner_questions"))
+    out = []
+    for record in images:
+        gs = states.get(record.image_id)
+        if gs is None or not gs.qa:
+            continue  # not one of our images: nothing known about it
+        picks = rng.permutation(len(gs.qa))[: opts.gold_questions_per_image]
+        out += [(record, gs.qa[int(k)].question, gs.qa[int(k)].answer) for k in picks]
+    if not out:
+        raise ValueError("plugins.games.gold_reward: none of the reasoner-set images comes from the games "
+                         "source (set data.source: games)")
+    return out
+
+
+@hookimpl
+def visplay_reward_components(ctx: Any, role: str, items: Sequence[Any]) -> dict[str, list[float]] | None:
+    if role != "reasoner" or not options(ctx).gold_reward:
+        return None
+    return rewards.reasoner_components(items, states_by_id(ctx, options(ctx)), key_fn(ctx))

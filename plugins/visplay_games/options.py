@@ -1,0 +1,91 @@
+"""The games plugin's settings (``recipe.plugins.games``), validated with errors that name the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from visplay_games.core import DIFFICULTIES
+from visplay_games.generators import GAMES
+
+
+class GamesConfigError(ValueError):
+    """A bad ``plugins.games`` setting; the message names the key."""
+
+
+@dataclass(frozen=True)
+class GamesOptions:
+    games: list[str] = field(default_factory=lambda: list(GAMES))
+    """Games in the pools, in order (default all: 2048, shisen, swap, shapes, bars, clock)."""
+    difficulties: list[int] = field(default_factory=lambda: list(DIFFICULTIES))
+    """Difficulty levels in the pools (1 easy .. 3 hard)."""
+    gold_eval: bool | None = None
+    """Score the reasoner on the held-out set after every iteration; None: when data.source is games."""
+    held_out: int = 12
+    """Held-out images for gold evaluation (disjoint from the training pool)."""
+    held_out_seed: int = 20251115
+    """Root seed of the held-out set: fixed, so every run is scored on the same items."""
+    held_out_questions: int = 2
+    """Questions per held-out image (cycling through its templated QA pairs)."""
+    eval_votes: int = 3
+    """Reasoner answers per held-out question; the majority is scored (and is a silver label in itself)."""
+    cold_start_steps: int = 0
+    """SFT steps before iteration 1 (0: no cold start)."""
+    cold_start_reasoner_steps: int | None = None
+    """SFT steps for the reasoner when it needs more than the questioner; None: ``cold_start_steps``."""
+    cold_start_lr: float = 1e-3
+    """Cold-start SFT learning rate."""
+    cold_start_batch_size: int = 8
+    """Cold-start SFT pairs per step."""
+    cold_start_images: int = 48
+    """Fresh images (own seeds) the cold-start pairs are made from."""
+    cold_start_think_chars: int = 16
+    """How much of the state description the reasoner's cold-start target puts inside <think></think> (short,
+    so the boxed answer fits the tiny recipe's response budget)."""
+    cold_start_describe: bool = True
+    """Also train the reasoner on "Describe the image." -> the state description (perception cold start)."""
+    cold_start_roles: list[str] = field(default_factory=lambda: ["questioner", "reasoner"])
+    """Which roles get the cold start."""
+    gold_reward: bool = False
+    """Train the reasoner on gold: the reasoner's set comes from gold QA pairs and the ``gold_accuracy`` and
+    ``game_points`` reward components are returned."""
+    gold_questions_per_image: int = 1
+    """Gold QA pairs per training image in the reasoner's set when gold_reward is on."""
+
+
+_INT_MIN = {"held_out": 0, "held_out_questions": 1, "eval_votes": 1, "cold_start_steps": 0,
+            "cold_start_batch_size": 1, "cold_start_images": 1,
+            "cold_start_think_chars": 0, "gold_questions_per_image": 1}
+
+
+def parse_options(raw: dict[str, Any] | None) -> GamesOptions:
+    """Validate ``plugins.games`` (a plain dict) into GamesOptions."""
+    raw = dict(raw or {})
+    known = {f.name for f in fields(GamesOptions)}
+    for key in raw:
+        if key not in known:
+            raise GamesConfigError(f"plugins.games.{key}: unknown key (known: {', '.join(sorted(known))})")
+    if isinstance(raw.get("games"), (list, tuple)):
+        raw["games"] = [str(g) for g in raw["games"]]  # YAML reads the game 2048 as an integer
+    opts = GamesOptions(**raw)
+    if not opts.games or any(g not in GAMES for g in opts.games):
+        raise GamesConfigError(f"plugins.games.games: must be a non-empty list of {list(GAMES)}, got {opts.games}")
+    if not opts.difficulties or any(d not in DIFFICULTIES for d in opts.difficulties):
+        raise GamesConfigError(f"plugins.games.difficulties: must be a non-empty list of {list(DIFFICULTIES)}, "
+                               f"got {opts.difficulties}")
+    for key, low in _INT_MIN.items():
+        value = getattr(opts, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise GamesConfigError(f"plugins.games.{key}: must be an integer >= {low}, got {value!r}")
+    steps = opts.cold_start_reasoner_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        raise GamesConfigError(f"plugins.games.cold_start_reasoner_steps: must be an integer >= 0, got {steps!r}")
+    if not isinstance(opts.cold_start_lr, (int, float)) or opts.cold_start_lr <= 0:
+        raise GamesConfigError(f"plugins.games.cold_start_lr: must be > 0, got {opts.cold_start_lr!r}")
+    if any(r not in ("questioner", "reasoner") for r in opts.cold_start_roles):
+        raise GamesConfigError(f"plugins.games.cold_start_roles: roles are questioner and reasoner, "
+                               f"got {opts.cold_start_roles}")
+    for key in ("gold_reward", "cold_start_describe"):
+        if not isinstance(getattr(opts, key), bool):
+            raise GamesConfigError(f"plugins.games.{key}: must be true or false")
+    return opts
