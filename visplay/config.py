@@ -289,6 +289,9 @@ class RecipeConfig:
     """Run name; the run goes to ``run_dir``."""
     description: str = ""
     """One line about the recipe."""
+    setup: str = ""
+    """What the recipe needs from the user (downloads, where to put them, how to pass them); printed with the
+    error when a required key such as model.path or data.images is missing or points nowhere."""
     seed: int = 0
     """Root seed: every random draw derives its own generator from it."""
     variant: str = "paper"
@@ -367,6 +370,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     if not isinstance(data, DictConfig):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got a {type(data).__name__}")
     cfg = _merge(schema, data, where=str(path))
+    _mark_required(cfg, data)
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"command line: override {item!r} is not key=value")
@@ -381,8 +385,9 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     except OmegaConfBaseException as exc:
         raise RecipeError(f"{path}: {exc}") from exc
     if missing:
+        setup = f"\n{cfg.setup.strip()}" if cfg.get("setup") else ""
         raise RecipeError(f"{path}: required key(s) missing: {', '.join(missing)} (set them in the recipe or as "
-                          f"key=value on the command line)")
+                          f"key=value on the command line){setup}")
     try:
         OmegaConf.resolve(cfg)
     except (OmegaConfBaseException, ValueError) as exc:
@@ -390,6 +395,17 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     _validate(cfg, str(path))
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _mark_required(cfg: DictConfig, data: DictConfig, prefix: str = "") -> None:
+    """Keep ``???`` from the recipe YAML: OmegaConf's merge ignores a MISSING value over a schema default, but a
+    recipe writes ``model.path: ???`` to make a key required (an override then fills it)."""
+    for key in data.keys():
+        dotted = f"{prefix}{key}"
+        if OmegaConf.is_missing(data, key):
+            OmegaConf.update(cfg, dotted, MISSING, merge=False)
+        elif isinstance(data[key], DictConfig):
+            _mark_required(cfg, data[key], dotted + ".")
 
 
 def _merge(base: DictConfig, new: DictConfig, where: str) -> DictConfig:

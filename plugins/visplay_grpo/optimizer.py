@@ -10,6 +10,12 @@ One ``update(rollouts)`` call is one GRPO step over a rollout batch (EasyR1's de
    of the update batch's tokens, so the result is the token-mean over the whole update batch), then the gradient
    norm is clipped and AdamW steps.
 
+Data-parallel (torchrun, ``visplay.distributed.world_size() > 1``): every rank holds the same rollouts; each computes
+the old/reference log-probs of its shard (gathered in rank order) and back-propagates its shard of every update batch
+with the loss still divided by the *global* token count; the gradients are then summed across ranks before
+clipping, so each rank takes the one-process step (tests/test_scale_dist_ddp.py). With one process nothing of this
+runs and the results are bit-identical to before.
+
 Metrics (averaged over the step's updates where several): ``actor/loss``, ``actor/pg_loss``, ``actor/kl``,
 ``actor/ppo_kl``, ``actor/pg_clipfrac_higher``, ``actor/pg_clipfrac_lower``, ``actor/grad_norm``, ``actor/entropy``,
 ``actor/lr``, ``actor/updates``, ``actor/old_logprob_max_diff`` (sampler vs recomputed old log-probs),
@@ -25,6 +31,7 @@ from typing import Any
 
 import torch
 
+from visplay import distributed as dist
 from visplay.types import Rollout, UpdateResult
 from visplay_grpo.core_algos import (
     KL_TYPES,
@@ -103,9 +110,8 @@ class GRPOOptimizer:
     def _fixed_logprobs(self, rollouts: Sequence[Rollout], prompts: list, responses: list
                         ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, float]:
         """Old (behaviour) and reference log-probs, computed once per step without gradients."""
-        mb = self.micro_batch_size
         self.policy.model.eval()
-        recomputed = self.policy.logprobs(prompts, responses, temperature=self.temperature, micro_batch_size=mb)
+        recomputed = self._logprobs(prompts, responses, reference=False)
         diff = 0.0
         for r, lp in zip(rollouts, recomputed):
             if r.old_logprobs and len(r.old_logprobs) == len(lp):
@@ -119,9 +125,18 @@ class GRPOOptimizer:
             old = recomputed
         ref = None
         if self.kl_coef > 0:
-            ref = self.policy.logprobs(prompts, responses, reference=True, temperature=self.temperature,
-                                       micro_batch_size=mb)
+            ref = self._logprobs(prompts, responses, reference=True)
         return old, ref, diff
+
+    def _logprobs(self, prompts: list, responses: list, *, reference: bool) -> list[torch.Tensor]:
+        """Teacher-forced log-probs; under several processes each rank computes its shard, gathered in order."""
+        kwargs = dict(reference=reference, temperature=self.temperature, micro_batch_size=self.micro_batch_size)
+        if dist.world_size() == 1:
+            return self.policy.logprobs(prompts, responses, **kwargs)
+        mine = dist.shard(list(range(len(prompts))))
+        local = self.policy.logprobs([prompts[i] for i in mine], [responses[i] for i in mine], **kwargs) \
+            if mine else []
+        return [lp for part in dist.all_gather_objects([t.cpu() for t in local]) for lp in part]
 
     def _update_batch(self, idx: list[int], prompts: list, responses: list, old: list[torch.Tensor],
                       ref: list[torch.Tensor] | None, adv: torch.Tensor) -> dict[str, float]:
@@ -130,8 +145,10 @@ class GRPOOptimizer:
         total_tokens = sum(len(responses[i]) for i in idx)
         sums = {"actor/loss": 0.0, "actor/pg_loss": 0.0, "actor/kl": 0.0, "actor/ppo_kl": 0.0,
                 "actor/pg_clipfrac_higher": 0.0, "actor/pg_clipfrac_lower": 0.0, "actor/entropy": 0.0}
-        for s in range(0, len(idx), self.micro_batch_size):
-            mb = idx[s:s + self.micro_batch_size]
+        world = dist.world_size()
+        mine = dist.shard(idx) if world > 1 else idx  # total_tokens above stays the global count
+        for s in range(0, len(mine), self.micro_batch_size):
+            mb = mine[s:s + self.micro_batch_size]
             logp_rows, ent_rows = self.policy.forward_stats([prompts[i] for i in mb], [responses[i] for i in mb],
                                                             grad=True, temperature=self.temperature,
                                                             with_entropy=True)
@@ -156,7 +173,12 @@ class GRPOOptimizer:
                                ("actor/entropy", masked_mean(ent, mask))):
                 sums[key] += float(value.detach()) * share
         params = [p for _, p in self.policy.trainable_parameters()]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        if world > 1:
+            dist.all_reduce_gradients(params, average=False)
+            sums = {k: dist.global_sum(v) for k, v in sums.items()}
+            grad_norm = dist.clip_grad_norm_(params, self.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         if torch.isfinite(grad_norm):
             self.optim.step()
         self.updates += 1

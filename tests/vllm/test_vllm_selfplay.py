@@ -1,0 +1,44 @@
+"""A tiny self-play iteration with both roles sampled by vLLM engines (sampler.questioner/reasoner = vllm)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("vllm.entrypoints.llm", reason="needs the vLLM environment (.ci/vllm_env.sh)")
+engine = pytest.importorskip("visplay.engine")
+
+from visplay.config import load_recipe  # noqa: E402
+from visplay.runlog import RunLog  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # ~1-2 min: the tiny recipe's cold start + 2 engines
+
+OVERRIDES = [
+    "sampler.questioner=vllm", "sampler.reasoner=vllm", "sampler.vllm.max_model_len=512", "iterations=1",
+    "questioner.steps=2", "questioner.images_per_step=2", "questioner.group_size=2", "questioner.votes=3",
+    "reasoner.steps=2", "reasoner.questions_per_step=2", "reasoner.group_size=2", "reasoner.votes=3",
+    "reasoner.set_images=8", "reasoner.filter.band=[0.0,1.0]", "data.num_images=8",
+]  # the tiny recipe's token budgets (48 / 32): shorter ones truncate questions and answers into invalid ones
+
+
+def test_one_iteration_with_vllm_samplers(tmp_path):
+    import torch
+    from visplay_vllm.plugin import _ENGINES, shutdown_engines
+
+    torch.set_num_threads(1)
+    cfg = load_recipe("tiny", [*OVERRIDES, f"run_dir={tmp_path / 'run'}"])
+    try:
+        db = engine.run_recipe(cfg, run_dir=tmp_path / "run", quiet=True)
+        engines = {role: held[1] for role, held in _ENGINES.items()}
+        assert set(engines) == {"questioner", "reasoner"}
+        # Each role trained for 2 steps: the step-2 samples came from weights pushed after the step-1 update.
+        assert engines["questioner"].pushes >= 1 and engines["reasoner"].pushes >= 1
+    finally:
+        shutdown_engines()
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished"
+        gens = log.rows("generations")
+        assert gens and {g["role"] for g in gens} == {"questioner", "reasoner"}
+        assert all(g["logprobs"] and g["token_ids"] for g in gens)
+        assert log.count("steps", "phase = ?", ["reasoner"]) == 2
+        placement = log.rows("events", "kind = ?", ["placement"])
+        assert placement and "questioner: vllm, reasoner: vllm" in placement[0]["message"]
