@@ -69,7 +69,8 @@ def make_ctx(tmp_path: Path | None = None, overrides: Sequence[str] = (), log=No
 
     # Pin what the tests assume, whatever tiny.yaml sets (no cold start unless a test asks for one).
     recipe = load_recipe("tiny", ["data.source=games", "data.num_images=12", "data.size=64",
-                                  "plugins.games.held_out=6", "plugins.games.cold_start_steps=0", *overrides])
+                                  "plugins.games.held_out=6", "plugins.games.cold_start_steps=0",
+                                  "plugins.games.cold_start_reasoner_steps=0", *overrides])
     extra = (games_plugin, StandInPlugin()) if standin else (games_plugin,)
     pm = get_plugin_manager(autoload=False, extra=extra)
     return RunContext(recipe=recipe, pm=pm, run_dir=tmp_path or Path("."), log=log)

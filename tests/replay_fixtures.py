@@ -119,7 +119,8 @@ TINY = ("iterations=1", "questioner.steps=2", "reasoner.steps=2", "questioner.im
         "reasoner.questions_per_step=2", "reasoner.group_size=2", "data.num_images=8", "reasoner.filter.band=[0.0,1.0]",
         "questioner.sampling.max_new_tokens=24", "reasoner.sampling.max_new_tokens=16",
         # the games source stays (its plugin tables and gold evaluation are replayed too), at its cheapest
-        "plugins.games.cold_start_steps=0", "plugins.games.held_out=2", "plugins.games.held_out_questions=1")
+        "plugins.games.cold_start_steps=0", "plugins.games.cold_start_reasoner_steps=0", "plugins.games.held_out=2",
+        "plugins.games.held_out_questions=1")
 
 
 class EveryTextIsAQuestion:

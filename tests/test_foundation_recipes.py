@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from omegaconf.errors import ReadonlyConfigError
 
 from visplay.config import RecipeError, all_keys, field_docs, load_recipe, recipe_sha256
 
@@ -91,7 +92,7 @@ def test_resolved_recipe_is_read_only_and_hash_is_stable():
     a, b = load_recipe("tiny"), load_recipe("tiny")
     assert recipe_sha256(a) == recipe_sha256(b)
     assert recipe_sha256(a) != recipe_sha256(load_recipe("tiny", ["seed=1"]))
-    with pytest.raises(Exception):
+    with pytest.raises(ReadonlyConfigError):
         a.seed = 5
     assert OmegaConf.is_readonly(a)
 

@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -55,7 +56,8 @@ def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] =
     if autoload:
         _load_entry_points(pm)
     for plugin in extra:
-        name = getattr(plugin, "plugin_name", None) or type(plugin).__name__
+        name = getattr(plugin, "plugin_name", None) or (plugin.__name__ if isinstance(plugin, ModuleType)
+                                                          else type(plugin).__name__)
         pm.register(plugin, name=name if pm.get_plugin(name) is None else None)
     try:
         pm.check_pending()

@@ -1,0 +1,122 @@
+"""Safe image decoding: bytes -> RGB PIL image, resized per the recipe, with a content-hash id.
+
+Untrusted files are checked in the cheapest order: file size, then the header's dimensions (PIL reads only the
+header on ``open``), and only then the pixels. Every failure raises :class:`BadImage` with a short reason; the
+source turns that into an ``image_skipped`` event instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+RESIZE_MODES = ("fixed", "pixels", "none")
+
+
+class BadImage(Exception):
+    """A file or blob that is not a usable image; ``str(err)`` is the reason."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What the recipe allows (``recipe.data``): resize mode and the guards against hostile files."""
+
+    resize: str = "fixed"
+    size: int = 224
+    min_pixels: int = 262144
+    max_pixels: int = 4194304
+    max_file_mb: float = 64.0
+    max_decode_pixels: int = 100_000_000
+
+    @classmethod
+    def from_options(cls, options: dict) -> DecodeLimits:
+        keys = ("resize", "size", "min_pixels", "max_pixels", "max_file_mb", "max_decode_pixels")
+        limits = cls(**{k: options[k] for k in keys if options.get(k) is not None})
+        if limits.resize not in RESIZE_MODES:
+            raise ValueError(f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {limits.resize!r}")
+        return limits
+
+
+def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
+    """Decode ``data`` into a resized RGB image, or raise BadImage saying why not."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    if len(data) > limits.max_file_mb * 1024 * 1024:
+        raise BadImage(f"file is {len(data) / 2**20:.1f} MB > data.max_file_mb={limits.max_file_mb}")
+    with warnings.catch_warnings():
+        # PIL's own bomb guard (a warning, or an error at open) is replaced by data.max_decode_pixels below,
+        # checked on the header's dimensions before any pixel is decoded.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Exception as exc:  # PIL raises many types for garbage input
+            raise BadImage(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = pil_limit
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise BadImage(f"invalid dimensions {width}x{height}")
+        if width * height > limits.max_decode_pixels:
+            raise BadImage(f"{width}x{height} = {width * height} pixels > data.max_decode_pixels="
+                           f"{limits.max_decode_pixels}; not decoded")
+        try:
+            img.load()
+            rgb = _to_rgb(img)
+        except Exception as exc:  # truncated or corrupt pixel data
+            raise BadImage(f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
+    return resize(rgb, limits)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent pixels become white rather than whatever colour happens to sit under the alpha.
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def resize(img: Image.Image, limits: DecodeLimits) -> Image.Image:
+    """Resize per ``limits.resize``: ``fixed`` (size x size, the paper), ``pixels`` (released code), ``none``."""
+    if limits.resize == "fixed":
+        if img.size == (limits.size, limits.size):
+            return img
+        return img.resize((limits.size, limits.size), Image.Resampling.BICUBIC)
+    if limits.resize == "pixels":
+        return _resize_pixels(img, limits.min_pixels, limits.max_pixels)
+    return img
+
+
+def _resize_pixels(img: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+    # As EasyR1's process_image (the released code): shrink above max_pixels, then grow below min_pixels,
+    # keeping the aspect ratio and truncating to whole pixels.
+    if img.width * img.height > max_pixels:
+        factor = math.sqrt(max_pixels / (img.width * img.height))
+        img = img.resize((max(1, int(img.width * factor)), max(1, int(img.height * factor))),
+                         Image.Resampling.BICUBIC)
+    if img.width * img.height < min_pixels:
+        factor = math.sqrt(min_pixels / (img.width * img.height))
+        img = img.resize((max(1, int(img.width * factor)), max(1, int(img.height * factor))),
+                         Image.Resampling.BICUBIC)
+    return img
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """Deterministic PNG encoding (fixed compression, no metadata)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6, optimize=False)
+    return buf.getvalue()
+
+
+def image_id(png: bytes) -> str:
+    """The content id of an image: sha256 of its decoded RGB image's PNG bytes."""
+    return hashlib.sha256(png).hexdigest()
