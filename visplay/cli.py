@@ -177,8 +177,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for hook, names in hook_table(pm).items():
         print(f"  {hook:<28} {', '.join(names) if names else '(empty)'}")
     print("\nplugins:")
-    for info in plugin_infos(pm):
-        print(f"  {info.name:<12} {info.distribution} {info.version}  ({len(info.hooks)} hooks)")
+    infos = plugin_infos(pm)
+    width = max((len(i.name) for i in infos), default=0)
+    for info in infos:
+        note = f"{len(info.hooks)} hooks" if info.hooks else "no hooks until a command registers it"
+        print(f"  {info.name:<{width}}  {info.distribution} {info.version}  ({note})")
     return EXIT_OK
 
 
