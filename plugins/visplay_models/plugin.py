@@ -30,12 +30,16 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
     model = ctx.recipe.model
     if model.backend not in BACKENDS:
         return None
+    from visplay.distributed import local_rank
+    from visplay.placement import training_device
     from visplay_models.policy import load_policy
 
     path = init_from if init_from is not None else base_model_path(ctx)
     kl_coef = float(ctx.recipe.optimizer.get("kl_coef", 0.0)) if ctx.recipe.get("optimizer") else 0.0
+    # plain "cuda" on a multi-GPU box means this rank's training GPU, never one that serves sampling
+    device = training_device(ctx.recipe, local_rank=local_rank())
     return load_policy(
-        path, role, dtype=model.dtype, device=model.device, trust_remote_code=bool(model.trust_remote_code),
+        path, role, dtype=model.dtype, device=device, trust_remote_code=bool(model.trust_remote_code),
         lora_cfg=model.lora, keep_reference=kl_coef > 0, seed=ctx.seed_for("model", role, "lora"),
     )
 
