@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from visplay.config import DataConfig
+
 RESIZE_MODES = ("fixed", "pixels", "none")
 
 
@@ -26,12 +28,13 @@ class BadImage(Exception):
 class DecodeLimits:
     """What the recipe allows (``recipe.data``): resize mode and the guards against hostile files."""
 
-    resize: str = "fixed"
-    size: int = 224
-    min_pixels: int = 262144
-    max_pixels: int = 4194304
-    max_file_mb: float = 64.0
-    max_decode_pixels: int = 100_000_000
+    # the recipe schema's defaults, not a second copy of them
+    resize: str = DataConfig.resize
+    size: int = DataConfig.size
+    min_pixels: int = DataConfig.min_pixels
+    max_pixels: int = DataConfig.max_pixels
+    max_file_mb: float = DataConfig.max_file_mb
+    max_decode_pixels: int = DataConfig.max_decode_pixels
 
     @classmethod
     def from_options(cls, options: dict) -> DecodeLimits:
