@@ -31,7 +31,7 @@ REPORTED = ("gold/accuracy", "gold/sample_accuracy", "gold/silver_accuracy", "go
 
 def run_one(mode: str, seed: int, iterations: int, out: Path, extra: list[str]) -> Path:
     from visplay.config import load_recipe
-    from visplay.engine import run_recipe
+    from visplay.loop.engine import run_recipe
 
     overrides = [*STUDY_OVERRIDES, f"seed={seed}", f"iterations={iterations}", f"name=games-{mode}-s{seed}",
                  *(["plugins.games.gold_reward=true"] if mode == "gold" else []), *extra]
@@ -49,8 +49,8 @@ def cold_start_metrics(db: Path) -> dict[str, float]:
     from visplay_games.plugin import gold_eval, options
 
     from visplay.context import RunContext
+    from visplay.log.runlog import RunLog
     from visplay.plugins import get_plugin_manager
-    from visplay.runlog import RunLog
 
     with RunLog(db, readonly=True) as log:
         recipe = OmegaConf.create(log.run()["recipe_yaml"])
@@ -62,7 +62,7 @@ def cold_start_metrics(db: Path) -> dict[str, float]:
 
 
 def iteration_metrics(db: Path) -> dict[int, dict[str, float]]:
-    from visplay.runlog import RunLog
+    from visplay.log.runlog import RunLog
 
     with RunLog(db, readonly=True) as log:
         rows = log.rows("metrics", "phase = 'eval'")

@@ -11,9 +11,9 @@ from visplay_algorithm.answer_key import canonical_key
 
 from visplay.config import load_recipe
 from visplay.context import RunContext
+from visplay.loop.votes import majority_vote
 from visplay.plugins import get_plugin_manager
 from visplay.types import AnswerItem, Generation, ParsedQuestion, Prompt, QuestionItem
-from visplay.votes import majority_vote
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "tiny.yaml"
 

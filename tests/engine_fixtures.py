@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from visplay.hookspecs import hookimpl
-from visplay.seeding import derive_seed
+from visplay.loop.seeding import derive_seed
 from visplay.types import FilterDecision, Generation, ParsedQuestion, Prompt, SamplingParams, UpdateResult
 
 VOCAB = ["what", "how", "many", "color", "is", "the", "shape", "?", "red", "blue", "green", "1", "2", "3",
@@ -260,7 +260,7 @@ def standin_recipe(run_dir: Path, extra: list[str] = ()):
 
 def comparable_rows(db_path: Path) -> dict[str, list[tuple]]:
     """Every table's rows, timestamps and the resume event left out, for run-to-run equality."""
-    from visplay.runlog import VOLATILE_COLUMNS, RunLog
+    from visplay.log.runlog import VOLATILE_COLUMNS, RunLog
 
     out = {}
     with RunLog(db_path, readonly=True) as log:
@@ -278,7 +278,7 @@ def comparable_rows(db_path: Path) -> dict[str, list[tuple]]:
 def main(argv: list[str]) -> int:
     os.environ["VISPLAY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     torch.set_num_threads(1)
-    from visplay.engine import run_recipe
+    from visplay.loop.engine import run_recipe
 
     command, run_dir, overrides = argv[0], Path(argv[1]), argv[2:]
     plugins = standin_plugins(os.environ.get("VISPLAY_TEST_KILL"))

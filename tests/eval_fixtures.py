@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from visplay.hookspecs import hookimpl
-from visplay.runlog import RunLog
-from visplay.seeding import derive_seed
+from visplay.log.runlog import RunLog
+from visplay.loop.seeding import derive_seed
 from visplay.types import Generation, SamplingParams
 
 
@@ -237,7 +237,7 @@ def _fixture_iteration(log: RunLog, run_dir: Path, it: int, rng: np.random.Gener
 
 def add_eval_scores(db, accuracies):
     """eval_scores rows {iteration: {benchmark: accuracy}} as `visplay eval` writes them."""
-    from visplay.evaluation import declare_tables
+    from visplay.eval.run import declare_tables
 
     with RunLog(db) as log:
         declare_tables(log)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from visplay.hookspecs import hookimpl
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 
 RECIPE_YAML = "name: hand\nseed: 7\nrun_dir: runs/hand\niterations: 1\n"
 
@@ -149,7 +149,7 @@ def make_run(run_dir: Path, *more: str, extra: tuple = ()) -> Path:
     """Run the tiny recipe (with the test parser) to the end; return its run.db."""
     import torch
 
-    from visplay.engine import run_recipe
+    from visplay.loop.engine import run_recipe
 
     torch.set_num_threads(1)
     return run_recipe(tiny_recipe(run_dir, *more), run_dir=run_dir, extra_plugins=(EveryTextIsAQuestion(), *extra),
@@ -175,8 +175,8 @@ def crash_main(run_dir: str, spec: str) -> None:
 
     import torch
 
-    from visplay import checkpoints
-    from visplay.engine import run_recipe
+    from visplay.loop import checkpoints
+    from visplay.loop.engine import run_recipe
 
     torch.set_num_threads(1)
     kind, _, arg = spec.partition(":")

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from scale_fixtures import fixed_batch, tiny_policy  # noqa: E402
 
-from visplay import distributed as dist  # noqa: E402
+from visplay.scale import distributed as dist  # noqa: E402
 
 STEPS, LR, CLIP = 3, 1e-3, 1.0
 

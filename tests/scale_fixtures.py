@@ -2,7 +2,7 @@
 
 The configs are written from the public config.json facts of each model (no weights, nothing downloaded); only
 the keys that decide the architecture's shapes and token ids are included. ``write_fake_model`` makes a folder
-that passes ``visplay.placement.validate_paths`` and feeds the dry run's parameter count.
+that passes ``visplay.scale.placement.validate_paths`` and feeds the dry run's parameter count.
 """
 
 from __future__ import annotations

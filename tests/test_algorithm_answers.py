@@ -10,7 +10,7 @@ from visplay_algorithm.answer_key import canonical_key
 from visplay_algorithm.reference import reference_vote_groups, same_partition, symbolic_equal
 
 from visplay.hookspecs import hookimpl
-from visplay.votes import majority_vote
+from visplay.loop.votes import majority_vote
 
 # Forms that are one answer, both for the canonical keys and for symbolic grading.
 EQUIVALENT = [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from visplay.log.runlog import RunLog
 from visplay.plugins import get_plugin_manager, hook_table
-from visplay.runlog import RunLog
 
 SMALL = ["iterations=2", "questioner.steps=1", "questioner.images_per_step=2", "questioner.group_size=2",
          "questioner.votes=2", "reasoner.steps=1", "reasoner.set_images=2", "reasoner.votes=2",

@@ -19,9 +19,9 @@ from visplay_images.decode import DecodeLimits, decode_image, png_bytes
 
 from visplay.config import load_recipe
 from visplay.context import RunContext
-from visplay.engine import run_recipe
+from visplay.log.runlog import RunLog
+from visplay.loop.engine import run_recipe
 from visplay.plugins import PluginError, get_plugin_manager
-from visplay.runlog import RunLog
 
 
 def _noise_image(seed: int, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Image.Image:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from engine_fixtures import comparable_rows, standin_plugins, standin_recipe
 
-from visplay.engine import RunExistsError, run_recipe
 from visplay.hookspecs import hookimpl
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
+from visplay.loop.engine import RunExistsError, run_recipe
 
 PHASES = ("questioner", "reasoner_set", "reasoner", "eval")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from engine_fixtures import comparable_rows
 
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 
 pytestmark = pytest.mark.slow  # three kill/resume sequences of real subprocesses: about a minute together
 

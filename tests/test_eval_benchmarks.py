@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from eval_fixtures import make_image, png, write_benchmarks
 
-from visplay.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark, resolve_names
+from visplay.eval.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark, resolve_names
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from eval_fixtures import (
 
 import visplay.plugins
 from visplay.cli import main
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 
 ALL = "mmmu,mm-vet,realworldqa,visnumbench,mathverse,math-vision,hallusionbench,mmstar"
 
@@ -109,7 +109,7 @@ def test_rejudge_stored_responses_with_the_endpoint(tmp_path, data_dir, models, 
 
     from visplay.config import load_recipe
     from visplay.context import RunContext
-    from visplay.evaluation import rejudge
+    from visplay.eval.run import rejudge
 
     monkeypatch.chdir(tmp_path)
     assert main(["eval", str(tmp_path), "--benchmarks", "mm-vet,mathverse", "--data", str(data_dir)]) == 0

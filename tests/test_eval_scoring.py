@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from visplay.scoring import choice_letter, extract_boxed, fallback_key, rule_verdict, yes_no
+from visplay.eval.scoring import choice_letter, extract_boxed, fallback_key, rule_verdict, yes_no
 
 
 @pytest.mark.parametrize("text, expected", [

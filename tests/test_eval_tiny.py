@@ -11,7 +11,7 @@ import pytest
 from eval_fixtures import write_benchmarks
 
 from visplay.config import load_recipe
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from visplay.runlog import SCHEMA_VERSION, TABLES, RunLog, RunLogError
+from visplay.log.runlog import SCHEMA_VERSION, TABLES, RunLog, RunLogError
 
 SAMPLE = {str: "x", int: 3, float: 0.5, bytes: b"\x89PNG"}
 
@@ -87,7 +87,7 @@ def test_killed_mid_transaction_leaves_a_consistent_database(tmp_path):
     RunLog(path, create=True).close()
     script = textwrap.dedent(f"""
         import sys, time
-        from visplay.runlog import RunLog
+        from visplay.log.runlog import RunLog
         log = RunLog({str(path)!r})
         with log.step(1, "questioner", 0):
             log.insert("metrics", [dict(iteration=1, phase="questioner", step=0, name="done", value=1.0)])

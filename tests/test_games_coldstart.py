@@ -7,7 +7,7 @@ from games_fixtures import make_ctx
 from visplay_games import coldstart, pools
 from visplay_games.plugin import image_size, options
 
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 
 
 def _pool(ctx):

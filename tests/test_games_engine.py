@@ -14,13 +14,13 @@ TINY = ["data.source=games", "iterations=1", "questioner.steps=1", "reasoner.ste
 
 @pytest.mark.slow
 def test_gold_reward_run_through_the_engine(tmp_path):
-    engine = pytest.importorskip("visplay.engine")
+    engine = pytest.importorskip("visplay.loop.engine")
     pytest.importorskip("visplay_models.sft")
     import torch
 
     torch.set_num_threads(1)
     from visplay.config import load_recipe
-    from visplay.runlog import RunLog
+    from visplay.log.runlog import RunLog
 
     db = engine.run_recipe(load_recipe("tiny", TINY), run_dir=tmp_path / "run", quiet=True)
     with RunLog(db, readonly=True) as log:

@@ -10,7 +10,7 @@ from visplay_games.core import QA
 from visplay_games.generators import make_state, to_record
 from visplay_games.plugin import options, train_pool
 
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 from visplay.types import AnswerItem, Generation, Prompt
 
 

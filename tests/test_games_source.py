@@ -10,7 +10,7 @@ from games_fixtures import make_ctx
 from visplay_games import pools
 from visplay_games.options import GamesConfigError, parse_options
 
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 
 
 def open_source(ctx):

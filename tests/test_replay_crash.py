@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from replay_fixtures import EveryTextIsAQuestion, crash_command, make_run
 
-from visplay import checkpoints
-from visplay.diff import diff_runs
-from visplay.replay import format_report, replay_run
-from visplay.runlog import RunLog
+from visplay.log.diff import diff_runs
+from visplay.log.replay import format_report, replay_run
+from visplay.log.runlog import RunLog
+from visplay.loop import checkpoints
 
 SEED = 20261121
 

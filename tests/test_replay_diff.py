@@ -1,4 +1,4 @@
-"""visplay.diff on hand-built run logs: equality, first divergence in pipeline order, tolerance, bad inputs."""
+"""visplay.log.diff on hand-built run logs: equality, first divergence in pipeline order, tolerance, bad inputs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 from replay_fixtures import build_log, question_key, sha256_file, tamper
 
-from visplay.diff import diff_runs, row_position, values_equal
-from visplay.runlog import SCHEMA_VERSION, RunLog, RunLogError
+from visplay.log.diff import diff_runs, row_position, values_equal
+from visplay.log.runlog import SCHEMA_VERSION, RunLog, RunLogError
 
 
 @pytest.fixture()

@@ -11,8 +11,8 @@ import pytest
 from replay_fixtures import build_log, sha256_file, tiny_recipe
 
 from visplay.config import recipe_yaml
-from visplay.replay import ReplayUsageError, replay_run
-from visplay.runlog import SCHEMA_VERSION, RunLogError
+from visplay.log.replay import ReplayUsageError, replay_run
+from visplay.log.runlog import SCHEMA_VERSION, RunLogError
 
 
 def _bad_db(tmp_path, kind):
@@ -50,8 +50,8 @@ def test_replay_refuses_bad_logs(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["text", "truncated", "newer"])
 @pytest.mark.parametrize("command", ["replay", "resume", "report"])
 def test_cli_refuses_bad_logs(tmp_path, kind, command):
-    if command == "report" and importlib.util.find_spec("visplay.report") is None:
-        pytest.skip("visplay.report is not written yet")
+    if command == "report" and importlib.util.find_spec("visplay.report.build") is None:
+        pytest.skip("visplay.report.build is not written yet")
     bad = _bad_db(tmp_path, kind)
     before = sha256_file(bad)
     target = bad if command == "replay" else bad.parent

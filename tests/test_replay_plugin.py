@@ -11,8 +11,8 @@ from visplay_replay.plugin import ReplayError, ReplayPlugin
 
 from visplay.context import RunContext
 from visplay.hookspecs import hookimpl
+from visplay.log.runlog import RunLog
 from visplay.plugins import PluginError, get_plugin_manager
-from visplay.runlog import RunLog
 from visplay.types import Generation, ImageRecord, Prompt
 
 

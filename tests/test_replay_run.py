@@ -10,8 +10,8 @@ import pytest
 from replay_fixtures import EveryTextIsAQuestion, make_run, sha256_file, tamper
 
 from visplay.hookspecs import hookimpl
-from visplay.replay import format_report, plan_slice, replay_run, resolve_start
-from visplay.runlog import RunLog
+from visplay.log.replay import format_report, plan_slice, replay_run, resolve_start
+from visplay.log.runlog import RunLog
 
 PARSER = (EveryTextIsAQuestion(),)
 

@@ -11,7 +11,7 @@ import pytest
 from eval_fixtures import add_eval_scores, build_run
 from PIL import Image
 
-from visplay.report import write_report
+from visplay.report.build import write_report
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
                 None)

@@ -8,11 +8,11 @@ import pytest
 from eval_fixtures import StandInModels, patch_plugin_manager, write_benchmarks
 
 from visplay.cli import main
-from visplay.report import collect, iteration_summary, text_summary, write_report
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
+from visplay.report.build import collect, iteration_summary, text_summary, write_report
 
 engine_fixtures = pytest.importorskip("engine_fixtures")
-engine = pytest.importorskip("visplay.engine")
+engine = pytest.importorskip("visplay.loop.engine")
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 from eval_fixtures import add_eval_scores, build_run
 
 from visplay.cli import main
-from visplay.paper import check_printed_averages, compare, load_table1, scores_by_iteration
-from visplay.report import collect, iteration_summary, write_report
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
+from visplay.report.build import collect, iteration_summary, write_report
+from visplay.report.paper import check_printed_averages, compare, load_table1, scores_by_iteration
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

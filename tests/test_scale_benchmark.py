@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from scale_fixtures import ARCHITECTURES
 
-from visplay.placement import count_parameters
+from visplay.scale.placement import count_parameters
 
 SCRIPT = Path(__file__).resolve().parent.parent / "reproduce" / "gpu_benchmark.py"
 

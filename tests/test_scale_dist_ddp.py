@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from visplay import distributed as dist
+from visplay.scale import distributed as dist
 
 WORKER = Path(__file__).parent / "scale_dist_worker.py"
 TOLERANCE = 1e-5

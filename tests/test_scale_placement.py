@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from visplay.config import RecipeError, load_recipe
-from visplay.placement import (
+from visplay.log.runlog import RunLog
+from visplay.scale.placement import (
     Placement,
     cuda_visible_devices,
     log_placement,
     plan_placement,
     visible_gpu_count,
 )
-from visplay.runlog import RunLog
 
 
 def _recipe(*overrides):
@@ -86,7 +86,7 @@ def test_two_engines_split_the_sampling_gpus_and_must_fit():
 
 
 def test_training_device_follows_the_placement():
-    from visplay.placement import training_device
+    from visplay.scale.placement import training_device
 
     recipe = _recipe("sampler.reasoner=vllm", "model.device=cuda")
     assert training_device(recipe, plan_placement(recipe, visible=8)) == "cuda:4"

@@ -10,7 +10,7 @@ import pytest
 from scale_fixtures import ARCHITECTURES, write_fake_model, write_image_folder
 
 from visplay.config import RecipeError, load_recipe
-from visplay.placement import count_parameters, dry_run
+from visplay.scale.placement import count_parameters, dry_run
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PAPER = {"qwen-vl-3b": (20, 3754622976), "qwen-vl-7b": (10, 8292166656), "mimo-vl-7b": (10, 8301791232)}
@@ -72,7 +72,7 @@ def test_missing_weights_message_says_what_to_download_and_how_to_pass_it():
 @pytest.mark.parametrize("command", ["recipe", "reproduce"])
 def test_cli_without_weights_exits_2_with_the_hint(command):
     if command == "reproduce":
-        pytest.importorskip("visplay.engine")
+        pytest.importorskip("visplay.loop.engine")
     proc = subprocess.run([sys.executable, "-m", "visplay.cli", command, "qwen-vl-3b"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr

@@ -149,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     from visplay.config import RecipeError
+    from visplay.log.runlog import RunLogError
     from visplay.plugins import PluginError
-    from visplay.runlog import RunLogError
 
     try:
         return int(COMMANDS[args.command](args) or 0)
@@ -213,13 +213,13 @@ def _delegate(module: str, function: str):
 
 
 COMMANDS = {
-    "reproduce": _delegate("visplay.engine", "cli_run"),
-    "run": _delegate("visplay.engine", "cli_run"),
-    "resume": _delegate("visplay.engine", "cli_resume"),
-    "replay": _delegate("visplay.replay", "cli_replay"),
-    "diff": _delegate("visplay.diff", "cli_diff"),
-    "report": _delegate("visplay.report", "cli_report"),
-    "eval": _delegate("visplay.evaluation", "cli_eval"),
+    "reproduce": _delegate("visplay.loop.engine", "cli_run"),
+    "run": _delegate("visplay.loop.engine", "cli_run"),
+    "resume": _delegate("visplay.loop.engine", "cli_resume"),
+    "replay": _delegate("visplay.log.replay", "cli_replay"),
+    "diff": _delegate("visplay.log.diff", "cli_diff"),
+    "report": _delegate("visplay.report.build", "cli_report"),
+    "eval": _delegate("visplay.eval.run", "cli_eval"),
     "plugins": cmd_plugins,
     "recipe": cmd_recipe,
 }

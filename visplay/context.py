@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visplay.loop.seeding import PathPart, derive_seed
 from visplay.plugins import call_hook
-from visplay.seeding import PathPart, derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     import pluggy
     from omegaconf import DictConfig
 
-    from visplay.runlog import RunLog
+    from visplay.log.runlog import RunLog
 
 
 @dataclass
@@ -42,7 +42,7 @@ class RunContext:
         return int(self.recipe.seed)
 
     def seed_for(self, *path: PathPart) -> int:
-        """A seed for the draw named by ``path`` (see visplay.seeding)."""
+        """A seed for the draw named by ``path`` (see visplay.loop.seeding)."""
         return derive_seed(self.seed, *path)
 
     def call(self, hook: str, /, **kwargs: Any) -> Any:

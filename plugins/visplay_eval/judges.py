@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from visplay.config import plugin_options
 from visplay.context import RunContext
-from visplay.scoring import extract_boxed, fallback_key, rule_verdict
+from visplay.eval.scoring import extract_boxed, fallback_key, rule_verdict
 from visplay.types import Prompt, SamplingParams
 
 JUDGE_SYSTEM = "You are a strict grader of answers to benchmark questions."
@@ -48,7 +48,7 @@ def answer_key_fn(ctx: RunContext) -> Callable[[str], str | None]:
 
 
 def rule_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rule-based verdicts (visplay/scoring.py)."""
+    """Rule-based verdicts (visplay/eval/scoring.py)."""
     key = answer_key_fn(ctx)
     out = []
     for item in items:

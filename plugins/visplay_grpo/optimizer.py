@@ -10,7 +10,7 @@ One ``update(rollouts)`` call is one GRPO step over a rollout batch (EasyR1's de
    of the update batch's tokens, so the result is the token-mean over the whole update batch), then the gradient
    norm is clipped and AdamW steps.
 
-Data-parallel (torchrun, ``visplay.distributed.world_size() > 1``): every rank holds the same rollouts; each computes
+Data-parallel (torchrun, ``visplay.scale.distributed.world_size() > 1``): every rank holds the same rollouts; each computes
 the old/reference log-probs of its shard (gathered in rank order) and back-propagates its shard of every update batch
 with the loss still divided by the *global* token count; the gradients are then summed across ranks before
 clipping, so each rank takes the one-process step (tests/test_scale_dist_ddp.py). With one process nothing of this
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from visplay import distributed as dist
+from visplay.scale import distributed as dist
 from visplay.types import Rollout, UpdateResult
 from visplay_grpo.core_algos import (
     KL_TYPES,

@@ -30,8 +30,8 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
     model = ctx.recipe.model
     if model.backend not in BACKENDS:
         return None
-    from visplay.distributed import local_rank
-    from visplay.placement import training_device
+    from visplay.scale.distributed import local_rank
+    from visplay.scale.placement import training_device
     from visplay_models.policy import load_policy
 
     path = init_from if init_from is not None else base_model_path(ctx)

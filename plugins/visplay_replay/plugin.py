@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pluggy
 
     from visplay.context import RunContext
-    from visplay.runlog import RunLog
+    from visplay.log.runlog import RunLog
     from visplay.types import ImageRecord
 
 # Phases whose generations the engine logs; sampling elsewhere (e.g. a plugin's evaluation at iteration end) is

@@ -5,7 +5,7 @@
 kept in this module and reused while the model architecture and engine settings stay the same: a new sampler for
 the same role only pushes its policy's weights into the running engine. Engine settings come from
 ``recipe.sampler.vllm`` (and ``recipe.model.dtype``), ``plugins.vllm`` (executor, pipeline_parallel_size); the
-GPUs from the placement (visplay.placement).
+GPUs from the placement (visplay.scale.placement).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
         return current[1]
     if current is not None:
         current[1].shutdown()
-    from visplay.placement import plan_placement
+    from visplay.scale.placement import plan_placement
 
     gpus = plan_placement(ctx.recipe).engine_gpus.get(role)
     engine = VllmEngine(role, policy, gpus=gpus, **settings)
@@ -93,7 +93,7 @@ def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
         from vllm import LLM  # noqa: F401  (not just `import vllm`: a stray folder named vllm would pass that)
     except ImportError as exc:
         raise RuntimeError(f"sampler.{role}=vllm needs vLLM: pip install 'visplay[vllm]' ({exc})") from exc
-    from visplay import distributed
+    from visplay.scale import distributed
     from visplay_vllm.sampler import VllmSampler
 
     if distributed.world_size() == 1:

@@ -24,7 +24,7 @@ from visplay_algorithm.reference import (  # noqa: E402
     same_partition,
 )
 
-from visplay.votes import majority_vote  # noqa: E402
+from visplay.loop.votes import majority_vote  # noqa: E402
 
 
 def _timed(fn, *args):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("vllm.entrypoints.llm", reason="needs the vLLM environment (.ci/vllm_env.sh)")
-engine = pytest.importorskip("visplay.engine")
+engine = pytest.importorskip("visplay.loop.engine")
 
 from visplay.config import load_recipe  # noqa: E402
-from visplay.runlog import RunLog  # noqa: E402
+from visplay.log.runlog import RunLog  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # ~1-2 min: the tiny recipe's cold start + 2 engines
 

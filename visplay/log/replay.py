@@ -3,7 +3,7 @@
 The engine runs again from the logged recipe into a NEW database, with the replay plugin
 (plugins/visplay_replay) answering the sampling hooks from the logged generations; everything downstream (parsing,
 votes, confidences, filters, reward components, advantages, losses, the update and the checkpoint hashes) is
-recomputed by the ordinary plugins, and the two databases are compared (visplay.diff). The original is opened
+recomputed by the ordinary plugins, and the two databases are compared (visplay.log.diff). The original is opened
 read-only and its sha256 is checked before and after. Modes:
 
 - plain replay: exit 0 when every compared value is bit-identical, else 1 with the first divergence and the
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visplay.diff import (
+from visplay.log.diff import (
     PHASE_ORDER,
     DiffResult,
     Divergence,
@@ -37,7 +37,7 @@ from visplay.diff import (
     table_order,
     values_equal,
 )
-from visplay.runlog import TABLES, RunLog, RunLogError
+from visplay.log.runlog import TABLES, RunLog, RunLogError
 
 # What a replay compares: everything the engine recomputes (``runs``, ``plugins`` and ``events`` describe the
 # machine and the session, not the computation).
@@ -158,7 +158,7 @@ def resolve_start(log: RunLog, run_dir: Path, plan: Slice) -> Slice:
 
 
 def _position_of(row: dict[str, Any]) -> tuple:
-    from visplay.diff import row_position
+    from visplay.log.diff import row_position
 
     return row_position(row)
 
@@ -277,7 +277,7 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
     """
     from visplay_replay.plugin import ReplayPlugin
 
-    from visplay.engine import run_recipe
+    from visplay.loop.engine import run_recipe
 
     db = Path(db)
     out = Path(out) if out else default_out(db)
@@ -365,7 +365,7 @@ def producer_of(div: Divergence, plugin: Any) -> str:
         hook = "visplay_generate_questions / visplay_sample_answers"
         found = plugin.producer("visplay_generate_questions") or plugin.producer("visplay_sample_answers")
     elif div.table == "labels" and div.column in ("confidence", "silver_label", "silver_key"):
-        hook = "visplay.votes.majority_vote over keys from visplay_answer_key"
+        hook = "visplay.loop.votes.majority_vote over keys from visplay_answer_key"
         found = plugin.producer("visplay_answer_key")
     else:
         hook = TABLE_HOOKS.get(div.table, "the engine")

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from visplay.loop.votes import majority_vote
 from visplay.plugins import PluginError
 from visplay.types import AnswerItem, Generation, ImageRecord, ParsedQuestion, QuestionItem, Rollout
-from visplay.votes import majority_vote
 
 
 @dataclass

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-log = logging.getLogger("visplay.distributed")
+log = logging.getLogger("visplay.scale.distributed")
 T = TypeVar("T")
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visplay import report_plots as plots
-from visplay.runlog import RunLog, RunLogError
+from visplay.log.runlog import RunLog, RunLogError
+from visplay.report import plots
 
 SAMPLE_LIMIT = 8  # sample questions shown with their images
 
@@ -135,7 +135,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def paper_comparison(data: ReportData) -> tuple[Any, str, list, list[str]] | None:
     """(table, paper model, comparison rows, notes) when the run has eval scores with iterations, else None."""
-    from visplay.paper import (
+    from visplay.report.paper import (
         PaperDataError,
         check_printed_averages,
         compare,
@@ -179,7 +179,7 @@ def text_summary(data: ReportData) -> str:
                          f"{s['accuracy']:6.2f}")
     comparison = paper_comparison(data)
     if comparison:
-        from visplay.paper import format_comparison
+        from visplay.report.paper import format_comparison
 
         table, model, rows, _notes = comparison
         lines.append(format_comparison(table, model, rows))

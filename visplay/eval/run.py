@@ -24,7 +24,8 @@ from typing import Any
 from omegaconf import DictConfig
 from PIL import Image
 
-from visplay.benchmarks import (
+from visplay.context import RunContext
+from visplay.eval.benchmarks import (
     CHOICE_LETTERS,
     BenchmarkError,
     BenchmarkItem,
@@ -34,11 +35,10 @@ from visplay.benchmarks import (
     option_letters_in,
     resolve_names,
 )
-from visplay.context import RunContext
-from visplay.runlog import RunLog
+from visplay.log.runlog import RunLog
 from visplay.types import ImageRecord, Prompt, SamplingParams
 
-log = logging.getLogger("visplay.evaluation")
+log = logging.getLogger("visplay.eval.run")
 
 # The released solver instruction (train_examples/format_prompt/solver.jinja in the authors' code).
 SOLVER_TEMPLATE = ("{question}\nPlease reason step by step based on the question and image, and put your final "

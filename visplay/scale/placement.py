@@ -156,7 +156,7 @@ def training_device(recipe: Any, placement: Placement | None = None, local_rank:
 
 def log_placement(log: Any, placement: Placement) -> None:
     """Record the placement in the run log (event kind ``placement``; payload = the Placement as a dict)."""
-    log.event("placement", placement.describe(), level="info", source="visplay.placement", payload=asdict(placement))
+    log.event("placement", placement.describe(), level="info", source="visplay.scale.placement", payload=asdict(placement))
 
 
 def cuda_visible_devices(gpus: list[int]) -> str:

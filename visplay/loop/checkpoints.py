@@ -106,7 +106,7 @@ class Roles:
             return held[1]
         sampler = self.ctx.call("visplay_make_sampler", role=role, policy=policy) or policy.sampler()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and self.ctx.recipe.sampler[role] == "hf":
-            from visplay.distributed import ShardedSampler
+            from visplay.scale.distributed import ShardedSampler
 
             sampler = ShardedSampler(sampler)  # each rank samples its slice; all ranks get every generation
         self.samplers[role] = (id(policy), sampler)

@@ -1,7 +1,7 @@
 """Rule-based scoring of benchmark responses: deterministic, offline, explainable.
 
 The model is asked to put its final answer in ``\\boxed{}`` (the released solver prompt). The last boxed answer is
-compared with the reference by the item's kind (visplay/benchmarks.py):
+compared with the reference by the item's kind (visplay/eval/benchmarks.py):
 
 - ``choice``: the boxed text names an option letter (``B``, ``(B)``, ``B. cat``, ``Option B``) or equals an option's
   text; correct when the letter is the reference letter.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from visplay.benchmarks import CHOICE_LETTERS
+from visplay.eval.benchmarks import CHOICE_LETTERS
 
 KeyFn = Callable[[str], "str | None"]
 

@@ -1,7 +1,7 @@
 """Compare two run databases row by row: ``visplay diff a.db b.db``.
 
-Rows are matched by primary key (visplay.runlog.TABLES; plugin-owned tables by their own key) and compared column by
-column, skipping wall-clock columns (visplay.runlog.VOLATILE_COLUMNS). Both files are opened read-only; nothing is
+Rows are matched by primary key (visplay.log.runlog.TABLES; plugin-owned tables by their own key) and compared column by
+column, skipping wall-clock columns (visplay.log.runlog.VOLATILE_COLUMNS). Both files are opened read-only; nothing is
 ever written. The *first* divergence is the one earliest in the run: rows are placed at the (iteration, phase, step)
 their key or columns name, and within a step in the order the engine computes them (STAGES: question
 generations, parsed questions, vote generations, extracted answers, labels, filter decisions, rewards, advantages,
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from visplay.runlog import TABLES, VOLATILE_COLUMNS, RunLog
+from visplay.log.runlog import TABLES, VOLATILE_COLUMNS, RunLog
 
 # Pipeline order of the tables; a divergence in an earlier table of the same step explains the later ones.
 PIPELINE = ("runs", "plugins", "images", "generations", "questions", "labels", "filters", "answers", "rewards",

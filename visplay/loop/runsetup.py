@@ -1,5 +1,5 @@
 """Setting up a run: its directory, its ``runs``/``plugins``/``images`` rows, the image pool, and (under torchrun)
-the process group. Used by visplay/engine.py; nothing here runs the loop.
+the process group. Used by visplay/loop/engine.py; nothing here runs the loop.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def join_process_group(cfg: DictConfig, run_dir: Path, db_path: Path, resume: bo
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    from visplay import distributed
+    from visplay.scale import distributed
 
     distributed.init_distributed(cfg.distributed.backend, cfg.model.device)
     shadow = None
@@ -117,7 +117,7 @@ def _open_pool(ctx: RunContext) -> Any:
 
 def _log_placement(ctx: RunContext) -> None:
     try:
-        from visplay import placement
+        from visplay.scale import placement
     except ImportError:
         return
     placement.log_placement(ctx.log, placement.plan_placement(ctx.recipe))
@@ -158,7 +158,7 @@ def _device(device: str) -> str:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     if not (root / ".git").exists():
         return None
     try:

@@ -8,8 +8,8 @@ Iteration i = 1..K:
 Before iteration 1 of a fresh run: ``visplay_run_start`` (phase ``cold_start``), then both roles are saved as v0.
 
 Every step commits atomically with its ``steps`` row, so the first step without one is where ``resume`` goes on;
-the training role's weights and optimizer state are checkpointed at every step (visplay/checkpoints.py), so the
-resumed run continues bit-exactly. The step bodies live in visplay/phases.py.
+the training role's weights and optimizer state are checkpointed at every step (visplay/loop/checkpoints.py), so the
+resumed run continues bit-exactly. The step bodies live in visplay/loop/phases.py.
 """
 
 from __future__ import annotations
@@ -27,18 +27,18 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from visplay import phases
-from visplay.checkpoints import Roles, state_name, version_name
 from visplay.config import ROLES, RecipeError, load_recipe
 from visplay.context import RunContext
+from visplay.log.runlog import RunLog
+from visplay.loop import phases
+from visplay.loop.checkpoints import Roles, state_name, version_name
+from visplay.loop.progress import Progress, summary_line
+from visplay.loop.runsetup import RunExistsError, is_rank0, join_process_group, open_run, prepare_run_dir
 from visplay.plugins import get_plugin_manager
-from visplay.progress import Progress, summary_line
-from visplay.runlog import RunLog
-from visplay.runsetup import RunExistsError, is_rank0, join_process_group, open_run, prepare_run_dir
 
 __all__ = ["RunExistsError", "SelfPlay", "cli_resume", "cli_run", "iteration_summary", "run_recipe"]
 
-log = logging.getLogger("visplay.engine")
+log = logging.getLogger("visplay.loop.engine")
 
 Step = tuple[int, str, int]
 PHASE_ORDER = ("cold_start", "questioner", "reasoner_set", "reasoner", "eval")
@@ -284,9 +284,9 @@ def cli_run(args: Any) -> int:
     cfg = load_recipe(args.recipe, list(args.overrides or []))
     if getattr(args, "dry_run", False):
         try:
-            from visplay import placement
+            from visplay.scale import placement
         except ImportError:
-            print("visplay: --dry-run is not available (visplay.placement is missing)", file=sys.stderr)
+            print("visplay: --dry-run is not available (visplay.scale.placement is missing)", file=sys.stderr)
             return 1
         print(placement.dry_run(cfg))
         return 0
@@ -294,9 +294,9 @@ def cli_run(args: Any) -> int:
     nproc = args.nproc if getattr(args, "nproc", None) is not None else cfg.distributed.nproc
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         try:
-            from visplay import distributed
+            from visplay.scale import distributed
         except ImportError:
-            print(f"visplay: --nproc {nproc} is not available (visplay.distributed is missing); run with --nproc 1",
+            print(f"visplay: --nproc {nproc} is not available (visplay.scale.distributed is missing); run with --nproc 1",
                   file=sys.stderr)
             return 1
         return int(distributed.relaunch_under_torchrun(sys.argv[1:], nproc))
@@ -331,7 +331,7 @@ def cli_resume(args: Any) -> int:
 
 def _validate_paths(cfg: DictConfig) -> None:
     try:
-        from visplay import placement
+        from visplay.scale import placement
     except ImportError:
         return
     placement.validate_paths(cfg)
@@ -349,15 +349,10 @@ def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float) -> No
 
 
 def _write_report(run_dir: Path) -> str:
+    from visplay.report.build import write_report
+
     try:
-        from visplay import report
-    except ImportError:
-        return "skipped (visplay.report is not installed)"
-    write = getattr(report, "write_report", None)
-    if write is None:
-        return "skipped (visplay.report has no write_report)"
-    try:
-        out = write(run_dir)
+        out = write_report(run_dir)
     except Exception as exc:  # the run is done and logged; a report failure must not hide that
         log.warning("report failed: %s", exc)
         return f"failed ({type(exc).__name__}: {exc}); retry with `visplay report {run_dir}`"

@@ -5,7 +5,7 @@ The files are the ones the paper's authors evaluated on (EasyR1/verl style): one
 ``{"bytes": ..., "path": ...}`` structs) or ``image`` (one struct, raw bytes, base64 text or a path). Some sets
 were published together in one combined file (``MLLM_test/test.parquet``) whose ``file_name`` column names the
 subset; a benchmark then reads only its own rows. Each benchmark has a small adapter (:data:`BENCHMARKS`): which
-columns it reads, how options are rendered, and what counts as correct (see visplay/scoring.py).
+columns it reads, how options are rendered, and what counts as correct (see visplay/eval/scoring.py).
 
 Nothing here is downloaded. A bad file (unreadable, missing a column, an undecodable image, no rows) raises
 :class:`BenchmarkError` naming the file, and the column or row where it applies.
