@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from visplay_models.options import TinyModelConfig
 
-from visplay.config import TinyModelConfig
 from visplay.types import ImageRecord, Prompt
 
 # Smaller than the recipe default so the tests stay fast on 2 shared cores (head_dim 32 as vLLM needs).

@@ -81,10 +81,9 @@ SMALL_TINY = dict(hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size
 
 
 def tiny_policy(cache_dir: Path, role: str = "reasoner", keep_reference: bool = False):
+    from visplay_models.options import TinyModelConfig
     from visplay_models.policy import load_policy
     from visplay_models.tiny import build_tiny_model
-
-    from visplay.config import TinyModelConfig
 
     return load_policy(build_tiny_model(TinyModelConfig(**SMALL_TINY), seed=0, cache_dir=cache_dir), role,
                        keep_reference=keep_reference)

@@ -34,7 +34,7 @@ def test_rule_judge_through_the_hook(tmp_path):
 def test_endpoint_judge_on_loopback(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_JUDGE_KEY", "s3cret")
     with JudgeServer() as server:
-        ctx = _ctx(tmp_path, [f"eval.judge_url={server.url}", "plugins.eval.judge_model_name=glm-test",
+        ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={server.url}", "plugins.plugins.eval.judge_model_name=glm-test",
                               "plugins.eval.api_key_env=TEST_JUDGE_KEY"])
         verdicts = ctx.call("visplay_judge", name="endpoint", items=ITEMS)
     assert [v["correct"] for v in verdicts] == [True, False]
@@ -51,21 +51,21 @@ def test_endpoint_judge_on_loopback(tmp_path, monkeypatch):
                                            ("slow", "timed out after 0.3 s")])
 def test_endpoint_errors_name_the_url(tmp_path, mode, message):
     with JudgeServer(mode) as server:
-        ctx = _ctx(tmp_path, [f"eval.judge_url={server.url}", "plugins.eval.timeout_s=0.3"])
+        ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={server.url}", "plugins.eval.timeout_s=0.3"])
         with pytest.raises(PluginError) as err:
             ctx.call("visplay_judge", name="endpoint", items=ITEMS[:1])
     assert f"{server.url}/chat/completions" in str(err.value) and message in str(err.value)
 
 
 def test_endpoint_unconfigured_or_unreachable(tmp_path):
-    with pytest.raises(PluginError, match="needs eval.judge_url .* nothing contacted"):
+    with pytest.raises(PluginError, match="needs plugins.eval.judge_url .* nothing contacted"):
         _ctx(tmp_path).call("visplay_judge", name="endpoint", items=ITEMS)
     with pytest.raises(PluginError, match="must start with http"):
-        _ctx(tmp_path, ["eval.judge_url=file:///etc/passwd"]).call("visplay_judge", name="endpoint", items=ITEMS)
+        _ctx(tmp_path, ["plugins.eval.judge_url=file:///etc/passwd"]).call("visplay_judge", name="endpoint", items=ITEMS)
     closed = JudgeServer()  # bound, never served or accepted: connection refused or timeout
     url = closed.url
     closed.httpd.server_close()
-    ctx = _ctx(tmp_path, [f"eval.judge_url={url}", "plugins.eval.timeout_s=0.5"])
+    ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={url}", "plugins.eval.timeout_s=0.5"])
     with pytest.raises(PluginError, match="unreachable or timed out"):
         ctx.call("visplay_judge", name="endpoint", items=ITEMS[:1])
 
@@ -73,14 +73,14 @@ def test_endpoint_unconfigured_or_unreachable(tmp_path):
 def test_local_judge_with_stand_in_model_is_greedy_and_text_only(tmp_path):
     sampler = ScriptedSampler(responses={}, default="yes")
     standin = StandInModels(sampler)
-    ctx = _ctx(tmp_path, [f"eval.judge_model={tmp_path}"], extra=(standin,))
+    ctx = _ctx(tmp_path, [f"plugins.eval.judge_model={tmp_path}"], extra=(standin,))
     verdicts = ctx.call("visplay_judge", name="local", items=ITEMS)
     assert [v["correct"] for v in verdicts] == [True, True] and verdicts[0]["verdict"] == "yes"
     assert standin.loaded == [("reasoner", None, "hf")]
     prompts, params = sampler.calls[0]
     assert all(p.image is None and p.system for p in prompts)
     assert {(p.temperature, p.n) for p in params} == {(0.0, 1)}
-    with pytest.raises(PluginError, match="needs eval.judge_model"):
+    with pytest.raises(PluginError, match="needs plugins.eval.judge_model"):
         _ctx(tmp_path, extra=(standin,)).call("visplay_judge", name="local", items=ITEMS)
 
 
@@ -97,9 +97,9 @@ def test_local_judge_with_the_tiny_model(tmp_path):
     import visplay_models.plugin as models_plugin
 
     recipe = load_recipe("tiny")
-    folder = tiny.build_tiny_model(recipe.model.tiny, seed=0)
+    folder = tiny.build_tiny_model(recipe.plugins.models.tiny, seed=0)
     pm = get_plugin_manager(autoload=False, extra=(eval_plugin, models_plugin))
-    ctx = RunContext(recipe=load_recipe("tiny", [f"eval.judge_model={folder}"]), pm=pm, run_dir=tmp_path)
+    ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_model={folder}"]), pm=pm, run_dir=tmp_path)
     first = ctx.call("visplay_judge", name="local", items=ITEMS)
     from visplay_eval import judges
 

@@ -114,7 +114,7 @@ def test_rejudge_stored_responses_with_the_endpoint(tmp_path, data_dir, models, 
     monkeypatch.chdir(tmp_path)
     assert main(["eval", str(tmp_path), "--benchmarks", "mm-vet,mathverse", "--data", str(data_dir)]) == 0
     with JudgeServer() as server, RunLog(tmp_path / "eval.db") as log:
-        ctx = RunContext(recipe=load_recipe("tiny", [f"eval.judge_url={server.url}"]),
+        ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_url={server.url}"]),
                          pm=visplay.plugins.get_plugin_manager(), run_dir=tmp_path, log=log)
         label = f"{tmp_path.name}"
         scores = {s["benchmark"]: s for s in rejudge(ctx, f"{label}/rule", "endpoint")}

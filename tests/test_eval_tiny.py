@@ -27,7 +27,7 @@ def _eval(tmp_path, model, db, *extra):
 @pytest.mark.slow
 def test_eval_tiny_model_folder_deterministic(tmp_path):
     tiny = pytest.importorskip("visplay_models.tiny")
-    folder = tiny.build_tiny_model(load_recipe("tiny").model.tiny, seed=0)
+    folder = tiny.build_tiny_model(load_recipe("tiny").plugins.models.tiny, seed=0)
     write_benchmarks(tmp_path / "bench")
     first = _eval(tmp_path, folder, tmp_path / "a.db")
     assert first.returncode == 0, first.stderr

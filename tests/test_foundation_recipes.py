@@ -74,7 +74,7 @@ def test_semantic_validation_names_key(tmp_path):
     with pytest.raises(RecipeError, match=r"'variant'"):
         load_recipe("tiny", ["variant=papr"])
     with pytest.raises(RecipeError, match=r"model\.tiny\.hidden_size"):
-        load_recipe("tiny", ["model.tiny.hidden_size=64", "model.tiny.num_heads=4"])
+        load_recipe("tiny", ["plugins.models.tiny.hidden_size=64", "plugins.models.tiny.num_heads=4"])
 
 
 def test_yaml_syntax_error_names_file(tmp_path):

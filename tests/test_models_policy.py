@@ -153,7 +153,7 @@ def _ctx(tmp_path, *overrides):
     from visplay.context import RunContext
     from visplay.plugins import get_plugin_manager
 
-    tiny = [f"model.tiny.{k}={v}" for k, v in SMALL.items()]
+    tiny = [f"plugins.models.tiny.{k}={v}" for k, v in SMALL.items()]
     recipe = load_recipe("tiny", [*tiny, *overrides])
     pm = get_plugin_manager(autoload=False, extra=(models_plugin, grpo_plugin))
     return RunContext(recipe=recipe, pm=pm, run_dir=tmp_path)

@@ -50,7 +50,7 @@ def test_folder_is_a_plain_hf_model_with_matching_ids(tmp_path):
 
 
 def test_default_size_is_a_few_hundred_thousand_to_millions():
-    from visplay.config import TinyModelConfig
+    from visplay_models.options import TinyModelConfig
 
     cfg = model_config(TinyModelConfig())
     assert cfg.model_type == "qwen2_5_vl"

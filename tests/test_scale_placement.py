@@ -72,16 +72,16 @@ def test_placement_is_written_to_the_run_log(tmp_path):
 
 def test_two_engines_split_the_sampling_gpus_and_must_fit():
     paper = plan_placement(_recipe("sampler.questioner=vllm", "sampler.reasoner=vllm",
-                                   "sampler.vllm.tensor_parallel_size=2"), visible=8)
+                                   "plugins.vllm.tensor_parallel_size=2"), visible=8)
     assert paper.engine_gpus == {"questioner": [0, 1], "reasoner": [2, 3]}
     assert "reasoner engine on [2, 3]" in paper.describe()
     with pytest.raises(RecipeError, match=r"tensor_parallel_size=4 needs 4 GPUs per engine"):
         plan_placement(_recipe("sampler.questioner=vllm", "sampler.reasoner=vllm",
-                               "sampler.vllm.tensor_parallel_size=4"), visible=8)
+                               "plugins.vllm.tensor_parallel_size=4"), visible=8)
     with pytest.raises(RecipeError, match=r"gpu_memory_utilization=0.45: 3 users share a GPU"):
         plan_placement(_recipe("sampler.questioner=vllm", "sampler.reasoner=vllm"), visible=1)
     shared = plan_placement(_recipe("sampler.questioner=vllm", "sampler.reasoner=vllm",
-                                    "sampler.vllm.gpu_memory_utilization=0.3"), visible=1)
+                                    "plugins.vllm.gpu_memory_utilization=0.3"), visible=1)
     assert shared.engine_gpus == {"questioner": [0], "reasoner": [0]} and shared.mode == "shared"
 
 

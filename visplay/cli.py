@@ -186,15 +186,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
-    from visplay.config import field_docs, load_recipe, recipe_yaml
+    from omegaconf import OmegaConf
+
+    from visplay.config import explain_docs, load_recipe, plugin_sections, recipe_yaml
 
     cfg = load_recipe(args.recipe, args.overrides)
     if not args.explain:
         print(recipe_yaml(cfg), end="")
         return EXIT_OK
-    from omegaconf import OmegaConf
-
-    for key, doc in field_docs().items():
+    for key, doc in explain_docs(plugin_sections()).items():
         value = OmegaConf.select(cfg, key)
         if OmegaConf.is_config(value):
             print(f"{key}:  # {doc}")

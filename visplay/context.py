@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visplay.hooks import Hooks
 from visplay.loop.seeding import PathPart, derive_seed
 from visplay.plugins import call_hook
 
@@ -45,8 +47,15 @@ class RunContext:
         """A seed for the draw named by ``path`` (see visplay.loop.seeding)."""
         return derive_seed(self.seed, *path)
 
+    @cached_property
+    def hooks(self) -> Hooks:
+        """The typed hook calls of this run (visplay.hooks): ``ctx.hooks.generate_questions(...)`` and so on."""
+        return Hooks(self)
+
     def call(self, hook: str, /, **kwargs: Any) -> Any:
-        """Call a hook with this context; a plugin's exception becomes a PluginError naming plugin and hook."""
+        """A raw pluggy call of ``hook`` with this context (pluggy's result: a list for gathering hooks), for
+        scripts and tests; the loop and the plugins use :attr:`hooks`. A plugin's exception becomes a PluginError
+        naming plugin and hook."""
         return call_hook(self.pm, hook, ctx=self, **kwargs)
 
     def at(self, iteration: int, phase: str, step: int) -> RunContext:

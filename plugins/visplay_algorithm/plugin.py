@@ -1,15 +1,16 @@
 """visplay algorithm plugin: the VisPlay method (paper and released variants) as hook implementations.
 
 Settings come from the recipe: ``variant``, ``reward.*``, ``reasoner.filter.*``, ``questioner.sampling`` and
-``reasoner.sampling``. Optional prompt overrides live under ``plugins.algorithm`` (keys in PROMPT_OPTIONS).
+``reasoner.sampling``. Optional prompt overrides: the plugin's own section ``plugins.algorithm`` (AlgorithmOptions).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from visplay.config import plugin_options
+from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
 from visplay.types import AnswerItem, FilterDecision, ParsedQuestion, Prompt, QuestionItem, SamplingParams
 from visplay_algorithm import prompts
@@ -25,18 +26,28 @@ from visplay_algorithm.rewards import (
     uncertainty,
 )
 
-PROMPT_OPTIONS = ("questioner_system", "questioner_user", "reasoner_system", "reasoner_suffix")
-"""``plugins.algorithm.<key>`` overrides of the prompt texts (strings), e.g. shorter prompts for tiny models."""
+
+@dataclass
+class AlgorithmOptions:
+    """Prompt texts of the VisPlay algorithm plugin; None keeps the variant's built-in prompt."""
+
+    questioner_system: str | None = None
+    """System text of the questioner's prompt."""
+    questioner_user: str | None = None
+    """User text of the questioner's prompt (the image comes first)."""
+    reasoner_system: str | None = None
+    """System text of the reasoner's prompt."""
+    reasoner_suffix: str | None = None
+    """Text appended to each question in the reasoner's prompt."""
 
 
-def _options(ctx: Any) -> dict[str, str]:
-    options = plugin_options(ctx.recipe, "algorithm")
-    for key, value in options.items():
-        if key not in PROMPT_OPTIONS:
-            raise ValueError(f"plugins.algorithm.{key}: unknown option (known: {', '.join(PROMPT_OPTIONS)})")
-        if not isinstance(value, str):
-            raise ValueError(f"plugins.algorithm.{key}: must be a string, got {type(value).__name__}")
-    return options
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"algorithm": AlgorithmOptions}
+
+
+def _options(ctx: Any) -> AlgorithmOptions:
+    return plugin_section(ctx.recipe, "algorithm")
 
 
 def _params(section: Any, n: int, seed: int) -> SamplingParams:
@@ -58,8 +69,8 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
     _check_seeds("visplay_generate_questions", images, seeds)
     options = _options(ctx)
     system, user = prompts.questioner_texts(ctx.variant)
-    system = options.get("questioner_system", system)
-    user = options.get("questioner_user", user)
+    system = system if options.questioner_system is None else options.questioner_system
+    user = user if options.questioner_user is None else options.questioner_user
     batch = [Prompt(user=user, image=image, system=system) for image in images]
     params = [_params(ctx.recipe.questioner.sampling, n, seed) for seed in seeds]
     return sampler.sample(batch, params)
@@ -70,8 +81,8 @@ def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
     """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts."""
     _check_seeds("visplay_sample_answers", questions, seeds)
     options = _options(ctx)
-    system = options.get("reasoner_system", prompts.REASONER_SYSTEM)
-    suffix = options.get("reasoner_suffix", prompts.REASONER_SUFFIX)
+    system = prompts.REASONER_SYSTEM if options.reasoner_system is None else options.reasoner_system
+    suffix = prompts.REASONER_SUFFIX if options.reasoner_suffix is None else options.reasoner_suffix
     batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
     params = [_params(ctx.recipe.reasoner.sampling, n, seed) for seed in seeds]
     return sampler.sample(batch, params)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from visplay.hooks import NoAnswerError
 from visplay.types import Generation, ImageRecord, Prompt, SamplingParams
 from visplay_games.core import QA, GameState
 from visplay_games.options import GamesOptions
@@ -41,14 +42,17 @@ class RecordingSampler:
 def loop_prompts(ctx: Any, records: Sequence[ImageRecord], questions: Sequence[str]) -> tuple[list, list]:
     """The questioner's prompt per image and the reasoner's prompt per (image, question), as the loop makes them."""
     seeds = [0] * len(records)
-    gens = ctx.call("visplay_generate_questions", sampler=RecordingSampler(), images=list(records), n=1,
-                    seeds=seeds)
-    q_prompts = ([g[0].prompt for g in gens] if gens is not None
-                 else [Prompt(user=FALLBACK_QUESTIONER, image=r) for r in records])
-    gens = ctx.call("visplay_sample_answers", sampler=RecordingSampler(),
-                    questions=list(zip(records, questions)), n=1, seeds=seeds, purpose="rollout")
-    r_prompts = ([g[0].prompt for g in gens] if gens is not None
-                 else [Prompt(user=FALLBACK_REASONER.format(question=q), image=r) for r, q in zip(records, questions)])
+    try:
+        gens = ctx.hooks.generate_questions(RecordingSampler(), list(records), 1, seeds)
+        q_prompts = [g[0].prompt for g in gens]
+    except NoAnswerError:
+        q_prompts = [Prompt(user=FALLBACK_QUESTIONER, image=r) for r in records]
+    try:
+        gens = ctx.hooks.sample_answers(RecordingSampler(), list(zip(records, questions)), 1, seeds,
+                                        purpose="rollout")
+        r_prompts = [g[0].prompt for g in gens]
+    except NoAnswerError:
+        r_prompts = [Prompt(user=FALLBACK_REASONER.format(question=q), image=r) for r, q in zip(records, questions)]
     return q_prompts, r_prompts
 
 
@@ -98,8 +102,8 @@ def check_questioner_targets(ctx: Any, pairs: Sequence[tuple[Prompt, str]]) -> i
     """How many questioner targets the run's own question parser rejects (should be 0)."""
     bad = 0
     for _, text in pairs:
-        parsed = ctx.call("visplay_parse_question", text=text)
-        bad += int(parsed is not None and not parsed.valid)
+        parsed = ctx.hooks.parse_question(text)
+        bad += int(not parsed.valid)
     return bad
 
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from visplay.config import plugin_options
+from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
 from visplay.types import ImageRecord
 from visplay_games import coldstart, gold, pools, rewards
 from visplay_games.core import GameState
 from visplay_games.generators import MAX_SIZE, MIN_SIZE
-from visplay_games.options import GamesOptions, parse_options
+from visplay_games.options import GamesOptions
 
 DEFAULT_SIZE = 128  # used when data.resize is not "fixed"
 
@@ -27,7 +27,12 @@ DEFAULT_SIZE = 128  # used when data.resize is not "fixed"
 
 
 def options(ctx: Any) -> GamesOptions:
-    return parse_options(plugin_options(ctx.recipe, "games"))
+    return plugin_section(ctx.recipe, "games")
+
+
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"games": GamesOptions}
 
 
 def image_size(data: Any) -> int:
@@ -51,7 +56,7 @@ def states_by_id(ctx: Any, opts: GamesOptions) -> dict[str, GameState]:
 
 
 def key_fn(ctx: Any):
-    return lambda answer: ctx.call("visplay_answer_key", answer=answer)
+    return ctx.hooks.answer_key
 
 
 def _log_truth(ctx: Any, split: str, pool) -> None:
@@ -68,7 +73,7 @@ def _log_truth(ctx: Any, split: str, pool) -> None:
 def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.GamesImageSource | None:
     if name != pools.SOURCE:
         return None
-    opts = parse_options(plugin_options(ctx.recipe, "games"))
+    opts = options(ctx)
     n = int(options.get("num_images", 0))
     if n < 1:
         raise ValueError(f"data.num_images: the games source needs at least 1 image, got {n}")
@@ -91,16 +96,11 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     if items:
-        gens = ctx.call("visplay_sample_answers", sampler=sampler,
-                        questions=[(it.record, it.qa.question) for it in items], n=opts.eval_votes,
-                        seeds=[ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))],
-                        purpose="vote")
-        if gens is None:
-            raise RuntimeError("gold evaluation: no plugin answered visplay_sample_answers")
+        gens = ctx.hooks.sample_answers(sampler, [(it.record, it.qa.question) for it in items], opts.eval_votes,
+                                        [ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))],
+                                        purpose="vote")
         texts = [g.text for per_item in gens for g in per_item]
-        extracted = ctx.call("visplay_extract_answers", texts=texts)
-        if extracted is None:
-            raise RuntimeError("gold evaluation: no plugin answered visplay_extract_answers")
+        extracted = ctx.hooks.extract_answers(texts)
         answers = [extracted[j * opts.eval_votes:(j + 1) * opts.eval_votes] for j in range(len(items))]
         rows = gold.score_items(items, answers, key_fn(ctx), iteration)
         band = list(ctx.recipe.reasoner.filter.band) if ctx.recipe.reasoner.filter.band is not None else None
@@ -117,11 +117,11 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
 def silver_eval(ctx: Any, iteration: int, opts: GamesOptions) -> dict[str, float]:
     """The Table 2 analysis: this iteration's silver labels (run log ``labels``) checked against the engine."""
     log = ctx.log
-    labels = log.rows("labels", "iteration = ?", [iteration])
+    labels = log.rows_matching("labels", iteration=iteration)
     if not labels:
         return {}
-    questions = {q["key"]: q for q in log.rows("questions", "iteration = ?", [iteration])}
-    filters = log.rows("filters", "iteration = ?", [iteration])
+    questions = {q["key"]: q for q in log.rows_matching("questions", iteration=iteration)}
+    filters = log.filters_of(iteration)
     gold_set = {f["question_key"] for f in filters if f["reason"] == "gold"}
     labels = [lab for lab in labels if lab["question_key"] not in gold_set]  # gold training: labels are gold
     if not labels:
@@ -141,6 +141,20 @@ def visplay_iteration_end(ctx: Any, iteration: int, questioner: Any, reasoner: A
     if not enabled or not opts.held_out:
         return None
     return gold_eval(ctx, iteration, reasoner.sampler(), opts)
+
+
+@hookimpl
+def visplay_summary_fields(ctx: Any, iteration: int) -> dict[str, float] | None:
+    """Gold accuracy of the reasoner and of the iteration's silver labels, for the console line and the report."""
+    if ctx.log is None:
+        return None
+    metrics = ctx.log.metrics_of(iteration, "eval")
+    fields = {label: metrics[name] for name, label in SUMMARY_METRICS.items() if name in metrics}
+    return fields or None
+
+
+SUMMARY_METRICS = {"gold/accuracy": "gold accuracy", "gold/silver_accuracy": "silver-label accuracy"}
+"""Metrics of this plugin shown in each iteration's summary line, with their labels."""
 
 
 # --- 3. cold start ---------------------------------------------------------------------------------------------

@@ -1,16 +1,37 @@
 """visplay grpo plugin: hook implementations (see visplay/hookspecs.py).
 
 ``visplay_make_optimizer`` answers optimizer name ``grpo`` with a :class:`visplay_grpo.optimizer.GRPOOptimizer`
-configured from ``recipe.optimizer`` (and ``plugins.grpo.old_logprobs``: ``recompute`` (default) or ``sampler``).
+configured from ``recipe.optimizer`` and the plugin's own section ``plugins.grpo`` (GrpoOptions).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
 
-PLUGIN_KEYS = ("old_logprobs",)
+OLD_LOGPROBS = ("recompute", "sampler")
+
+
+@dataclass
+class GrpoOptions:
+    """The GRPO optimizer (``optimizer.name: grpo``); the loss settings themselves are the core's ``optimizer``."""
+
+    old_logprobs: str = "recompute"
+    """Log-probs of the sampling policy in the PPO ratio: ``recompute`` (teacher-forced before the update, as
+    EasyR1) or ``sampler`` (the sampler's own, as logged)."""
+
+    def validate(self) -> dict[str, str]:
+        if self.old_logprobs not in OLD_LOGPROBS:
+            return {"old_logprobs": f"must be one of {', '.join(OLD_LOGPROBS)}, got {self.old_logprobs!r}"}
+        return {}
+
+
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"grpo": GrpoOptions}
 
 
 @hookimpl
@@ -18,13 +39,8 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
     opt = ctx.recipe.optimizer
     if opt.name != "grpo":
         return None
-    from visplay.config import plugin_options
     from visplay_grpo.optimizer import GRPOOptimizer
 
-    options = plugin_options(ctx.recipe, "grpo")
-    unknown = sorted(set(options) - set(PLUGIN_KEYS))
-    if unknown:
-        raise ValueError(f"unknown key(s) plugins.grpo.{unknown[0]} (known: {', '.join(PLUGIN_KEYS)})")
     section = ctx.recipe.get(role)
     temperature = float(section.sampling.temperature) if section is not None else 1.0
     return GRPOOptimizer(
@@ -33,6 +49,6 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
         kl_coef=float(opt.kl_coef), kl_type=str(opt.kl_type), adv_eps=float(opt.adv_eps),
         micro_batch_size=int(opt.micro_batch_size),
         update_batch_size=None if opt.update_batch_size is None else int(opt.update_batch_size),
-        temperature=temperature, old_logprobs=str(options.get("old_logprobs", "recompute")),
+        temperature=temperature, old_logprobs=plugin_section(ctx.recipe, "grpo").old_logprobs,
         seed=ctx.seed_for("grpo", role),
     )

@@ -146,11 +146,8 @@ def resolve_target(model: str, *, recipe: str | None = None, overrides: Sequence
 
 def load_sampler(ctx: RunContext, target: EvalTarget) -> Any:
     """The reasoner policy of ``target`` and its sampler, through the model hooks."""
-    policy = ctx.call("visplay_load_policy", role="reasoner", init_from=target.init_from)
-    if policy is None:
-        raise EvalError(f"no plugin loads model backend {ctx.recipe.model.backend!r} (see `visplay plugins`)")
-    sampler = ctx.call("visplay_make_sampler", role="reasoner", policy=policy)
-    return sampler if sampler is not None else policy.sampler()
+    policy = ctx.hooks.load_policy("reasoner", target.init_from)
+    return ctx.hooks.make_sampler("reasoner", policy)
 
 
 # --- generation and judging ----------------------------------------------------------------------------------
@@ -201,7 +198,7 @@ def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, q
 
 def judge_items(ctx: RunContext, judge: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Verdicts from the judge plugin named ``judge`` (an error names the judge when no plugin has it)."""
-    verdicts = ctx.call("visplay_judge", name=judge, items=list(items))
+    verdicts = ctx.hooks.judge(judge, list(items))
     if verdicts is None:
         raise EvalError(f"no plugin provides the judge {judge!r} (built in: rule, local, endpoint)")
     return verdicts

@@ -14,12 +14,13 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
 # Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
@@ -64,7 +65,7 @@ TABLES: dict[str, dict[str, Any]] = {
         "pk": "question_key",
     },
     "filters": {
-        "columns": {"question_key": str, "iteration": int, "keep": int, "reason": str},
+        "columns": {"question_key": str, "iteration": int, "keep": int, "reason": str, "producer": str},
         "pk": "question_key",
     },
     "answers": {
@@ -75,7 +76,8 @@ TABLES: dict[str, dict[str, Any]] = {
         "pk": "key",
     },
     "rewards": {
-        "columns": {"key": str, "component": str, "iteration": int, "role": str, "step": int, "value": float},
+        "columns": {"key": str, "component": str, "iteration": int, "role": str, "step": int, "value": float,
+                    "producer": str},
         "pk": ("key", "component"),
     },
     "advantages": {
@@ -102,8 +104,24 @@ TABLES: dict[str, dict[str, Any]] = {
     },
 }
 
+# Columns added by a later migration than the first (so _migrate_1 keeps creating the schema of version 1).
+_ADDED_LATER = {("rewards", "producer"), ("filters", "producer")}
+
 # Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
 VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
+
+
+@dataclass(frozen=True)
+class KeptQuestion:
+    """A question of the reasoner's training set, read back from the log (so a resumed run trains on the same
+    set). ``gold`` is the answer when a plugin supplied the question with a known answer."""
+
+    key: str
+    image_id: str
+    question: str
+    silver_label: str | None
+    silver_key: str | None
+    gold: str | None = None
 
 
 class RunLogError(Exception):
@@ -129,14 +147,22 @@ def _check_is_sqlite(path: Path) -> None:
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
     for name, spec in TABLES.items():
-        db[name].create(spec["columns"], pk=spec["pk"], not_null=None)
+        columns = {c: t for c, t in spec["columns"].items() if (name, c) not in _ADDED_LATER}
+        db[name].create(columns, pk=spec["pk"], not_null=None)
     db["generations"].create_index(["iteration", "phase", "step"])
     db["questions"].create_index(["iteration", "phase"])
     db["answers"].create_index(["question_key"])
     db["events"].create_index(["kind"])
 
 
-MIGRATIONS = [_migrate_1]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """The plugin that produced each reward component and filter decision (NULL in logs written before)."""
+    for table in ("rewards", "filters"):
+        if "producer" not in db[table].columns_dict:
+            db[table].add_column("producer", str)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2]  # MIGRATIONS[i] upgrades user_version i -> i + 1
 
 
 class RunLog:
@@ -293,6 +319,63 @@ class RunLog:
     def count(self, table: str, where: str | None = None, params: Any = None) -> int:
         sql = f"select count(*) from [{table}]" + (f" where {where}" if where else "")
         return self.db.execute(sql, params or []).fetchone()[0]
+
+    # --- named readers (the engine, report and replay ask these; no SQL text is written outside this module) ---
+
+    def metric_values(self, name: str, *, iteration: int | None = None, phase: str | None = None) -> list[float]:
+        """Values of metric ``name`` (optionally of one iteration and phase), in step order."""
+        where = {"name": name, "iteration": iteration, "phase": phase}
+        return [r["value"] for r in self._where("metrics", where, order_by="iteration, phase, step")]
+
+    def metrics_of(self, iteration: int, phase: str) -> dict[str, float]:
+        """{name: value} of one iteration's phase (the last step wins when a phase has several)."""
+        return {r["name"]: r["value"] for r in self._where("metrics", {"iteration": iteration, "phase": phase},
+                                                           order_by="step")}
+
+    def labels_of(self, iteration: int, phase: str = "reasoner_set") -> list[dict[str, Any]]:
+        """The silver labels voted in one iteration's phase."""
+        return self._where("labels", {"iteration": iteration, "phase": phase})
+
+    def filters_of(self, iteration: int) -> list[dict[str, Any]]:
+        """The filter decisions of one iteration's reasoner set."""
+        return self._where("filters", {"iteration": iteration})
+
+    def kept_set(self, iteration: int) -> list[KeptQuestion]:
+        """The reasoner's training set of an iteration: kept questions with their silver labels, in key order."""
+        from visplay.loop.keys import key_order
+
+        sql = ("select q.key, q.image_id, q.question, l.silver_label, l.silver_key, f.reason from questions q "
+               "join filters f on f.question_key = q.key join labels l on l.question_key = q.key "
+               "where q.iteration = ? and q.phase = 'reasoner_set' and f.keep = 1")
+        rows = self.db.execute(sql, [iteration]).fetchall()
+        return [KeptQuestion(key=key, image_id=image_id, question=question, silver_label=label, silver_key=skey,
+                             gold=label if reason == "gold" else None)
+                for key, image_id, question, label, skey, reason in sorted(rows, key=lambda r: key_order(r[0]))]
+
+    def checkpoint_rows(self, *, role: str | None = None, iteration: int | None = None,
+                        step: int | None = None) -> list[dict[str, Any]]:
+        """``checkpoints`` rows, optionally of one role / iteration / step, in (iteration, step, name) order."""
+        return self._where("checkpoints", {"role": role, "iteration": iteration, "step": step},
+                           order_by="iteration, step, name")
+
+    def rows_matching(self, table: str, **equal: Any) -> list[dict[str, Any]]:
+        """Rows of ``table`` whose columns equal the given values (None values are ignored)."""
+        return self._where(table, equal)
+
+    def generations_of(self, iteration: int, phase: str, step: int) -> list[dict[str, Any]]:
+        """The generations logged at one step."""
+        return self._where("generations", {"iteration": iteration, "phase": phase, "step": step})
+
+    def _where(self, table: str, equal: dict[str, Any], order_by: str | None = None) -> list[dict[str, Any]]:
+        if not self.db[table].exists():
+            return []
+        columns = set(self.db[table].columns_dict)
+        wanted = {k: v for k, v in equal.items() if v is not None}
+        unknown = set(wanted) - columns
+        if unknown:
+            raise KeyError(f"table {table!r} has no column(s) {sorted(unknown)}")
+        where = " and ".join(f"[{c}] = ?" for c in wanted) or None
+        return self.rows(table, where, list(wanted.values()), order_by=order_by)
 
     def done_steps(self) -> set[tuple[int, str, int]]:
         return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}

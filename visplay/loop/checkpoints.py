@@ -20,10 +20,14 @@ import gc
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from visplay.plugins import PluginError
+from visplay.types import Optimizer, Policy, RefreshableSampler, Sampler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from visplay.context import RunContext
 
 
 def version_name(role: str, iteration: int) -> str:
@@ -34,93 +38,88 @@ def state_name(role: str, iteration: int, step: int) -> str:
     return f"state/{role}-i{iteration}-s{step}"
 
 
-class Roles:
-    """Loads policies on demand and keeps track of which weights each one holds."""
+@dataclass
+class Held:
+    """What one role holds in memory: its policy (loaded from checkpoint ``reference``, with the weights of
+    checkpoint ``weights`` on top), its optimizer (for the training step after ``optimizer_at``) and its sampler."""
 
-    def __init__(self, ctx: Any):
+    policy: Policy
+    reference: str | None
+    weights: str | None
+    optimizer: Optimizer | None = None
+    optimizer_at: tuple[int, str | None] | None = None
+    sampler: Sampler | None = None
+
+
+class Roles:
+    """Loads the two roles' policies on demand and keeps track of which weights each one holds."""
+
+    def __init__(self, ctx: RunContext):
         self.ctx = ctx
         self.root = Path(ctx.run_dir) / "checkpoints"
-        self.policies: dict[str, Any] = {}
-        self.holds: dict[str, tuple[str | None, str | None]] = {}  # role -> (reference name, weights name)
-        self.optimizers: dict[str, tuple[tuple[int, str | None], Any]] = {}
-        self.samplers: dict[str, tuple[int, Any]] = {}
+        self.held: dict[str, Held] = {}
 
     def path(self, name: str) -> Path:
         return self.root / name
 
     # --- policies ----------------------------------------------------------------------------------------
 
-    def policy(self, role: str, reference: str | None, weights: str | None = None) -> Any:
+    def policy(self, role: str, reference: str | None, weights: str | None = None) -> Policy:
         """The role's policy loaded from checkpoint ``reference`` (None: the base model) holding ``weights``."""
         weights = weights or reference
-        if self.holds.get(role) == (reference, weights):
-            return self.policies[role]
+        held = self.held.get(role)
+        if held is not None and (held.reference, held.weights) == (reference, weights):
+            return held.policy
         self.release(role)
         init_from = str(self._existing(reference)) if reference else None
-        policy = self.ctx.call("visplay_load_policy", role=role, init_from=init_from)
-        if policy is None:
-            raise PluginError(f"no plugin loads model.backend={self.ctx.recipe.model.backend!r} "
-                              f"(hook visplay_load_policy; see `visplay plugins`)")
+        policy = self.ctx.hooks.load_policy(role, init_from)
         if weights != reference:
-            load_weights(policy, self._existing(weights))
-        self.policies[role], self.holds[role] = policy, (reference, weights)
+            policy.load_weights(str(self._existing(weights)))
+        self.held[role] = Held(policy, reference, weights)
         return policy
 
-    def frozen(self, role: str, weights: str) -> Any:
+    def frozen(self, role: str, weights: str) -> Policy:
         """The role's policy holding checkpoint ``weights``, for sampling only (any reference will do)."""
-        held = self.holds.get(role)
-        if held is not None and held[1] == weights:
-            return self.policies[role]
+        held = self.held.get(role)
+        if held is not None and held.weights == weights:
+            return held.policy
         return self.policy(role, weights)
 
     def release(self, role: str) -> None:
-        if role in self.policies:
-            del self.policies[role]
-            self.holds.pop(role, None)
-            self.optimizers.pop(role, None)
-            self.samplers.pop(role, None)
+        if self.held.pop(role, None) is not None:
             gc.collect()
 
-    def trainer(self, role: str, iteration: int, step: int) -> tuple[Any, Any]:
+    def trainer(self, role: str, iteration: int, step: int) -> tuple[Policy, Optimizer]:
         """Policy and optimizer ready for training step ``step`` of ``iteration``."""
         previous = state_name(role, iteration, step - 1) if step > 0 else None
         policy = self.policy(role, version_name(role, iteration - 1), previous)
-        key = (iteration, previous)
-        held = self.optimizers.get(role)
-        if held is not None and held[0] == key and held[1] is not None:
-            return policy, held[1]
-        optimizer = self.ctx.call("visplay_make_optimizer", role=role, policy=policy)
-        if optimizer is None:
-            raise PluginError(f"no plugin makes optimizer.name={self.ctx.recipe.optimizer.name!r} "
-                              f"(hook visplay_make_optimizer)")
+        held = self.held[role]
+        if held.optimizer is not None and held.optimizer_at == (iteration, previous):
+            return policy, held.optimizer
+        optimizer = self.ctx.hooks.make_optimizer(role, policy)
         if previous is not None:
             optimizer.load(str(self._existing(previous) / "optimizer"))
-        self.optimizers[role] = (key, optimizer)
+        held.optimizer, held.optimizer_at = optimizer, (iteration, previous)
         return policy, optimizer
 
-    def sampler(self, role: str) -> Any:
-        """A sampler over the role's live policy (rebuilt when the policy object changes)."""
-        policy = self.policies[role]
-        held = self.samplers.get(role)
-        if held is not None and held[0] == id(policy):
-            return held[1]
-        sampler = self.ctx.call("visplay_make_sampler", role=role, policy=policy) or policy.sampler()
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and self.ctx.recipe.sampler[role] == "hf":
-            from visplay.scale.distributed import ShardedSampler
+    def sampler(self, role: str) -> Sampler:
+        """A sampler over the role's live policy (kept while the role holds the same policy object)."""
+        held = self.held[role]
+        if held.sampler is None:
+            sampler = self.ctx.hooks.make_sampler(role, held.policy)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and self.ctx.recipe.sampler[role] == "hf":
+                from visplay.scale.distributed import ShardedSampler
 
-            sampler = ShardedSampler(sampler)  # each rank samples its slice; all ranks get every generation
-        self.samplers[role] = (id(policy), sampler)
-        return sampler
+                sampler = ShardedSampler(sampler)  # each rank samples its slice; all ranks get every generation
+            held.sampler = sampler
+        return held.sampler
 
     def trained(self, role: str, iteration: int, step: int, name: str) -> None:
-        """After an update: the live policy now holds ``name``; samplers with a ``refresh`` pick up the weights."""
-        reference = self.holds[role][0]
-        self.holds[role] = (reference, name)
-        optimizer = self.optimizers[role][1]
-        self.optimizers[role] = ((iteration, name), optimizer)
-        held = self.samplers.get(role)
-        if held is not None and hasattr(held[1], "refresh"):
-            held[1].refresh()
+        """After an update: the live policy now holds ``name``; a sampler with its own weights is refreshed."""
+        held = self.held[role]
+        held.weights, held.optimizer_at = name, (iteration, name)
+        if isinstance(held.sampler, RefreshableSampler):
+            held.sampler.refresh()
 
     # --- saving ------------------------------------------------------------------------------------------
 
@@ -130,9 +129,11 @@ class Roles:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        files = dict(self.policies[role].save(str(tmp)))
+        files = dict(self.held[role].policy.save(str(tmp)))
         if with_optimizer:
-            optimizer_files = self.optimizers[role][1].save(str(tmp / "optimizer"))
+            optimizer = self.held[role].optimizer
+            assert optimizer is not None, f"{role} has no optimizer to save (not a training step)"
+            optimizer_files = optimizer.save(str(tmp / "optimizer"))
             files.update({f"optimizer/{k}": v for k, v in optimizer_files.items()})
         return tmp, files
 
@@ -163,22 +164,3 @@ class Roles:
             raise FileNotFoundError(f"checkpoint {name!r} not found at {path}; the run directory is incomplete "
                                     f"(was it moved or pruned?)")
         return path
-
-
-def load_weights(policy: Any, directory: Path) -> None:
-    """Overlay saved trainable weights on a live policy, keeping its reference model."""
-    if hasattr(policy, "load_weights"):
-        policy.load_weights(str(directory))
-        return
-    model = getattr(policy, "model", None)
-    if model is None:
-        raise PluginError(f"policy {type(policy).__name__} has no load_weights(); resuming mid-phase needs it")
-    from safetensors.torch import load_file
-
-    state: dict[str, Any] = {}
-    for file in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(str(file)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or len(state) == 0:
-        raise PluginError(f"cannot overlay weights from {directory} on {type(policy).__name__}: "
-                          f"{len(unexpected)} unexpected keys; the models plugin needs load_weights()")

@@ -29,19 +29,20 @@ from omegaconf import DictConfig
 
 from visplay.config import ROLES, RecipeError, load_recipe
 from visplay.context import RunContext
-from visplay.log.runlog import RunLog
+from visplay.log.runlog import KeptQuestion, RunLog
 from visplay.loop import phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
+from visplay.loop.keys import rank
 from visplay.loop.progress import Progress, summary_line
 from visplay.loop.runsetup import RunExistsError, is_rank0, join_process_group, open_run, prepare_run_dir
 from visplay.plugins import get_plugin_manager
+from visplay.types import ImageRecord
 
-__all__ = ["RunExistsError", "SelfPlay", "cli_resume", "cli_run", "iteration_summary", "run_recipe"]
+__all__ = ["RunExistsError", "SelfPlay", "iteration_summary", "resume_run_dir", "run_recipe", "start_run"]
 
 log = logging.getLogger("visplay.loop.engine")
 
 Step = tuple[int, str, int]
-PHASE_ORDER = ("cold_start", "questioner", "reasoner_set", "reasoner", "eval")
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
@@ -93,7 +94,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
 class SelfPlay:
     """Runs the schedule of steps, skipping committed ones, each step in one run-log transaction."""
 
-    def __init__(self, ctx: RunContext, pool: Any, progress: Progress, start: Step | None, stop: Step | None):
+    def __init__(self, ctx: RunContext, pool: Iterable[ImageRecord], progress: Progress, start: Step | None,
+                 stop: Step | None):
         # a plain list: the ImageSource protocol promises only len/iter, the engine also indexes
         self.ctx, self.pool, self.progress = ctx, list(pool), progress
         self.cfg = ctx.recipe
@@ -113,7 +115,8 @@ class SelfPlay:
                 self.build_reasoner_set(i)  # 2. questioner_i asks, reasoner_{i-1} votes, the filters keep
                 self.train_reasoner(i)  # 3. reasoner_i on the kept questions and their silver labels
                 self.end_iteration(i)  # 4. <role>_v{i} are checkpointed; plugins evaluate the iteration
-                self.progress.say(summary_line(i, self.cfg.iterations, iteration_summary(self.ctx.log, i)))
+                self.progress.say(summary_line(i, self.cfg.iterations, iteration_summary(self.ctx.log, i),
+                                               self.ctx.hooks.summary_fields(i)))
         except _Stopped:
             return False
         finally:
@@ -128,8 +131,7 @@ class SelfPlay:
             reasoner = self.roles.policy("reasoner", None)
             # inside the step: rows the plugin writes (e.g. cold-start data) commit with the step, or not at all
             with self.ctx.log.step(0, "cold_start", 0):
-                metrics = _merge_metrics(self.ctx.call("visplay_run_start", questioner=questioner,
-                                                       reasoner=reasoner))
+                metrics = self.ctx.hooks.run_start(questioner, reasoner)
                 saved = {role: self.roles.save(role, version_name(role, 0), with_optimizer=False) for role in ROLES}
                 for role, (tmp, files) in saved.items():
                     self.roles.commit(tmp, version_name(role, 0), role, 0, 0, self._with_hash(role, files))
@@ -160,8 +162,7 @@ class SelfPlay:
             questioner = self.roles.frozen("questioner", version_name("questioner", i))
             reasoner = self.roles.frozen("reasoner", version_name("reasoner", i))
             with self.ctx.log.step(i, "eval", 0):  # plugin rows (e.g. gold evaluations) commit with the step
-                metrics = _merge_metrics(self.ctx.call("visplay_iteration_end", iteration=i, questioner=questioner,
-                                                       reasoner=reasoner))
+                metrics = self.ctx.hooks.iteration_end(i, questioner, reasoner)
                 self.ctx.log.metrics(i, "eval", 0, metrics)
             self._committed(i, "eval", 0, metrics)
 
@@ -204,7 +205,7 @@ class SelfPlay:
 
     # --- helpers ------------------------------------------------------------------------------------------
 
-    def reasoner_set_chunks(self, i: int) -> list[list[Any]]:
+    def reasoner_set_chunks(self, i: int) -> list[list[ImageRecord]]:
         """The set's images (a seeded permutation of the pool, cycled to ``set_images``) in step-sized chunks."""
         import numpy as np
 
@@ -213,17 +214,8 @@ class SelfPlay:
         images = [self.pool[int(order[k % len(order)])] for k in range(n)]
         return [images[k:k + size] for k in range(0, n, size)]
 
-    def kept_set(self, i: int) -> list[dict[str, Any]]:
-        runlog = self.ctx.log
-        kept = {r["question_key"]: r["reason"] for r in runlog.rows("filters", "iteration = ? and keep = 1", [i])}
-        labels = {r["question_key"]: r for r in runlog.rows("labels", "iteration = ? and phase = 'reasoner_set'", [i])}
-        questions = [q for q in runlog.rows("questions", "iteration = ? and phase = 'reasoner_set'", [i])
-                     if q["key"] in kept]
-        questions.sort(key=lambda q: phases.key_order(q["key"]))
-        return [{"key": q["key"], "image_id": q["image_id"], "question": q["question"],
-                 "silver_label": labels[q["key"]]["silver_label"], "silver_key": labels[q["key"]]["silver_key"],
-                 "gold": labels[q["key"]]["silver_label"] if kept[q["key"]] == "gold" else None}
-                for q in questions]
+    def kept_set(self, i: int) -> list[KeptQuestion]:
+        return self.ctx.log.kept_set(i)
 
     def _write(self, result: phases.StepResult) -> None:
         for table, rows in result.rows.items():
@@ -231,14 +223,11 @@ class SelfPlay:
         self.ctx.log.metrics(self.ctx.iteration, self.ctx.phase, self.ctx.step, result.metrics)
 
     def _with_hash(self, role: str, files: dict[str, str]) -> dict[str, str]:
-        policy = self.roles.policies[role]
-        if hasattr(policy, "weights_sha256"):
-            files = {**files, "weights_sha256": policy.weights_sha256()}
-        return files
+        return {**files, "weights_sha256": self.roles.held[role].policy.weights_sha256()}
 
     def _committed(self, i: int, phase: str, s: int, metrics: dict[str, float]) -> None:
         self.done.add((i, phase, s))
-        self.ctx.at(i, phase, s).call("visplay_log_metrics", iteration=i, phase=phase, step=s, metrics=metrics)
+        self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics)
 
 
 class _Stopped(Exception):
@@ -246,71 +235,48 @@ class _Stopped(Exception):
 
 
 def _order(step: Step) -> tuple[int, int, int]:
-    return step[0], PHASE_ORDER.index(step[1]), step[2]
-
-
-def _merge_metrics(results: list[dict[str, float]] | None) -> dict[str, float]:
-    merged: dict[str, float] = {}
-    for result in results or []:
-        merged.update({k: float(v) for k, v in result.items()})
-    return merged
+    return rank(step)
 
 
 def iteration_summary(runlog: RunLog, i: int) -> dict[str, float | None]:
-    """The numbers of an iteration's summary line, read back from the log (so they survive a resume)."""
+    """The core numbers of an iteration's summary line, read back from the log (so they survive a resume);
+    plugins add their own through ``visplay_summary_fields``."""
     def metric(phase: str, name: str) -> float | None:
-        values = [r["value"] for r in runlog.rows("metrics", "iteration = ? and phase = ? and name = ?",
-                                                   [i, phase, name])]
+        values = runlog.metric_values(name, iteration=i, phase=phase)
         return fmean(values) if values else None
 
-    labels = runlog.rows("labels", "iteration = ? and phase = 'reasoner_set'", [i])
-    filters = runlog.rows("filters", "iteration = ?", [i])
+    labels = runlog.labels_of(i)
+    filters = runlog.filters_of(i)
     kept = sum(r["keep"] for r in filters)
-    evals = {r["name"]: r["value"] for r in runlog.rows("metrics", "iteration = ? and phase = 'eval'", [i])}
     return {
         "questioner_reward": metric("questioner", "reward/mean"),
         "confidence": fmean(r["confidence"] for r in labels) if labels else None,
         "kept": kept, "set_size": len(filters), "kept_frac": kept / len(filters) if filters else None,
         "reasoner_reward": metric("reasoner", "reward/mean"),
-        "gold_accuracy": evals.get("gold/accuracy"), "silver_accuracy": evals.get("gold/silver_accuracy"),
     }
 
 
-# --- command line --------------------------------------------------------------------------------------------------
+# --- commands ------------------------------------------------------------------------------------------------------
 
 
-def cli_run(args: Any) -> int:
-    """``visplay run`` / ``visplay reproduce``: load and validate the recipe, then run it."""
-    cfg = load_recipe(args.recipe, list(args.overrides or []))
-    if getattr(args, "dry_run", False):
-        try:
-            from visplay.scale import placement
-        except ImportError:
-            print("visplay: --dry-run is not available (visplay.scale.placement is missing)", file=sys.stderr)
-            return 1
-        print(placement.dry_run(cfg))
-        return 0
-    _validate_paths(cfg)  # before any relaunch: a missing model path is one clear error, not one per process
-    nproc = args.nproc if getattr(args, "nproc", None) is not None else cfg.distributed.nproc
+def start_run(cfg: DictConfig, *, nproc: int | None, overwrite: bool, quiet: bool, argv: list[str]) -> int:
+    """``visplay run``: relaunch under torchrun when ``nproc`` > 1, else run the recipe and write its report."""
+    from visplay.scale import distributed, placement
+
+    placement.validate_paths(cfg)  # before any relaunch: a missing model path is one clear error, not one per process
+    nproc = nproc if nproc is not None else cfg.distributed.nproc
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        try:
-            from visplay.scale import distributed
-        except ImportError:
-            print(f"visplay: --nproc {nproc} is not available (visplay.scale.distributed is missing); run with --nproc 1",
-                  file=sys.stderr)
-            return 1
-        return int(distributed.relaunch_under_torchrun(sys.argv[1:], nproc))
+        return int(distributed.relaunch_under_torchrun(argv, nproc))
     run_dir = Path(cfg.run_dir)
     started = time.time()
-    db_path = run_recipe(cfg, run_dir=run_dir, overwrite=args.overwrite, quiet=args.quiet)
+    db_path = run_recipe(cfg, run_dir=run_dir, overwrite=overwrite, quiet=quiet)
     if is_rank0():
         _finish(cfg, run_dir, db_path, time.time() - started)
     return 0
 
 
-def cli_resume(args: Any) -> int:
+def resume_run_dir(run_dir: Path, *, quiet: bool) -> int:
     """``visplay resume runs/<name>``: continue from the first step without a ``steps`` row."""
-    run_dir = Path(args.run_dir)
     recipe_file = run_dir / "recipe.yaml"
     if not (run_dir / "run.db").is_file() or not recipe_file.is_file():
         raise RecipeError(f"{run_dir}: not a visplay run directory (needs run.db and recipe.yaml)")
@@ -323,22 +289,14 @@ def cli_resume(args: Any) -> int:
         return 0
     print(f"resuming {run_dir} after {done} committed steps", file=sys.stderr)
     started = time.time()
-    db_path = run_recipe(cfg, run_dir=run_dir, resume=True, quiet=args.quiet)
+    db_path = run_recipe(cfg, run_dir=run_dir, resume=True, quiet=quiet)
     if is_rank0():
         _finish(cfg, run_dir, db_path, time.time() - started)
     return 0
 
 
-def _validate_paths(cfg: DictConfig) -> None:
-    try:
-        from visplay.scale import placement
-    except ImportError:
-        return
-    placement.validate_paths(cfg)
-
-
 def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float) -> None:
-    """Write the report when the report module exists, and say where everything went."""
+    """Write the report and say where everything went."""
     report_note = _write_report(run_dir)
     print(f"\nrun {cfg.name!r} finished in {seconds / 60:.1f} min ({math.ceil(seconds)} s)")
     print(f"  run log:     {db_path}")

@@ -1,25 +1,36 @@
-"""The work of one engine step, for each phase of PAPER.md's loop, done through hooks only.
+"""The work of one engine step, for each phase of PAPER.md's loop, done through the typed hooks only.
 
-Each function computes a step and returns a :class:`StepResult`: the run-log rows it produced (table -> rows) and
-its metrics. Nothing is written here; the engine writes a step's rows, its checkpoint and its ``steps`` row in one
-transaction. Row keys follow docs/runlog.md: ``i{it}/{phase}/s{step}/p{prompt}/g{sample}`` for generations and
-questions, ``{question_key}/v{j}`` for vote answers. Seeds are derived from those keys, so a row's randomness is
-named by the row.
+Each function computes a step and returns a :class:`StepResult`: the run-log rows it produced (table -> rows,
+made by visplay.log.rows) and its metrics. Nothing is written here; the engine writes a step's rows, its
+checkpoint and its ``steps`` row in one transaction. Row keys come from visplay.loop.keys; seeds are derived from
+those keys, so a row's randomness is named by the row.
+
+The data's way through a step: images -> questions (``generate_questions``, ``parse_question``) -> votes of the
+frozen reasoner (``sample_answers``, ``extract_answers``, ``answer_key``) -> silver labels and confidences
+(visplay.loop.votes) -> filter decisions or reward components and their combination -> advantages and the update
+(the optimizer).
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from visplay.log import rows
+from visplay.loop.keys import Position, sample_key, vote_key
 from visplay.loop.votes import majority_vote
 from visplay.plugins import PluginError
-from visplay.types import AnswerItem, Generation, ImageRecord, ParsedQuestion, QuestionItem, Rollout
+from visplay.types import AnswerItem, ImageRecord, Optimizer, QuestionItem, Rollout, Sampler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from visplay.context import RunContext
+    from visplay.log.runlog import KeptQuestion
+    from visplay.loop.checkpoints import Roles
 
 
 @dataclass
@@ -27,161 +38,117 @@ class StepResult:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metrics: dict[str, float] = field(default_factory=dict)
 
+    def add(self, more: dict[str, list[dict[str, Any]]]) -> None:
+        for table, new in more.items():
+            self.rows[table].extend(new)
 
-def _mean(values: list[float]) -> float:
+
+def _mean(values: Sequence[float]) -> float:
     return fmean(values) if values else 0.0
+
+
+def _here(ctx: RunContext) -> Position:
+    return Position(ctx.iteration, ctx.phase, ctx.step)
 
 
 # --- shared pieces ---------------------------------------------------------------------------------------------
 
 
-def sample_images(ctx: Any, pool: Any, n: int) -> list[ImageRecord]:
+def sample_images(ctx: RunContext, pool: Sequence[ImageRecord], n: int) -> list[ImageRecord]:
     """``n`` distinct images of the pool (with replacement only when the pool is smaller than ``n``)."""
     rng = np.random.default_rng(ctx.seed_for(ctx.iteration, ctx.phase, ctx.step, "images"))
     picks = rng.choice(len(pool), size=n, replace=n > len(pool))
     return [pool[int(k)] for k in picks]
 
 
-def _check_shape(hook: str, result: Any, outer: int, inner: int) -> list[list[Generation]]:
-    if result is None:
-        raise PluginError(f"no plugin answered {hook} (see `visplay plugins`)")
-    if len(result) != outer or any(len(group) != inner for group in result):
-        shape = [len(group) for group in result]
-        raise PluginError(f"{hook} returned groups of sizes {shape}; expected {outer} groups of {inner}")
-    return result
-
-
-def generation_row(ctx: Any, key: str, role: str, kind: str, image_id: str | None, parent_key: str | None,
-                   gen: Generation, seed: int) -> dict[str, Any]:
-    """A ``generations`` row; ``seed`` is the request seed passed to the sampling hook (replay matches on it)."""
-    return {
-        "key": key, "iteration": ctx.iteration, "phase": ctx.phase, "step": ctx.step, "role": role, "kind": kind,
-        "image_id": image_id, "parent_key": parent_key, "sample_index": gen.sample_index, "seed": seed,
-        "prompt_system": gen.prompt.system, "prompt_user": gen.prompt.user, "text": gen.text,
-        "token_ids": list(gen.token_ids), "logprobs": [float(x) for x in gen.logprobs],
-        "finish_reason": gen.finish_reason,
-    }
-
-
-def ask(ctx: Any, sampler: Any, images: list[ImageRecord], n: int, out: StepResult) -> list[QuestionItem]:
+def ask(ctx: RunContext, sampler: Sampler, images: list[ImageRecord], n: int, out: StepResult) -> list[QuestionItem]:
     """The questioner writes ``n`` questions per image; each generation is parsed."""
-    groups = [f"i{ctx.iteration}/{ctx.phase}/s{ctx.step}/p{p}" for p in range(len(images))]
+    at = _here(ctx)
+    groups = [at.group(p) for p in range(len(images))]
     seeds = [ctx.seed_for("generate", group) for group in groups]
-    gens = _check_shape("visplay_generate_questions",
-                        ctx.call("visplay_generate_questions", sampler=sampler, images=images, n=n, seeds=seeds),
-                        len(images), n)
+    gens = ctx.hooks.generate_questions(sampler, images, n, seeds)
     items = []
     for image, group, seed, samples in zip(images, groups, seeds, gens):
         for g, gen in enumerate(samples):
-            parsed = ctx.call("visplay_parse_question", text=gen.text)
-            if parsed is None:
-                parsed = ParsedQuestion(valid=False, reason="no plugin parses questions")
-            item = QuestionItem(key=f"{group}/g{g}", image_id=image.image_id, group=group, generation=gen,
-                                parsed=parsed)
+            item = QuestionItem(key=sample_key(group, g), image_id=image.image_id, group=group, generation=gen,
+                                parsed=ctx.hooks.parse_question(gen.text))
             items.append(item)
-            out.rows["generations"].append(generation_row(ctx, item.key, "questioner", "question", image.image_id,
-                                                          None, gen, seed))
-            out.rows["questions"].append({
-                "key": item.key, "iteration": ctx.iteration, "phase": ctx.phase, "step": ctx.step,
-                "image_id": image.image_id, "grp": group, "valid": int(parsed.valid), "qtype": parsed.qtype,
-                "question": parsed.question, "stated_answer": parsed.stated_answer, "parse_reason": parsed.reason,
-            })
+            out.add(rows.item_rows(at, item, seed))
     return items
 
 
-def extract_and_key(ctx: Any, texts: list[str]) -> tuple[list[str | None], list[str | None]]:
+def extract_and_key(ctx: RunContext, texts: list[str]) -> tuple[list[str | None], list[str | None]]:
     """Final answers of reasoner generations and their canonical vote keys."""
-    answers = ctx.call("visplay_extract_answers", texts=texts)
-    if answers is None or len(answers) != len(texts):
-        raise PluginError("visplay_extract_answers: no plugin answered, or it returned the wrong number of answers")
-    keys = []
-    for answer in answers:
-        key = None if answer is None else ctx.call("visplay_answer_key", answer=answer)
-        keys.append(answer if key is None else key)
-    return answers, keys
+    answers = ctx.hooks.extract_answers(texts)
+    return answers, [None if answer is None else ctx.hooks.answer_key(answer) or answer for answer in answers]
 
 
-def vote(ctx: Any, sampler: Any, items: list[QuestionItem], images: dict[str, ImageRecord], m: int,
+def vote(ctx: RunContext, sampler: Sampler, items: list[QuestionItem], images: dict[str, ImageRecord], m: int,
          out: StepResult) -> None:
     """The frozen reasoner answers each valid question ``m`` times; sets ``item.vote`` (silver label, confidence)."""
     valid = [item for item in items if item.parsed.valid]
     if not valid:
         return
+    at = _here(ctx)
     questions = [(images[item.image_id], item.parsed.question or "") for item in valid]
     seeds = [ctx.seed_for("vote", item.key) for item in valid]
-    gens = _check_shape("visplay_sample_answers",
-                        ctx.call("visplay_sample_answers", sampler=sampler, questions=questions, n=m, seeds=seeds,
-                                 purpose="vote"), len(valid), m)
+    gens = ctx.hooks.sample_answers(sampler, questions, m, seeds, purpose="vote")
     none_as_vote = bool(ctx.recipe.reward.none_as_vote)
     for item, seed, samples in zip(valid, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
         item.vote = majority_vote(answers, keys, none_as_vote=none_as_vote)
-        out.rows["labels"].append({
-            "question_key": item.key, "iteration": ctx.iteration, "phase": ctx.phase, "m": m,
-            "answers": list(item.vote.answers), "answer_keys": list(item.vote.keys),
-            "silver_label": item.vote.silver_label, "silver_key": item.vote.silver_key,
-            "confidence": float(item.vote.confidence),
-        })
+        out.rows["labels"].append(rows.label_row(at, item.key, m, item.vote))
         for j, (gen, answer, key) in enumerate(zip(samples, answers, keys)):
-            vkey = f"{item.key}/v{j}"
-            out.rows["generations"].append(generation_row(ctx, vkey, "reasoner", "vote", item.image_id, item.key,
-                                                          gen, seed))
-            out.rows["answers"].append({
-                "key": vkey, "question_key": item.key, "iteration": ctx.iteration, "phase": ctx.phase,
-                "step": ctx.step, "grp": item.key, "extracted": answer, "answer_key": key,
-                "silver_key": item.vote.silver_key,
-            })
+            vkey = vote_key(item.key, j)
+            out.rows["generations"].append(rows.generation_row(at, vkey, "reasoner", "vote", item.image_id,
+                                                               item.key, gen, seed))
+            out.rows["answers"].append(rows.answer_row(at, vkey, item.key, item.key, answer, key,
+                                                       item.vote.silver_key))
 
 
-def score(ctx: Any, role: str, items: list[Any], out: StepResult) -> list[float]:
-    """Named reward components from every reward plugin, combined into one scalar per item; all logged."""
-    components: dict[str, list[float]] = {}
-    for result in ctx.call("visplay_reward_components", role=role, items=items) or []:
-        for name, values in result.items():
-            if name in components:
-                raise PluginError(f"reward component {name!r} is returned by two plugins: "
-                                  f"{', '.join(_component_owners(ctx, role, items, name))}")
-            if len(values) != len(items):
-                raise PluginError(f"reward component {name!r} has {len(values)} values for {len(items)} items")
-            components[name] = [float(v) for v in values]
-    totals = ctx.call("visplay_combine_rewards", role=role, components=components, items=items)
-    if totals is None or len(totals) != len(items):
-        raise PluginError(f"visplay_combine_rewards: no plugin combined the {role} rewards "
-                          f"(components: {sorted(components)})")
-    totals = [float(t) for t in totals]
+def score(ctx: RunContext, role: str, items: Sequence[QuestionItem] | Sequence[AnswerItem],
+          out: StepResult) -> list[float]:
+    """Named reward components from every reward plugin, combined into one scalar per item; all logged with the
+    plugin that produced them."""
+    at = _here(ctx)
+    produced = ctx.hooks.reward_components(role, items)
+    components = {name: values for name, (_, values) in produced.items()}
+    combiner, totals = ctx.hooks.combine_rewards(role, components, items)
     for k, item in enumerate(items):
-        for name, values in [*sorted(components.items()), ("total", totals)]:
-            out.rows["rewards"].append({"key": item.key, "component": name, "iteration": ctx.iteration,
-                                        "role": role, "step": ctx.step, "value": values[k]})
+        for name, (producer, values) in sorted(produced.items()):
+            out.rows["rewards"].append(rows.reward_row(at, item.key, name, role, values[k], producer))
+        out.rows["rewards"].append(rows.reward_row(at, item.key, "total", role, totals[k], combiner))
     for name, values in components.items():
         out.metrics[f"reward/{name}/mean"] = _mean(values)
     out.metrics["reward/mean"] = _mean(totals)
     return totals
 
 
-def _component_owners(ctx: Any, role: str, items: list[Any], name: str) -> list[str]:
-    caller = ctx.pm.hook.visplay_reward_components
-    owners = []
-    for impl in reversed(caller.get_hookimpls()):
-        result = impl.function(**{a: {"ctx": ctx, "role": role, "items": items}[a] for a in impl.argnames})
-        if result and name in result:
-            owners.append(impl.plugin_name)
-    return owners
-
-
-def update(ctx: Any, optimizer: Any, role: str, items: list[Any], totals: list[float], out: StepResult) -> None:
+def update(ctx: RunContext, optimizer: Optimizer, role: str, items: Sequence[QuestionItem] | Sequence[AnswerItem],
+           totals: list[float], out: StepResult) -> None:
     """One policy update on the step's rollouts; logs each rollout's advantage and the optimizer's metrics."""
+    at = _here(ctx)
     rollouts = [Rollout(key=item.key, group=item.group, prompt=item.generation.prompt,
                         token_ids=list(item.generation.token_ids), old_logprobs=list(item.generation.logprobs),
                         reward=total) for item, total in zip(items, totals)]
     result = optimizer.update(rollouts)
+    name = ctx.recipe.optimizer.name
     for rollout in rollouts:
         if rollout.key not in result.advantages:
-            raise PluginError(f"optimizer {ctx.recipe.optimizer.name!r} returned no advantage for {rollout.key}")
-        out.rows["advantages"].append({"key": rollout.key, "iteration": ctx.iteration, "role": role,
-                                       "step": ctx.step, "grp": rollout.group, "reward": rollout.reward,
-                                       "advantage": float(result.advantages[rollout.key])})
-    out.metrics.update({k: float(v) for k, v in result.metrics.items()})
+            raise PluginError(f"optimizer {name!r} returned no advantage for {rollout.key}")
+        out.rows["advantages"].append(rows.advantage_row(at, rollout.key, role, rollout.group, rollout.reward,
+                                                         float(result.advantages[rollout.key])))
+    out.metrics.update(finite_metrics(f"optimizer {name!r}", result.metrics))
+
+
+def finite_metrics(source: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """An update's metrics as floats; a non-finite loss stops the step before anything is committed."""
+    values = {str(k): float(v) for k, v in metrics.items()}
+    bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+    if bad:
+        raise PluginError(f"{source} produced non-finite metrics {bad}; the step was not committed (lower "
+                          f"optimizer.lr or check the rewards), and `visplay resume` retries it")
+    return values
 
 
 def question_metrics(items: list[QuestionItem], out: StepResult) -> None:
@@ -193,7 +160,8 @@ def question_metrics(items: list[QuestionItem], out: StepResult) -> None:
 # --- 1. questioner training step -------------------------------------------------------------------------------
 
 
-def questioner_step(ctx: Any, roles: Any, pool: Any, images_by_id: dict[str, ImageRecord]) -> StepResult:
+def questioner_step(ctx: RunContext, roles: Roles, pool: Sequence[ImageRecord],
+                    images_by_id: dict[str, ImageRecord]) -> StepResult:
     """Train questioner_i one step against the frozen reasoner_{i-1} (PAPER.md, loop step 1)."""
     cfg, out = ctx.recipe.questioner, StepResult()
     _, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
@@ -210,103 +178,90 @@ def questioner_step(ctx: Any, roles: Any, pool: Any, images_by_id: dict[str, Ima
 # --- 2. reasoner training-set step ------------------------------------------------------------------------------
 
 
-def reasoner_set_step(ctx: Any, roles: Any, images: list[ImageRecord],
+def reasoner_set_step(ctx: RunContext, roles: Roles, images: list[ImageRecord],
                       images_by_id: dict[str, ImageRecord]) -> StepResult:
     """questioner_i asks about a chunk of images, reasoner_{i-1} votes, the filters decide (loop step 2)."""
     cfg, out = ctx.recipe.reasoner, StepResult()
-    gold = ctx.call("visplay_reasoner_questions", iteration=ctx.iteration, images=images)
+    gold = ctx.hooks.reasoner_questions(ctx.iteration, images)
     if gold is not None:
-        return gold_set_step(ctx, gold, out)
+        return gold_set_step(ctx, *gold, out)
     roles.frozen("questioner", f"questioner_v{ctx.iteration}")
     roles.frozen("reasoner", f"reasoner_v{ctx.iteration - 1}")
     items = ask(ctx, roles.sampler("questioner"), images, cfg.questions_per_image, out)
     vote(ctx, roles.sampler("reasoner"), items, images_by_id, cfg.votes, out)
     voted = [item for item in items if item.vote is not None]
-    decisions = {item.key: (False, "invalid_question") for item in items if item.vote is None}
+    decisions = {item.key: (False, "invalid_question", "engine") for item in items if item.vote is None}
     decisions.update(filter_questions(ctx, voted))
+    at = _here(ctx)
     for item in items:
-        keep, reason = decisions[item.key]
-        out.rows["filters"].append({"question_key": item.key, "iteration": ctx.iteration, "keep": int(keep),
-                                    "reason": reason})
+        out.rows["filters"].append(rows.filter_row(at, item.key, *decisions[item.key]))
     question_metrics(items, out)
-    kept = sum(keep for keep, _ in decisions.values())
+    kept = sum(keep for keep, _, _ in decisions.values())
     out.metrics["set/kept"] = float(kept)
     out.metrics["set/kept_frac"] = kept / len(items) if items else 0.0
     return out
 
 
-def gold_set_step(ctx: Any, triples: list[tuple[ImageRecord, str, str]], out: StepResult) -> StepResult:
+def gold_set_step(ctx: RunContext, producer: str, triples: list[tuple[ImageRecord, str, str]],
+                  out: StepResult) -> StepResult:
     """A plugin supplied (image, question, gold answer) triples: they form the set as is (label = gold)."""
+    at = _here(ctx)
     for k, (image, question, answer) in enumerate(triples):
-        key = f"i{ctx.iteration}/{ctx.phase}/s{ctx.step}/p{k}/g0"
-        answer_key = ctx.call("visplay_answer_key", answer=answer) or answer
-        out.rows["questions"].append({
-            "key": key, "iteration": ctx.iteration, "phase": ctx.phase, "step": ctx.step, "image_id": image.image_id,
-            "grp": key.rsplit("/", 1)[0], "valid": 1, "qtype": None, "question": question, "stated_answer": None,
-            "parse_reason": "gold",
-        })
-        out.rows["labels"].append({
-            "question_key": key, "iteration": ctx.iteration, "phase": ctx.phase, "m": 0, "answers": [],
-            "answer_keys": [], "silver_label": answer, "silver_key": answer_key, "confidence": 1.0,
-        })
-        out.rows["filters"].append({"question_key": key, "iteration": ctx.iteration, "keep": 1, "reason": "gold"})
-    out.rows["events"].append({"iteration": ctx.iteration, "phase": ctx.phase, "step": ctx.step, "level": "info",
-                               "kind": "gold_reasoner_set", "source": "engine",
-                               "message": f"{len(triples)} gold questions from visplay_reasoner_questions"})
+        out.add(rows.gold_question_rows(at, sample_key(at.group(k), 0), image.image_id, question, answer,
+                                        ctx.hooks.answer_key(answer) or answer, producer))
+    out.rows["events"].append(rows.event_row(at, "gold_reasoner_set", f"{len(triples)} gold questions from "
+                                             f"visplay_reasoner_questions (plugin {producer!r})", level="info"))
     out.metrics["set/kept"] = float(len(triples))
     out.metrics["set/kept_frac"] = 1.0
     return out
 
 
-def filter_questions(ctx: Any, items: list[QuestionItem]) -> dict[str, tuple[bool, str]]:
-    """Keep a question iff no filter plugin rejects it; the first rejecting plugin's reason is kept."""
-    decisions = {item.key: (True, "kept") for item in items}
+def filter_questions(ctx: RunContext, items: list[QuestionItem]) -> dict[str, tuple[bool, str, str]]:
+    """Keep a question iff no filter plugin rejects it; the first rejecting plugin's reason is kept.
+
+    Returns {question key: (keep, reason, producer)}; a kept question's producer is every deciding plugin.
+    """
     if not items:
-        return decisions
-    for per_plugin in ctx.call("visplay_filter_questions", items=items) or []:
-        if len(per_plugin) != len(items):
-            raise PluginError(f"visplay_filter_questions returned {len(per_plugin)} decisions for {len(items)}")
-        for item, decision in zip(items, per_plugin):
+        return {}
+    voters = ctx.hooks.filter_questions(items)
+    everyone = ",".join(plugin for plugin, _ in voters) or "engine"
+    decisions = {item.key: (True, "kept", everyone) for item in items}
+    for plugin, per_item in voters:
+        for item, decision in zip(items, per_item):
             if decisions[item.key][0] and not decision.keep:
-                decisions[item.key] = (False, decision.reason)
+                decisions[item.key] = (False, decision.reason, plugin)
     return decisions
 
 
 # --- 3. reasoner training step ----------------------------------------------------------------------------------
 
 
-def reasoner_step(ctx: Any, roles: Any, batch: list[dict[str, Any]],
+def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
                   images_by_id: dict[str, ImageRecord]) -> StepResult:
     """Train reasoner_i one step on kept questions; reward = agreement with the silver label (loop step 3)."""
     cfg, out = ctx.recipe.reasoner, StepResult()
     _, optimizer = roles.trainer("reasoner", ctx.iteration, ctx.step)
+    at = _here(ctx)
     if not batch:  # nothing survived the filters: the reasoner stays as it is this step, and the log says why
-        out.rows["events"].append({"iteration": ctx.iteration, "phase": ctx.phase, "step": ctx.step,
-                                   "level": "warning", "kind": "empty_reasoner_set", "source": "engine",
-                                   "message": "no question was kept for the reasoner's set; step skipped"})
+        out.rows["events"].append(rows.event_row(at, "empty_reasoner_set", "no question was kept for the "
+                                                 "reasoner's set; step skipped"))
         out.metrics["set/empty"] = 1.0
         return out
-    groups = [f"i{ctx.iteration}/{ctx.phase}/s{ctx.step}/p{k}" for k in range(len(batch))]
-    questions = [(images_by_id[q["image_id"]], q["question"]) for q in batch]
+    groups = [at.group(k) for k in range(len(batch))]
+    questions = [(images_by_id[q.image_id], q.question) for q in batch]
     seeds = [ctx.seed_for("rollout", group) for group in groups]
-    gens = _check_shape("visplay_sample_answers",
-                        ctx.call("visplay_sample_answers", sampler=roles.sampler("reasoner"), questions=questions,
-                                 n=cfg.group_size, seeds=seeds, purpose="rollout"), len(batch), cfg.group_size)
+    gens = ctx.hooks.sample_answers(roles.sampler("reasoner"), questions, cfg.group_size, seeds, purpose="rollout")
     items: list[AnswerItem] = []
     for q, group, seed, samples in zip(batch, groups, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
         for j, (gen, answer, key) in enumerate(zip(samples, answers, keys)):
-            item = AnswerItem(key=f"{group}/g{j}", question_key=q["key"], group=group, generation=gen,
-                              extracted=answer, answer_key=key, silver_label=q["silver_label"],
-                              silver_key=q["silver_key"], gold=q.get("gold"))
+            item = AnswerItem(key=sample_key(group, j), question_key=q.key, group=group, generation=gen,
+                              extracted=answer, answer_key=key, silver_label=q.silver_label,
+                              silver_key=q.silver_key, gold=q.gold)
             items.append(item)
-            out.rows["generations"].append(generation_row(ctx, item.key, "reasoner", "rollout", q["image_id"],
-                                                          q["key"], gen, seed))
-            out.rows["answers"].append({
-                "key": item.key, "question_key": q["key"], "iteration": ctx.iteration, "phase": ctx.phase,
-                "step": ctx.step, "grp": group, "extracted": answer, "answer_key": key,
-                "silver_key": q["silver_key"],
-            })
+            out.rows["generations"].append(rows.generation_row(at, item.key, "reasoner", "rollout", q.image_id,
+                                                               q.key, gen, seed))
+            out.rows["answers"].append(rows.answer_row(at, item.key, q.key, group, answer, key, q.silver_key))
     totals = score(ctx, "reasoner", items, out)
     update(ctx, optimizer, "reasoner", items, totals, out)
     out.metrics["answers/silver_match_frac"] = _mean([float(i.answer_key is not None and i.answer_key == i.silver_key)
@@ -314,16 +269,7 @@ def reasoner_step(ctx: Any, roles: Any, batch: list[dict[str, Any]],
     return out
 
 
-_KEY = re.compile(r"/s(\d+)/p(\d+)/g(\d+)$")
-
-
-def key_order(key: str) -> tuple[int, int, int]:
-    """Numeric (step, prompt, sample) of a row key, so s10 sorts after s2."""
-    match = _KEY.search(key)
-    return tuple(int(x) for x in match.groups()) if match else (0, 0, 0)  # type: ignore[return-value]
-
-
-def reasoner_batches(ctx: Any, kept: list[dict[str, Any]], step: int, size: int) -> list[dict[str, Any]]:
+def reasoner_batches(ctx: RunContext, kept: list[KeptQuestion], step: int, size: int) -> list[KeptQuestion]:
     """Step ``step``'s questions: the kept set in a seeded order, a fresh permutation per pass over it."""
     if not kept:
         return []

@@ -51,18 +51,16 @@ class Progress:
             print(line, flush=True)
 
 
-def summary_line(iteration: int, iterations: int, s: dict[str, float | None]) -> str:
-    """``iteration 1/2: questioner reward 0.41 | confidence 0.63 | kept 5/16 (31%) | reasoner reward 0.50``."""
-    def num(key: str) -> str:
-        value = s.get(key)
-        return "n/a" if value is None else f"{value:.3f}"
+def summary_line(iteration: int, iterations: int, s: dict[str, float | None],
+                 fields: dict[str, float | str] | None = None) -> str:
+    """``iteration 1/2: questioner reward 0.41 | mean confidence 0.63 | kept 5/16 (31%) | reasoner reward 0.50``,
+    then the plugins' own fields (``visplay_summary_fields``), e.g. ``gold accuracy 0.208``."""
+    def num(value: float | str | None) -> str:
+        return "n/a" if value is None else value if isinstance(value, str) else f"{value:.3f}"
 
-    parts = [f"questioner reward {num('questioner_reward')}", f"mean confidence {num('confidence')}",
+    parts = [f"questioner reward {num(s.get('questioner_reward'))}", f"mean confidence {num(s.get('confidence'))}",
              f"kept {int(s.get('kept') or 0)}/{int(s.get('set_size') or 0)}"
              + (f" ({100 * s['kept_frac']:.0f}%)" if s.get("kept_frac") is not None else ""),
-             f"reasoner reward {num('reasoner_reward')}"]
-    if s.get("gold_accuracy") is not None:  # only verifiable sources (the games plugin) report these
-        parts.append(f"gold accuracy {num('gold_accuracy')}")
-    if s.get("silver_accuracy") is not None:
-        parts.append(f"silver-label accuracy {num('silver_accuracy')}")
+             f"reasoner reward {num(s.get('reasoner_reward'))}"]
+    parts += [f"{label} {num(value)}" for label, value in (fields or {}).items()]
     return f"iteration {iteration}/{iterations}: " + " | ".join(parts)

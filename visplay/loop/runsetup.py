@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from visplay.config import RecipeError, recipe_sha256, recipe_yaml
 from visplay.context import RunContext
 from visplay.plugins import PluginError, plugin_infos
+from visplay.types import ImageSource
 
 
 class RunExistsError(RecipeError):
@@ -76,7 +77,7 @@ def prepare_run_dir(run_dir: Path, db_path: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def open_run(ctx: RunContext, *, resumed: bool) -> Any:
+def open_run(ctx: RunContext, *, resumed: bool) -> ImageSource:
     """Record the run (recipe, versions, plugins, image pool) once; on resume only reopen the image pool."""
     runlog = ctx.log
     fresh = runlog.run() is None
@@ -103,23 +104,18 @@ def open_run(ctx: RunContext, *, resumed: bool) -> Any:
     return pool
 
 
-def _open_pool(ctx: RunContext) -> Any:
+def _open_pool(ctx: RunContext) -> ImageSource:
     data = ctx.recipe.data
     options = OmegaConf.to_container(data, resolve=True)
-    pool = ctx.call("visplay_image_source", name=data.source, options=options)
-    if pool is None:
-        raise PluginError(f"no plugin provides data.source={data.source!r} (hook visplay_image_source; see "
-                          f"`visplay plugins`)")
+    pool = ctx.hooks.image_source(data.source, options)
     if len(pool) == 0:
         raise PluginError(f"data.source={data.source!r} gave no images ({data.images or 'generated'})")
     return pool
 
 
 def _log_placement(ctx: RunContext) -> None:
-    try:
-        from visplay.scale import placement
-    except ImportError:
-        return
+    from visplay.scale import placement
+
     placement.log_placement(ctx.log, placement.plan_placement(ctx.recipe))
 
 

@@ -115,15 +115,15 @@ def _engine_gpus(recipe: Any, samplers: dict[str, str], sampling: list[int],
         engines = {roles[0]: sampling[:half], roles[1]: sampling[half:]}
     else:
         engines = {r: list(sampling) for r in roles}
-    vllm = recipe.sampler.vllm
-    tp = int(vllm.tensor_parallel_size) * int(recipe.plugins.get("vllm", {}).get("pipeline_parallel_size", 1))
+    vllm = recipe.plugins.vllm
+    tp = int(vllm.tensor_parallel_size) * int(vllm.pipeline_parallel_size)
     for role, gpus in engines.items():
         if tp > len(gpus):
-            raise RecipeError(f"sampler.vllm.tensor_parallel_size={vllm.tensor_parallel_size} needs {tp} GPUs per "
+            raise RecipeError(f"plugins.vllm.tensor_parallel_size={vllm.tensor_parallel_size} needs {tp} GPUs per "
                               f"engine, but the {role} engine has {gpus} (distributed.sampling_gpus)")
     sharing = max(sum(1 for g in engines.values() if gpu in g) for gpu in sampling) + int(shared_with_training)
     if sharing * float(vllm.gpu_memory_utilization) > 0.95:
-        raise RecipeError(f"sampler.vllm.gpu_memory_utilization={vllm.gpu_memory_utilization}: {sharing} users share "
+        raise RecipeError(f"plugins.vllm.gpu_memory_utilization={vllm.gpu_memory_utilization}: {sharing} users share "
                           f"a GPU (engines {', '.join(roles)}{' and training' if shared_with_training else ''}); "
                           f"their shares must add up to <= 0.95")
     return engines
@@ -209,7 +209,7 @@ def read_model_config(recipe: Any) -> dict[str, Any]:
             return json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise RecipeError(f"model.path: cannot read {path}: {exc}") from exc
-    tiny = recipe.model.tiny
+    tiny = recipe.plugins.models.tiny
     return {
         "model_type": tiny.architecture, "vocab_size": tiny.vocab_size, "hidden_size": tiny.hidden_size,
         "num_hidden_layers": tiny.num_layers, "num_attention_heads": tiny.num_heads,
@@ -299,13 +299,13 @@ def estimate_memory(recipe: Any, cfg: dict[str, Any], placement: Placement,
     """
     b = DTYPE_BYTES[str(recipe.model.dtype)]
     total = count_parameters(cfg)["total"]
-    trainable = lora_parameters(cfg, recipe.model.lora) if recipe.model.lora.enabled else total
-    reference = total if recipe.optimizer.kl_coef > 0 and not recipe.model.lora.enabled else 0
+    trainable = lora_parameters(cfg, recipe.plugins.models.lora) if recipe.plugins.models.lora.enabled else total
+    reference = total if recipe.optimizer.kl_coef > 0 and not recipe.plugins.models.lora.enabled else 0
     shards = max(int(recipe.distributed.nproc), 1) if recipe.distributed.strategy == "fsdp" else 1
     train = {"weights": total * b, "grads": trainable * b, "adamw": 2 * trainable * b, "reference": reference * b}
     out: dict[str, dict[str, float]] = {"training": {k: v / shards / GIB for k, v in train.items()}}
     out["training"]["total"] = sum(out["training"].values())
-    vllm = recipe.sampler.vllm
+    vllm = recipe.plugins.vllm
     kv_token = kv_bytes_per_token(cfg, b) / int(vllm.tensor_parallel_size)  # heads are split across TP ranks
     for role, name in placement.samplers.items():
         if name != "vllm":
@@ -356,7 +356,7 @@ def dry_run(recipe: Any, visible: int | None = None, gpu_memory_gib: float = 80.
     lines += [f"checked: {c}" for c in checked]
     lines.append(f"model: {recipe.model.backend} {cfg.get('model_type', '?')} {_count(params['total'])} "
                  f"parameters (text {_count(params['text'])}, vision {_count(params['vision'])}), "
-                 f"dtype {recipe.model.dtype}, lora {'on' if recipe.model.lora.enabled else 'off'}")
+                 f"dtype {recipe.model.dtype}, lora {'on' if recipe.plugins.models.lora.enabled else 'off'}")
     lines.append(f"placement: {placement.describe()}")
     lines.append(f"memory estimate per GPU (GiB, {gpu_memory_gib:g} GiB GPUs, activations not included):")
     for role, parts in estimate_memory(recipe, cfg, placement, gpu_memory_gib).items():
@@ -365,7 +365,7 @@ def dry_run(recipe: Any, visible: int | None = None, gpu_memory_gib: float = 80.
         lines.append(f"  {role}: {detail}")
         if role == "training" and placement.mode != "cpu" and parts["total"] > 0.8 * gpu_memory_gib:
             lines.append(f"  warning: training needs {parts['total']:.0f} GiB per GPU before activations; consider "
-                         "model.lora.enabled=true or distributed.strategy=fsdp with more processes")
+                         "plugins.models.lora.enabled=true or distributed.strategy=fsdp with more processes")
     return "\n".join(lines)
 
 
