@@ -54,7 +54,7 @@ def cold_start_metrics(db: Path) -> dict[str, float]:
 
     with RunLog(db, readonly=True) as log:
         recipe = OmegaConf.create(log.run()["recipe_yaml"])
-        path = log.rows("checkpoints", "name = ?", ["reasoner_v0"])[0]["path"]
+        path = log.rows_matching("checkpoints", name="reasoner_v0")[0]["path"]
     ctx = RunContext(recipe=recipe, pm=get_plugin_manager(), run_dir=db.parent)
     checkpoint = Path(path) if Path(path).is_absolute() else db.parent / path
     reasoner = ctx.call("visplay_load_policy", role="reasoner", init_from=str(checkpoint))
@@ -65,7 +65,7 @@ def iteration_metrics(db: Path) -> dict[int, dict[str, float]]:
     from visplay.log.runlog import RunLog
 
     with RunLog(db, readonly=True) as log:
-        rows = log.rows("metrics", "phase = 'eval'")
+        rows = log.rows_matching("metrics", phase="eval")
     out: dict[int, dict[str, float]] = {}
     for r in rows:
         out.setdefault(r["iteration"], {})[r["name"]] = r["value"]

@@ -166,7 +166,78 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# --- subcommands -------------------------------------------------------------------------------------------------
+# --- subcommands: each parses nothing, calls one library function and prints its result ----------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``visplay run`` / ``visplay reproduce``: load and validate the recipe, then plan it or run it."""
+    from visplay.config import load_recipe
+
+    cfg = load_recipe(args.recipe, list(args.overrides or []))
+    if args.dry_run:
+        from visplay.scale.placement import dry_run
+
+        print(dry_run(cfg))
+        return EXIT_OK
+    from visplay.loop.engine import start_run
+
+    return start_run(cfg, nproc=args.nproc, overwrite=args.overwrite, quiet=args.quiet, argv=sys.argv[1:])
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from visplay.loop.engine import resume_run_dir
+
+    return resume_run_dir(Path(args.run_dir), quiet=args.quiet)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0 when the replay agrees with the log (or for a what-if report), else 1."""
+    from visplay.log.replay import format_report, replay_run
+
+    report = replay_run(args.db, overrides=args.overrides or (), iteration=args.iteration, role=args.role,
+                        step=args.step, resample=args.resample, out=args.out, quiet=args.quiet,
+                        tolerance=args.tolerance)
+    print(format_report(report))
+    return EXIT_OK if report.ok or report.mode == "what-if" else EXIT_FAIL
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Print the agreement table and the first divergence(s); exit 0 if equal, else 1."""
+    from visplay.log.diff import diff_runs, format_diff
+
+    result = diff_runs(args.a, args.b, tolerance=args.tolerance, limit=max(args.limit, 1))
+    print(format_diff(result, tolerance=args.tolerance, limit=max(args.limit, 1)))
+    return EXIT_OK if result.equal else EXIT_FAIL
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from visplay.report.build import collect, text_summary, write_report
+
+    path = Path(args.run)
+    index = write_report(path, args.out)
+    print(text_summary(collect(path / "run.db" if path.is_dir() else path)))
+    print(f"report: {index}")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from visplay.eval.benchmarks import BenchmarkError
+    from visplay.eval.run import EvalError, format_scores, run_eval
+
+    try:
+        target, judge, scores = run_eval(args.model, benchmarks=args.benchmarks, data=args.data, judge=args.judge,
+                                         recipe=args.recipe, overrides=args.overrides or (),
+                                         iteration=args.iteration, db=args.db, quiet=not sys.stderr.isatty())
+    except (BenchmarkError, EvalError) as exc:
+        print(f"visplay eval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{target.label} judged by {judge} -> {target.db_path} (tables eval_scores, eval_items)")
+    print(format_scores(scores))
+    return EXIT_OK
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -203,23 +274,14 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _delegate(module: str, function: str):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(module).__getattribute__(function)(args)
-
-    return run
-
-
 COMMANDS = {
-    "reproduce": _delegate("visplay.loop.engine", "cli_run"),
-    "run": _delegate("visplay.loop.engine", "cli_run"),
-    "resume": _delegate("visplay.loop.engine", "cli_resume"),
-    "replay": _delegate("visplay.log.replay", "cli_replay"),
-    "diff": _delegate("visplay.log.diff", "cli_diff"),
-    "report": _delegate("visplay.report.build", "cli_report"),
-    "eval": _delegate("visplay.eval.run", "cli_eval"),
+    "reproduce": cmd_run,
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "replay": cmd_replay,
+    "diff": cmd_diff,
+    "report": cmd_report,
+    "eval": cmd_eval,
     "plugins": cmd_plugins,
     "recipe": cmd_recipe,
 }

@@ -308,10 +308,6 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     :return: a resolved, read-only config.
     """
     path = find_recipe(str(name_or_path))
-    sections = plugin_sections(plugins)
-    schema_cls = recipe_schema(sections)
-    schema = OmegaConf.structured(schema_cls)
-    keys = all_keys(schema_cls, sections=sections)
     try:
         text = path.read_text()
         data = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
@@ -320,15 +316,15 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     if not isinstance(data, DictConfig):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got a {type(data).__name__}")
     data = upgrade_legacy_keys(data, str(path))
-    cfg = _merge(schema, data, where=str(path), keys=keys)
+    dots = [(item, _parse_override(item)) for item in overrides]
+    sections = plugin_sections(plugins)
+    absent = _absent_sections([(str(path), data), *((f"command-line override {item!r}", dot) for item, dot in dots)],
+                              sections)
+    schema_cls = recipe_schema(sections, absent)
+    keys = all_keys(schema_cls, sections=sections)
+    cfg = _merge(OmegaConf.structured(schema_cls), data, where=str(path), keys=keys)
     _mark_required(cfg, data)
-    for item in overrides:
-        if "=" not in item:
-            raise RecipeError(f"command line: override {item!r} is not key=value")
-        try:
-            dot = upgrade_legacy_keys(OmegaConf.from_dotlist([item]), f"command-line override {item!r}")
-        except (OmegaConfBaseException, ValueError) as exc:
-            raise RecipeError(f"command line: cannot parse override {item!r}: {exc}") from exc
+    for item, dot in dots:
         cfg = _merge(cfg, dot, where=f"command-line override {item!r}", keys=keys)
     _apply_variant_defaults(cfg, str(path))
     try:
@@ -503,12 +499,40 @@ def plugin_sections(plugins: Iterable[Any] = ()) -> dict[str, type]:
     return dict(sorted(sections.items()))
 
 
-def recipe_schema(sections: dict[str, type]) -> type:
-    """The recipe schema with a typed ``plugins`` section per plugin (unknown plugin sections are errors)."""
-    plugins_cls = make_dataclass("PluginsConfig", [(name, section, field(default_factory=section))
-                                                   for name, section in sections.items()])
+def recipe_schema(sections: dict[str, type], absent: Iterable[str] = ()) -> type:
+    """The recipe schema with a typed ``plugins`` section per plugin, and an unchecked mapping for each section of
+    a plugin that is not installed (``absent``)."""
+    typed = [(name, section, field(default_factory=section)) for name, section in sections.items()]
+    untyped = [(name, dict[str, Any], field(default_factory=dict)) for name in sorted(absent)]
+    plugins_cls = make_dataclass("PluginsConfig", typed + untyped)
     return make_dataclass("Recipe", [("plugins", plugins_cls, field(default_factory=plugins_cls))],
                           bases=(RecipeConfig,))
+
+
+def _parse_override(item: str) -> DictConfig:
+    if "=" not in item:
+        raise RecipeError(f"command line: override {item!r} is not key=value")
+    try:
+        return upgrade_legacy_keys(OmegaConf.from_dotlist([item]), f"command-line override {item!r}")
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise RecipeError(f"command line: cannot parse override {item!r}: {exc}") from exc
+
+
+def _absent_sections(sources: list[tuple[str, DictConfig]], sections: dict[str, type]) -> set[str]:
+    """Plugin sections a recipe sets for plugins that are not installed: kept unchecked, with a warning; a name
+    close to an installed plugin's section is a typo and an error."""
+    absent: set[str] = set()
+    for where, data in sources:
+        given = data.get("plugins") if isinstance(data, DictConfig) else None
+        for name in (given.keys() if isinstance(given, DictConfig) else []):
+            if name in sections or name in absent:
+                continue
+            hint = difflib.get_close_matches(str(name), list(sections), n=1, cutoff=0.75)
+            if hint:
+                raise RecipeError(f"{where}: unknown key 'plugins.{name}'; did you mean 'plugins.{hint[0]}'?")
+            log.warning("%s: no installed plugin declares plugins.%s; its settings are kept unchecked", where, name)
+            absent.add(str(name))
+    return absent
 
 
 def plugin_section(cfg: DictConfig, name: str) -> Any:

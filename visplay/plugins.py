@@ -56,6 +56,8 @@ def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] =
     if autoload:
         _load_entry_points(pm)
     for plugin in extra:
+        if pm.is_registered(plugin):  # already loaded from its entry point
+            continue
         name = getattr(plugin, "plugin_name", None) or (plugin.__name__ if isinstance(plugin, ModuleType)
                                                           else type(plugin).__name__)
         pm.register(plugin, name=name if pm.get_plugin(name) is None else None)
@@ -63,9 +65,21 @@ def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] =
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc} (is a hook name misspelled? known hooks: {', '.join(hook_names())})") from exc
+    _refuse_wrappers(pm)
     if _truthy(os.environ.get("VISPLAY_TRACE_HOOKS")):
         enable_tracing(pm)
     return pm
+
+
+def _refuse_wrappers(pm: pluggy.PluginManager) -> None:
+    """visplay calls each implementation itself (visplay.hooks.call_each) to know who produced what, so a hook
+    wrapper would never run; say so instead of ignoring it."""
+    for name in hook_names():
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                raise PluginError(f"plugin {impl.plugin_name!r}: hook wrappers are not supported on {name} (visplay "
+                                  f"calls implementations one by one; see visplay/hooks.py); use a plain "
+                                  f"implementation, or VISPLAY_TRACE_HOOKS=1 to trace calls")
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:

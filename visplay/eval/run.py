@@ -12,9 +12,7 @@ with another judge without generating again.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ from PIL import Image
 from visplay.context import RunContext
 from visplay.eval.benchmarks import (
     CHOICE_LETTERS,
-    BenchmarkError,
     BenchmarkItem,
     BenchmarkSpec,
     image_id,
@@ -100,7 +97,7 @@ def _run_target(db_path: Path, recipe: str | None, overrides: Sequence[str], ite
     with RunLog(db_path, readonly=True) as runlog:
         run = runlog.run() or {}
         # ``state/...`` rows are the engine's mid-phase resume states (removed once a phase ends), not versions
-        checkpoints = [c for c in runlog.rows("checkpoints", "role = ?", ["reasoner"], order_by="iteration, step")
+        checkpoints = [c for c in runlog.checkpoint_rows(role="reasoner")
                        if not str(c["name"]).startswith("state/")]
     if recipe:
         cfg = load_recipe(recipe, list(overrides))
@@ -265,15 +262,15 @@ def rejudge(ctx: RunContext, source_eval_id: str, judge: str) -> list[dict]:
 
     if ctx.log is None:
         raise EvalError("rejudge needs a run log")
-    old_scores = ctx.log.rows("eval_scores", "eval_id = ?", [source_eval_id])
+    old_scores = ctx.log.rows_matching("eval_scores", eval_id=source_eval_id)
     if not old_scores:
         raise EvalError(f"{ctx.log.path}: no evaluation {source_eval_id!r} in table eval_scores")
     label = source_eval_id.split("/")[0]
     new_id, scores = f"{label}/{judge}", []
     for old in old_scores:
         spec = resolve_names([old["benchmark"]])[0]
-        stored = ctx.log.rows("eval_items", "eval_id = ? and benchmark = ?", [source_eval_id, old["benchmark"]],
-                              order_by="idx")
+        stored = sorted(ctx.log.rows_matching("eval_items", eval_id=source_eval_id, benchmark=old["benchmark"]),
+                        key=lambda row: row["idx"])
         inputs = [{"key": f"{new_id}/{r['benchmark']}/{r['idx']}", "benchmark": r["benchmark"],
                    "question": r["question"], "answer": r["reference"], "kind": r["kind"],
                    "options": json.loads(r["options"] or "[]"), "letters": json.loads(r["letters"] or "[]"),
@@ -302,32 +299,29 @@ def format_scores(scores: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def cli_eval(args: argparse.Namespace) -> int:
-    """``visplay eval <model-dir-or-run> --benchmarks a,b --data DIR [--judge J] [--recipe R] [key=value...]``."""
+def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | None = None, judge: str | None = None,
+             recipe: str | None = None, overrides: Sequence[str] = (), iteration: int | None = None,
+             db: str | None = None, quiet: bool = True) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
+    """Evaluate a model folder or a run's reasoner on local benchmark files; returns (target, judge, scores).
+
+    Every benchmark file is checked before a model is loaded; errors are BenchmarkError / EvalError naming the
+    file, row or setting.
+    """
     from visplay.plugins import get_plugin_manager
 
-    overrides = list(getattr(args, "overrides", []) or [])
-    try:
-        target = resolve_target(args.model, recipe=args.recipe, overrides=overrides,
-                                iteration=getattr(args, "iteration", None), db=args.db)
-        cfg = target.recipe
-        specs = resolve_names(args.benchmarks or list(cfg.eval.benchmarks))
-        data_dir = args.data or cfg.eval.data
-        if not data_dir:
-            raise EvalError("no benchmark folder: pass --data DIR or set eval.data")
-        judge = args.judge or cfg.eval.judge
-        for spec in specs:  # fail on a bad file before a model is loaded
-            next(iter_items(spec, data_dir, limit=1))
-        with RunLog(target.db_path, create=True) as runlog:
-            declare_tables(runlog)
-            ctx = RunContext(recipe=cfg, pm=get_plugin_manager(), run_dir=target.run_dir, log=runlog,
-                             iteration=target.iteration or 0, phase="eval")
-            sampler = load_sampler(ctx, target)
-            scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge,
-                              quiet=not sys.stderr.isatty())
-    except (BenchmarkError, EvalError) as exc:
-        print(f"visplay eval: {exc}", file=sys.stderr)
-        return 2
-    print(f"{target.label} judged by {judge} -> {target.db_path} (tables eval_scores, eval_items)")
-    print(format_scores(scores))
-    return 0
+    target = resolve_target(model, recipe=recipe, overrides=list(overrides), iteration=iteration, db=db)
+    cfg = target.recipe
+    specs = resolve_names(benchmarks or list(cfg.eval.benchmarks))
+    data_dir = data or cfg.eval.data
+    if not data_dir:
+        raise EvalError("no benchmark folder: pass --data DIR or set eval.data")
+    judge = judge or cfg.eval.judge
+    for spec in specs:  # fail on a bad file before a model is loaded
+        next(iter_items(spec, data_dir, limit=1))
+    with RunLog(target.db_path, create=True) as runlog:
+        declare_tables(runlog)
+        ctx = RunContext(recipe=cfg, pm=get_plugin_manager(), run_dir=target.run_dir, log=runlog,
+                         iteration=target.iteration or 0, phase="eval")
+        sampler = load_sampler(ctx, target)
+        scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet)
+    return target, judge, scores

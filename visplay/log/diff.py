@@ -12,12 +12,9 @@ numbers inside JSON lists such as ``generations.logprobs``; a GPU run needs one,
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import re
 import struct
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,19 +22,18 @@ from typing import Any
 
 import yaml
 
-from visplay.log.runlog import TABLES, VOLATILE_COLUMNS, RunLog
+from visplay.log.runlog import ADDED_LATER, TABLES, VOLATILE_COLUMNS, RunLog
+from visplay.loop.keys import key_position, phase_rank
 
 # Pipeline order of the tables; a divergence in an earlier table of the same step explains the later ones.
 PIPELINE = ("runs", "plugins", "images", "generations", "questions", "labels", "filters", "answers", "rewards",
             "advantages", "metrics", "checkpoints", "steps")
-PHASE_ORDER = ("cold_start", "questioner", "reasoner_set", "reasoner", "eval")
 # Compared by default; ``events`` is left out because a resumed run legitimately logs extra events (the resume).
 SKIPPED_TABLES = frozenset({"events"})
 # Of the ``runs`` row only what defines the run is compared; versions, host and times are machine facts.
 RUN_COLUMNS = ("seed", "variant", "recipe_yaml")
 # Metrics whose names start with these are wall-clock measurements (seconds, throughput): never compared.
 VOLATILE_METRIC_PREFIXES = ("time/",)
-_KEY_POSITION = re.compile(r"^i(\d+)/([a-z_]+)/s(\d+)(?:/|$)")
 
 
 @dataclass(frozen=True)
@@ -196,20 +192,15 @@ def row_position(row: dict[str, Any]) -> tuple[Any, ...]:
     """Where in the run a row belongs: (iteration, phase rank, step), from its key or its columns; () if run-level."""
     for column in ("key", "question_key", "name"):
         value = row.get(column)
-        if isinstance(value, str):
-            match = _KEY_POSITION.match(value)
-            if match:
-                return (int(match[1]), _phase_rank(match[2]), int(match[3]))
+        position = key_position(value) if isinstance(value, str) else None
+        if position is not None:
+            return position.rank()
     iteration = row.get("iteration")
     phase = row.get("phase") or row.get("role")
     if iteration is None:
         return ()
     step = row.get("step")
-    return (iteration, _phase_rank(phase) if phase else -1, step if step is not None else -1)
-
-
-def _phase_rank(phase: str) -> int:
-    return PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER)
+    return (iteration, phase_rank(phase) if phase else -1, step if step is not None else -1)
 
 
 # --- tables -------------------------------------------------------------------------------------------------
@@ -301,7 +292,7 @@ def diff_logs(log_a: RunLog, log_b: RunLog, *, tables: tuple[str, ...] | None = 
                 continue
             div = _compare_rows(table, key, row_a, row_b, columns, tolerance, stats)
             if div is not None:
-                sort = (div.position, _stage(table, key), rank[table], tuple(_sort_key(k) for k in key))
+                sort = (div.position, _stage(table, row), rank[table], tuple(_sort_key(k) for k in key))
                 found.append((sort, div))
                 if len(found) > 4 * limit + 64:  # keep memory bounded on big runs
                     found = sorted(found, key=lambda x: x[0])[:limit]
@@ -312,12 +303,11 @@ def diff_logs(log_a: RunLog, log_b: RunLog, *, tables: tuple[str, ...] | None = 
 # The order in which one engine step computes things: a divergence in an earlier stage explains the later ones.
 STAGES = {"generations": 0, "questions": 1, "votes": 2, "answers": 3, "labels": 4, "filters": 5, "rewards": 6,
           "advantages": 7, "metrics": 8, "checkpoints": 9, "steps": 10}
-_VOTE_KEY = re.compile(r"/v\d+$")
 
 
-def _stage(table: str, key: tuple) -> int:
+def _stage(table: str, row: dict[str, Any]) -> int:
     """Where in a step a row is computed; the votes' generations come after the questions they answer."""
-    if table == "generations" and key and isinstance(key[0], str) and _VOTE_KEY.search(key[0]):
+    if table == "generations" and row.get("kind") == "vote":
         return STAGES["votes"]
     return STAGES.get(table, len(STAGES))
 
@@ -337,6 +327,8 @@ def _compare_rows(table: str, key: tuple, row_a: dict | None, row_b: dict | None
     stats.rows_b += 1
     for column in columns:
         va, vb = row_a.get(column), row_b.get(column)
+        if (table, column) in ADDED_LATER and (va is None or vb is None):
+            continue  # a log written before the column existed
         if table == "runs" and column == "recipe_yaml":
             same = _normalized_recipe(va) == _normalized_recipe(vb)
         else:
@@ -357,18 +349,13 @@ def diff_runs(a: str | Path, b: str | Path, **kwargs: Any) -> DiffResult:
 # --- command line -------------------------------------------------------------------------------------------
 
 
-def cli_diff(args: argparse.Namespace) -> int:
-    """``visplay diff a b``: print the first divergence and the agreement table; exit 0 if equal, else 1."""
-    tolerance = float(getattr(args, "tolerance", 0.0) or 0.0)
-    limit = int(getattr(args, "limit", 1) or 1)
-    result = diff_runs(args.a, args.b, tolerance=tolerance, limit=max(limit, 1))
-    print(result.summary())
+def format_diff(result: DiffResult, *, tolerance: float = 0.0, limit: int = 1) -> str:
+    """The agreement table, then either "equal" or the earliest ``limit`` divergences."""
+    lines = [result.summary()]
     if result.equal:
-        print(f"\nequal: {sum(s.equal for s in result.tables.values())} rows agree"
-              + (f" (tolerance {tolerance})" if tolerance else " (bit for bit)"))
-        return 0
-    print("\nfirst divergence:" if limit <= 1 else f"\nfirst {len(result.divergences[:limit])} divergences:")
-    for div in result.divergences[:limit]:
-        print(f"  {div.describe()}")
-    sys.stdout.flush()
-    return 1
+        lines.append(f"\nequal: {sum(s.equal for s in result.tables.values())} rows agree"
+                     + (f" (tolerance {tolerance})" if tolerance else " (bit for bit)"))
+        return "\n".join(lines)
+    lines.append("\nfirst divergence:" if limit <= 1 else f"\nfirst {len(result.divergences[:limit])} divergences:")
+    lines += [f"  {div.describe()}" for div in result.divergences[:limit]]
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Exact replay from the run log: ``visplay replay runs/<name>/run.db``.
 
 The engine runs again from the logged recipe into a NEW database, with the replay plugin
-(plugins/visplay_replay) answering the sampling hooks from the logged generations; everything downstream (parsing,
+(visplay/log/serve.py) answering the sampling hooks from the logged generations; everything downstream (parsing,
 votes, confidences, filters, reward components, advantages, losses, the update and the checkpoint hashes) is
 recomputed by the ordinary plugins, and the two databases are compared (visplay.log.diff). The original is opened
 read-only and its sha256 is checked before and after. Modes:
@@ -18,7 +18,6 @@ read-only and its sha256 is checked before and after. Modes:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import tempfile
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from visplay.log.diff import (
-    PHASE_ORDER,
     DiffResult,
     Divergence,
     diff_logs,
@@ -38,6 +36,7 @@ from visplay.log.diff import (
     values_equal,
 )
 from visplay.log.runlog import TABLES, RunLog, RunLogError
+from visplay.loop.keys import rank
 
 # What a replay compares: everything the engine recomputes (``runs``, ``plugins`` and ``events`` describe the
 # machine and the session, not the computation).
@@ -53,6 +52,7 @@ TABLE_HOOKS = {
 }
 
 Position = tuple[int, str, int]
+LOG_SERVER = "replay-log"  # the name the replay's log server is registered under
 
 
 class ReplayUsageError(RunLogError):
@@ -87,7 +87,7 @@ class ReplayReport:
     seconds: float
     served: dict[str, int] = field(default_factory=dict)
     sampled_fresh: dict[str, int] = field(default_factory=dict)
-    producers: Any = None
+    hook_order: dict[str, list[str]] = field(default_factory=dict)
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -96,8 +96,7 @@ class ReplayReport:
 
 
 def _rank(position: Position) -> tuple[int, int, int]:
-    iteration, phase, step = position
-    return (iteration, PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER), step)
+    return rank(position)
 
 
 def sha256_file(path: Path) -> str:
@@ -135,8 +134,7 @@ def plan_slice(log: RunLog, iteration: int | None, role: str | None, step: int |
 
 def _state_dir(run_dir: Path, log: RunLog, position: Position) -> Path | None:
     """The state checkpoint committed with ``position`` when it is still on disk."""
-    rows = log.rows("checkpoints", "iteration = ? and role = ? and step = ?",
-                    [position[0], position[1], position[2]])
+    rows = log.checkpoint_rows(iteration=position[0], role=position[1], step=position[2])
     for row in rows:
         if row["path"] and (run_dir / row["path"]).is_dir():
             return run_dir / row["path"]
@@ -247,7 +245,7 @@ def _prepare_out(db: Path, out: Path) -> Path:
     return run_dir
 
 
-def load_logged_recipe(log: RunLog, overrides: Sequence[str], workdir: Path) -> Any:
+def load_logged_recipe(log: RunLog, overrides: Sequence[str], workdir: Path, plugins: Sequence[Any] = ()) -> Any:
     """The run's resolved recipe (``runs.recipe_yaml``) with ``key=value`` overrides applied."""
     from visplay.config import load_recipe
 
@@ -257,7 +255,7 @@ def load_logged_recipe(log: RunLog, overrides: Sequence[str], workdir: Path) -> 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=workdir, delete=False) as f:
         f.write(run["recipe_yaml"])
     try:
-        return load_recipe(f.name, list(overrides))
+        return load_recipe(f.name, list(overrides), plugins=plugins)
     finally:
         Path(f.name).unlink(missing_ok=True)
 
@@ -275,9 +273,9 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
     same ones); ``what_if`` (default: True when there are overrides) reports changes instead of failing on them,
     e.g. with a different reward plugin among ``extra_plugins``.
     """
-    from visplay_replay.plugin import ReplayPlugin
-
+    from visplay.log.serve import ReplayPlugin
     from visplay.loop.engine import run_recipe
+    from visplay.plugins import get_plugin_manager, hook_table
 
     db = Path(db)
     out = Path(out) if out else default_out(db)
@@ -291,8 +289,9 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
             # an interrupted run: replay what it committed, no further
             plan = Slice(stop=max(original.done_steps(), key=_rank))
         run_dir = _prepare_out(db, out)
-        recipe = load_logged_recipe(original, overrides, run_dir)
+        recipe = load_logged_recipe(original, overrides, run_dir, plugins=extra_plugins)
         plugin = ReplayPlugin(original, missing="sample" if what_if else "error", serve=not resample)
+        plugin.plugin_name = LOG_SERVER
         if plan.start is not None:
             with RunLog(out, create=True) as new:
                 copy_prefix(original, new, plan.start, db.parent, run_dir, recipe)
@@ -308,7 +307,8 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
         raise RuntimeError(f"{db} changed during replay; this is a bug in visplay")
     return ReplayReport(original=db, replayed=out, mode=mode, diff=result, slice=plan,
                         seconds=time.perf_counter() - started, served=dict(plugin.served),
-                        sampled_fresh=dict(plugin.sampled_fresh), producers=plugin, changes=changes)
+                        sampled_fresh=dict(plugin.sampled_fresh), changes=changes,
+                        hook_order=hook_table(get_plugin_manager(extra=(plugin, *extra_plugins))))
 
 
 # --- what-if ------------------------------------------------------------------------------------------------
@@ -350,29 +350,36 @@ def what_if_changes(original: RunLog, new: RunLog, plan: Slice, tolerance: float
 # --- reporting ----------------------------------------------------------------------------------------------
 
 
-def producer_of(div: Divergence, plugin: Any) -> str:
-    """The plugin (and hook) behind a divergent value, as recorded during the replay."""
-    if div.table == "rewards":
-        component = div.key[1] if len(div.key) > 1 else None
-        if component == "total":
-            hook, found = "visplay_combine_rewards", plugin.producer("visplay_combine_rewards")
-        else:
-            hook, found = "visplay_reward_components", plugin.producer("visplay_reward_components", component)
-            hook = f"{hook}, component {component!r}"
+def producer_of(div: Divergence, replayed: Path, hook_order: dict[str, list[str]], served: bool) -> str:
+    """The plugin (and hook) behind a divergent value: read from the replayed log's ``producer`` columns for
+    rewards and filter decisions; for other tables, the first plugin in call order of the hook that computes them."""
+    hook = TABLE_HOOKS.get(div.table, "the engine")
+    found = None
+    if div.table in ("rewards", "filters"):
+        equal = ({"key": div.key[0], "component": div.key[1]} if div.table == "rewards"
+                 else {"question_key": div.key[0]})
+        with RunLog(replayed, readonly=True) as log:
+            rows = log.rows_matching(div.table, **equal)
+        found = rows[0].get("producer") if rows else None
+        if div.table == "rewards":
+            hook = ("visplay_combine_rewards" if equal["component"] == "total"
+                    else f"visplay_reward_components, component {equal['component']!r}")
     elif div.table == "generations":
-        if plugin.serve:
-            return "the replay plugin (logged generations; a row missing here was not requested by the replay)"
+        if served:
+            return "the replay's log server (logged generations; a row missing here was not requested by the replay)"
         hook = "visplay_generate_questions / visplay_sample_answers"
-        found = plugin.producer("visplay_generate_questions") or plugin.producer("visplay_sample_answers")
+        found = _first(hook_order, "visplay_generate_questions") or _first(hook_order, "visplay_sample_answers")
     elif div.table == "labels" and div.column in ("confidence", "silver_label", "silver_key"):
         hook = "visplay.loop.votes.majority_vote over keys from visplay_answer_key"
-        found = plugin.producer("visplay_answer_key")
-    else:
-        hook = TABLE_HOOKS.get(div.table, "the engine")
-        found = plugin.producer(hook) if hook.startswith("visplay_") else None
-        if div.table == "filters":
-            found = plugin.producer("visplay_filter_questions:reject") or found
+        found = _first(hook_order, "visplay_answer_key")
+    elif hook.startswith("visplay_"):
+        found = _first(hook_order, hook)
     return f"plugin {found!r} (hook {hook})" if found else f"hook {hook}"
+
+
+def _first(hook_order: dict[str, list[str]], hook: str) -> str | None:
+    names = [n for n in hook_order.get(hook, []) if n != LOG_SERVER]
+    return names[0] if names else None
 
 
 def format_report(report: ReplayReport, *, limit: int = 10) -> str:
@@ -398,7 +405,8 @@ def format_report(report: ReplayReport, *, limit: int = 10) -> str:
         first = report.diff.first
         where, logged, replayed = first.detail or ("", first.a, first.b)
         lines += ["", f"FIRST DIVERGENCE: {first.describe()}", f"  logged:   {logged!r}",
-                  f"  replayed: {replayed!r}", f"  produced by: {producer_of(first, report.producers)}"]
+                  f"  replayed: {replayed!r}",
+                  f"  produced by: {producer_of(first, report.replayed, report.hook_order, report.mode != 'resample')}"]
         more = report.diff.divergences[1:limit]
         if more:
             lines.append("next divergences:")
@@ -416,12 +424,3 @@ def _format_changes(changes: dict[str, dict[str, Any]]) -> str:
                      f"the original, {s['only_replay']} only in the replay{extra}")
         lines += [f"      {key}: {a!r} -> {b!r}" for _, key, a, b in s["largest"]]
     return "\n".join(lines)
-
-
-def cli_replay(args: argparse.Namespace) -> int:
-    """``visplay replay``: exit 0 when the replay agrees with the log (or for a what-if report), else 1."""
-    report = replay_run(args.db, overrides=args.overrides or (), iteration=args.iteration, role=args.role,
-                        step=args.step, resample=args.resample, out=args.out, quiet=args.quiet,
-                        tolerance=float(getattr(args, "tolerance", 0.0) or 0.0))
-    print(format_report(report))
-    return 0 if report.ok or report.mode == "what-if" else 1

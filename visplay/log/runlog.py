@@ -104,8 +104,9 @@ TABLES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Columns added by a later migration than the first (so _migrate_1 keeps creating the schema of version 1).
-_ADDED_LATER = {("rewards", "producer"), ("filters", "producer")}
+# Columns added by a later migration than the first (so _migrate_1 keeps creating the schema of version 1); they
+# are NULL in rows written before, and comparisons skip them where one side has no value.
+ADDED_LATER = {("rewards", "producer"), ("filters", "producer")}
 
 # Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
 VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
@@ -147,7 +148,7 @@ def _check_is_sqlite(path: Path) -> None:
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
     for name, spec in TABLES.items():
-        columns = {c: t for c, t in spec["columns"].items() if (name, c) not in _ADDED_LATER}
+        columns = {c: t for c, t in spec["columns"].items() if (name, c) not in ADDED_LATER}
         db[name].create(columns, pk=spec["pk"], not_null=None)
     db["generations"].create_index(["iteration", "phase", "step"])
     db["questions"].create_index(["iteration", "phase"])

@@ -10,7 +10,6 @@ and the paper comparison from reproduce/paper_table1.json.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -54,11 +53,11 @@ def _recipe(run: dict) -> Any:
 def _samples(runlog: RunLog) -> list[dict]:
     """Up to SAMPLE_LIMIT questions of the last iteration, one per image, voted ones first (then valid, then the
     rest), each with its image, raw generation, silver label, votes and filter decision where they exist."""
-    questions = runlog.rows("questions", order_by="iteration desc, key")
+    questions = sorted(runlog.rows("questions"), key=lambda q: (-q["iteration"], q["key"]))
     if not questions:
         return []
     last = questions[0]["iteration"]
-    labels = {r["question_key"]: r for r in runlog.rows("labels", "iteration = ?", [last])}
+    labels = {r["question_key"]: r for r in runlog.rows_matching("labels", iteration=last)}
     candidates = sorted((q for q in questions if q["iteration"] == last),
                         key=lambda q: (q["key"] not in labels, not q["valid"], q["phase"] != "reasoner_set", q["key"]))
     chosen, seen = [], set()
@@ -66,9 +65,9 @@ def _samples(runlog: RunLog) -> list[dict]:
         if q["image_id"] in seen:
             continue
         seen.add(q["image_id"])
-        img = runlog.rows("images", "image_id = ?", [q["image_id"]])
-        filt = runlog.rows("filters", "question_key = ?", [q["key"]])
-        gen = runlog.rows("generations", "key = ?", [q["key"]])
+        img = runlog.rows_matching("images", image_id=q["image_id"])
+        filt = runlog.rows_matching("filters", question_key=q["key"])
+        gen = runlog.rows_matching("generations", key=q["key"])
         chosen.append({"question": q, "label": labels.get(q["key"]), "image": img[0] if img else None,
                        "filter": filt[0] if filt else None, "generation": gen[0]["text"] if gen else None})
         if len(chosen) >= SAMPLE_LIMIT:
@@ -86,8 +85,8 @@ def collect(db_path: str | Path) -> ReportData:
         return ReportData(
             db_path=Path(db_path), run=run, recipe=_recipe(run), metrics=runlog.rows("metrics"),
             labels=runlog.rows("labels"), filters=runlog.rows("filters"),
-            reward_totals=runlog.rows("rewards", "component = ?", ["total"]),
-            questions=runlog.rows("questions"), checkpoints=runlog.rows("checkpoints", order_by="iteration, name"),
+            reward_totals=runlog.rows_matching("rewards", component="total"),
+            questions=runlog.rows("questions"), checkpoints=runlog.checkpoint_rows(),
             eval_scores=runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else [],
             samples=_samples(runlog), events=dict(events),
         )
@@ -330,13 +329,3 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
-
-
-def cli_report(args: argparse.Namespace) -> int:
-    """``visplay report <run-dir-or-db> [--out DIR]``: write the HTML report and print the text summary."""
-    path = Path(args.run)
-    db_path = path / "run.db" if path.is_dir() else path
-    index = write_report(path, args.out)
-    print(text_summary(collect(db_path)))
-    print(f"report: {index}", file=sys.stdout)
-    return 0

@@ -18,7 +18,8 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-PHASE_ORDER = ("cold_start", "questioner", "reasoner_set", "reasoner", "eval")
+from visplay.loop.keys import phase_rank  # noqa: E402
+
 ROLE_COLOURS = {"questioner": "tab:blue", "reasoner": "tab:orange"}
 
 
@@ -30,7 +31,7 @@ def _png(fig: Any) -> bytes:
 
 
 def phase_key(phase: str) -> tuple[int, str]:
-    return (PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER), phase)
+    return (phase_rank(phase), phase)
 
 
 def metric_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[tuple[int, int, float]]]]:

@@ -1,0 +1,110 @@
+"""Canonical answer keys, the majority vote, and parity with pairwise symbolic grading."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from support.algorithm import make_ctx
+from visplay_algorithm.answer_key import canonical_key
+from visplay_algorithm.reference import reference_vote_groups, same_partition, symbolic_equal
+
+from visplay.hookspecs import hookimpl
+from visplay.loop.votes import majority_vote
+
+# Forms that are one answer, both for the canonical keys and for symbolic grading.
+EQUIVALENT = [
+    ["3", "3.0", "3.00", "$3$", "3."],
+    ["0.5", "1/2", "\\frac{1}{2}", "\\dfrac{1}{2}", ".5"],
+    ["-2", "-2.0", "$-2$"],
+    ["B", "(B)", "B.", "b"],
+    ["yes", "Yes", "YES", "yes."],
+    ["no", "No"],
+    ["\\text{red}", "red", "Red"],
+    ["50%", "50", "50\\%"],
+    ["30^\\circ", "30^{\\circ}"],
+    ["1,000", "1000"],
+]
+# Deliberate differences: (a, b, canonical says equal, symbolic grading says equal). See docs/algorithm.md.
+DIFFERENCES = [
+    ("5 cm", "5", True, False),  # units dropped (looser)
+    ("B. red", "B", True, False),  # option letter with its text (looser)
+    ("the cat", "cat", True, False),  # leading article (looser)
+    ("x = 3", "3", True, False),  # a single-variable assignment (looser)
+    ("x^2+1", "1+x^2", False, True),  # algebraic rearrangement (stricter)
+    ("2\\sqrt{2}", "\\sqrt{8}", False, True),  # simplification (stricter)
+]
+
+
+@pytest.mark.parametrize("group", EQUIVALENT, ids=lambda g: g[0])
+def test_equivalent_forms_share_a_key(group):
+    assert len({canonical_key(a) for a in group}) == 1
+
+
+def test_distinct_answers_have_distinct_keys():
+    keys = [canonical_key(group[0]) for group in EQUIVALENT] + [canonical_key(a) for a in ("4", "C", "blue", "0.51")]
+    assert len(set(keys)) == len(keys)
+
+
+@pytest.mark.parametrize("answer, key", [
+    ("3", "num:3"), ("\\frac{1}{2}", "num:1/2"), ("-\\frac{3}{4}", "num:-3/4"), ("(C) 42", "mc:c"),
+    ("option D", "mc:d"), ("Yes", "bool:yes"), ("(1, 2)", "tuple:(num:1,num:2)"), ("  ", None), ("$$", None),
+    ("x^{2} + 1", "text:x^2+1"), ("1e999999", "text:1e999999"), (None, None),
+])
+def test_key_values(answer, key):
+    assert canonical_key(answer) == key
+
+
+@pytest.mark.parametrize("a, b, canonical, symbolic", DIFFERENCES)
+def test_deliberate_differences_from_symbolic_grading(a, b, canonical, symbolic):
+    assert (canonical_key(a) == canonical_key(b)) is canonical
+    assert (symbolic_equal(a, b) or symbolic_equal(b, a)) is symbolic
+
+
+def test_vote_grouping_matches_pairwise_symbolic_grading():
+    rng = random.Random(0)
+    for _ in range(30):
+        groups = rng.sample(EQUIVALENT, 3)
+        answers = [rng.choice(rng.choice(groups)) if rng.random() > 0.1 else None for _ in range(10)]
+        keys = [canonical_key(a) for a in answers]
+        answered = [i for i, a in enumerate(answers) if a]
+        reference = reference_vote_groups(answers)
+        assert same_partition([keys[i] and hash(keys[i]) for i in answered], [reference[i] for i in answered])
+
+
+def test_majority_vote_counts_unanswered_samples_in_m_and_breaks_ties_by_first_occurrence():
+    answers = ["4", "3", "3.0", "4.0", None, None]
+    vote = majority_vote(answers, [canonical_key(a) for a in answers])
+    # num:4 and num:3 both have 2 votes; num:4 appears first (index 0): it wins. c = 2 / 6.
+    assert (vote.silver_label, vote.silver_key, vote.confidence) == ("4", "num:4", 2 / 6)
+    vote = majority_vote([None, None], [None, None])
+    assert (vote.silver_label, vote.silver_key, vote.confidence) == (None, None, 0.0)
+    vote = majority_vote([None, None, "3"], [None, None, "num:3"], none_as_vote=True)
+    assert (vote.silver_label, vote.confidence) == ("None", 2 / 3)
+    with pytest.raises(ValueError, match="3 answers but 2 keys"):
+        majority_vote(["a", "b", "c"], ["a", "b"])
+
+
+class _Roman:
+    @hookimpl(tryfirst=True)
+    def visplay_answer_key(self, ctx, answer):
+        return {"iv": "num:4", "iii": "num:3"}.get(answer.strip().lower())
+
+
+def test_a_tryfirst_plugin_adds_key_rules():
+    ctx = make_ctx("paper", extra=[_Roman()])
+    assert ctx.call("visplay_answer_key", answer="IV") == "num:4"
+    assert ctx.call("visplay_answer_key", answer="4.0") == "num:4"  # falls through to the built-in rules
+
+
+def test_keys_of_garbage_never_raise_and_stay_fast():
+    import time
+
+    rng = random.Random(1)
+    alphabet = "0123456789.,/-+eE ${}()[]\\fracboxedtxt%°^_=ABCyesno\x00ÿ"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(2000)]
+    texts += ["9" * 10_000 + "x", "\\frac{" * 3000, "(" * 5000 + ")" * 5000, "1" + "0" * 600]
+    start = time.perf_counter()
+    keys = [canonical_key(t) for t in texts]
+    assert time.perf_counter() - start < 5.0
+    assert all(k is None or (isinstance(k, str) and k) for k in keys)

@@ -1,0 +1,157 @@
+"""Gold evaluation, silver-label accuracy, the gold reasoner set and the verifiable reward components, on a
+stand-in sampler whose right and wrong answers are scripted."""
+
+from __future__ import annotations
+
+import pytest
+from support.games import ScriptedSampler, StandInPolicy, make_ctx
+from visplay_games import gold, pools, rewards
+from visplay_games.core import QA
+from visplay_games.generators import make_state, to_record
+from visplay_games.plugin import options, train_pool
+
+from visplay.log.runlog import RunLog
+from visplay.types import AnswerItem, Generation, Prompt
+
+
+def truth_lookup(ctx):
+    held = pools.held_out_pool(options(ctx), 64)
+    return {(rec.image_id, qa.question): qa for gs, rec in held for qa in gs.qa}
+
+
+def perception_only(ctx):
+    """Right on perception questions, wrong on reasoning ones; vote 0 carries the answer, others disagree."""
+    truth = truth_lookup(ctx)
+
+    def reply(prompt, j):
+        qa = truth[(prompt.image.image_id, prompt.user)]
+        if j == 0:
+            return f"<think>x</think>\\boxed{{{qa.answer if qa.category == 'perception' else 'wrong'}}}"
+        return f"\\boxed{{other{j}}}" if j % 2 else "no box"
+    return reply
+
+
+def test_gold_eval_scores_per_game_kind_and_category(no_autoload, tmp_path):
+    with RunLog(tmp_path / "run.db", create=True) as log:
+        ctx = make_ctx(tmp_path, log=log, overrides=["plugins.games.eval_votes=3"])
+        sampler = ScriptedSampler(perception_only(ctx))
+        metrics = ctx.call("visplay_iteration_end", iteration=1, questioner=None, reasoner=StandInPolicy(sampler))
+        merged = {k: v for m in metrics for k, v in m.items()}
+        rows = log.rows(gold.EVAL_TABLE)
+    items = gold.eval_items(pools.held_out_pool(options(ctx), 64), 2)
+    assert len(rows) == len(items) == 12
+    perception = [it.qa.category == "perception" for it in items]
+    assert merged["gold/accuracy"] == pytest.approx(sum(perception) / len(items))
+    assert merged["gold/accuracy/category/perception"] == 1.0
+    assert merged["gold/accuracy/category/reasoning"] == 0.0
+    # votes: [answer, "other1", None]: a tie of two keys, the first seen wins; confidence 1/3
+    assert merged["gold/confidence_mean"] == pytest.approx(1 / 3)
+    assert merged["gold/sample_accuracy"] == pytest.approx(sum(perception) / len(items) / 3)
+    for game in ("2048", "shisen", "swap", "shapes", "bars", "clock"):
+        assert 0.0 <= merged[f"gold/accuracy/{game}"] <= 1.0
+    assert {r["correct"] for r in rows} == {0, 1}
+    assert all(r["key"].startswith("i1/gold/") for r in rows)
+
+
+def test_gold_eval_deterministic_and_off_for_other_sources(no_autoload):
+    ctx = make_ctx(overrides=["plugins.games.gold_eval=true"])
+    policy = StandInPolicy(ScriptedSampler(perception_only(ctx)))
+    a = ctx.call("visplay_iteration_end", iteration=2, questioner=None, reasoner=policy)
+    b = ctx.call("visplay_iteration_end", iteration=2, questioner=None, reasoner=policy)
+    assert a == b and a[0]["gold/items"] == 12.0
+    off = make_ctx(overrides=["data.source=procedural"])
+    assert off.call("visplay_iteration_end", iteration=1, questioner=None, reasoner=policy) == []
+
+
+def test_majority_tie_and_empty():
+    assert gold.majority(["a", "b", "a"], ["a", "b", "a"]) == ("a", pytest.approx(2 / 3))
+    assert gold.majority(["b", "a"], ["b", "a"]) == ("b", 0.5)
+    assert gold.majority([None, None], [None, None]) == (None, 0.0)
+
+
+def test_silver_accuracy_against_gold(no_autoload, tmp_path):
+    with RunLog(tmp_path / "run.db", create=True) as log:
+        ctx = make_ctx(tmp_path, log=log, overrides=["plugins.games.held_out=1"])
+        (gs0, rec0), (gs1, rec1) = train_pool(ctx, options(ctx))[:2]
+        questions = [("q0", rec0, gs0.qa[0].question, gs0.qa[0].answer, 1),           # right
+                     ("q1", rec1, gs1.qa[1].question, "definitely wrong", 0),       # wrong
+                     ("q2", rec1, "Is this a nice picture?", "yes", 1)]             # engine cannot parse
+        log.insert("questions", [{"key": k, "iteration": 1, "phase": "reasoner_set", "image_id": r.image_id,
+                                  "valid": 1, "question": q} for k, r, q, _, _ in questions])
+        log.insert("labels", [{"question_key": k, "iteration": 1, "phase": "reasoner_set", "m": 5,
+                               "silver_label": s, "confidence": 0.6} for k, _, _, s, _ in questions])
+        log.insert("filters", [{"question_key": k, "iteration": 1, "keep": keep, "reason": "kept"}
+                               for k, _, _, _, keep in questions])
+        metrics = ctx.call("visplay_iteration_end", iteration=1, questioner=None,
+                           reasoner=StandInPolicy(ScriptedSampler(lambda p, j: "\\boxed{0}")))[0]
+        rows = log.rows(gold.SILVER_TABLE)
+    assert metrics["gold/silver_accuracy"] == 0.5
+    assert metrics["gold/silver_checked"] == 2.0
+    assert metrics["gold/silver_checked_fraction"] == pytest.approx(2 / 3)
+    assert metrics["gold/silver_accuracy_kept"] == 1.0
+    assert metrics["silver/kept_fraction"] == pytest.approx(2 / 3)
+    assert metrics["silver/confidence_mean"] == pytest.approx(0.6)
+    assert [(r["question_key"], r["correct"]) for r in rows] == [("q0", 1), ("q1", 0)]
+
+
+# --- gold training ---------------------------------------------------------------------------------------------
+
+
+def test_reasoner_questions_only_with_gold_reward(no_autoload):
+    ctx = make_ctx()
+    images = [rec for _, rec in train_pool(ctx, options(ctx))]
+    assert ctx.call("visplay_reasoner_questions", iteration=1, images=images) is None
+    gold_ctx = make_ctx(overrides=["plugins.games.gold_reward=true", "plugins.games.gold_questions_per_image=2"])
+    triples = gold_ctx.call("visplay_reasoner_questions", iteration=1, images=images)
+    assert len(triples) == 2 * len(images)
+    truth = {(rec.image_id, qa.question): qa.answer for gs, rec in train_pool(ctx, options(ctx)) for qa in gs.qa}
+    assert all(truth[(rec.image_id, q)] == a for rec, q, a in triples)
+    assert triples == gold_ctx.call("visplay_reasoner_questions", iteration=1, images=images)
+    assert triples != gold_ctx.call("visplay_reasoner_questions", iteration=2, images=images)
+
+
+def _item(record, question, text, extracted, gold_answer):
+    gen = Generation(prompt=Prompt(user=f"Question: {question}\nAnswer in \\boxed{{}}.", image=record), text=text,
+                     token_ids=[], logprobs=[], seed=0)
+    return AnswerItem(key="k", question_key="q", group="g", generation=gen, extracted=extracted,
+                      answer_key=extracted, silver_label=None, silver_key=None, gold=gold_answer)
+
+
+def _state_with(game, kind):
+    for seed in range(500):
+        gs = make_state(game, 2, seed, 64)
+        qa = next((q for q in gs.qa if q.kind == kind), None)
+        if qa is not None:
+            return gs, to_record(gs, "games:test"), qa
+    raise AssertionError(f"no {game} state with a {kind} question")
+
+
+def test_gold_accuracy_and_game_points_components():
+    gs, rec, qa = _state_with("2048", "best_move")
+    board = gs.state["board"]
+    from visplay_games.g2048 import MOVES, apply_move
+
+    points = {m: apply_move(board, m)[2] for m in MOVES}
+    worst = next(m for m in MOVES if m in qa.question and m != qa.answer)
+    sw, srec, sqa = _state_with("swap", "which_swap")
+    r1c1, r2c2 = sqa.answer.split("-")
+    flipped = f"{r2c2}-{r1c1}"
+    items = [_item(rec, qa.question, "", qa.answer.upper(), qa.answer),
+             _item(rec, qa.question, "", worst, qa.answer),
+             _item(rec, qa.question, "", None, qa.answer),
+             _item(srec, sqa.question, "", flipped, sqa.answer)]
+    out = rewards.reasoner_components(items, {rec.image_id: gs, srec.image_id: sw}, lambda a: a.lower())
+    assert out["gold_accuracy"] == [1.0, 0.0, 0.0, 1.0]
+    assert out["game_points"] == [1.0, pytest.approx(points[worst] / points[qa.answer]), 0.0, 1.0]
+
+
+def test_reward_components_only_for_reasoner_with_gold_reward(no_autoload):
+    ctx = make_ctx()
+    assert ctx.call("visplay_reward_components", role="reasoner", items=[]) == []
+    gold_ctx = make_ctx(overrides=["plugins.games.gold_reward=true"])
+    assert gold_ctx.call("visplay_reward_components", role="questioner", items=[]) == []
+    gs, rec = train_pool(gold_ctx, options(gold_ctx))[0]
+    qa: QA = gs.qa[0]
+    out = gold_ctx.call("visplay_reward_components", role="reasoner",
+                        items=[_item(rec, qa.question, "", qa.answer, None)])
+    assert out == [{"gold_accuracy": [1.0], "game_points": [0.0]}]
