@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from support.algorithm import make_ctx
+from support.algorithm import EQUIVALENT, make_ctx
 from visplay_algorithm.answer_key import canonical_key
 from visplay_algorithm.reference import reference_vote_groups, same_partition, symbolic_equal
 
@@ -13,19 +13,6 @@ from visplay.hookspecs import hookimpl
 from visplay.loop.votes import majority_vote
 
 # Forms that are one answer, both for the canonical keys and for symbolic grading.
-EQUIVALENT = [
-    ["3", "3.0", "3.00", "$3$", "3."],
-    ["0.5", "1/2", "\\frac{1}{2}", "\\dfrac{1}{2}", ".5"],
-    ["-2", "-2.0", "$-2$"],
-    ["B", "(B)", "B.", "b"],
-    ["yes", "Yes", "YES", "yes."],
-    ["no", "No"],
-    ["\\text{red}", "red", "Red"],
-    ["50%", "50", "50\\%"],
-    ["30^\\circ", "30^{\\circ}"],
-    ["1,000", "1000"],
-]
-# Deliberate differences: (a, b, canonical says equal, symbolic grading says equal). See docs/algorithm.md.
 DIFFERENCES = [
     ("5 cm", "5", True, False),  # units dropped (looser)
     ("B. red", "B", True, False),  # option letter with its text (looser)

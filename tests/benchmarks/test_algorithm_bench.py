@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.algorithm import question_corpus  # noqa: E402
-from test_algorithm_answers import EQUIVALENT  # noqa: E402
+from support.algorithm import (
+    EQUIVALENT,  # noqa: E402
+    question_corpus,  # noqa: E402
+)
 from visplay_algorithm.answer_key import canonical_key  # noqa: E402
 from visplay_algorithm.diversity import cluster_questions, cluster_shares  # noqa: E402
 from visplay_algorithm.reference import (  # noqa: E402

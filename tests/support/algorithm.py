@@ -101,3 +101,19 @@ def question_corpus(seed: int, n: int, *, long_questions: bool = True) -> list[s
         else:
             out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 14))))
     return out
+
+
+# Answers that must share a vote key (used by the answer tests and the vote benchmark).
+EQUIVALENT = [
+    ["3", "3.0", "3.00", "$3$", "3."],
+    ["0.5", "1/2", "\\frac{1}{2}", "\\dfrac{1}{2}", ".5"],
+    ["-2", "-2.0", "$-2$"],
+    ["B", "(B)", "B.", "b"],
+    ["yes", "Yes", "YES", "yes."],
+    ["no", "No"],
+    ["\\text{red}", "red", "Red"],
+    ["50%", "50", "50\\%"],
+    ["30^\\circ", "30^{\\circ}"],
+    ["1,000", "1000"],
+]
+# Deliberate differences: (a, b, canonical says equal, symbolic grading says equal). See docs/algorithm.md.
