@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from visplay import testing
 from visplay.hookspecs import hookimpl
 from visplay.log.runlog import RunLog
 from visplay.loop.seeding import derive_seed
-from visplay.types import Generation, SamplingParams
 
 
 def make_image(tag: str, size: int = 24) -> Image.Image:
@@ -119,49 +119,30 @@ def write_benchmarks(root: Path) -> Path:
 # --- a scripted stand-in for the models plugin ---------------------------------------------------------------
 
 
-class ScriptedSampler:
-    """Answers each prompt with RESPONSES[tag] (tag from ``[q:tag]`` in the prompt), else a fixed reply."""
+def ScriptedSampler(responses: dict[str, str] | None = None, default: str = "no") -> testing.ScriptedSampler:  # noqa: N802
+    """visplay.testing's ScriptedSampler answering RESPONSES[tag] (tag from ``[q:tag]`` in the prompt), else
+    ``default``."""
+    table = responses if responses is not None else {k: v[0] for k, v in RESPONSES.items()}
 
-    def __init__(self, responses: dict[str, str] | None = None, default: str = "no"):
-        self.responses = responses if responses is not None else {k: v[0] for k, v in RESPONSES.items()}
-        self.default = default
-        self.calls: list[tuple[list, list[SamplingParams]]] = []
+    def reply(prompt, sample_index):
+        if "[q:" not in prompt.user:
+            return default
+        return table.get(prompt.user.split("[q:", 1)[1].split("]", 1)[0], default)
 
-    def sample(self, prompts, params):
-        self.calls.append((list(prompts), list(params)))
-        out = []
-        for prompt, p in zip(prompts, params):
-            text = self.default
-            if "[q:" in prompt.user:
-                tag = prompt.user.split("[q:", 1)[1].split("]", 1)[0]
-                text = self.responses.get(tag, self.default)
-            out.append([Generation(prompt=prompt, text=text, token_ids=[], logprobs=[], seed=p.seed)])
-        return out
+    return testing.ScriptedSampler(reply)
 
 
 class StandInModels:
     """visplay_load_policy / visplay_make_sampler answering every backend with a ScriptedSampler."""
 
-    def __init__(self, sampler: ScriptedSampler | None = None):
+    def __init__(self, sampler: testing.ScriptedSampler | None = None):
         self.sampler = sampler or ScriptedSampler()
         self.loaded: list[tuple[str, str | None, str]] = []
 
     @hookimpl(tryfirst=True)
     def visplay_load_policy(self, ctx, role, init_from):
         self.loaded.append((role, init_from, ctx.recipe.model.backend))
-        sampler = self.sampler
-
-        class _Policy:
-            def __init__(self):
-                self.role = role
-
-            def sampler(self):
-                return sampler
-
-            def save(self, directory):
-                return {}
-
-        return _Policy()
+        return testing.StandinPolicy(self.sampler, role)
 
     @hookimpl(tryfirst=True)
     def visplay_make_sampler(self, ctx, role, policy):

@@ -1,35 +1,26 @@
 """Stand-ins for testing the games plugin without the models, algorithm and engine plugins.
 
-``StandInPlugin`` answers the sampling, extraction and answer-key hooks: its sampler replies from a scripted
-function of (image, question), so tests know exactly which answers are right.
+``StandInPlugin`` answers the sampling, extraction and answer-key hooks; visplay.testing's ScriptedSampler replies
+from a scripted function of (image, question), so tests know exactly which answers are right.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from visplay.config import load_recipe
 from visplay.context import RunContext
 from visplay.hookspecs import hookimpl
 from visplay.plugins import get_plugin_manager
-from visplay.types import Generation, Prompt, SamplingParams
+from visplay.testing import ScriptedSampler, StandinPolicy
+from visplay.types import Prompt, SamplingParams
+
+StandInPolicy = StandinPolicy  # the games tests' name for visplay.testing's stand-in policy
+__all__ = ["BOXED", "ScriptedSampler", "StandInPlugin", "StandInPolicy", "make_ctx"]
 
 BOXED = re.compile(r"\\boxed\{([^}]*)\}")
-
-
-class ScriptedSampler:
-    """Answers each prompt with ``reply(prompt, sample_index)`` (the prompt's user text is the question)."""
-
-    def __init__(self, reply: Callable[[Prompt, int], str]):
-        self.reply = reply
-        self.calls = 0
-
-    def sample(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Generation]]:
-        self.calls += 1
-        return [[Generation(prompt=p, text=self.reply(p, j), token_ids=[], logprobs=[], seed=sp.seed,
-                            sample_index=j) for j in range(sp.n)] for p, sp in zip(prompts, params)]
 
 
 class StandInPlugin:
@@ -51,16 +42,6 @@ class StandInPlugin:
     @hookimpl
     def visplay_answer_key(self, ctx, answer):
         return " ".join(answer.lower().split())
-
-
-class StandInPolicy:
-    role = "reasoner"
-
-    def __init__(self, sampler):
-        self._sampler = sampler
-
-    def sampler(self):
-        return self._sampler
 
 
 def make_ctx(tmp_path: Path | None = None, overrides: Sequence[str] = (), log=None, standin: bool = True):

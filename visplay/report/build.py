@@ -3,9 +3,9 @@ and a compact text summary on stdout.
 
 Everything is read from the run log, read-only. Metrics are read generically from the ``metrics`` table and
 plotted per phase, whatever names the engine and plugins chose; dedicated figures come from the core tables
-(confidence from ``labels``, kept fraction from ``filters``, rewards from ``rewards`` component ``total``), gold vs
-silver from top-level ``gold``/``silver`` accuracy metrics (the games plugin), evaluation from ``eval_scores``,
-and the paper comparison from reproduce/paper_table1.json.
+(confidence from ``labels``, kept fraction from ``filters``, rewards from ``rewards`` component ``total``), the
+plugins' own per-iteration numbers through ``visplay_summary_fields`` (the games plugin: gold accuracy), evaluation
+from ``eval_scores``, and the paper comparison from reproduce/paper_table1.json.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class ReportData:
     eval_scores: list[dict]
     samples: list[dict]
     events: dict[str, int] = field(default_factory=dict)
+    fields: dict[int, dict[str, float | str]] = field(default_factory=dict)
 
 
 def _recipe(run: dict) -> Any:
@@ -88,8 +89,18 @@ def collect(db_path: str | Path) -> ReportData:
             reward_totals=runlog.rows_matching("rewards", component="total"),
             questions=runlog.rows("questions"), checkpoints=runlog.checkpoint_rows(),
             eval_scores=runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else [],
-            samples=_samples(runlog), events=dict(events),
+            samples=_samples(runlog), events=dict(events), fields=_summary_fields(runlog, run),
         )
+
+
+def _summary_fields(runlog: RunLog, run: dict) -> dict[int, dict[str, float | str]]:
+    """{iteration: the plugins' own numbers} through ``visplay_summary_fields`` (installed plugins, read-only)."""
+    from visplay.context import RunContext
+    from visplay.plugins import get_plugin_manager
+
+    ctx = RunContext(recipe=_recipe(run), pm=get_plugin_manager(), run_dir=runlog.path.parent, log=runlog)
+    iterations = sorted({s[0] for s in runlog.done_steps()})
+    return {i: fields for i in iterations if (fields := ctx.hooks.summary_fields(i))}
 
 
 # --- numbers -------------------------------------------------------------------------------------------------
@@ -120,10 +131,14 @@ def iteration_summary(data: ReportData) -> list[dict[str, Any]]:
     return out
 
 
-def is_gold_silver(name: str) -> bool:
-    """Top-level accuracy metrics of gold evaluation (the games plugin: ``gold/accuracy``,
-    ``gold/silver_accuracy``...); per-game breakdowns (more slashes) stay in the per-phase grids."""
-    return ("gold" in name or "silver" in name) and name.count("/") == 1 and "accuracy" in name
+def _field_series(data: ReportData) -> dict[str, list[tuple[int, int, float]]]:
+    """The numeric summary fields as (iteration, 0, value) series per label, for a plot or a text line."""
+    series: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+    for iteration, fields in sorted(data.fields.items()):
+        for label, value in fields.items():
+            if isinstance(value, float):
+                series[label].append((iteration, 0, value))
+    return dict(series)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -167,10 +182,8 @@ def text_summary(data: ReportData) -> str:
     for s in iteration_summary(data):
         lines.append(f"{s['iteration']:<5}{s['questions']:>10}{_fmt(s['valid'], 2):>7}{_fmt(s['confidence'], 2):>7}"
                      f"{s['kept_n']:>9}{_fmt(s['questioner_reward']):>10}{_fmt(s['reasoner_reward']):>10}")
-    gold = {n: v for p, series in plots.metric_series(data.metrics).items() for n, v in series.items()
-            if is_gold_silver(n)}
-    for name, points in gold.items():
-        lines.append(f"{name}: " + ", ".join(f"i{p[0]}={p[2]:.3f}" for p in points))
+    for label, points in _field_series(data).items():
+        lines.append(f"{label}: " + ", ".join(f"i{p[0]}={p[2]:.3f}" for p in points))
     if data.eval_scores:
         lines.append("evaluation (accuracy %):")
         for s in data.eval_scores:
@@ -256,10 +269,10 @@ def _metrics_section(data: ReportData, figures: dict[str, bytes]) -> str:
                  + _figure("kept_fraction", plots.plot_kept_fraction(data.filters), "kept fraction", figures)
                  + "</section>")
     series = plots.metric_series(data.metrics)
-    gold = {n: v for phase in series.values() for n, v in phase.items() if is_gold_silver(n)}
-    parts.append("<section id='gold'><h2>Gold vs silver</h2>"
-                 + _figure("gold_silver", plots.plot_named(gold, "gold vs silver accuracy"),
-                           "gold/silver metrics (games plugin)", figures) + "</section>")
+    parts.append("<section id='gold'><h2>Plugins' per-iteration numbers</h2>"
+                 + _figure("gold_silver", plots.plot_named(_field_series(data), "per iteration (visplay_summary_fields)"),
+                           "numbers the plugins report for each iteration, e.g. gold vs silver accuracy", figures)
+                 + "</section>")
     grids = "".join(_figure(f"metrics_{phase}", plots.plot_metric_grid(phase, s), f"metrics of phase {phase}",
                             figures) for phase, s in series.items())
     parts.append("<section id='metrics'><h2>All metrics by phase</h2>"
