@@ -361,8 +361,13 @@ def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None
         return OmegaConf.merge(base, new)
     except (ConfigKeyError, ConfigAttributeError) as exc:
         key = _full_key(exc)
-        hint = _closest(key, keys if keys is not None else all_keys())
-        raise RecipeError(f"{where}: unknown key {key!r}" + (f"; did you mean {hint!r}?" if hint else "")) from exc
+        known = keys if keys is not None else all_keys()
+        hint = _closest(key, [k for k in known if k.count(".") == key.count(".")])
+        parent = key.rpartition(".")[0]
+        siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent and parent]
+        tail = (f"; did you mean {hint!r}?" if hint else
+                f" ({parent} has: {', '.join(siblings)})" if siblings else "")
+        raise RecipeError(f"{where}: unknown key {key!r}{tail}") from exc
     except (ValidationError, GrammarParseError, MissingMandatoryValue) as exc:
         raise RecipeError(f"{where}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
     except OmegaConfBaseException as exc:
@@ -379,10 +384,17 @@ def _describe(exc: Exception) -> str:
 
 
 def _closest(key: str, candidates: list[str]) -> str | None:
-    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    """The valid key a misspelled one most likely meant: a sibling with a similar name, a key elsewhere with a
+    similar path, or the one key elsewhere with the same name."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = {c.rpartition(".")[2]: c for c in candidates if c.rpartition(".")[0] == parent}
+    match = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if match:
+        return siblings[match[0]]
+    match = difflib.get_close_matches(key, [c for c in candidates if c.rpartition(".")[0] != parent], n=1,
+                                      cutoff=0.8)
     if match:
         return match[0]
-    leaf = key.rsplit(".", 1)[-1]
     leaves = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf]
     return leaves[0] if len(leaves) == 1 else None
 
@@ -398,7 +410,7 @@ def all_keys(cls: type = RecipeConfig, prefix: str = "", *, sections: dict[str, 
             keys.extend(all_keys(type(sub), dotted + "."))
     for name, section in (sections or {}).items():
         keys += [f"plugins.{name}", *all_keys(section, f"plugins.{name}.")]
-    return keys
+    return list(dict.fromkeys(keys))
 
 
 def _apply_variant_defaults(cfg: DictConfig, where: str) -> None:

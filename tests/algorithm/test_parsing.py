@@ -9,6 +9,7 @@ from support.algorithm import RecordingSampler, make_ctx
 from visplay_algorithm import prompts
 from visplay_algorithm.parsing import extract_answer, last_boxed, parse_question, reasoner_format_ok
 
+from visplay.config import RecipeError
 from visplay.types import ImageRecord
 
 GARBAGE = ("<type>" + "<question>{\\boxed{" * 300 + "</think>" * 200 + "ÿ\x00" * 500) * 3  # ~10 KB
@@ -137,9 +138,8 @@ def test_bad_inputs_name_the_problem():
     with pytest.raises(Exception, match="2 inputs but 1 seeds"):
         ctx.call("visplay_generate_questions", sampler=RecordingSampler(), images=[_image(0), _image(1)], n=1,
                  seeds=[1])
-    ctx = make_ctx("paper", ["plugins.algorithm.bogus=1"])
-    with pytest.raises(Exception, match="plugins.algorithm.bogus"):
-        ctx.call("visplay_generate_questions", sampler=RecordingSampler(), images=[_image(0)], n=1, seeds=[1])
+    with pytest.raises(RecipeError, match=r"plugins\.algorithm\.bogus'.*plugins\.algorithm has: questioner_system"):
+        make_ctx("paper", ["plugins.algorithm.bogus=1"])  # refused when the recipe loads, before any hook runs
 
 
 def test_format_question_round_trips_through_the_parser():

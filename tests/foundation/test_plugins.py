@@ -21,7 +21,7 @@ PRODUCT_HOOKS = [
 def test_first_party_plugins_come_from_entry_points():
     pm = get_plugin_manager()
     infos = {i.name: i for i in plugin_infos(pm)}
-    for name in ("algorithm", "models", "grpo", "images", "games", "eval", "replay", "vllm"):
+    for name in ("algorithm", "models", "grpo", "images", "games", "eval", "vllm"):
         assert name in infos, f"first-party plugin {name} not loaded through the entry point"
         assert infos[name].distribution == "visplay"
 
@@ -32,8 +32,8 @@ def test_third_party_package_is_discovered_and_fills_reward_hooks():
     assert "length_reward" in infos, "install it: pip install ./plugins/examples/visplay-length-reward"
     info = infos["length_reward"]
     assert info.distribution == "visplay-length-reward"
-    assert info.version == "0.2.0"
-    assert set(info.hooks) == {"visplay_reward_components", "visplay_combine_rewards"}
+    assert info.version == "0.3.0"
+    assert set(info.hooks) == {"visplay_reward_components", "visplay_combine_rewards", "visplay_recipe_sections"}
     assert "length_reward" in hook_table(pm)["visplay_reward_components"]
 
 
@@ -42,7 +42,7 @@ def test_visplay_plugins_cli_lists_every_hook_and_the_third_party():
                          check=True).stdout
     for hook in hook_names():
         assert hook in out
-    assert "length_reward visplay-length-reward 0.2.0" in " ".join(out.split())
+    assert "length_reward visplay-length-reward 0.3.0" in " ".join(out.split())
 
 
 def test_misspelled_hookimpl_fails_loudly(no_autoload):
