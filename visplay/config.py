@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import logging
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any
@@ -301,10 +301,11 @@ def find_recipe(name_or_path: str) -> Path:
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-                plugins: Iterable[Any] = ()) -> DictConfig:
+                plugins: Iterable[Any] = (), only: Collection[str] | None = None) -> DictConfig:
     """Schema (the core's and the plugins' sections) -> YAML -> overrides -> variant defaults -> validation.
 
     :param plugins: plugin objects registered next to the entry-point plugins (their sections count too).
+    :param only: the entry-point plugins to consult (default: every installed one; see get_plugin_manager).
     :return: a resolved, read-only config.
     """
     path = find_recipe(str(name_or_path))
@@ -317,7 +318,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got a {type(data).__name__}")
     data = upgrade_legacy_keys(data, str(path))
     dots = [(item, _parse_override(item)) for item in overrides]
-    sections = plugin_sections(plugins)
+    sections = plugin_sections(plugins, only)
     absent = _absent_sections([(str(path), data), *((f"command-line override {item!r}", dot) for item, dot in dots)],
                               sections)
     schema_cls = recipe_schema(sections, absent)
@@ -493,12 +494,12 @@ LEGACY_KEYS = {
 }
 
 
-def plugin_sections(plugins: Iterable[Any] = ()) -> dict[str, type]:
+def plugin_sections(plugins: Iterable[Any] = (), only: Collection[str] | None = None) -> dict[str, type]:
     """{section name: dataclass} from every plugin's ``visplay_recipe_sections`` (entry points + ``plugins``)."""
     from visplay.hooks import call_each
     from visplay.plugins import get_plugin_manager
 
-    pm = get_plugin_manager(extra=tuple(plugins))
+    pm = get_plugin_manager(extra=tuple(plugins), only=only)
     sections: dict[str, type] = {}
     owners: dict[str, str] = {}
     for plugin, declared in call_each(pm, "visplay_recipe_sections", {}):

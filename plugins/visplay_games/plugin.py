@@ -73,7 +73,7 @@ def _log_truth(ctx: Any, split: str, pool) -> None:
 def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.GamesImageSource | None:
     if name != pools.SOURCE:
         return None
-    opts = options(ctx)
+    opts = plugin_section(ctx.recipe, "games")  # `options` is the hook argument here
     n = int(options.get("num_images", 0))
     if n < 1:
         raise ValueError(f"data.num_images: the games source needs at least 1 image, got {n}")

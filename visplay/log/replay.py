@@ -245,7 +245,15 @@ def _prepare_out(db: Path, out: Path) -> Path:
     return run_dir
 
 
-def load_logged_recipe(log: RunLog, overrides: Sequence[str], workdir: Path, plugins: Sequence[Any] = ()) -> Any:
+def logged_plugins(log: RunLog) -> set[str] | None:
+    """The plugins the original run had (its ``plugins`` table), so a plugin installed since does not take part;
+    None when the log lists none (then every installed plugin does)."""
+    names = {row["name"] for row in log.rows("plugins")}
+    return names or None
+
+
+def load_logged_recipe(log: RunLog, overrides: Sequence[str], workdir: Path, plugins: Sequence[Any] = (),
+                       only: set[str] | None = None) -> Any:
     """The run's resolved recipe (``runs.recipe_yaml``) with ``key=value`` overrides applied."""
     from visplay.config import load_recipe
 
@@ -255,7 +263,7 @@ def load_logged_recipe(log: RunLog, overrides: Sequence[str], workdir: Path, plu
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=workdir, delete=False) as f:
         f.write(run["recipe_yaml"])
     try:
-        return load_recipe(f.name, list(overrides), plugins=plugins)
+        return load_recipe(f.name, list(overrides), plugins=plugins, only=only)
     finally:
         Path(f.name).unlink(missing_ok=True)
 
@@ -289,14 +297,15 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
             # an interrupted run: replay what it committed, no further
             plan = Slice(stop=max(original.done_steps(), key=_rank))
         run_dir = _prepare_out(db, out)
-        recipe = load_logged_recipe(original, overrides, run_dir, plugins=extra_plugins)
+        logged = logged_plugins(original)
+        recipe = load_logged_recipe(original, overrides, run_dir, plugins=extra_plugins, only=logged)
         plugin = ReplayPlugin(original, missing="sample" if what_if else "error", serve=not resample)
         plugin.plugin_name = LOG_SERVER
         if plan.start is not None:
             with RunLog(out, create=True) as new:
                 copy_prefix(original, new, plan.start, db.parent, run_dir, recipe)
         run_recipe(recipe, run_dir=run_dir, db_path=out, extra_plugins=(plugin, *extra_plugins),
-                   resume=plan.start is not None, quiet=quiet, stop=plan.stop)
+                   resume=plan.start is not None, quiet=quiet, stop=plan.stop, plugin_names=logged)
         with RunLog(out, readonly=True) as new:
             tables = REPLAY_TABLES if plan.start is None else tuple(t for t in REPLAY_TABLES if t != "images")
             tables += tuple(t for t in table_order(original, new) if t not in TABLES)  # plugin-owned tables
@@ -308,7 +317,7 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
     return ReplayReport(original=db, replayed=out, mode=mode, diff=result, slice=plan,
                         seconds=time.perf_counter() - started, served=dict(plugin.served),
                         sampled_fresh=dict(plugin.sampled_fresh), changes=changes,
-                        hook_order=hook_table(get_plugin_manager(extra=(plugin, *extra_plugins))))
+                        hook_order=hook_table(get_plugin_manager(extra=(plugin, *extra_plugins), only=logged)))
 
 
 # --- what-if ------------------------------------------------------------------------------------------------

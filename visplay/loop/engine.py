@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -50,7 +50,8 @@ Step = tuple[int, str, int]
 
 def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = None, db_path: str | Path | None = None,
                extra_plugins: Iterable[Any] = (), overwrite: bool = False, resume: bool = False, quiet: bool = False,
-               start: Step | None = None, stop: Step | None = None) -> Path:
+               start: Step | None = None, stop: Step | None = None,
+               plugin_names: Collection[str] | None = None) -> Path:
     """Run (or resume) a recipe; return the path of its run.db.
 
     :param recipe: a loaded recipe, or a recipe name/path.
@@ -61,6 +62,7 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
     :param resume: continue the run in ``run_dir`` from its first uncommitted step.
     :param start: treat every step before this (iteration, phase, step) as done (its checkpoints must exist).
     :param stop: return after committing this step (inclusive); the run is then left resumable.
+    :param plugin_names: load only these entry-point plugins (replay: the set the original run logged).
     """
     cfg = recipe if isinstance(recipe, DictConfig) else load_recipe(str(recipe))
     run_dir = Path(run_dir or cfg.run_dir)
@@ -73,7 +75,7 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
     shadow = join_process_group(cfg, run_dir, db_path, resume)
     if shadow is not None:  # a rank other than 0 runs the same loop in a private copy of the run
         run_dir, db_path, quiet = shadow, shadow / "run.db", True
-    pm = get_plugin_manager(extra=tuple(extra_plugins))
+    pm = get_plugin_manager(extra=tuple(extra_plugins), only=plugin_names)
     try:
         with RunLog(db_path, create=True) as runlog:
             ctx = RunContext(recipe=cfg, pm=pm, run_dir=run_dir, log=runlog)
