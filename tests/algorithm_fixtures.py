@@ -35,9 +35,10 @@ def question_item(ctx: RunContext, key: str, group: str, text: str,
     """Parse ``text`` with the context's variant; vote ``answers`` (None: the question was not voted)."""
     parsed: ParsedQuestion = ctx.call("visplay_parse_question", text=text)
     vote = None
-    if answers is not None:
-        keys = [canonical_key(a) for a in answers]
-        vote = majority_vote(list(answers), keys, none_as_vote=bool(ctx.recipe.reward.none_as_vote))
+    if answers is not None:  # as visplay.phases.vote: the key hook, then the vote hook or the core's count
+        keys = [None if a is None else ctx.call("visplay_answer_key", answer=a) for a in answers]
+        vote = (ctx.call("visplay_vote", answers=list(answers), keys=keys)
+                or majority_vote(list(answers), keys, none_as_vote=bool(ctx.recipe.reward.none_as_vote)))
     return QuestionItem(key=key, image_id=f"img-{group}", group=group, generation=generation(text), parsed=parsed,
                         vote=vote)
 

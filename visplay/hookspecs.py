@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Policy,
         QuestionItem,
         Sampler,
+        Vote,
     )
 
 PROJECT = "visplay"
@@ -167,6 +168,16 @@ def visplay_answer_key(ctx: RunContext, answer: str) -> str | None:
 
     Domain plugins add rules with a ``tryfirst`` implementation that returns a key for answers it recognises and
     None otherwise. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_vote(ctx: RunContext, answers: Sequence[str | None], keys: Sequence[str | None]) -> Vote | None:
+    """Count one question's m extracted answers (and their keys) into a Vote: silver label and confidence.
+
+    ``ctx.phase`` says which vote it is (``questioner``: the questioner's reward; ``reasoner_set``: silver labels).
+    None (no plugin answers) falls back to :func:`visplay.votes.majority_vote` (equal keys = one vote). Stops at
+    first non-None result.
     """
 
 

@@ -115,7 +115,8 @@ def vote(ctx: Any, sampler: Any, items: list[QuestionItem], images: dict[str, Im
     none_as_vote = bool(ctx.recipe.reward.none_as_vote)
     for item, seed, samples in zip(valid, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
-        item.vote = majority_vote(answers, keys, none_as_vote=none_as_vote)
+        item.vote = (ctx.call("visplay_vote", answers=answers, keys=keys)
+                     or majority_vote(answers, keys, none_as_vote=none_as_vote))
         out.rows["labels"].append({
             "question_key": item.key, "iteration": ctx.iteration, "phase": ctx.phase, "m": m,
             "answers": list(item.vote.answers), "answer_keys": list(item.vote.keys),

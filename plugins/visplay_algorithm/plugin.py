@@ -11,11 +11,28 @@ from typing import Any
 
 from visplay.config import plugin_options
 from visplay.hookspecs import hookimpl
-from visplay.types import AnswerItem, FilterDecision, ParsedQuestion, Prompt, QuestionItem, SamplingParams
+from visplay.types import (
+    AnswerItem,
+    FilterDecision,
+    ParsedQuestion,
+    Prompt,
+    QuestionItem,
+    SamplingParams,
+    Vote,
+)
+from visplay.votes import majority_vote
 from visplay_algorithm import prompts
 from visplay_algorithm.answer_key import canonical_key
 from visplay_algorithm.diversity import cluster_shares
-from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok
+from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok, spacing_edit
+from visplay_algorithm.released_grader import (
+    released_accuracy,
+    released_answer,
+    released_boxed,
+    released_equivalent,
+    released_format_ok,
+    released_key,
+)
 from visplay_algorithm.rewards import (
     QUESTIONER_COMPONENTS,
     REASONER_COMPONENTS,
@@ -82,21 +99,43 @@ def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
 
 @hookimpl
 def visplay_parse_question(ctx, text) -> ParsedQuestion:
-    """Validity per variant; the questioner's stated answer (released format) is kept, never used as a label."""
-    return parse_question(text, ctx.variant)
+    """Validity per variant (and, for ``released``, per phase); the stated answer is kept, never a label."""
+    return parse_question(text, ctx.variant, ctx.phase)
 
 
 @hookimpl
 def visplay_extract_answers(ctx, texts) -> list[str | None]:
-    """Last ``\\boxed{}`` of each text; None without one ("None" under ``reward.none_as_vote``)."""
+    """Last ``\\boxed{}`` of each text; None without one ("None" under ``reward.none_as_vote``).
+
+    ``released``: mathruler's extraction (the last ``\\boxed{`` even if unclosed: then "None"); an empty box is
+    None (skipped by the released vote loops).
+    """
     none_as_vote = bool(ctx.recipe.reward.none_as_vote)
+    if ctx.variant == "released":
+        return [released_answer(text, none_as_vote=none_as_vote) for text in texts]
     return [extract_answer(text, none_as_vote=none_as_vote) for text in texts]
 
 
 @hookimpl
 def visplay_answer_key(ctx, answer) -> str | None:
-    """The built-in canonical key (see visplay_algorithm.answer_key); a tryfirst plugin can add rules."""
+    """``paper``: the canonical key (visplay_algorithm.answer_key); ``released``: mathruler's normalisations.
+
+    A tryfirst plugin can add rules.
+    """
+    if ctx.variant == "released":
+        return released_key(answer)
     return canonical_key(answer)
+
+
+@hookimpl
+def visplay_vote(ctx, answers, keys) -> Vote | None:
+    """``released``: distinct keys merged by the released pairwise test; confidence over all m samples in
+    questioner training (start_vllm_server.py:240) and over the answered ones for the reasoner's set
+    (evaluate.py:153, 200). ``paper``: None (the core's count of equal keys)."""
+    if ctx.variant != "released":
+        return None
+    denominator = "answered" if ctx.phase == "reasoner_set" else "samples"
+    return majority_vote(answers, keys, equivalent=released_equivalent, denominator=denominator)
 
 
 # --- 3. reward ------------------------------------------------------------------------------------------------
@@ -122,15 +161,31 @@ def questioner_components(ctx: Any, items: Sequence[QuestionItem]) -> dict[str, 
            for item in items]
     # Invalid questions enter the clustering as "" (as in the released code); an empty question has BLEU 0 with
     # everything, so it is a singleton and only enlarges N.
-    texts = [(item.parsed.question or "") if item.parsed.valid else "" for item in items]
+    # The released reward clusters every parsed question text, voted on or not (cot_val.py:189-202).
+    released = ctx.variant == "released"
+    texts = [(item.parsed.question or "") if item.parsed.valid or released else "" for item in items]
     scopes = [item.group for item in items] if reward.diversity_scope == "image" else ["batch"] * len(items)
     div = diversity_penalties(texts, scopes, float(reward.diversity_lambda), float(reward.bleu_threshold))
     return {"uncertainty": unc, "diversity": div, "validity": valid}
 
 
-def reasoner_components(items: Sequence[AnswerItem]) -> dict[str, list[float]]:
+def reasoner_components(items: Sequence[AnswerItem], variant: str = "paper") -> dict[str, list[float]]:
+    if variant == "released":
+        return released_reasoner_components(items)
     accuracy = [1.0 if item.answer_key is not None and item.answer_key == item.silver_key else 0.0 for item in items]
     fmt = [1.0 if reasoner_format_ok(item.generation.text) else 0.0 for item in items]
+    return {"accuracy": accuracy, "format": fmt}
+
+
+def released_reasoner_components(items: Sequence[AnswerItem]) -> dict[str, list[float]]:
+    """cot_val_solver.py:77-92: on the spacing-edited response, grade_answer(extracted, silver label) and the
+    strict format regex."""
+    accuracy, fmt = [], []
+    for item in items:
+        answer = released_boxed(spacing_edit(item.generation.text))
+        label = item.silver_label
+        accuracy.append(0.0 if label is None else released_accuracy("None" if answer is None else answer, label))
+        fmt.append(1.0 if released_format_ok(item.generation.text) else 0.0)
     return {"accuracy": accuracy, "format": fmt}
 
 
@@ -140,7 +195,7 @@ def visplay_reward_components(ctx, role, items) -> dict[str, list[float]] | None
     if role == "questioner":
         return questioner_components(ctx, items)
     if role == "reasoner":
-        return reasoner_components(items)
+        return reasoner_components(items, ctx.variant)
     return None
 
 

@@ -127,3 +127,50 @@ def reference_vote_groups(answers: Sequence[str | None], *, no_heuristic: bool =
             representatives.append(answer)
             groups.append(len(representatives) - 1)
     return groups
+
+
+# --- the released vote loop on the real mathruler ----------------------------------------------------------------
+
+
+def released_vote_reference(answers: Sequence[str], *, denominator: str = "samples", grade=None) -> dict:
+    """The released vote loop, step for step, on the real ``mathruler.grader.grade_answer`` (no caches, no keys).
+
+    bruno686/VisPlay@3aa895b vllm_service_init/start_vllm_server.py:190-240 (``denominator="samples"``: score =
+    max count / all m results) and question_evaluate/evaluate.py:153-200 (``"answered"``: empty results are
+    dropped first and the score divides by the rest). ``answers`` are ``extract_boxed_content`` outputs (``"None"``
+    for no box, ``""`` for an empty one). Returns {"counts": {representative: count}, "groups": group index per
+    answer (None: skipped), "answer": majority representative ("" when none), "score": float}. ``grade``
+    replaces ``grade_answer`` (tests pass a memoised one: it is a pure function).
+    """
+    if grade is None:
+        from mathruler.grader import grade_answer as grade
+
+    def equal(res: str, existing: str) -> bool:
+        if res == existing or ("no " in res.lower() and "no " in existing.lower()):
+            return True
+        for given, truth in ((res, existing), (existing, res)):
+            try:
+                if grade(given, truth):
+                    return True
+            except Exception:  # noqa: BLE001 - the released loop skips a comparison that raises
+                pass
+        return False
+
+    counts: dict[str, int] = {}
+    groups: list[int | None] = []
+    for res in answers:
+        if not res:
+            groups.append(None)
+            continue
+        for index, existing in enumerate(list(counts)):
+            if equal(res, existing):
+                counts[existing] += 1
+                groups.append(index)
+                break
+        else:
+            counts[res] = 1
+            groups.append(len(counts) - 1)
+    answer = max(counts, key=counts.get) if counts else ""
+    total = len(answers) if denominator == "samples" else sum(1 for a in answers if a)
+    score = counts[answer] / total if counts and total else 0.0
+    return {"counts": counts, "groups": groups, "answer": answer, "score": score}
