@@ -22,6 +22,7 @@ visplay: VisPlay (arXiv 2511.15661) self-play RL for vision-language models, rep
   visplay eval <model-or-run> ...        benchmarks from local files, reproducible judging
   visplay plugins                        which plugins fill which hooks, with versions
   visplay recipe tiny --explain          a resolved recipe, with every key documented
+  visplay prompts import-released DIR    the released code's prompts, from your own checkout of it
 """
 
 
@@ -134,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--explain", action="store_true", help="print every key with its documentation")
+
+    p = sub.add_parser("prompts", help="prompt templates: import the released code's from your own checkout",
+                       description="visplay ships no prompt text of the released code. `visplay prompts "
+                                   "import-released /path/to/VisPlay` checks the checkout's source files against the "
+                                   "released commit's hashes, extracts its prompts into template files, and prints "
+                                   "the recipe override that uses them (plugins.algorithm.prompt_dir=...).")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = actions.add_parser("import-released", help="extract the released prompts from a checkout of bruno686/VisPlay")
+    q.add_argument("checkout", help="a local checkout of bruno686/VisPlay at the released commit (3aa895b)")
+    q.add_argument("--out", default="prompts/released", help="folder for the templates (default: %(default)s)")
     return parser
 
 
@@ -222,6 +233,7 @@ COMMANDS = {
     "eval": _delegate("visplay.evaluation", "cli_eval"),
     "plugins": cmd_plugins,
     "recipe": cmd_recipe,
+    "prompts": _delegate("visplay_algorithm.released_prompts", "cli_import_released"),
 }
 
 if __name__ == "__main__":  # pragma: no cover

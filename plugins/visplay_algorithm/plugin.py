@@ -21,7 +21,7 @@ from visplay.types import (
     Vote,
 )
 from visplay.votes import majority_vote
-from visplay_algorithm import prompts
+from visplay_algorithm import prompts, released_prompts
 from visplay_algorithm.answer_key import canonical_key
 from visplay_algorithm.diversity import cluster_shares
 from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok, spacing_edit
@@ -42,8 +42,13 @@ from visplay_algorithm.rewards import (
     uncertainty,
 )
 
-PROMPT_OPTIONS = ("questioner_system", "questioner_user", "reasoner_system", "reasoner_suffix")
-"""``plugins.algorithm.<key>`` overrides of the prompt texts (strings), e.g. shorter prompts for tiny models."""
+PROMPT_OPTIONS = ("questioner_system", "questioner_user", "reasoner_system", "reasoner_suffix", "prompt_dir")
+"""``plugins.algorithm.<key>`` overrides of the prompt texts (strings), e.g. shorter prompts for tiny models;
+``prompt_dir``: a folder of released templates (``visplay prompts import-released``), used instead of all texts."""
+RELEASED_VOTE_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 40}
+"""How the released code samples votes (start_vllm_server.py:51-58, evaluate.py:98-105); rollouts use the recipe's."""
+_load_templates = released_prompts.cached_loader()
+_question_types = released_prompts.StepQuestionTypes()
 
 
 def _options(ctx: Any) -> dict[str, str]:
@@ -56,9 +61,19 @@ def _options(ctx: Any) -> dict[str, str]:
     return options
 
 
-def _params(section: Any, n: int, seed: int) -> SamplingParams:
-    return SamplingParams(n=int(n), temperature=float(section.temperature), top_p=float(section.top_p),
-                          top_k=int(section.top_k), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+def _params(section: Any, n: int, seed: int, **override: float) -> SamplingParams:
+    values = {"temperature": section.temperature, "top_p": section.top_p, "top_k": section.top_k, **override}
+    return SamplingParams(n=int(n), temperature=float(values["temperature"]), top_p=float(values["top_p"]),
+                          top_k=int(values["top_k"]), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+
+
+def _templates(options: dict[str, str]) -> dict[str, str] | None:
+    folder = options.get("prompt_dir")
+    return _load_templates(folder) if folder else None
+
+
+def _where(ctx: Any) -> tuple:
+    return (id(ctx.recipe), ctx.iteration, ctx.phase, ctx.step)
 
 
 def _check_seeds(what: str, items: Sequence[Any], seeds: Sequence[int]) -> None:
@@ -74,9 +89,13 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
     """G questioner samples per image with the variant's prompt and ``questioner.sampling`` settings."""
     _check_seeds("visplay_generate_questions", images, seeds)
     options = _options(ctx)
-    system, user = prompts.questioner_texts(ctx.variant)
-    system = options.get("questioner_system", system)
-    user = options.get("questioner_user", user)
+    templates = _templates(options)
+    if templates is not None:
+        system, user = released_prompts.released_prompt_texts(templates, "question", ctx.phase)
+    else:
+        system, user = prompts.questioner_texts(ctx.variant)
+        system = options.get("questioner_system", system)
+        user = options.get("questioner_user", user)
     batch = [Prompt(user=user, image=image, system=system) for image in images]
     params = [_params(ctx.recipe.questioner.sampling, n, seed) for seed in seeds]
     return sampler.sample(batch, params)
@@ -84,13 +103,25 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
 
 @hookimpl
 def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
-    """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts."""
+    """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts.
+
+    ``released``: votes sample with top_k 40, top_p 1, temperature 1; with ``prompt_dir`` each purpose and phase
+    has its released template (the vote's ``{qtype}`` is the type the question was parsed with).
+    """
     _check_seeds("visplay_sample_answers", questions, seeds)
     options = _options(ctx)
-    system = options.get("reasoner_system", prompts.REASONER_SYSTEM)
-    suffix = options.get("reasoner_suffix", prompts.REASONER_SUFFIX)
-    batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
-    params = [_params(ctx.recipe.reasoner.sampling, n, seed) for seed in seeds]
+    templates = _templates(options)
+    if templates is not None:
+        texts = [released_prompts.released_prompt_texts(templates, purpose, ctx.phase, question,
+                                                        _question_types.get(_where(ctx), question))
+                 for _, question in questions]
+        batch = [Prompt(user=user, image=image, system=system) for (image, _), (system, user) in zip(questions, texts)]
+    else:
+        system = options.get("reasoner_system", prompts.REASONER_SYSTEM)
+        suffix = options.get("reasoner_suffix", prompts.REASONER_SUFFIX)
+        batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
+    override = RELEASED_VOTE_SAMPLING if ctx.variant == "released" and purpose == "vote" else {}
+    params = [_params(ctx.recipe.reasoner.sampling, n, seed, **override) for seed in seeds]
     return sampler.sample(batch, params)
 
 
@@ -100,7 +131,10 @@ def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
 @hookimpl
 def visplay_parse_question(ctx, text) -> ParsedQuestion:
     """Validity per variant (and, for ``released``, per phase); the stated answer is kept, never a label."""
-    return parse_question(text, ctx.variant, ctx.phase)
+    parsed = parse_question(text, ctx.variant, ctx.phase)
+    if parsed.valid:
+        _question_types.remember(_where(ctx), parsed.question, parsed.qtype)
+    return parsed
 
 
 @hookimpl
