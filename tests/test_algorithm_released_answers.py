@@ -85,12 +85,15 @@ def test_issue_pairs_follow_mathruler_in_released_and_keys_in_paper(a, b, verdic
     assert (canonical_key(a) == canonical_key(b)) is (not verdict)  # docs/algorithm.md lists each one
 
 
-def test_integer_shortcut_agrees_with_sympy():
-    """Distinct plain integers are never equal under grade_answer; the shortcut skips sympy for them."""
-    numbers = ["0", "1", "-1", "7", "12", "100", "1,000", "1e3", "2.0", "-0", "65536"]
-    for a, b in itertools.combinations(numbers, 2):
-        clear_caches()
-        assert released_equivalent(a, b) == released_pair(a, b), (a, b)
+def test_sympy_free_shortcuts_agree_with_grade_answer():
+    """Distinct plain integers, and plain numbers against letters-only answers, never grade equal; the released
+    grader decides them without sympy (mathruler/grader.py grade_answer -> are_equal_under_sympy)."""
+    numbers = ["0", "1", "-1", "7", "12", "100", "1,000", "1e3", "2.0", "-0", "65536", "0.5", ".5", "-2.25", "1/2"]
+    words = [*"abcdefghijklmnopqrstuvwxyz", "no", "pi", "oo", "nan", "zoo", "re", "ln", "ab", "yes", "Yes", "B"]
+    pairs = list(itertools.combinations(numbers, 2)) + [(n, w) for n in numbers for w in words]
+    clear_caches()
+    assert [(a, b) for a, b in pairs if released_equivalent(a, b) != released_pair(a, b)] == []
+    assert [(b, a) for a, b in pairs if released_equivalent(b, a) != released_pair(b, a)] == []
 
 
 TEXTS = [

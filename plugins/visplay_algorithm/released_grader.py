@@ -29,6 +29,8 @@ from visplay_algorithm.parsing import spacing_edit
 
 _BOX = "\\boxed{"
 _INT = re.compile(r"-?\d+")
+_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:/\d+)?")
+_LETTERS = re.compile(r"[a-z]+")
 _WS = re.compile(r"\s*")
 CACHE_SIZE = 1 << 16
 """Pair results and keys kept per process (answers repeat across questions: "3" vs "4", "A" vs "B")."""
@@ -94,16 +96,22 @@ def _safe_grade(given: str, truth: str) -> bool:
         return False
 
 
-def _ints_differ(pa: tuple, pb: tuple) -> bool:
-    """True when grade_answer is certainly False both ways without sympy: two different plain integers.
+def _certainly_unequal(pa: tuple, pb: tuple) -> bool:
+    """True when grade_answer is False both ways without running sympy (distinct keys only).
 
-    Both ``_normalize`` results are canonical integers (``str(int(...))``), the ``normalize_answer`` results
-    differ, so grade_answer reaches ``are_equal_under_sympy`` with two distinct integers, whose difference is
-    not 0 (mathruler/grader.py, grade_answer's ``_str_is_int`` branch).
+    - two different plain integers: both ``_normalize`` results are canonical (``str(int(...))``), so
+      grade_answer reaches ``are_equal_under_sympy`` with two distinct integers, whose difference is not 0;
+    - a plain number (``3``, ``-0.5``, ``.5``, ``1/2``) against letters only (``b``, ``no``, ``pi``): sympy reads
+      the letters as symbols, their product or a constant (pi, oo, nan, zoo), never equal to the number.
+    (mathruler/grader.py, grade_answer: after the two string tests only ``are_equal_under_sympy`` can say True.)
+    Both rules are checked against grade_answer itself (tests/test_algorithm_released_answers.py).
     """
-    if pa[1] is None or pb[1] is None or pa[1] == pb[1]:
+    a, b = pa[1], pb[1]
+    if a is None or b is None or a == b:
         return False
-    return bool(_INT.fullmatch(pa[1]) and _INT.fullmatch(pb[1]))
+    if _INT.fullmatch(a) and _INT.fullmatch(b):
+        return True
+    return bool((_NUMBER.fullmatch(a) and _LETTERS.fullmatch(b)) or (_LETTERS.fullmatch(a) and _NUMBER.fullmatch(b)))
 
 
 _PAIRS: dict[tuple, bool] = {}
@@ -121,7 +129,7 @@ def released_equivalent(a: str, b: str) -> bool:
     pair = (pa, pb)
     found = _PAIRS.get(pair)
     if found is None:
-        found = not _ints_differ(pa, pb) and (_safe_grade(a, b) or _safe_grade(b, a))
+        found = not _certainly_unequal(pa, pb) and (_safe_grade(a, b) or _safe_grade(b, a))
         if len(_PAIRS) >= CACHE_SIZE:
             _PAIRS.clear()
         _PAIRS[pair] = _PAIRS[(pb, pa)] = found
