@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -22,6 +22,7 @@ visplay: VisPlay (arXiv 2511.15661) self-play RL for vision-language models, rep
   visplay eval <model-or-run> ...        benchmarks from local files, reproducible judging
   visplay plugins                        which plugins fill which hooks, with versions
   visplay recipe tiny --explain          a resolved recipe, with every key documented
+  (plugins add commands of their own, e.g. the algorithm plugin's `visplay prompts import-released DIR`)
 """
 
 
@@ -134,7 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--explain", action="store_true", help="print every key with its documentation")
+    parser.set_defaults(plugin_commands=_plugin_commands(sub))
     return parser
+
+
+def _plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Subcommands the plugins add through ``visplay_add_commands``; a name the core uses is refused."""
+    from visplay.hooks import call_each
+    from visplay.plugins import PluginError, get_plugin_manager
+
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+    for plugin, added in call_each(get_plugin_manager(), "visplay_add_commands", {"subparsers": sub}):
+        for name, handler in dict(added).items():
+            if name in COMMANDS or name in commands or not callable(handler):
+                raise PluginError(f"plugin {plugin!r}: command {name!r} is taken or its handler is not callable")
+            commands[name] = handler
+    return commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from visplay.plugins import PluginError
 
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        handler = COMMANDS.get(args.command) or args.plugin_commands[args.command]
+        return int(handler(args) or 0)
     except RecipeError as exc:
         print(f"visplay: recipe error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -100,8 +100,8 @@ class FilterConfig:
     band: list[float] | None = None
     """Inclusive confidence band [low, high] for the reasoner's set; None: the variant's (paper 0.25-0.75,
     released 0.3-0.8)."""
-    released_skip_rules: bool = False
-    """Also apply the released code's extra skip rules (documented in docs/algorithm.md)."""
+    released_skip_rules: bool | None = None
+    """Also apply the released code's extra skip rules (docs/algorithm.md); None: the variant's (released: on)."""
 
 
 @dataclass
@@ -150,8 +150,9 @@ class RewardConfig:
     """Cluster the questions of ``image`` (paper) or of the whole ``batch`` (released); None: the variant's."""
     bleu_threshold: float = 0.5
     """Agglomerative clustering distance threshold on 1 - BLEU."""
-    none_as_vote: bool = False
-    """Reproduce the released code's bug: a missing \\boxed{} counts as the vote "None". Off by default."""
+    none_as_vote: bool | None = None
+    """A missing \\boxed{} counts as the vote "None" (the released code's behaviour); None: the variant's
+    (released: on, paper: off)."""
     format_weight: float | None = None
     """Reasoner format reward weight (released: 0.1, accuracy 0.9); None: the variant's (paper: 0)."""
 
@@ -181,7 +182,14 @@ class OptimizerConfig:
     micro_batch_size: int = 8
     """Rollouts per forward/backward (gradient accumulation over the update batch)."""
     update_batch_size: int | None = None
-    """Rollouts per optimizer update (global batch, released: 128); None: the whole rollout batch."""
+    """Prompts per optimizer update, as EasyR1's ``global_batch_size``: one update takes update_batch_size x
+    group_size rollouts (released: 128 prompts = 1,024 rollouts, 4 updates per 512-prompt step); None: the whole
+    rollout batch."""
+    loss_agg: str | None = None
+    """How the loss averages over an update batch: ``token_mean`` (every token weighs the same; EasyR1 HEAD) or
+    ``seq_mean_token_mean`` (each rollout's token-mean, averaged over rollouts: the released fork's per-micro-batch
+    mean at its scripts' micro-batch size 1); None: the variant's (paper token_mean, released
+    seq_mean_token_mean)."""
 
 
 @dataclass
@@ -268,9 +276,11 @@ class RecipeConfig:
 # Values that depend on the variant (PAPER.md, "paper vs. released code"); used where the recipe says None.
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"reasoner.filter.band": [0.25, 0.75], "reward.combine": "paper", "reward.diversity_scope": "image",
-              "reward.format_weight": 0.0},
+              "reward.format_weight": 0.0, "reward.none_as_vote": False, "reasoner.filter.released_skip_rules": False,
+              "optimizer.loss_agg": "token_mean"},
     "released": {"reasoner.filter.band": [0.3, 0.8], "reward.combine": "released",
-                 "reward.diversity_scope": "batch", "reward.format_weight": 0.1},
+                 "reward.diversity_scope": "batch", "reward.format_weight": 0.1, "reward.none_as_vote": True,
+                 "reasoner.filter.released_skip_rules": True, "optimizer.loss_agg": "seq_mean_token_mean"},
 }
 
 
@@ -441,6 +451,8 @@ def _validate(cfg: DictConfig, where: str) -> None:
             fail(f"{role}.sampling.top_p", "must be in (0, 1]")
     if cfg.iterations < 1:
         fail("iterations", "must be >= 1")
+    if cfg.optimizer.loss_agg not in ("token_mean", "seq_mean_token_mean"):
+        fail("optimizer.loss_agg", "must be 'token_mean' or 'seq_mean_token_mean'")
     if cfg.reward.diversity_scope not in ("image", "batch"):
         fail("reward.diversity_scope", "must be 'image' or 'batch'")
     if cfg.data.resize not in ("fixed", "pixels", "none"):

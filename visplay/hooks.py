@@ -32,6 +32,7 @@ from visplay.types import (
     ParsedQuestion,
     Policy,
     Sampler,
+    Vote,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -241,6 +242,17 @@ class Hooks:
         if plugin is not None and not isinstance(key, str):
             raise _fail(plugin, hook, f"a key must be a string, got {type(key).__name__}")
         return key
+
+    def vote(self, answers: Sequence[str | None], keys: Sequence[str | None]) -> Vote | None:
+        """A plugin's count of one question's answers (``visplay_vote``), or None for the core's majority vote."""
+        hook = "visplay_vote"
+        plugin, vote = self._first(hook, answers=answers, keys=keys)
+        if plugin is None:
+            return None
+        if not isinstance(vote, Vote) or len(vote.answers) != len(answers) or len(vote.keys) != len(keys):
+            raise _fail(plugin, hook, f"expected a Vote over the {len(answers)} answers, got {_short(vote)}")
+        _finite(plugin, hook, "confidence", vote.confidence)
+        return vote
 
     # --- data and models --------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Policy,
         QuestionItem,
         Sampler,
+        Vote,
     )
 
 PROJECT = "visplay"
@@ -171,6 +172,16 @@ def visplay_answer_key(ctx: RunContext, answer: str) -> str | None:
     """
 
 
+@hookspec(firstresult=True)
+def visplay_vote(ctx: RunContext, answers: Sequence[str | None], keys: Sequence[str | None]) -> Vote | None:
+    """Count one question's m extracted answers (and their keys) into a Vote: silver label and confidence.
+
+    ``ctx.phase`` says which vote it is (``questioner``: the questioner's reward; ``reasoner_set``: silver labels).
+    None (no plugin answers) falls back to :func:`visplay.votes.majority_vote` (equal keys = one vote). Stops at
+    first non-None result.
+    """
+
+
 # -------------------------------------------------------------------------------------------------------------
 # recipe
 # -------------------------------------------------------------------------------------------------------------
@@ -277,6 +288,17 @@ def visplay_summary_fields(ctx: RunContext, iteration: int) -> dict[str, float |
 
     :param iteration: the iteration just finished (0: the starting models), read from ``ctx.log``.
     :return: {label: value} in display order (a float is printed with 3 decimals), or None.
+    """
+
+
+@hookspec
+def visplay_add_commands(subparsers: Any) -> dict[str, Any] | None:
+    """Add subcommands to ``visplay`` (the idea of datasette's ``register_commands``).
+
+    :param subparsers: the ``argparse`` subparsers of the ``visplay`` command; add yours with
+        ``subparsers.add_parser(name, help=..., description=...)``.
+    :return: {command name: handler(args: argparse.Namespace) -> exit status}, or None. A name the core already
+        uses is refused. Called without a run context, whenever the command line is parsed.
     """
 
 

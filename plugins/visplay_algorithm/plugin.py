@@ -12,11 +12,28 @@ from typing import Any
 
 from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
-from visplay.types import AnswerItem, FilterDecision, ParsedQuestion, Prompt, QuestionItem, SamplingParams
-from visplay_algorithm import prompts
+from visplay.loop.votes import majority_vote
+from visplay.types import (
+    AnswerItem,
+    FilterDecision,
+    ParsedQuestion,
+    Prompt,
+    QuestionItem,
+    SamplingParams,
+    Vote,
+)
+from visplay_algorithm import prompts, released_prompts
 from visplay_algorithm.answer_key import canonical_key
 from visplay_algorithm.diversity import cluster_shares
-from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok
+from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok, spacing_edit
+from visplay_algorithm.released_grader import (
+    released_accuracy,
+    released_answer,
+    released_boxed,
+    released_equivalent,
+    released_format_ok,
+    released_key,
+)
 from visplay_algorithm.rewards import (
     QUESTIONER_COMPONENTS,
     REASONER_COMPONENTS,
@@ -39,6 +56,14 @@ class AlgorithmOptions:
     """System text of the reasoner's prompt."""
     reasoner_suffix: str | None = None
     """Text appended to each question in the reasoner's prompt."""
+    prompt_dir: str | None = None
+    """A folder of the released code's templates (``visplay prompts import-released``), used instead of all texts."""
+
+
+RELEASED_VOTE_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 40}
+"""How the released code samples votes (start_vllm_server.py:51-58, evaluate.py:98-105); rollouts use the recipe's."""
+_load_templates = released_prompts.cached_loader()
+_question_types = released_prompts.StepQuestionTypes()
 
 
 @hookimpl
@@ -46,13 +71,28 @@ def visplay_recipe_sections() -> dict[str, type]:
     return {"algorithm": AlgorithmOptions}
 
 
+@hookimpl
+def visplay_add_commands(subparsers: Any) -> dict[str, Any]:
+    return released_prompts.add_command(subparsers)
+
+
 def _options(ctx: Any) -> AlgorithmOptions:
     return plugin_section(ctx.recipe, "algorithm")
 
 
-def _params(section: Any, n: int, seed: int) -> SamplingParams:
-    return SamplingParams(n=int(n), temperature=float(section.temperature), top_p=float(section.top_p),
-                          top_k=int(section.top_k), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+def _params(section: Any, n: int, seed: int, **override: float) -> SamplingParams:
+    values = {"temperature": section.temperature, "top_p": section.top_p, "top_k": section.top_k, **override}
+    return SamplingParams(n=int(n), temperature=float(values["temperature"]), top_p=float(values["top_p"]),
+                          top_k=int(values["top_k"]), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+
+
+def _templates(options: AlgorithmOptions) -> dict[str, str] | None:
+    folder = options.prompt_dir
+    return _load_templates(folder) if folder else None
+
+
+def _where(ctx: Any) -> tuple:
+    return (id(ctx.recipe), ctx.iteration, ctx.phase, ctx.step)
 
 
 def _check_seeds(what: str, items: Sequence[Any], seeds: Sequence[int]) -> None:
@@ -68,9 +108,13 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
     """G questioner samples per image with the variant's prompt and ``questioner.sampling`` settings."""
     _check_seeds("visplay_generate_questions", images, seeds)
     options = _options(ctx)
-    system, user = prompts.questioner_texts(ctx.variant)
-    system = system if options.questioner_system is None else options.questioner_system
-    user = user if options.questioner_user is None else options.questioner_user
+    templates = _templates(options)
+    if templates is not None:
+        system, user = released_prompts.released_prompt_texts(templates, "question", ctx.phase)
+    else:
+        system, user = prompts.questioner_texts(ctx.variant)
+        system = system if options.questioner_system is None else options.questioner_system
+        user = user if options.questioner_user is None else options.questioner_user
     batch = [Prompt(user=user, image=image, system=system) for image in images]
     params = [_params(ctx.recipe.questioner.sampling, n, seed) for seed in seeds]
     return sampler.sample(batch, params)
@@ -78,13 +122,25 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
 
 @hookimpl
 def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
-    """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts."""
+    """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts.
+
+    ``released``: votes sample with top_k 40, top_p 1, temperature 1; with ``prompt_dir`` each purpose and phase
+    has its released template (the vote's ``{qtype}`` is the type the question was parsed with).
+    """
     _check_seeds("visplay_sample_answers", questions, seeds)
     options = _options(ctx)
-    system = prompts.REASONER_SYSTEM if options.reasoner_system is None else options.reasoner_system
-    suffix = prompts.REASONER_SUFFIX if options.reasoner_suffix is None else options.reasoner_suffix
-    batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
-    params = [_params(ctx.recipe.reasoner.sampling, n, seed) for seed in seeds]
+    templates = _templates(options)
+    if templates is not None:
+        texts = [released_prompts.released_prompt_texts(templates, purpose, ctx.phase, question,
+                                                        _question_types.get(_where(ctx), question))
+                 for _, question in questions]
+        batch = [Prompt(user=user, image=image, system=system) for (image, _), (system, user) in zip(questions, texts)]
+    else:
+        system = prompts.REASONER_SYSTEM if options.reasoner_system is None else options.reasoner_system
+        suffix = prompts.REASONER_SUFFIX if options.reasoner_suffix is None else options.reasoner_suffix
+        batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
+    override = RELEASED_VOTE_SAMPLING if ctx.variant == "released" and purpose == "vote" else {}
+    params = [_params(ctx.recipe.reasoner.sampling, n, seed, **override) for seed in seeds]
     return sampler.sample(batch, params)
 
 
@@ -93,21 +149,46 @@ def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
 
 @hookimpl
 def visplay_parse_question(ctx, text) -> ParsedQuestion:
-    """Validity per variant; the questioner's stated answer (released format) is kept, never used as a label."""
-    return parse_question(text, ctx.variant)
+    """Validity per variant (and, for ``released``, per phase); the stated answer is kept, never a label."""
+    parsed = parse_question(text, ctx.variant, ctx.phase)
+    if parsed.valid:
+        _question_types.remember(_where(ctx), parsed.question, parsed.qtype)
+    return parsed
 
 
 @hookimpl
 def visplay_extract_answers(ctx, texts) -> list[str | None]:
-    """Last ``\\boxed{}`` of each text; None without one ("None" under ``reward.none_as_vote``)."""
+    """Last ``\\boxed{}`` of each text; None without one ("None" under ``reward.none_as_vote``).
+
+    ``released``: mathruler's extraction (the last ``\\boxed{`` even if unclosed: then "None"); an empty box is
+    None (skipped by the released vote loops).
+    """
     none_as_vote = bool(ctx.recipe.reward.none_as_vote)
+    if ctx.variant == "released":
+        return [released_answer(text, none_as_vote=none_as_vote) for text in texts]
     return [extract_answer(text, none_as_vote=none_as_vote) for text in texts]
 
 
 @hookimpl
 def visplay_answer_key(ctx, answer) -> str | None:
-    """The built-in canonical key (see visplay_algorithm.answer_key); a tryfirst plugin can add rules."""
+    """``paper``: the canonical key (visplay_algorithm.answer_key); ``released``: mathruler's normalisations.
+
+    A tryfirst plugin can add rules.
+    """
+    if ctx.variant == "released":
+        return released_key(answer)
     return canonical_key(answer)
+
+
+@hookimpl
+def visplay_vote(ctx, answers, keys) -> Vote | None:
+    """``released``: distinct keys merged by the released pairwise test; confidence over all m samples in
+    questioner training (start_vllm_server.py:240) and over the answered ones for the reasoner's set
+    (evaluate.py:153, 200). ``paper``: None (the core's count of equal keys)."""
+    if ctx.variant != "released":
+        return None
+    denominator = "answered" if ctx.phase == "reasoner_set" else "samples"
+    return majority_vote(answers, keys, equivalent=released_equivalent, denominator=denominator)
 
 
 # --- 3. reward ------------------------------------------------------------------------------------------------
@@ -133,15 +214,31 @@ def questioner_components(ctx: Any, items: Sequence[QuestionItem]) -> dict[str, 
            for item in items]
     # Invalid questions enter the clustering as "" (as in the released code); an empty question has BLEU 0 with
     # everything, so it is a singleton and only enlarges N.
-    texts = [(item.parsed.question or "") if item.parsed.valid else "" for item in items]
+    # The released reward clusters every parsed question text, voted on or not (cot_val.py:189-202).
+    released = ctx.variant == "released"
+    texts = [(item.parsed.question or "") if item.parsed.valid or released else "" for item in items]
     scopes = [item.group for item in items] if reward.diversity_scope == "image" else ["batch"] * len(items)
     div = diversity_penalties(texts, scopes, float(reward.diversity_lambda), float(reward.bleu_threshold))
     return {"uncertainty": unc, "diversity": div, "validity": valid}
 
 
-def reasoner_components(items: Sequence[AnswerItem]) -> dict[str, list[float]]:
+def reasoner_components(items: Sequence[AnswerItem], variant: str = "paper") -> dict[str, list[float]]:
+    if variant == "released":
+        return released_reasoner_components(items)
     accuracy = [1.0 if item.answer_key is not None and item.answer_key == item.silver_key else 0.0 for item in items]
     fmt = [1.0 if reasoner_format_ok(item.generation.text) else 0.0 for item in items]
+    return {"accuracy": accuracy, "format": fmt}
+
+
+def released_reasoner_components(items: Sequence[AnswerItem]) -> dict[str, list[float]]:
+    """cot_val_solver.py:77-92: on the spacing-edited response, grade_answer(extracted, silver label) and the
+    strict format regex."""
+    accuracy, fmt = [], []
+    for item in items:
+        answer = released_boxed(spacing_edit(item.generation.text))
+        label = item.silver_label
+        accuracy.append(0.0 if label is None else released_accuracy("None" if answer is None else answer, label))
+        fmt.append(1.0 if released_format_ok(item.generation.text) else 0.0)
     return {"accuracy": accuracy, "format": fmt}
 
 
@@ -151,7 +248,7 @@ def visplay_reward_components(ctx, role, items) -> dict[str, list[float]] | None
     if role == "questioner":
         return questioner_components(ctx, items)
     if role == "reasoner":
-        return reasoner_components(items)
+        return reasoner_components(items, ctx.variant)
     return None
 
 

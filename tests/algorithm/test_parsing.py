@@ -33,13 +33,16 @@ def test_paper_format(text, valid, question, reason):
     ("<type>numerical</type><question>How many?</question><answer>3</answer>", True, "ok"),
     ("  <type>multiple choice</type>\n<question>Which? A. x B. y</question>\n<answer>B</answer>\n", True, "ok"),
     ("<type>regression</type><question>Length?</question><answer>2.5</answer>", True, "ok"),
-    ("<type>open</type><question>Why?</question><answer>x</answer>", False, "type 'open' not one of"),
-    ("Here: <type>numerical</type><question>Q</question><answer>3</answer>", False, "not exactly"),
-    ("<type>numerical</type><question>Q</question><answer>3</answer> thanks", False, "not exactly"),
-    ("<type>numerical</type><question>Q</question>", False, "not exactly one"),
+    # Released parse (bruno686/VisPlay train_examples/reward_function/cot_val.py:138-148, 188): any type text,
+    # text around the blocks, first chain wins; voted only with question, answer and type (start_vllm_server.py:155).
+    ("<type>open</type><question>Why?</question><answer>x</answer>", True, "ok"),
+    ("Here: <type>numerical</type><question>Q</question><answer>3</answer>", True, "ok"),
+    ("<type>numerical</type><question>Q</question><answer>3</answer> thanks", True, "ok"),
+    ("<type>numerical</type><question>Q</question>", False, "no <type>"),
     ("<type>numerical</type><question> </question><answer>3</answer>", False, "empty question"),
     ("<type>numerical</type><question>Q</question><answer></answer>", False, "empty answer"),
-    ("<question>Q</question>", False, "not exactly one"),
+    ("<type> </type><question>Q</question><answer>3</answer>", False, "empty type"),
+    ("<question>Q</question>", False, "no <type>"),
 ])
 def test_released_format(text, valid, reason):
     parsed = parse_question(text, "released")

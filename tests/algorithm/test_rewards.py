@@ -76,11 +76,13 @@ def test_paper_questioner_reward_worked_example():
 def test_released_questioner_reward_worked_example():
     ctx = make_ctx("released")
     components, total = _rewards(ctx, "questioner", _released_items(ctx))
-    # r_unc = min(c, 1 - c): 0.5, 0.3, 0.0; the batch is this one image, so r_div is as in the paper example.
-    assert components["uncertainty"] == pytest.approx([0.5, 0.3, 0.0, 0.0])
+    # r_unc = min(c, 1 - c): 0.5, 0.3, 0.3 -- mathruler groups "yes" with "Yes" (lower-cased) but not with "yes."
+    # (three unknown letters: no sympy), so the third vote is 7 of 10; the batch is this one image, so r_div is as
+    # in the paper example.
+    assert components["uncertainty"] == pytest.approx([0.5, 0.3, 0.3, 0.0])
     assert components["diversity"] == pytest.approx([0.5, 0.5, 0.25, 0.25])
-    # (r_unc - r_div) if valid else -1 - r_div; no ReLU: 0.0, -0.2, -0.25, -1.25.
-    assert total == pytest.approx([0.0, -0.2, -0.25, -1.25])
+    # (r_unc - r_div) if valid else -1 - r_div; no ReLU: 0.0, -0.2, 0.05, -1.25.
+    assert total == pytest.approx([0.0, -0.2, 0.05, -1.25])
 
 
 def test_a_group_with_two_clusters():
@@ -134,9 +136,12 @@ def test_reasoner_reward_both_variants():
     assert components["format"] == [1.0, 0.0, 1.0, 0.0, 0.0]
     assert total == [1.0, 1.0, 0.0, 0.0, 0.0]  # paper: binary match with the silver label
     ctx = make_ctx("released")
-    _, total = _rewards(ctx, "reasoner", items)
-    # 0.9 * accuracy + 0.1 * format: 1.0, 0.9, 0.1, 0, 0.
-    assert total == pytest.approx([1.0, 0.9, 0.1, 0.0, 0.0])
+    components, total = _rewards(ctx, "reasoner", items)
+    # Released (cot_val_solver.py:24-31, 71-87): grade_answer("3.0", "3") is True; the format regex allows only
+    # whitespace between </think> and the box, so " so " fails it. 0.9 * accuracy + 0.1 * format.
+    assert components["accuracy"] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert components["format"] == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert total == pytest.approx([0.9, 0.9, 0.1, 0.0, 0.0])
 
 
 def test_malformed_answers_score_zero_in_both_variants():
@@ -223,8 +228,8 @@ def test_filter_band_is_inclusive_and_reasons_are_given():
     assert [d.keep for d in _filter(ctx, [c08, c025])] == [True, False]
 
 
-def test_released_skip_rules_are_an_option():
-    ctx = make_ctx("released", ["reasoner.filter.released_skip_rules=true"])
+def test_released_skip_rules_are_on_in_released_and_an_option():
+    ctx = make_ctx("released")
     items = [question_item(ctx, "a", "g", _released("what is in the box"), votes(a=5, b=5)),
              question_item(ctx, "b", "g", _released("证明 this"), votes(a=5, b=5)),
              question_item(ctx, "c", "g", _released("name it"), votes(**{"\\text{red}": 5}, b=5)),
@@ -232,18 +237,19 @@ def test_released_skip_rules_are_an_option():
     decisions = _filter(ctx, items)
     assert [d.keep for d in decisions] == [False, False, False, True]
     assert "box" in decisions[0].reason and "证明" in decisions[1].reason and "text" in decisions[2].reason
-    ctx = make_ctx("released")
+    ctx = make_ctx("released", ["reasoner.filter.released_skip_rules=false"])
     assert all(d.keep for d in _filter(ctx, items))
+    assert all(d.keep for d in _filter(make_ctx("paper"), items))
 
 
-def test_none_as_vote_reproduces_the_released_bug_only_when_asked():
+def test_none_as_vote_is_the_released_default_and_an_option():
     answers_text = ["\\boxed{3}", "\\boxed{3}", "nothing", "nothing", "nothing"]
-    ctx = make_ctx("released")
+    ctx = make_ctx("released", ["reward.none_as_vote=false"])
     extracted = ctx.call("visplay_extract_answers", texts=answers_text)
     assert extracted == ["3", "3", None, None, None]
     item = question_item(ctx, "k", "g", _released("q"), extracted)
     assert (item.vote.silver_label, item.vote.confidence) == ("3", 0.4)
-    ctx = make_ctx("released", ["reward.none_as_vote=true"])
+    ctx = make_ctx("released")
     extracted = ctx.call("visplay_extract_answers", texts=answers_text)
     assert extracted == ["3", "3", "None", "None", "None"]
     item = question_item(ctx, "k", "g", _released("q"), extracted)

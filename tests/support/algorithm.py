@@ -35,9 +35,10 @@ def question_item(ctx: RunContext, key: str, group: str, text: str,
     """Parse ``text`` with the context's variant; vote ``answers`` (None: the question was not voted)."""
     parsed: ParsedQuestion = ctx.call("visplay_parse_question", text=text)
     vote = None
-    if answers is not None:
-        keys = [canonical_key(a) for a in answers]
-        vote = majority_vote(list(answers), keys, none_as_vote=bool(ctx.recipe.reward.none_as_vote))
+    if answers is not None:  # as visplay.phases.vote: the key hook, then the vote hook or the core's count
+        keys = [None if a is None else ctx.call("visplay_answer_key", answer=a) for a in answers]
+        vote = (ctx.call("visplay_vote", answers=list(answers), keys=keys)
+                or majority_vote(list(answers), keys, none_as_vote=bool(ctx.recipe.reward.none_as_vote)))
     return QuestionItem(key=key, image_id=f"img-{group}", group=group, generation=generation(text), parsed=parsed,
                         vote=vote)
 
@@ -103,7 +104,8 @@ def question_corpus(seed: int, n: int, *, long_questions: bool = True) -> list[s
     return out
 
 
-# Answers that must share a vote key (used by the answer tests and the vote benchmark).
+# Forms that are one answer for the canonical keys (variant paper); mathruler (variant released) splits "yes." from
+# "yes" and "(B)" from "B." (listed in DIFFERENCES).
 EQUIVALENT = [
     ["3", "3.0", "3.00", "$3$", "3."],
     ["0.5", "1/2", "\\frac{1}{2}", "\\dfrac{1}{2}", ".5"],
@@ -116,4 +118,3 @@ EQUIVALENT = [
     ["30^\\circ", "30^{\\circ}"],
     ["1,000", "1000"],
 ]
-# Deliberate differences: (a, b, canonical says equal, symbolic grading says equal). See docs/algorithm.md.

@@ -96,7 +96,7 @@ def vote(ctx: RunContext, sampler: Sampler, items: list[QuestionItem], images: d
     none_as_vote = bool(ctx.recipe.reward.none_as_vote)
     for item, seed, samples in zip(valid, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
-        item.vote = majority_vote(answers, keys, none_as_vote=none_as_vote)
+        item.vote = ctx.hooks.vote(answers, keys) or majority_vote(answers, keys, none_as_vote=none_as_vote)
         out.rows["labels"].append(rows.label_row(at, item.key, m, item.vote))
         for j, (gen, answer, key) in enumerate(zip(samples, answers, keys)):
             vkey = vote_key(item.key, j)

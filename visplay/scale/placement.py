@@ -321,6 +321,11 @@ def estimate_memory(recipe: Any, cfg: dict[str, Any], placement: Placement,
     return out
 
 
+def updates_per_step(prompts: int, update_batch: int | None) -> int:
+    """AdamW updates in one GRPO step: ceil(prompts per step / update batch in prompts); 1 without one."""
+    return 1 if not update_batch else -(-int(prompts) // int(update_batch))
+
+
 def plan_lines(recipe: Any) -> list[str]:
     """The run's shape: iterations, steps, batch sizes and generation counts (upper bounds) per iteration."""
     q, r, opt = recipe.questioner, recipe.reasoner, recipe.optimizer
@@ -336,8 +341,12 @@ def plan_lines(recipe: Any) -> list[str]:
         f"(<= {r_set * r.votes} answers), filter band {list(r.filter.band)}",
         f"reasoner: {r.steps} steps x {r.questions_per_step} questions x {r.group_size} answers "
         f"(max {r.sampling.max_new_tokens} tokens); <= {r_gen} rollouts per iteration",
-        f"optimizer {opt.name}: lr {opt.lr}, update batch {opt.update_batch_size or 'whole rollout batch'}, "
-        f"micro batch {opt.micro_batch_size}, kl {opt.kl_type} x {opt.kl_coef}",
+        f"optimizer {opt.name}: lr {opt.lr}, update batch {opt.update_batch_size or 'whole rollout batch'}"
+        f"{' prompts' if opt.update_batch_size else ''}, micro batch {opt.micro_batch_size}, "
+        f"kl {opt.kl_type} x {opt.kl_coef}, loss {opt.get('loss_agg')}",
+        f"  updates per step: questioner {updates_per_step(q.images_per_step, opt.update_batch_size)} "
+        f"(of {q.images_per_step * q.group_size} rollouts), reasoner "
+        f"{updates_per_step(r.questions_per_step, opt.update_batch_size)} (of {r.questions_per_step * r.group_size})",
         f"training: {recipe.distributed.nproc} process(es), {recipe.distributed.strategy}, "
         f"backend {recipe.distributed.backend}",
     ]
