@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.models import _one_thread, make_policy, prompts  # noqa: F401
+from support.models import make_policy, prompts
 from support.scale import write_fake_model, write_image_folder
 from visplay_grpo import plugin as grpo_plugin
 from visplay_grpo.core_algos import masked_mean, seq_mean_token_mean
@@ -24,6 +24,8 @@ from visplay.scale.placement import dry_run
 from visplay.types import Rollout
 
 TINY = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _paths(tmp_path):

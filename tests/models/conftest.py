@@ -1,10 +1,8 @@
-"""Models tests run torch on one thread: results are bit-exact across runs, and the 2 CI cores are shared."""
+"""Models tests run torch on one thread (the ``one_thread`` fixture of tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
