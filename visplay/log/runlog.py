@@ -294,6 +294,25 @@ class RunLog:
         sql = f"select count(*) from [{table}]" + (f" where {where}" if where else "")
         return self.db.execute(sql, params or []).fetchone()[0]
 
+    def step_clock(self, iteration: int, phase: str, step: int) -> dict[str, Any] | None:
+        """Where a committed step sits in the run: ``global_step`` (its position among all committed steps, from
+        0; steps commit in order, so this is the row number of ``steps``), ``committed_at`` and ``seconds`` since
+        the step before it committed (None for the first). None when the step is not committed."""
+        row = self.db.execute("select rowid, committed_at from steps where iteration = ? and phase = ? and step = ?",
+                              [iteration, phase, step]).fetchone()
+        if row is None:
+            return None
+        before = self.db.execute("select committed_at from steps where rowid < ? order by rowid desc limit 1",
+                                 [row[0]]).fetchone()
+        return {"global_step": row[0] - 1, "committed_at": row[1],
+                "seconds": row[1] - before[0] if before else None}
+
+    def step_tokens(self, iteration: int, phase: str, step: int) -> int:
+        """Tokens sampled in a step (all its generations: questions, votes, rollouts)."""
+        row = self.db.execute("select coalesce(sum(json_array_length(token_ids)), 0) from generations "
+                              "where iteration = ? and phase = ? and step = ?", [iteration, phase, step]).fetchone()
+        return int(row[0])
+
     def done_steps(self) -> set[tuple[int, str, int]]:
         return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}
 
