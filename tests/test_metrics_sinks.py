@@ -103,7 +103,7 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert wandb.run is None  # finished at the run's last step
 
 
-def test_mlflow_file_store(tmp_path):
+def test_mlflow_local_store(tmp_path):
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient
 

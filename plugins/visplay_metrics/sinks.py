@@ -72,6 +72,12 @@ class MlflowSink(Sink):
     name = "mlflow"
 
     def __init__(self, *, tracking_uri: str, experiment: str, name: str, params: dict[str, Any]):
+        import os
+
+        # MLflow 3 keeps the file store in maintenance mode and asks for this opt-in; a file store needs no server,
+        # no database driver and nothing but mlflow-skinny, which is what a local record of the run wants
+        if tracking_uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:
             from mlflow import MlflowClient
         except ImportError as exc:
