@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
 # Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
@@ -136,7 +136,61 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["kind"])
 
 
-MIGRATIONS = [_migrate_1]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+# Declared (not enforced: PRAGMA foreign_keys stays off, so a plugin's row order can never fail a step) links that
+# datasette and sqlite-utils follow. rewards/advantages keys point at a question or a rollout, so they have none.
+FOREIGN_KEYS = [
+    ("generations", "image_id", "images", "image_id"), ("generations", "parent_key", "questions", "key"),
+    ("questions", "image_id", "images", "image_id"), ("labels", "question_key", "questions", "key"),
+    ("filters", "question_key", "questions", "key"), ("answers", "question_key", "questions", "key"),
+]
+INDEXES = [
+    ("labels", ["iteration"]), ("filters", ["iteration", "keep"]), ("answers", ["iteration", "phase", "step"]),
+    ("rewards", ["iteration", "role", "step"]), ("advantages", ["iteration", "role", "step"]),
+    ("generations", ["parent_key"]), ("generations", ["image_id"]), ("questions", ["image_id"]),
+    ("metrics", ["name"]),
+]
+# Views join a question with everything decided about it (docs: visplay/log/schema_docs.py VIEW_DOCS).
+VIEWS = {
+    "question_outcomes": """
+        select q.key, q.iteration, q.phase, q.step, q.image_id, q.valid, q.qtype, q.question, q.parse_reason,
+               l.m, l.answers as votes, l.silver_label, l.confidence, f.keep, f.reason as filter_reason,
+               r.value as reward
+        from questions q
+        left join labels l on l.question_key = q.key
+        left join filters f on f.question_key = q.key
+        left join rewards r on r.key = q.key and r.component = 'total' and r.role = 'questioner'""",
+    "question_votes": """
+        select a.key as vote_key, a.question_key, a.iteration, a.phase, q.question, a.extracted, a.answer_key,
+               a.silver_key, a.answer_key is not null and a.answer_key = a.silver_key as agrees, g.text
+        from answers a
+        join generations g on g.key = a.key and g.kind = 'vote'
+        left join questions q on q.key = a.question_key""",
+    "reasoner_rollouts": """
+        select a.key, a.iteration, a.step, a.question_key, q.question, l.silver_label, a.extracted,
+               r.value as reward, v.advantage, g.text
+        from answers a
+        join generations g on g.key = a.key and g.kind = 'rollout'
+        left join questions q on q.key = a.question_key
+        left join labels l on l.question_key = a.question_key
+        left join rewards r on r.key = a.key and r.component = 'total' and r.role = 'reasoner'
+        left join advantages v on v.key = a.key""",
+}
+
+
+def _migrate_issue16(db: sqlite_utils.Database) -> None:
+    """Foreign keys (tables rebuilt by sqlite-utils' transform, rows kept), indexes and views for browsing."""
+    by_table: dict[str, list[tuple[str, str, str]]] = {}
+    for table, column, other, other_column in FOREIGN_KEYS:
+        by_table.setdefault(table, []).append((column, other, other_column))
+    for table, fks in by_table.items():
+        db[table].transform(add_foreign_keys=fks)
+    for table, columns in INDEXES:
+        db[table].create_index(columns, if_not_exists=True)
+    for name, sql in VIEWS.items():
+        db.create_view(name, " ".join(sql.split()), replace=True)
+
+
+MIGRATIONS = [_migrate_1, _migrate_issue16]  # MIGRATIONS[i] upgrades user_version i -> i + 1
 
 
 class RunLog:
@@ -318,6 +372,20 @@ class RunLog:
 
     def tables(self) -> list[str]:
         return sorted(self.db.table_names())
+
+    def views(self) -> list[str]:
+        return sorted(self.db.view_names())
+
+    def view_rows(self, view: str) -> list[dict[str, Any]]:
+        """Every row of a view (``question_outcomes``, ``question_votes``, ``reasoner_rollouts``), in key order."""
+        if view not in self.db.view_names():
+            return []
+        first = next(iter(self.db[view].columns_dict))
+        return list(self.db[view].rows_where(order_by=first))
+
+    def columns(self, name: str) -> list[str]:
+        """Column names of a table or view, in schema order."""
+        return [c.name for c in self.db[name].columns]
 
     def _pk_columns(self, table: str) -> list[str]:
         pks = self.db[table].pks

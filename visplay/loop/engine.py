@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from visplay.config import ROLES, RecipeError, load_recipe
 from visplay.context import RunContext
 from visplay.log.runlog import RunLog
+from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
 from visplay.loop.progress import Progress, summary_line
@@ -75,6 +76,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
     pm = get_plugin_manager(extra=tuple(extra_plugins))
     try:
         with RunLog(db_path, create=True) as runlog:
+            if shadow is None:
+                write_datasette_metadata(db_path)  # `datasette run.db -m datasette.json` documents every column
             ctx = RunContext(recipe=cfg, pm=pm, run_dir=run_dir, log=runlog)
             pool = open_run(ctx, resumed=resume)
             progress = Progress(quiet=quiet, iterations=cfg.iterations, silent=shadow is not None)
