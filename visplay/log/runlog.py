@@ -216,6 +216,7 @@ class RunLog:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         self._step: tuple[int, str, int] | None = None
+        self.on_event: Any = None  # called with each events row as it is written (the terminal's warnings)
 
     # --- schema ---------------------------------------------------------------------------------------------
 
@@ -293,6 +294,9 @@ class RunLog:
                 raise KeyError(f"table {table!r} has no column(s) {sorted(unknown)}")
         with self.db.atomic():
             self.db[table].insert_all(rows, replace=replace, ignore=False, batch_size=500)
+        if table == "events" and self.on_event is not None:
+            for row in rows:
+                self.on_event(row)
         return len(rows)
 
     def upsert_image(self, record: Any, *, store_bytes: bool) -> None:
@@ -310,10 +314,11 @@ class RunLog:
         """Record something that happened (a skipped image, a plugin error, a resume...)."""
         if self._step is not None and iteration is None:
             iteration, phase, step = self._step
-        self.db["events"].insert({
-            "iteration": iteration, "phase": phase, "step": step, "level": level, "kind": kind,
-            "source": source, "message": message, "payload": _json(payload),
-        }, pk="id")
+        row = {"iteration": iteration, "phase": phase, "step": step, "level": level, "kind": kind,
+               "source": source, "message": message, "payload": _json(payload)}
+        self.db["events"].insert(row, pk="id")
+        if self.on_event is not None:
+            self.on_event(row)
 
     def metrics(self, iteration: int, phase: str, step: int, values: dict[str, float]) -> None:
         self.insert("metrics", [
