@@ -72,3 +72,16 @@ def test_quiet_after_overrides_on_the_real_command_line(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "iterations: 1" in proc.stdout
+
+
+def test_diff_reports_recipe_differences_key_by_key():
+    from visplay.log.diff import Divergence, recipe_changes
+
+    a = "name: x\nrun_dir: runs/a\noptimizer:\n  lr: 0.05\n  kl_coef: 0.01\nplugins: {}\n"
+    b = "name: x\nrun_dir: runs/b\noptimizer:\n  lr: 0.04\n  kl_coef: 0.01\nplugins:\n  metrics:\n    sinks: []\n"
+    assert recipe_changes(a, b) == [("optimizer.lr", 0.05, 0.04), ("plugins", {}, "<absent>"),
+                                    ("plugins.metrics.sinks", "<absent>", [])]
+    line = Divergence("runs", ("r",), "recipe_yaml", a, b).describe()
+    assert line == ("runs[r].recipe_yaml: 3 key(s) differ: optimizer.lr: a=0.05 b=0.04; plugins: a={} "
+                    "b='<absent>'; plugins.metrics.sinks: a='<absent>' b=[]")
+    assert recipe_changes(a, a.replace("runs/a", "runs/c")) == []  # run_dir is where, not what
