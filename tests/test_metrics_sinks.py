@@ -114,3 +114,12 @@ def test_mlflow_local_store(tmp_path):
         rows = log.rows("metrics", "phase = 'questioner' and name = 'reward/mean'")
     history = client.get_metric_history(run.info.run_id, "questioner/reward/mean")
     assert [h.value for h in sorted(history, key=lambda h: h.step)] == pytest.approx([r["value"] for r in rows])
+
+
+def test_a_bad_section_fails_before_the_cold_start(tmp_path):
+    from visplay.plugins import PluginError
+
+    with pytest.raises(PluginError, match=r"unknown key 'plugins.metrics.sink'; did you mean 'plugins.metrics.sinks'"):
+        _run(tmp_path / "run", ["iterations=1", "plugins.metrics.sink=[wandb]"])
+    with RunLog(tmp_path / "run" / "run.db", readonly=True) as log:
+        assert not log.rows("steps")  # nothing committed: not even the cold start

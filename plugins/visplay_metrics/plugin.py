@@ -105,6 +105,12 @@ def system_scalars(runlog: Any, iteration: int, phase: str, step: int, clock: di
     return out
 
 
+@hookimpl(tryfirst=True)
+def visplay_run_start(ctx: Any, questioner: Any, reasoner: Any) -> None:
+    """Check ``plugins.metrics`` before the cold start, so a typo costs seconds, not a cold start."""
+    options(ctx)
+
+
 @hookimpl
 def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
     if ctx.log is None or not _is_rank0():
