@@ -3,11 +3,11 @@ tensorboard's own EventAccumulator), at the step's global step and wall time; W&
 
 from __future__ import annotations
 
-import math
+import json
 
-import numpy as np
 import pytest
 import visplay_metrics.plugin as metrics_plugin
+from metrics_fixtures import accumulator, assert_tensorboard_equals_run_log
 from visplay_metrics.options import MetricsOptions, MetricsOptionsError, parse_options
 
 from visplay.log.runlog import RunLog
@@ -28,41 +28,20 @@ def finished_run(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("metrics") / "run")
 
 
-def _accumulator(folder):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0: keep every event, no sampling
-    acc.Reload()
-    return acc
-
-
 def test_tensorboard_scalars_equal_the_run_log(finished_run):
     folder = finished_run.parent / "tensorboard"
     assert any(p.name.startswith("events.out.tfevents") for p in folder.iterdir())
-    acc = _accumulator(folder)
+    assert assert_tensorboard_equals_run_log(finished_run) > 20
     with RunLog(finished_run, readonly=True) as log:
-        rows = [r for r in log.rows("metrics") if math.isfinite(r["value"])]
-        clocks = {(r["iteration"], r["phase"], r["step"]): log.step_clock(r["iteration"], r["phase"], r["step"])
-                  for r in log.rows("steps")}
-    assert len(rows) > 20
-    expected: dict[str, list[tuple[int, float, float]]] = {}
-    for r in rows:
-        clock = clocks[(r["iteration"], r["phase"], r["step"])]
-        expected.setdefault(f"{r['phase']}/{r['name']}", []).append(
-            (clock["global_step"], float(np.float32(r["value"])), clock["committed_at"]))
-    tags = set(acc.Tags()["scalars"])
-    assert set(expected) <= tags
-    for tag, points in expected.items():
-        events = acc.Scalars(tag)
-        assert [(e.step, e.value) for e in events] == sorted((s, v) for s, v, _ in points), tag
-        assert [e.wall_time for e in events] == pytest.approx([w for _, _, w in sorted(points)], abs=1e-3)
-    # global steps: one per committed step, in commit order (cold start first, the last eval last)
-    assert sorted(c["global_step"] for c in clocks.values()) == list(range(len(clocks)))
-    assert clocks[(0, "cold_start", 0)]["global_step"] == 0
+        clocks = [log.step_clock(r["iteration"], r["phase"], r["step"]) for r in log.rows("steps")]
+        first = log.step_clock(0, "cold_start", 0)
+    # global steps: one per committed step, in commit order (cold start first)
+    assert sorted(c["global_step"] for c in clocks) == list(range(len(clocks)))
+    assert first["global_step"] == 0 and first["seconds"] is None
 
 
 def test_system_scalars_are_sent_but_never_logged(finished_run):
-    acc = _accumulator(finished_run.parent / "tensorboard")
+    acc = accumulator(finished_run.parent / "tensorboard")
     tags = set(acc.Tags()["scalars"])
     tokens = acc.Scalars("reasoner/system/tokens_per_s")
     assert tokens and all(e.value >= 0 for e in tokens) and max(e.value for e in tokens) > 0
@@ -74,7 +53,7 @@ def test_system_scalars_are_sent_but_never_logged(finished_run):
         # tokens/s is the step's sampled tokens over its seconds
         clock = log.step_clock(1, "reasoner", 0)
         n = log.step_tokens(1, "reasoner", 0)
-        assert n == sum(len(__import__("json").loads(g["token_ids"]))
+        assert n == sum(len(json.loads(g["token_ids"]))
                         for g in log.rows("generations", "iteration = 1 and phase = 'reasoner' and step = 0"))
     first = next(e for e in tokens if e.step == clock["global_step"])
     assert first.value == pytest.approx(n / clock["seconds"], rel=1e-4)

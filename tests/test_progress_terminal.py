@@ -117,3 +117,7 @@ def test_cli_quiet_after_overrides_with_real_plugins(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "warning: iteration 1: the filters kept 0 of" in done.stderr
     assert "iteration 1/1:" in done.stdout and "%|" not in done.stderr  # no bars under -q
+    # the default sinks with the real entry-point plugins: TensorBoard holds exactly the run log's metrics
+    from metrics_fixtures import assert_tensorboard_equals_run_log
+
+    assert assert_tensorboard_equals_run_log(tmp_path / "x" / "run.db") > 10
