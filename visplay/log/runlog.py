@@ -349,6 +349,18 @@ class RunLog:
         order_by = order_by or ",".join(self._pk_columns(table))
         return list(self.db[table].rows_where(where, params, order_by=order_by))
 
+    def rows_in(self, table: str, column: str, values: Iterable[Any], order_by: str | None = None
+                ) -> list[dict[str, Any]]:
+        """Rows whose ``column`` is one of ``values`` (e.g. the report's chosen questions), in key order."""
+        values = list(dict.fromkeys(values))
+        if column not in self.columns(table):
+            raise KeyError(f"table {table!r} has no column {column!r}")
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(values), 500):  # SQLite caps the number of bound parameters
+            chunk = values[start:start + 500]
+            out += self.rows(table, f"[{column}] in ({','.join('?' * len(chunk))})", chunk, order_by)
+        return out
+
     def count(self, table: str, where: str | None = None, params: Any = None) -> int:
         sql = f"select count(*) from [{table}]" + (f" where {where}" if where else "")
         return self.db.execute(sql, params or []).fetchone()[0]

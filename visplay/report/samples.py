@@ -22,10 +22,6 @@ ROLLOUTS_PER_QUESTION = 4
 TEXT_LIMIT = 400  # characters of a raw generation shown
 
 
-def _in(column: str, values: list[Any]) -> tuple[str, list[Any]]:
-    return f"{column} in ({','.join('?' * len(values))})", list(values)
-
-
 def choose_images(questions: list[dict]) -> list[str]:
     """Images with questions in the most iterations, then the most valid questions (reasoner-set ones first),
     ties by id: deterministic, and the browser shows votes and decisions rather than only parse failures."""
@@ -45,7 +41,7 @@ def _gold_answers(runlog: RunLog, keys: list[str]) -> dict[str, str]:
     for table in runlog.tables():
         if table.startswith("sqlite_") or not {"question_key", "gold"} <= set(runlog.columns(table)):
             continue
-        for row in runlog.rows(table, *_in("question_key", keys), order_by="question_key"):
+        for row in runlog.rows_in(table, "question_key", keys, order_by="question_key"):
             if row.get("gold") is not None:
                 out.setdefault(row["question_key"], str(row["gold"]))
     return out
@@ -89,15 +85,15 @@ def collect_samples(runlog: RunLog) -> list[dict[str, Any]]:
     keys = [q["key"] for groups in by_image.values() for group in groups.values() for q in group]
     if not keys:
         return []
-    labels = {r["question_key"]: r for r in runlog.rows("labels", *_in("question_key", keys))}
-    filters = {r["question_key"]: r for r in runlog.rows("filters", *_in("question_key", keys))}
+    labels = {r["question_key"]: r for r in runlog.rows_in("labels", "question_key", keys)}
+    filters = {r["question_key"]: r for r in runlog.rows_in("filters", "question_key", keys)}
     rewards: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in runlog.rows("rewards", *_in("key", keys), order_by="key, component"):
+    for r in runlog.rows_in("rewards", "key", keys, order_by="key, component"):
         rewards[r["key"]][r["component"]] = r["value"]
-    texts = {g["key"]: g["text"] for g in runlog.rows("generations", *_in("key", keys))}
+    texts = {g["key"]: g["text"] for g in runlog.rows_in("generations", "key", keys)}
     rollouts = _rollouts(runlog, keys)
     gold = _gold_answers(runlog, keys)
-    images = {r["image_id"]: r for r in runlog.rows("images", *_in("image_id", chosen))}
+    images = {r["image_id"]: r for r in runlog.rows_in("images", "image_id", chosen)}
     out = []
     for image_id in chosen:
         image = images.get(image_id) or {}
@@ -113,14 +109,14 @@ def collect_samples(runlog: RunLog) -> list[dict[str, Any]]:
 
 def _rollouts(runlog: RunLog, keys: list[str]) -> dict[str, list[dict]]:
     """The reasoner's training rollouts on these questions, each with its extracted answer and total reward."""
-    answers = [a for a in runlog.rows("answers", *_in("question_key", keys), order_by="key")
+    answers = [a for a in runlog.rows_in("answers", "question_key", keys, order_by="key")
                if a["phase"] == "reasoner"]
     if not answers:
         return {}
     rkeys = [a["key"] for a in answers]
-    totals = {r["key"]: r["value"] for r in runlog.rows("rewards", *_in("key", rkeys))
+    totals = {r["key"]: r["value"] for r in runlog.rows_in("rewards", "key", rkeys)
               if r["component"] == "total"}
-    texts = {g["key"]: g["text"] for g in runlog.rows("generations", *_in("key", rkeys))}
+    texts = {g["key"]: g["text"] for g in runlog.rows_in("generations", "key", rkeys)}
     out: dict[str, list[dict]] = defaultdict(list)
     for a in answers:
         if len(out[a["question_key"]]) < ROLLOUTS_PER_QUESTION:
