@@ -200,9 +200,11 @@ def _story(data: ReportData, figures: dict[str, str]) -> dict[str, Any]:
              f"seed {run.get('seed', '?')}", f"device {run.get('device') or '?'}"]
     if seconds is not None:
         facts.append(f"{seconds / 60:.1f} min")
-    gold_at = {name: {p[0]: p[2] for p in points} for name, points in gold.items()}
+    # at most three gold columns (the shortest names: the headline ones); the figure and panels have the rest
+    shown = sorted(gold, key=lambda n: (len(n), n))[:3]
+    gold_at = {name: {p[0]: p[2] for p in gold[name]} for name in shown}
     headers = ["iteration", "questions", "valid share", "mean confidence", "kept", "questioner reward",
-               "reasoner reward", *gold_at]
+               "reasoner reward", *[n.replace("_", " ") for n in gold_at]]
     rows = [[s["iteration"], s["questions"], _fmt(s["valid"], 2), _fmt(s["confidence"], 2), s["kept_n"],
              _fmt(s["questioner_reward"]), _fmt(s["reasoner_reward"]),
              *[_fmt(gold_at[n].get(s["iteration"])) for n in gold_at]] for s in summary]

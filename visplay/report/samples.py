@@ -22,18 +22,19 @@ ROLLOUTS_PER_QUESTION = 4
 TEXT_LIMIT = 400  # characters of a raw generation shown
 
 
-def choose_images(questions: list[dict]) -> list[str]:
-    """Images with questions in the most iterations, then the most valid questions (reasoner-set ones first),
-    ties by id: deterministic, and the browser shows votes and decisions rather than only parse failures."""
+def choose_images(questions: list[dict], kept: set[str] = frozenset()) -> list[str]:
+    """Images with questions in the most iterations, then the most kept questions (so the reasoner's rollouts
+    show), then the most valid ones; ties by id: deterministic, and the browser shows votes, decisions and rollouts
+    rather than only parse failures."""
     its: dict[str, set[int]] = defaultdict(set)
-    valid: Counter[tuple[str, bool]] = Counter()
+    score: Counter[tuple[str, str]] = Counter()
     for q in questions:
         if q["image_id"] is None:
             continue
         its[q["image_id"]].add(q["iteration"])
-        if q["valid"]:
-            valid[(q["image_id"], q["phase"] == "reasoner_set")] += 1
-    return sorted(its, key=lambda i: (-len(its[i]), -valid[(i, True)], -valid[(i, False)], i))[:SAMPLE_IMAGES]
+        score[(q["image_id"], "kept")] += q["key"] in kept
+        score[(q["image_id"], "valid")] += bool(q["valid"])
+    return sorted(its, key=lambda i: (-len(its[i]), -score[(i, "kept")], -score[(i, "valid")], i))[:SAMPLE_IMAGES]
 
 
 def _gold_answers(runlog: RunLog, keys: list[str]) -> dict[str, str]:
@@ -72,11 +73,13 @@ def collect_samples(runlog: RunLog) -> list[dict[str, Any]]:
     if not runlog.db["questions"].exists():
         return []
     questions = runlog.rows("questions", order_by="iteration, key")
-    chosen = choose_images(questions)
+    kept = {f["question_key"] for f in runlog.rows("filters") if f["keep"]}
+    chosen = choose_images(questions, kept)
     if not chosen:
         return []
     picked = [q for q in questions if q["image_id"] in chosen]
-    picked.sort(key=lambda q: (q["iteration"], q["phase"] != "reasoner_set", not q["valid"], q["key"]))
+    picked.sort(key=lambda q: (q["iteration"], q["key"] not in kept, q["phase"] != "reasoner_set", not q["valid"],
+                               q["key"]))
     by_image: dict[str, dict[int, list[dict]]] = {i: defaultdict(list) for i in chosen}
     for q in picked:
         group = by_image[q["image_id"]][q["iteration"]]
