@@ -49,7 +49,7 @@ def test_report_html_sections_figures_and_svgs(run_db, capsys):
     assert len(embedded) == 4  # the sample browser's images; figures are SVG
     assert all(base64.b64decode(e).startswith(PNG_MAGIC) for e in embedded)
     assert "<details class='panel'>" in page and "<details class='panel' open" not in page  # metric panels closed
-    assert "How many squares in image 0?" in page and "confidence_band" in page
+    assert "How many squares in image 1?" in page and "How many squares in image 0?" not in page  # kept first
     assert "src='http" not in page and "<script" not in page  # self-contained, nothing fetched
     assert "printed Avg 43.56, mean of the 7 scores 52.38" in page  # MiMo base row
     assert "paper model: qwen2.5-vl-3b" in out and "gold/accuracy: i1=0.400, i2=0.500" in out
