@@ -31,6 +31,16 @@ class MetricsOptions:
     """Also send ``system/*`` numbers per step (step seconds, tokens/s, peak memory). They depend on the machine,
     so they go to the sinks only, never to the run log (whose rows must be identical across reruns)."""
 
+    def validate(self) -> dict[str, str]:
+        """{key under the section: problem} (the recipe loader's section hook turns each into a RecipeError)."""
+        problems = {}
+        bad = [s for s in self.sinks if s not in SINKS]
+        if bad:
+            problems["sinks"] = f"unknown sink(s) {bad}; known: {', '.join(SINKS)}"
+        if self.wandb_mode not in ("offline", "online", "disabled"):
+            problems["wandb_mode"] = "must be offline, online or disabled"
+        return problems
+
 
 class MetricsOptionsError(ValueError):
     """A bad ``plugins.metrics`` setting; the message names the key."""
@@ -46,11 +56,7 @@ def parse_options(raw: dict[str, Any] | None) -> MetricsOptions:
             raise MetricsOptionsError(f"unknown key 'plugins.metrics.{key}'"
                                       + (f"; did you mean 'plugins.metrics.{hint[0]}'?" if hint else ""))
     sinks = raw.get("sinks", ["tensorboard"])
-    if isinstance(sinks, str):
-        sinks = [sinks]
-    bad = [s for s in sinks if s not in SINKS]
-    if bad:
-        raise MetricsOptionsError(f"key 'plugins.metrics.sinks': unknown sink(s) {bad}; known: {', '.join(SINKS)}")
-    if raw.get("wandb_mode", "offline") not in ("offline", "online", "disabled"):
-        raise MetricsOptionsError("key 'plugins.metrics.wandb_mode': must be offline, online or disabled")
-    return MetricsOptions(**{**raw, "sinks": list(sinks)})
+    opts = MetricsOptions(**{**raw, "sinks": [sinks] if isinstance(sinks, str) else list(sinks)})
+    for key, problem in opts.validate().items():
+        raise MetricsOptionsError(f"key 'plugins.metrics.{key}': {problem}")
+    return opts
