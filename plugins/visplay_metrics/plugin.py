@@ -46,7 +46,10 @@ def recipe_sections() -> dict[str, type]:
 
 
 if hasattr(hookspecs, "visplay_recipe_sections"):  # the hook lands with the core restructuring (issue 12)
-    visplay_recipe_sections = hookimpl(recipe_sections)
+
+    @hookimpl
+    def visplay_recipe_sections() -> dict[str, type]:
+        return recipe_sections()
 
 
 def open_sinks(ctx: Any, opts: MetricsOptions) -> list[Sink]:
