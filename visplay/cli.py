@@ -13,8 +13,9 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = """\
 visplay: VisPlay (arXiv 2511.15661) self-play RL for vision-language models, reproducible from a SQLite log.
 
-  visplay reproduce tiny                 the whole loop on CPU in minutes, nothing downloaded
-  visplay run recipes/my.yaml key=value  run any recipe, with key=value overrides
+  visplay run tiny                       the whole loop on CPU in minutes, nothing downloaded
+  visplay run recipes/my.yaml key=value  run any recipe (a name or a YAML path), with key=value overrides
+  visplay reproduce tiny                 the same command as `run` (an alias kept for the paper recipes)
   visplay resume runs/<name>             continue an interrupted run; nothing lost or repeated
   visplay replay runs/<name>/run.db      re-execute a run from its log and report the first divergence
   visplay diff a.db b.db                 first divergence between two runs
@@ -22,7 +23,10 @@ visplay: VisPlay (arXiv 2511.15661) self-play RL for vision-language models, rep
   visplay eval <model-or-run> ...        benchmarks from local files, reproducible judging
   visplay plugins                        which plugins fill which hooks, with versions
   visplay recipe tiny --explain          a resolved recipe, with every key documented
+  visplay export runs/<name> --format parquet   the run log's tables (and views) as parquet or CSV files
   (plugins add commands of their own, e.g. the algorithm plugin's `visplay prompts import-released DIR`)
+
+Options may stand anywhere after the command, among the key=value overrides; -v/-q before or after it.
 """
 
 
@@ -41,7 +45,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing run directory of the same name first (otherwise refuse and say how to "
                         "resume it)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; summaries only")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; summary lines and warnings still print")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe and paths, print the plan (iterations, steps, batch sizes, placement, "
                         "memory estimate) and exit without loading a model")
@@ -50,23 +54,32 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
                         "distributed.nproc")
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    # -v anywhere: counted on the subcommand too and added to the top level's count in parse_args
+    p.add_argument("--verbose", "-v", action="count", default=0, dest="sub_verbose",
+                   help="more logging on stderr (-vv: debug)")
+    if "--quiet" not in p._option_string_actions:  # accepted everywhere, so a habit never errors
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (warnings still print)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visplay", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verbose", "-v", action="count", default=0, help="more logging on stderr (-vv: debug)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars (warnings still print)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("reproduce", help="run a named paper/tiny recipe end to end",
-                       description="Run a recipe from recipes/ by name: `visplay reproduce tiny` runs the whole "
-                                   "VisPlay loop on CPU with the embedded tiny model and procedural images; the "
-                                   "paper recipes (qwen-vl-3b, qwen-vl-7b, mimo-vl-7b) need model.path and "
-                                   "data.images pointing at local files.")
-    _add_recipe_args(p, recipe_help="recipe name (tiny, qwen-vl-3b, qwen-vl-7b, mimo-vl-7b) or a YAML path")
-
-    p = sub.add_parser("run", help="run any recipe file",
-                       description="Run a recipe YAML with optional key=value overrides. The run goes to the "
-                                   "recipe's run_dir (default runs/<name>): run.db, checkpoints/, report/.")
-    _add_recipe_args(p, recipe_help="path to a recipe YAML (or a recipe name)")
+    p = sub.add_parser("run", aliases=["reproduce"], help="run a recipe (by name or YAML path) end to end; "
+                                                          "alias: reproduce",
+                       description="Run a recipe with optional key=value overrides. RECIPE is a recipe name "
+                                   "(looked up in ./recipes, then among the recipes shipped with visplay: tiny, "
+                                   "qwen-vl-3b, qwen-vl-7b, mimo-vl-7b) or a path to a YAML file. `visplay run tiny` "
+                                   "runs the whole VisPlay loop on CPU with the embedded tiny model and procedural "
+                                   "images; the paper recipes need model.path and data.images pointing at local "
+                                   "files. The run goes to the recipe's run_dir (default runs/<name>): run.db, "
+                                   "checkpoints/, tensorboard/, report/. `reproduce` is the same command.")
+    _add_recipe_args(p, recipe_help="a recipe name (tiny, qwen-vl-3b, ...) or a YAML path; a folder is never "
+                                    "taken for a recipe")
 
     p = sub.add_parser("resume", help="continue an interrupted run from its last completed step",
                        description="Continue a run that stopped (crash, kill, Ctrl-C) from the last step committed "
@@ -135,7 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--explain", action="store_true", help="print every key with its documentation")
-    parser.set_defaults(plugin_commands=_plugin_commands(sub))
+
+    p = sub.add_parser("export", help="the run log's tables and views as parquet or CSV files",
+                       description="Write each table (and view) of a run log as <table>.parquet or <table>.csv "
+                                   "into --out (default <run>/export). JSON columns stay JSON text; image PNGs are "
+                                   "bytes in parquet and base64 in CSV.")
+    p.add_argument("run", help="a run directory or its run.db")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    p.add_argument("--tables", default="", help="comma-separated tables/views (default: all)")
+    p.add_argument("--out", help="output folder (default: <run>/export)")
+    plugin_commands = _plugin_commands(sub)
+    for p in {id(p): p for p in sub.choices.values()}.values():  # an alias shares its command's parser
+        _common(p)
+    parser.set_defaults(_commands=sub.choices, plugin_commands=plugin_commands)
     return parser
 
 
@@ -153,16 +178,36 @@ def _plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[arg
     return commands
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options anywhere: top-level options before the command, the command's options intermixed with its
+    positionals and key=value overrides (``visplay run tiny -q name=x``), -v/-q on either side."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = parser.get_default("_commands")
+    at = next((i for i, a in enumerate(argv) if a in commands), None)
+    if at is None:
+        args = parser.parse_args(argv)  # help, errors, or no command at all
+        args.sub_verbose = 0
+    else:
+        args = parser.parse_args(argv[:at])
+        top_quiet, top_verbose = args.quiet, args.verbose
+        args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+        args.command = argv[at]
+        args.verbose = top_verbose
+        args.quiet = top_quiet or getattr(args, "quiet", False)
+    args.verbose += args.sub_verbose
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _setup_environment()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if os.environ.get("VISPLAY_TRACE_HOOKS"):
         logging.getLogger("visplay.hooks").setLevel(logging.INFO)
     if not args.command:
-        parser.print_help()
+        build_parser().print_help()
         return EXIT_USAGE
     from visplay.config import RecipeError
     from visplay.log.runlog import RunLogError
@@ -257,6 +302,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from visplay.log.export import ExportError, export_run
+
+    tables = [t.strip() for t in (args.tables or "").split(",") if t.strip()] or None
+    try:
+        written = export_run(args.run, args.out, args.format, tables)
+    except ExportError as exc:
+        print(f"visplay export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for name, path in written.items():
+        print(f"{name:<20} {path}")
+    return EXIT_OK
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from visplay.plugins import get_plugin_manager, hook_table, plugin_infos
 
@@ -297,6 +356,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "replay": cmd_replay,
     "diff": cmd_diff,
+    "export": cmd_export,
     "report": cmd_report,
     "eval": cmd_eval,
     "plugins": cmd_plugins,

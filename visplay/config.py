@@ -288,16 +288,22 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def recipe_dirs() -> list[Path]:
-    """Where recipe names are looked up: ./recipes, then the recipes/ folder beside the visplay package."""
-    return [Path.cwd() / "recipes", Path(__file__).resolve().parent.parent / "recipes"]
+    """Where recipe names are looked up: ./recipes first (a user's own recipes override), then the recipes
+    shipped inside the package (visplay/data/recipes, found with importlib.resources, so a wheel install has them)."""
+    from importlib import resources
+
+    return [Path.cwd() / "recipes", Path(str(resources.files("visplay") / "data" / "recipes"))]
 
 
 def find_recipe(name_or_path: str) -> Path:
+    """A YAML path, or a recipe name looked up in :func:`recipe_dirs`. A folder is never taken for a recipe: a
+    bare name is looked up by name even when ``./<name>/`` exists."""
     path = Path(name_or_path).expanduser()
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise RecipeError(f"{path}: recipe file not found")
+    if path.is_file():
         return path
+    if path.suffix in (".yaml", ".yml") or "/" in name_or_path or name_or_path.startswith("."):
+        raise RecipeError(f"{path}: " + ("is a directory, not a recipe file" if path.is_dir()
+                                         else "recipe file not found"))
     for folder in recipe_dirs():
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():

@@ -34,6 +34,7 @@ class RunContext:
     iteration: int = 0
     phase: str = ""
     step: int = 0
+    progress: Any = None  # the terminal's Progress during a run (visplay/loop/progress.py); None elsewhere
 
     @property
     def variant(self) -> str:
@@ -57,6 +58,12 @@ class RunContext:
         scripts and tests; the loop and the plugins use :attr:`hooks`. A plugin's exception becomes a PluginError
         naming plugin and hook."""
         return call_hook(self.pm, hook, ctx=self, **kwargs)
+
+    def report_progress(self, done: int, total: int, unit: str = "step", **postfix: float) -> None:
+        """Say how far long work inside one engine step is (a cold-start SFT step, evaluation items); the terminal's
+        bar shows these counts. A no-op outside a run."""
+        if self.progress is not None:
+            self.progress.substep(done, total, unit, postfix or None)
 
     def at(self, iteration: int, phase: str, step: int) -> RunContext:
         self.iteration, self.phase, self.step = iteration, phase, step

@@ -6,6 +6,7 @@ Settings come from the recipe: ``variant``, ``reward.*``, ``reasoner.filter.*``,
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -252,6 +253,43 @@ def visplay_reward_components(ctx, role, items) -> dict[str, list[float]] | None
     return None
 
 
+# plugin manager -> every component name its reward plugins return (weak: a finished run's manager goes away)
+_KNOWN_COMPONENTS: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def known_components(ctx: Any) -> set[str] | None:
+    """Every reward component name of either role, asked once per run from all reward plugins with no items
+    (a plugin returns its names with empty lists); None when a plugin cannot answer an empty batch."""
+    key = ctx.pm
+    if key not in _KNOWN_COMPONENTS:
+        names = set(QUESTIONER_COMPONENTS + REASONER_COMPONENTS)
+        try:
+            for role in ("questioner", "reasoner"):
+                names.update(ctx.hooks.reward_components(role, []))
+        except Exception:  # noqa: BLE001 - a plugin that needs items: then only a clash with this call is checked
+            return None
+        _KNOWN_COMPONENTS[key] = names
+    return _KNOWN_COMPONENTS[key]
+
+
+def check_weight_names(ctx: Any, components: dict[str, list[float]]) -> None:
+    """An unknown name in ``reward.weights`` is an error naming the known components (never silently ignored)."""
+    import difflib
+
+    weights = [str(k) for k in (ctx.recipe.reward.weights or {})]
+    if not weights:
+        return
+    known = known_components(ctx)
+    if known is None:
+        known = set(QUESTIONER_COMPONENTS + REASONER_COMPONENTS) | set(components)
+    for name in weights:
+        if name not in known:
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            raise ValueError(f"reward.weights.{name}: no reward component of that name"
+                             + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + f"; known components: {', '.join(sorted(known))}")
+
+
 def _extra_weights(ctx: Any, components: dict[str, list[float]]) -> dict[str, float]:
     """recipe ``reward.weights`` for this call's extra (non-built-in) components.
 
@@ -285,6 +323,7 @@ def visplay_combine_rewards(ctx, role, components, items) -> list[float] | None:
     if missing:
         raise ValueError(f"{role} reward: built-in component(s) {missing} missing (is the algorithm plugin "
                          f"blocked?)")
+    check_weight_names(ctx, components)
     reward = ctx.recipe.reward
     rule = str(reward.combine)
     weights = {str(k): float(v) for k, v in (reward.weights or {}).items()}

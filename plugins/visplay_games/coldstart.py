@@ -10,6 +10,8 @@ answer-sampling hooks with a sampler that records prompts and generates nothing.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -113,6 +115,17 @@ def _default_sft() -> Callable[..., list[float]]:
     return sft_train
 
 
+def _role_steps(opts: GamesOptions, role: str) -> int:
+    if role == "reasoner" and opts.cold_start_reasoner_steps is not None:
+        return opts.cold_start_reasoner_steps
+    return opts.cold_start_steps
+
+
+def _report(ctx: Any, before: int, total: int, role: str, done: int, loss: float) -> None:
+    if hasattr(ctx, "report_progress"):
+        ctx.report_progress(before + done, total, "sft step", **{f"{role[0]}_loss": loss})
+
+
 def cold_start(ctx: Any, policies: dict[str, Any], pool: Sequence[tuple[GameState, ImageRecord]],
                opts: GamesOptions, sft: Callable[..., list[float]] | None = None) -> dict[str, float]:
     """Run the SFT for each role in ``opts.cold_start_roles``; returns ``cold_start/...`` metrics and logs the
@@ -123,14 +136,18 @@ def cold_start(ctx: Any, policies: dict[str, Any], pool: Sequence[tuple[GameStat
     rejected = check_questioner_targets(ctx, pairs["questioner"])
     metrics["cold_start/questioner_targets_rejected"] = float(rejected)
     rows = []
+    plan = {role: _role_steps(opts, role) for role in opts.cold_start_roles}
+    total, before = sum(plan.values()), 0
     for role in opts.cold_start_roles:
-        steps = opts.cold_start_steps
-        if role == "reasoner" and opts.cold_start_reasoner_steps is not None:
-            steps = opts.cold_start_reasoner_steps
+        steps = plan[role]
         if steps <= 0:
             continue
+        extra = {}
+        if "on_step" in inspect.signature(sft).parameters:  # the bar counts SFT steps across both roles
+            extra["on_step"] = functools.partial(_report, ctx, before, total, role)
         losses = sft(policies[role], pairs[role], steps=steps, lr=float(opts.cold_start_lr),
-                     batch_size=opts.cold_start_batch_size, seed=ctx.seed_for("cold_start", role))
+                     batch_size=opts.cold_start_batch_size, seed=ctx.seed_for("cold_start", role), **extra)
+        before += steps
         losses = [float(x) for x in losses]
         rows += [{"role": role, "step": i, "loss": loss} for i, loss in enumerate(losses)]
         metrics[f"cold_start/{role}/pairs"] = float(len(pairs[role]))

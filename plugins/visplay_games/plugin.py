@@ -96,6 +96,8 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     if items:
+        if hasattr(ctx, "report_progress"):  # the bar counts held-out questions, not the engine's one eval step
+            ctx.report_progress(0, len(items), "question")
         gens = ctx.hooks.sample_answers(sampler, [(it.record, it.qa.question) for it in items], opts.eval_votes,
                                         [ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))],
                                         purpose="vote")
@@ -103,6 +105,8 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
         extracted = ctx.hooks.extract_answers(texts)
         answers = [extracted[j * opts.eval_votes:(j + 1) * opts.eval_votes] for j in range(len(items))]
         rows = gold.score_items(items, answers, key_fn(ctx), iteration)
+        if hasattr(ctx, "report_progress"):
+            ctx.report_progress(len(items), len(items), "question")
         band = list(ctx.recipe.reasoner.filter.band) if ctx.recipe.reasoner.filter.band is not None else None
         metrics.update(gold.gold_metrics(rows, band))
     if ctx.log is not None:

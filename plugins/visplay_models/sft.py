@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,8 @@ def target_ids(policy: Any, text: str) -> list[int]:
 
 
 def sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, steps: int, lr: float, batch_size: int,
-              seed: int, weight_decay: float = 0.0, grad_clip: float = 1.0) -> list[float]:
+              seed: int, weight_decay: float = 0.0, grad_clip: float = 1.0,
+              on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Fine-tune ``policy`` in place to maximise the log-likelihood of each target given its prompt.
 
     Each step draws ``batch_size`` pairs (a fresh permutation of ``pairs`` per epoch, from ``seed``), minimises the
@@ -26,6 +27,7 @@ def sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, steps: int, l
     AdamW step (a fresh optimizer, separate from any GRPO state). Only trainable parameters change (adapters only
     under LoRA).
 
+    :param on_step: called with (steps done, loss) after each step (the terminal's progress bar).
     :return: the loss of each step, in order.
     """
     if not pairs:
@@ -51,4 +53,6 @@ def sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, steps: int, l
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optim.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(len(losses), losses[-1])
     return losses

@@ -270,3 +270,14 @@ def test_the_example_third_party_package_adds_and_replaces():
     _, total = _rewards(ctx, "questioner", items)
     # its rule: the plain mean of brevity, diversity, uncertainty, validity: (0.5 + 0.5 + 1 + 1) / 4, ...
     assert total == pytest.approx([0.75, (0.5 + 0.5 + 0.6 + 1) / 4])
+
+
+def test_an_unknown_weight_name_is_an_error_naming_the_known_components():
+    """A misspelled name in reward.weights used to be ignored silently."""
+    ctx = make_ctx("paper", ["reward.weights={novelt: 0.25}"], extra=[_Novelty()])
+    items = [question_item(ctx, "k0", "a", f"<question>{Q1}?</question>", VOTES_C05)]
+    components = {"uncertainty": [1.0], "diversity": [0.0], "validity": [1.0], "novelty": [0.5]}
+    with pytest.raises(Exception, match=r"reward.weights.novelt: no reward component of that name \(did you mean "
+                                         r"'novelty'\?\); known components: accuracy, diversity, format, novelty, "
+                                         r"uncertainty, validity"):
+        ctx.call("visplay_combine_rewards", role="questioner", components=components, items=items)

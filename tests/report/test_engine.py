@@ -34,9 +34,9 @@ def test_report_of_a_finished_engine_run(finished_run, tmp_path):
     assert [s["iteration"] for s in summary] == [1, 2]
     assert summary[0]["kept_n"] == f"{kept}/{voted}"
     page = write_report(finished_run, tmp_path / "report").read_text()
-    for fig in ("rewards", "confidence", "kept_fraction", "metrics_questioner", "metrics_reasoner"):
+    for fig in ("story", "rewards", "confidence", "kept_fraction", "metrics_questioner", "metrics_reasoner"):
         assert f"id='fig-{fig}'" in page
-    assert page.count("class='sample'") >= 1 and "silver label" in page
+    assert page.count("<div class='image'") >= 1 and "silver label" in page
     assert "no evaluation in this run log" in page
     assert text_summary(data).startswith("run ")
 

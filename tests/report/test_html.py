@@ -31,21 +31,25 @@ def test_iteration_summary_values(run_db):
     assert summary[0]["reasoner_reward"] == 0.5  # totals 0, 1, 0, 1 per step
 
 
-def test_report_html_sections_figures_and_pngs(run_db, capsys):
+def test_report_html_sections_figures_and_svgs(run_db, capsys):
     assert main(["report", str(run_db.parent)]) == 0
     out = capsys.readouterr().out
     index = run_db.parent / "report" / "index.html"
     page = index.read_text()
-    for section in ("run", "summary", "training", "gold", "metrics", "samples", "eval", "paper"):
+    for section in ("story", "summary", "samples", "training", "gold", "metrics", "eval", "paper", "run"):
         assert f"id='{section}'" in page
-    for fig in ("rewards", "confidence", "kept_fraction", "gold_silver", "metrics_questioner", "metrics_reasoner",
-                "metrics_eval", "paper_comparison"):
-        assert f"id='fig-{fig}'" in page
-        assert (index.parent / f"{fig}.png").read_bytes().startswith(PNG_MAGIC)
+    assert page.index("id='story'") < page.index("id='samples'") < page.index("id='training'")
+    for fig in ("story", "rewards", "confidence", "kept_fraction", "gold_silver", "metrics_questioner",
+                "metrics_reasoner", "metrics_eval", "paper_comparison"):
+        svg = (index.parent / f"{fig}.svg").read_text()
+        assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+        assert f"<figure id='fig-{fig}'>{svg}" in page  # inlined as written
+    assert "gold/accuracy" in page  # the story table's gold column
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
-    assert len(embedded) == 8 + 4  # the figures plus four sample images of the last iteration
+    assert len(embedded) == 4  # the sample browser's images; figures are SVG
     assert all(base64.b64decode(e).startswith(PNG_MAGIC) for e in embedded)
-    assert "How many squares in image 0?" in page and "confidence_band" in page
+    assert "<details class='panel'>" in page and "<details class='panel' open" not in page  # metric panels closed
+    assert "How many squares in image 1?" in page and "How many squares in image 0?" not in page  # kept first
     assert "src='http" not in page and "<script" not in page  # self-contained, nothing fetched
     assert "printed Avg 43.56, mean of the 7 scores 52.38" in page  # MiMo base row
     assert "paper model: qwen2.5-vl-3b" in out and "gold/accuracy: i1=0.400, i2=0.500" in out
@@ -58,7 +62,7 @@ def test_report_without_eval_or_gold(tmp_path):
     index = write_report(db, tmp_path / "out")
     page = index.read_text()
     assert "id='fig-gold_silver-missing'" in page and "no evaluation in this run log" in page
-    assert not (tmp_path / "out" / "paper_comparison.png").exists()
+    assert not (tmp_path / "out" / "paper_comparison.svg").exists()
 
 
 def test_report_refuses_a_missing_run(tmp_path, capsys):
@@ -110,7 +114,8 @@ def test_samples_fall_back_to_invalid_questions_with_their_generation(tmp_path):
                                       "image_id": hashlib.sha256(raw).hexdigest(), "parse_reason": "no_question_tag"}])
     page = write_report(db).read_text()
     assert "(invalid: no_question_tag)" in page and "&lt;quest garbled" in page
-    assert page.count("data:image/png;base64") == 1  # the sample image; no figure had data
+    assert page.count("data:image/png;base64") == 1  # the sample image
+    assert "id='fig-rewards-missing'" in page and "id='fig-confidence-missing'" in page  # nothing to plot there
 
 
 def test_report_is_deterministic_and_the_cli_scripts_run(run_db, tmp_path):

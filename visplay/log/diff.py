@@ -56,6 +56,11 @@ class Divergence:
         key = "/".join(str(k) for k in self.key) if len(self.key) != 1 else str(self.key[0])
         if self.column is None:
             return f"{self.table}[{key}]: row {self.a} in a, {self.b} in b"
+        if self.table == "runs" and self.column == "recipe_yaml":
+            changes = recipe_changes(self.a, self.b)
+            if changes:  # key by key, not two cut YAML blobs
+                return f"{self.table}[{key}].recipe_yaml: {len(changes)} key(s) differ: " + "; ".join(
+                    f"{k}: a={_short(a)} b={_short(b)}" for k, a, b in changes)
         detail = self.detail
         if detail is not None:
             where, a, b = detail
@@ -162,6 +167,27 @@ def json_difference(a: Any, b: Any) -> tuple[str, Any, Any] | None:
         else:
             break
     return (path, va, vb) if path else None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def recipe_changes(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """Dotted recipe keys whose values differ between two recipe YAML texts (``run_dir`` ignored), sorted; a key
+    missing on one side shows as ``<absent>``. Empty when either side is not a recipe mapping."""
+    ra, rb = _normalized_recipe(a), _normalized_recipe(b)
+    if not isinstance(ra, dict) or not isinstance(rb, dict):
+        return []
+    fa, fb = _flatten(ra), _flatten(rb)
+    absent = "<absent>"
+    return [(k, fa.get(k, absent), fb.get(k, absent)) for k in sorted(set(fa) | set(fb))
+            if fa.get(k, absent) != fb.get(k, absent)]
 
 
 def _normalized_recipe(text: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
 # Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
@@ -163,7 +163,61 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
             db[table].add_column("producer", str)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+# Declared (not enforced: PRAGMA foreign_keys stays off, so a plugin's row order can never fail a step) links that
+# datasette and sqlite-utils follow. rewards/advantages keys point at a question or a rollout, so they have none.
+FOREIGN_KEYS = [
+    ("generations", "image_id", "images", "image_id"), ("generations", "parent_key", "questions", "key"),
+    ("questions", "image_id", "images", "image_id"), ("labels", "question_key", "questions", "key"),
+    ("filters", "question_key", "questions", "key"), ("answers", "question_key", "questions", "key"),
+]
+INDEXES = [
+    ("labels", ["iteration"]), ("filters", ["iteration", "keep"]), ("answers", ["iteration", "phase", "step"]),
+    ("rewards", ["iteration", "role", "step"]), ("advantages", ["iteration", "role", "step"]),
+    ("generations", ["parent_key"]), ("generations", ["image_id"]), ("questions", ["image_id"]),
+    ("metrics", ["name"]),
+]
+# Views join a question with everything decided about it (docs: visplay/log/schema_docs.py VIEW_DOCS).
+VIEWS = {
+    "question_outcomes": """
+        select q.key, q.iteration, q.phase, q.step, q.image_id, q.valid, q.qtype, q.question, q.parse_reason,
+               l.m, l.answers as votes, l.silver_label, l.confidence, f.keep, f.reason as filter_reason,
+               r.value as reward
+        from questions q
+        left join labels l on l.question_key = q.key
+        left join filters f on f.question_key = q.key
+        left join rewards r on r.key = q.key and r.component = 'total' and r.role = 'questioner'""",
+    "question_votes": """
+        select a.key as vote_key, a.question_key, a.iteration, a.phase, q.question, a.extracted, a.answer_key,
+               a.silver_key, a.answer_key is not null and a.answer_key = a.silver_key as agrees, g.text
+        from answers a
+        join generations g on g.key = a.key and g.kind = 'vote'
+        left join questions q on q.key = a.question_key""",
+    "reasoner_rollouts": """
+        select a.key, a.iteration, a.step, a.question_key, q.question, l.silver_label, a.extracted,
+               r.value as reward, v.advantage, g.text
+        from answers a
+        join generations g on g.key = a.key and g.kind = 'rollout'
+        left join questions q on q.key = a.question_key
+        left join labels l on l.question_key = a.question_key
+        left join rewards r on r.key = a.key and r.component = 'total' and r.role = 'reasoner'
+        left join advantages v on v.key = a.key""",
+}
+
+
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Foreign keys (tables rebuilt by sqlite-utils' transform, rows kept), indexes and views for browsing."""
+    by_table: dict[str, list[tuple[str, str, str]]] = {}
+    for table, column, other, other_column in FOREIGN_KEYS:
+        by_table.setdefault(table, []).append((column, other, other_column))
+    for table, fks in by_table.items():
+        db[table].transform(add_foreign_keys=fks)
+    for table, columns in INDEXES:
+        db[table].create_index(columns, if_not_exists=True)
+    for name, sql in VIEWS.items():
+        db.create_view(name, " ".join(sql.split()), replace=True)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]  # MIGRATIONS[i] upgrades user_version i -> i + 1
 
 
 class RunLog:
@@ -189,6 +243,7 @@ class RunLog:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         self._step: tuple[int, str, int] | None = None
+        self.on_event: Any = None  # called with each events row as it is written (the terminal's warnings)
 
     # --- schema ---------------------------------------------------------------------------------------------
 
@@ -266,6 +321,9 @@ class RunLog:
                 raise KeyError(f"table {table!r} has no column(s) {sorted(unknown)}")
         with self.db.atomic():
             self.db[table].insert_all(rows, replace=replace, ignore=False, batch_size=500)
+        if table == "events" and self.on_event is not None:
+            for row in rows:
+                self.on_event(row)
         return len(rows)
 
     def upsert_image(self, record: Any, *, store_bytes: bool) -> None:
@@ -283,10 +341,11 @@ class RunLog:
         """Record something that happened (a skipped image, a plugin error, a resume...)."""
         if self._step is not None and iteration is None:
             iteration, phase, step = self._step
-        self.db["events"].insert({
-            "iteration": iteration, "phase": phase, "step": step, "level": level, "kind": kind,
-            "source": source, "message": message, "payload": _json(payload),
-        }, pk="id")
+        row = {"iteration": iteration, "phase": phase, "step": step, "level": level, "kind": kind,
+               "source": source, "message": message, "payload": _json(payload)}
+        self.db["events"].insert(row, pk="id")
+        if self.on_event is not None:
+            self.on_event(row)
 
     def metrics(self, iteration: int, phase: str, step: int, values: dict[str, float]) -> None:
         self.insert("metrics", [
@@ -316,6 +375,18 @@ class RunLog:
             return []
         order_by = order_by or ",".join(self._pk_columns(table))
         return list(self.db[table].rows_where(where, params, order_by=order_by))
+
+    def rows_in(self, table: str, column: str, values: Iterable[Any], order_by: str | None = None
+                ) -> list[dict[str, Any]]:
+        """Rows whose ``column`` is one of ``values`` (e.g. the report's chosen questions), in key order."""
+        values = list(dict.fromkeys(values))
+        if column not in self.columns(table):
+            raise KeyError(f"table {table!r} has no column {column!r}")
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(values), 500):  # SQLite caps the number of bound parameters
+            chunk = values[start:start + 500]
+            out += self.rows(table, f"[{column}] in ({','.join('?' * len(chunk))})", chunk, order_by)
+        return out
 
     def count(self, table: str, where: str | None = None, params: Any = None) -> int:
         sql = f"select count(*) from [{table}]" + (f" where {where}" if where else "")
@@ -378,11 +449,44 @@ class RunLog:
         where = " and ".join(f"[{c}] = ?" for c in wanted) or None
         return self.rows(table, where, list(wanted.values()), order_by=order_by)
 
+    def step_clock(self, iteration: int, phase: str, step: int) -> dict[str, Any] | None:
+        """Where a committed step sits in the run: ``global_step`` (its position among all committed steps, from
+        0; steps commit in order, so this is the row number of ``steps``), ``committed_at`` and ``seconds`` since
+        the step before it committed (None for the first). None when the step is not committed."""
+        row = self.db.execute("select rowid, committed_at from steps where iteration = ? and phase = ? and step = ?",
+                              [iteration, phase, step]).fetchone()
+        if row is None:
+            return None
+        before = self.db.execute("select committed_at from steps where rowid < ? order by rowid desc limit 1",
+                                 [row[0]]).fetchone()
+        return {"global_step": row[0] - 1, "committed_at": row[1],
+                "seconds": row[1] - before[0] if before else None}
+
+    def step_tokens(self, iteration: int, phase: str, step: int) -> int:
+        """Tokens sampled in a step (all its generations: questions, votes, rollouts)."""
+        row = self.db.execute("select coalesce(sum(json_array_length(token_ids)), 0) from generations "
+                              "where iteration = ? and phase = ? and step = ?", [iteration, phase, step]).fetchone()
+        return int(row[0])
+
     def done_steps(self) -> set[tuple[int, str, int]]:
         return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}
 
     def tables(self) -> list[str]:
         return sorted(self.db.table_names())
+
+    def views(self) -> list[str]:
+        return sorted(self.db.view_names())
+
+    def view_rows(self, view: str) -> list[dict[str, Any]]:
+        """Every row of a view (``question_outcomes``, ``question_votes``, ``reasoner_rollouts``), in key order."""
+        if view not in self.db.view_names():
+            return []
+        first = next(iter(self.db[view].columns_dict))
+        return list(self.db[view].rows_where(order_by=first))
+
+    def columns(self, name: str) -> list[str]:
+        """Column names of a table or view, in schema order."""
+        return [c.name for c in self.db[name].columns]
 
     def _pk_columns(self, table: str) -> list[str]:
         pks = self.db[table].pks

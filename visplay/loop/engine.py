@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from visplay.config import ROLES, RecipeError, load_recipe
 from visplay.context import RunContext
 from visplay.log.runlog import KeptQuestion, RunLog
+from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
 from visplay.loop.keys import rank
@@ -78,9 +79,12 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
     pm = get_plugin_manager(extra=tuple(extra_plugins), only=plugin_names)
     try:
         with RunLog(db_path, create=True) as runlog:
-            ctx = RunContext(recipe=cfg, pm=pm, run_dir=run_dir, log=runlog)
-            pool = open_run(ctx, resumed=resume)
+            if shadow is None:
+                write_datasette_metadata(db_path)  # `datasette run.db -m datasette.json` documents every column
             progress = Progress(quiet=quiet, iterations=cfg.iterations, silent=shadow is not None)
+            runlog.on_event = progress.on_event  # warnings (skipped images, empty sets...) reach the terminal
+            ctx = RunContext(recipe=cfg, pm=pm, run_dir=run_dir, log=runlog, progress=progress)
+            pool = open_run(ctx, resumed=resume)
             finished = SelfPlay(ctx, pool, progress, start, stop).run()
             if finished:
                 runlog.set_run(status="finished", finished_at=time.time())
@@ -106,6 +110,7 @@ class SelfPlay:
         self.done = ctx.log.done_steps()
         self.start, self.stop = start, stop
         self.keep_states = os.environ.get("VISPLAY_KEEP_STATES", "") not in ("", "0")
+        self._rewards: list[float] = []  # this phase's step rewards, for the bar's running mean
 
     def run(self) -> bool:
         """PAPER.md's loop. Returns False when it stopped at ``stop`` before the end."""
@@ -153,6 +158,10 @@ class SelfPlay:
 
     def train_reasoner(self, i: int) -> None:
         kept = self.kept_set(i)  # read back from the log, so a resumed run trains on the very same set
+        if not kept and not all(self.is_done((i, "reasoner", s)) for s in range(self.cfg.reasoner.steps)):
+            asked = self.ctx.log.count("filters", "iteration = ?", [i])
+            self.progress.warn(f"empty_reasoner_set/i{i}", f"iteration {i}: the filters kept 0 of {asked} questions; "
+                               f"reasoner training is skipped (reasoner_v{i} = reasoner_v{i - 1})", limit=1)
         size = self.cfg.reasoner.questions_per_step
         for s in self.steps(i, "reasoner", self.cfg.reasoner.steps):
             batch = phases.reasoner_batches(self.ctx, kept, s, size)
@@ -175,10 +184,12 @@ class SelfPlay:
         once the ``stop`` step is committed."""
         todo = [s for s in range(total) if not self.is_done((iteration, phase, s))]
         self.progress.phase(iteration, phase, total, total - len(todo))
+        self._rewards: list[float] = []
         for s in todo:
             self.ctx.at(iteration, phase, s)
             yield s
-            self.progress.advance()
+            # the running mean of this phase's step rewards (steps run in this process)
+            self.progress.advance({"reward": fmean(self._rewards)} if self._rewards else None)
             if self.stop is not None and (iteration, phase, s) == tuple(self.stop):
                 raise _Stopped
 
@@ -229,6 +240,9 @@ class SelfPlay:
 
     def _committed(self, i: int, phase: str, s: int, metrics: dict[str, float]) -> None:
         self.done.add((i, phase, s))
+        self.progress.check_metrics(i, phase, s, metrics)  # NaN/inf, a high share of invalid questions
+        if "reward/mean" in metrics and math.isfinite(metrics["reward/mean"]):
+            self._rewards.append(metrics["reward/mean"])
         self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics)
 
 

@@ -1,18 +1,21 @@
-"""``visplay report runs/<name>``: one self-contained HTML file (plots inlined as base64 PNG, also written beside it)
-and a compact text summary on stdout.
+"""``visplay report runs/<name>``: one self-contained HTML file (Jinja2 templates in templates/, SVG plots inlined and
+also written beside it, no script, nothing fetched) and a compact text summary on stdout.
+
+The page opens with the run's story in one screen (facts, warnings, the per-iteration table, the headline curves),
+then a sample browser that follows chosen images through the iterations (questions, votes, silver label,
+confidence, filter decision, reward components, gold answer where known, the reasoner's rollouts), then the
+training figures, per-phase metric panels (collapsed), evaluation and the paper comparison.
 
 Everything is read from the run log, read-only. Metrics are read generically from the ``metrics`` table and
 plotted per phase, whatever names the engine and plugins chose; dedicated figures come from the core tables
 (confidence from ``labels``, kept fraction from ``filters``, rewards from ``rewards`` component ``total``), the
 plugins' own per-iteration numbers through ``visplay_summary_fields`` (the games plugin: gold accuracy), evaluation
-from ``eval_scores``, and the paper comparison from reproduce/paper_table1.json.
+from ``eval_scores``,
+and the paper comparison from reproduce/paper_table1.json.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,8 +24,7 @@ from typing import Any
 
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.report import plots
-
-SAMPLE_LIMIT = 8  # sample questions shown with their images
+from visplay.report.samples import collect_samples
 
 
 @dataclass
@@ -41,7 +43,8 @@ class ReportData:
     eval_scores: list[dict]
     samples: list[dict]
     events: dict[str, int] = field(default_factory=dict)
-    fields: dict[int, dict[str, float | str]] = field(default_factory=dict)
+    warnings: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind -> (count, first message)
+    fields: dict[int, dict[str, float | str]] = field(default_factory=dict)  # the plugins' per-iteration numbers
 
 
 def _recipe(run: dict) -> Any:
@@ -51,45 +54,25 @@ def _recipe(run: dict) -> Any:
     return OmegaConf.create(text) if text else OmegaConf.create({})
 
 
-def _samples(runlog: RunLog) -> list[dict]:
-    """Up to SAMPLE_LIMIT questions of the last iteration, one per image, voted ones first (then valid, then the
-    rest), each with its image, raw generation, silver label, votes and filter decision where they exist."""
-    questions = sorted(runlog.rows("questions"), key=lambda q: (-q["iteration"], q["key"]))
-    if not questions:
-        return []
-    last = questions[0]["iteration"]
-    labels = {r["question_key"]: r for r in runlog.rows_matching("labels", iteration=last)}
-    candidates = sorted((q for q in questions if q["iteration"] == last),
-                        key=lambda q: (q["key"] not in labels, not q["valid"], q["phase"] != "reasoner_set", q["key"]))
-    chosen, seen = [], set()
-    for q in candidates:
-        if q["image_id"] in seen:
-            continue
-        seen.add(q["image_id"])
-        img = runlog.rows_matching("images", image_id=q["image_id"])
-        filt = runlog.rows_matching("filters", question_key=q["key"])
-        gen = runlog.rows_matching("generations", key=q["key"])
-        chosen.append({"question": q, "label": labels.get(q["key"]), "image": img[0] if img else None,
-                       "filter": filt[0] if filt else None, "generation": gen[0]["text"] if gen else None})
-        if len(chosen) >= SAMPLE_LIMIT:
-            break
-    return chosen
-
-
 def collect(db_path: str | Path) -> ReportData:
     """Read everything the report needs (the database is opened read-only)."""
     with RunLog(db_path, readonly=True) as runlog:
         run = runlog.run() or {}
         events: dict[str, int] = defaultdict(int)
+        warnings: dict[str, tuple[int, str]] = {}
         for e in runlog.rows("events"):
             events[e["kind"]] += 1
+            if e["level"] in ("warning", "error"):
+                count, first = warnings.get(e["kind"], (0, e["message"]))
+                warnings[e["kind"]] = (count + 1, first)
         return ReportData(
             db_path=Path(db_path), run=run, recipe=_recipe(run), metrics=runlog.rows("metrics"),
             labels=runlog.rows("labels"), filters=runlog.rows("filters"),
             reward_totals=runlog.rows_matching("rewards", component="total"),
             questions=runlog.rows("questions"), checkpoints=runlog.checkpoint_rows(),
             eval_scores=runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else [],
-            samples=_samples(runlog), events=dict(events), fields=_summary_fields(runlog, run),
+            samples=collect_samples(runlog), events=dict(events), warnings=warnings,
+            fields=_summary_fields(runlog, run),
         )
 
 
@@ -129,16 +112,6 @@ def iteration_summary(data: ReportData) -> list[dict[str, Any]]:
             "questioner_reward": _mean(rewards["questioner"]), "reasoner_reward": _mean(rewards["reasoner"]),
         })
     return out
-
-
-def _field_series(data: ReportData) -> dict[str, list[tuple[int, int, float]]]:
-    """The numeric summary fields as (iteration, 0, value) series per label, for a plot or a text line."""
-    series: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
-    for iteration, fields in sorted(data.fields.items()):
-        for label, value in fields.items():
-            if isinstance(value, float):
-                series[label].append((iteration, 0, value))
-    return dict(series)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -182,8 +155,8 @@ def text_summary(data: ReportData) -> str:
     for s in iteration_summary(data):
         lines.append(f"{s['iteration']:<5}{s['questions']:>10}{_fmt(s['valid'], 2):>7}{_fmt(s['confidence'], 2):>7}"
                      f"{s['kept_n']:>9}{_fmt(s['questioner_reward']):>10}{_fmt(s['reasoner_reward']):>10}")
-    for label, points in _field_series(data).items():
-        lines.append(f"{label}: " + ", ".join(f"i{p[0]}={p[2]:.3f}" for p in points))
+    for name, points in _gold_series(data).items():
+        lines.append(f"{name}: " + ", ".join(f"i{p[0]}={p[2]:.3f}" for p in points))
     if data.eval_scores:
         lines.append("evaluation (accuracy %):")
         for s in data.eval_scores:
@@ -202,133 +175,120 @@ def text_summary(data: ReportData) -> str:
 
 # --- HTML ----------------------------------------------------------------------------------------------------
 
-CSS = """body{font-family:sans-serif;margin:24px;max-width:1300px;color:#222}
-h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f0f0f0}td.l,th.l{text-align:left}figure{margin:12px 0}figcaption{font-size:12px;color:#555}
-.sample{display:flex;gap:14px;border:1px solid #ddd;padding:8px;margin:8px 0}.sample img{width:160px;
-image-rendering:pixelated;border:1px solid #999}.sample pre{white-space:pre-wrap;font-size:12px;margin:2px 0}
-.note{color:#8a4b00;font-size:13px}.empty{color:#777;font-style:italic}"""
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value) if value is not None else "-")
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _table(headers: list[str], rows: list[list[Any]], left: int = 1) -> str:
-    head = "".join(f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f"<td class='l'>{_e(c)}</td>" if i < left else f"<td>{_e(c)}</td>"
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _fig(name: str, svg: str | None, caption: str, figures: dict[str, str]) -> dict[str, Any]:
+    if svg is not None:
+        figures[f"{name}.svg"] = svg
+    return {"name": name, "svg": svg, "caption": caption}
 
 
-def _figure(name: str, png: bytes | None, caption: str, figures: dict[str, bytes]) -> str:
-    if png is None:
-        return f"<p class='empty' id='fig-{name}-missing'>{_e(caption)}: nothing logged.</p>"
-    figures[f"{name}.png"] = png
-    data = base64.b64encode(png).decode()
-    return (f"<figure id='fig-{name}'><img alt='{_e(caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{_e(caption)} ({name}.png)</figcaption></figure>")
+def _gold_series(data: ReportData) -> dict[str, list[tuple[int, int, float]]]:
+    """The plugins' numeric per-iteration fields (``visplay_summary_fields``; the games plugin: gold accuracy)
+    as (iteration, 0, value) series per label."""
+    series: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+    for iteration, fields in sorted(data.fields.items()):
+        for label, value in fields.items():
+            if isinstance(value, float):
+                series[label].append((iteration, 0, value))
+    return dict(series)
 
 
-def _sample_html(sample: dict) -> str:
-    q, label, image, filt = sample["question"], sample["label"], sample["image"], sample["filter"]
-    if image and image.get("png"):
-        img = f"<img alt='image {_e(q['image_id'][:12])}' src='data:image/png;base64," \
-              f"{base64.b64encode(image['png']).decode()}'>"
-    else:
-        img = f"<pre>{_e(image['source'] if image else (q['image_id'] or '')[:16])}</pre>"
-    text = _e(q["question"]) if q["valid"] else f"(invalid: {_e(q['parse_reason'])})"
-    lines = [f"<b>question</b> ({_e(q['qtype'])}): {text}"]
-    if not q["valid"] and sample.get("generation") is not None:
-        lines.append(f"<b>generation</b>: {_e(sample['generation'][:300])}")
-    if label:
-        answers = json.loads(label["answers"]) if label.get("answers") else []
-        kept = f"{'kept' if filt['keep'] else 'dropped'} ({filt['reason']})" if filt else "-"
-        lines.append(f"<b>silver label</b>: {_e(label['silver_label'])}   <b>confidence</b>: "
-                     f"{_fmt(label['confidence'], 2)}   <b>filter</b>: {_e(kept)}")
-        lines.append(f"<b>answers</b>: {_e(', '.join(str(a) for a in answers))}")
-    lines.append(f"<b>key</b>: {_e(q['key'])}")
-    return f"<div class='sample'>{img}<div>" + "".join(f"<pre>{line}</pre>" for line in lines) + "</div></div>"
+def _story(data: ReportData, figures: dict[str, str]) -> dict[str, Any]:
+    """The top of the page: facts, warnings, the per-iteration table and the headline curves."""
+    run, summary, gold = data.run, iteration_summary(data), _gold_series(data)
+    seconds = (run["finished_at"] - run["created_at"]) if run.get("finished_at") and run.get("created_at") else None
+    facts = [str(run.get("status", "?")), f"{len(summary)} iteration(s)", f"variant {run.get('variant', '?')}",
+             f"seed {run.get('seed', '?')}", f"device {run.get('device') or '?'}"]
+    if seconds is not None:
+        facts.append(f"{seconds / 60:.1f} min")
+    # at most three gold columns (the shortest names: the headline ones); the figure and panels have the rest
+    shown = sorted(gold, key=lambda n: (len(n), n))[:3]
+    gold_at = {name: {p[0]: p[2] for p in gold[name]} for name in shown}
+    headers = ["iteration", "questions", "valid share", "mean confidence", "kept", "questioner reward",
+               "reasoner reward", *[n.replace("_", " ") for n in gold_at]]
+    rows = [[s["iteration"], s["questions"], _fmt(s["valid"], 2), _fmt(s["confidence"], 2), s["kept_n"],
+             _fmt(s["questioner_reward"]), _fmt(s["reasoner_reward"]),
+             *[_fmt(gold_at[n].get(s["iteration"])) for n in gold_at]] for s in summary]
+    warnings = [f"{kind} x{count}: {message}" for kind, (count, message) in sorted(data.warnings.items())]
+    return {"facts": " · ".join(facts), "headers": headers, "rows": rows, "warnings": warnings,
+            "figure": _fig("story", plots.plot_story(data.reward_totals, summary, gold),
+                           "reward per training step (dashed: next iteration), questions per iteration, "
+                           "gold-checked accuracy", figures)}
 
 
-def _metrics_section(data: ReportData, figures: dict[str, bytes]) -> str:
-    parts = []
-    band = None
-    if "reasoner" in data.recipe:
-        band = list(data.recipe.reasoner.filter.band or []) or None
-    summary = iteration_summary(data)
-    parts.append("<section id='summary'><h2>Per iteration</h2>" + _table(
-        ["iteration", "questions", "valid share", "mean confidence", "kept", "questioner reward", "reasoner reward"],
-        [[s["iteration"], s["questions"], _fmt(s["valid"], 2), _fmt(s["confidence"], 2), s["kept_n"],
-          _fmt(s["questioner_reward"]), _fmt(s["reasoner_reward"])] for s in summary]) + "</section>")
-    parts.append("<section id='training'><h2>Rewards, confidence, filter</h2>"
-                 + _figure("rewards", plots.plot_rewards(data.reward_totals), "mean total reward per step", figures)
-                 + _figure("confidence", plots.plot_confidence_hist(data.labels, band),
-                           "confidence histogram per iteration", figures)
-                 + _figure("kept_fraction", plots.plot_kept_fraction(data.filters), "kept fraction", figures)
-                 + "</section>")
-    series = plots.metric_series(data.metrics)
-    parts.append("<section id='gold'><h2>Plugins' per-iteration numbers</h2>"
-                 + _figure("gold_silver", plots.plot_named(_field_series(data), "per iteration (visplay_summary_fields)"),
-                           "numbers the plugins report for each iteration, e.g. gold vs silver accuracy", figures)
-                 + "</section>")
-    grids = "".join(_figure(f"metrics_{phase}", plots.plot_metric_grid(phase, s), f"metrics of phase {phase}",
-                            figures) for phase, s in series.items())
-    parts.append("<section id='metrics'><h2>All metrics by phase</h2>"
-                 + (grids or "<p class='empty'>no metrics logged</p>") + "</section>")
-    return "".join(parts)
+def _metric_panels(data: ReportData, figures: dict[str, str]) -> list[dict[str, Any]]:
+    """One collapsed panel per phase; per-game/per-kind breakdowns (names with 2+ slashes at eval) apart."""
+    panels = []
+    for phase, series in plots.metric_series(data.metrics).items():
+        main = {n: v for n, v in series.items() if not (phase == "eval" and n.count("/") >= 2)}
+        breakdown = {n: v for n, v in series.items() if n not in main}
+        if main:
+            panels.append({"title": f"phase {phase}: {len(main)} metrics",
+                           "fig": _fig(f"metrics_{phase}", plots.plot_metric_grid(phase, main),
+                                       f"metrics of phase {phase}", figures)})
+        if breakdown:
+            panels.append({"title": f"phase {phase}: {len(breakdown)} per-game and per-kind breakdowns",
+                           "fig": _fig(f"metrics_{phase}_breakdown", plots.plot_metric_grid(phase, breakdown),
+                                       f"breakdowns of phase {phase}", figures)})
+    return panels
 
 
-def _eval_section(data: ReportData, figures: dict[str, bytes]) -> str:
-    rows = [[s["eval_id"], s["title"] or s["benchmark"], s["iteration"], s["judge"], s["n"], s["correct"],
-             f"{s['accuracy']:.2f}", s["no_answer"]] for s in data.eval_scores]
-    parts = ["<section id='eval'><h2>Evaluation</h2>" + (_table(
-        ["eval", "benchmark", "iteration", "judge", "n", "correct", "accuracy %", "no answer"], rows, left=2)
-        if rows else "<p class='empty'>no evaluation in this run log (run `visplay eval runs/&lt;name&gt; "
-                     "--benchmarks ... --data DIR`)</p>") + "</section>"]
+def _paper(data: ReportData, figures: dict[str, str]) -> dict[str, Any] | None:
     comparison = paper_comparison(data)
-    body = "<p class='empty'>no evaluation scores with iterations to compare</p>"
-    if comparison:
-        table, model, crows, notes = comparison
-        heads = ["iteration", "source"] + [table.titles[b] for b in table.benchmarks] + ["Avg (printed)",
-                                                                                        "Avg (our mean)"]
-        lines = []
-        for r in crows:
-            lines.append([r.iteration, "paper"] + [_fmt(r.paper.get(b), 2) for b in table.benchmarks]
-                         + [_fmt(r.paper_avg_printed, 2), _fmt(r.paper_avg_mean, 2)])
-            if r.ours:
-                lines.append([r.iteration, f"ours ({r.ours_count} of {len(table.benchmarks)})"]
-                             + [_fmt(r.ours.get(b), 2) for b in table.benchmarks] + ["", _fmt(r.ours_avg, 2)])
-        body = (f"<p>paper model: <b>{_e(model)}</b> ({_e(table.source)})</p>" + _table(heads, lines, left=2)
-                + "".join(f"<p class='note'>note: {_e(n)}</p>" for n in notes)
-                + _figure("paper_comparison", plots.plot_paper_comparison(table.benchmarks, table.titles, crows),
-                          "paper vs ours per benchmark", figures))
-    parts.append(f"<section id='paper'><h2>Paper comparison (Table 1)</h2>{body}</section>")
-    return "".join(parts)
+    if not comparison:
+        return None
+    table, model, crows, notes = comparison
+    headers = ["iteration", "source"] + [table.titles[b] for b in table.benchmarks] + ["Avg (printed)",
+                                                                                      "Avg (our mean)"]
+    rows = []
+    for r in crows:
+        rows.append([r.iteration, "paper"] + [_fmt(r.paper.get(b), 2) for b in table.benchmarks]
+                    + [_fmt(r.paper_avg_printed, 2), _fmt(r.paper_avg_mean, 2)])
+        if r.ours:
+            rows.append([r.iteration, f"ours ({r.ours_count} of {len(table.benchmarks)})"]
+                        + [_fmt(r.ours.get(b), 2) for b in table.benchmarks] + ["", _fmt(r.ours_avg, 2)])
+    return {"model": model, "source": table.source, "headers": headers, "rows": rows, "notes": notes,
+            "fig": _fig("paper_comparison", plots.plot_paper_comparison(table.benchmarks, table.titles, crows),
+                        "paper vs ours per benchmark", figures)}
 
 
-def build_html(data: ReportData) -> tuple[str, dict[str, bytes]]:
-    """The HTML page and the PNG figures it embeds ({file name: bytes})."""
-    figures: dict[str, bytes] = {}
+def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
+    """The HTML page (templates/report.html.j2) and the SVG figures it inlines ({file name: SVG text})."""
+    figures: dict[str, str] = {}
     run = data.run
-    head = (f"<h1>visplay report: {_e(run.get('name', data.db_path))}</h1><section id='run'>" + _table(
-        ["field", "value"], [[k, run.get(k)] for k in ("run_id", "status", "variant", "seed", "visplay_version",
-                                                       "torch", "transformers", "device", "git_commit")]
-        + [["checkpoints", ", ".join(c["name"] for c in data.checkpoints
-                                     if not str(c["name"]).startswith("state/")) or "-"],
-           ["events", ", ".join(f"{k}={v}" for k, v in sorted(data.events.items())) or "-"]]) + "</section>")
-    samples = "".join(_sample_html(s) for s in data.samples) or "<p class='empty'>no questions logged</p>"
-    body = (head + _metrics_section(data, figures)
-            + f"<section id='samples'><h2>Sample images and questions</h2>{samples}</section>"
-            + _eval_section(data, figures))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>visplay report "
-            f"{_e(run.get('name', ''))}</title><style>{CSS}</style></head><body>{body}</body></html>")
+    band = list(data.recipe.reasoner.filter.band or []) or None if "reasoner" in data.recipe else None
+    training = [_fig("rewards", plots.plot_rewards(data.reward_totals), "mean total reward per step", figures),
+                _fig("confidence", plots.plot_confidence_hist(data.labels, band),
+                     "confidence histogram per iteration", figures),
+                _fig("kept_fraction", plots.plot_kept_fraction(data.filters), "kept fraction", figures)]
+    gold = _fig("gold_silver", plots.plot_named(_gold_series(data), "per iteration (visplay_summary_fields)"),
+                "numbers the plugins report for each iteration, e.g. gold vs silver accuracy", figures)
+    run_fields = [(k, run.get(k)) for k in ("run_id", "status", "variant", "seed", "visplay_version", "torch",
+                                            "transformers", "device", "git_commit")]
+    run_fields += [("checkpoints", ", ".join(c["name"] for c in data.checkpoints
+                                             if not str(c["name"]).startswith("state/")) or "-"),
+                   ("events", ", ".join(f"{k}={v}" for k, v in sorted(data.events.items())) or "-")]
+    eval_rows = [[s["eval_id"], s["title"] or s["benchmark"], s["iteration"], s["judge"], s["n"], s["correct"],
+                  f"{s['accuracy']:.2f}", s["no_answer"]] for s in data.eval_scores]
+    page = _environment().get_template("report.html.j2").render(
+        run=run, db_path=str(data.db_path), css=(TEMPLATES / "report.css").read_text(),
+        story=_story(data, figures), samples=data.samples, training=training, gold=gold,
+        metric_panels=_metric_panels(data, figures), eval_rows=eval_rows, paper=_paper(data, figures),
+        run_fields=run_fields)
     return page, figures
 
 
 def write_report(run: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``index.html`` and the PNG figures into ``out`` (default ``<run dir>/report``); returns the HTML path."""
+    """Write ``index.html`` and the SVG figures into ``out`` (default ``<run dir>/report``); returns the HTML path."""
     path = Path(run)
     db_path = path / "run.db" if path.is_dir() else path
     if not db_path.is_file():
@@ -337,8 +297,10 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     page, figures = build_html(data)
     out_dir = Path(out) if out else db_path.parent / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, png in figures.items():
-        (out_dir / name).write_bytes(png)
+    for stale in out_dir.glob("*.png"):  # figures of an older report version
+        stale.unlink()
+    for name, svg in figures.items():
+        (out_dir / name).write_text(svg, encoding="utf-8")
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

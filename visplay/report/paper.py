@@ -1,7 +1,8 @@
 """The paper's Table 1 as data, and a side-by-side comparison with a run's evaluation scores.
 
 The numbers live in ``reproduce/paper_table1.json`` (transcribed from PAPER.md), beside the scripts that use them,
-and are read from the repository checkout this package is installed from (like ``recipes/``). The printed "Avg"
+and ship inside the package as ``visplay/data/paper_table1.json`` (read with importlib.resources, so a wheel install
+has them). The printed "Avg"
 column is kept as printed; :func:`check_printed_averages` shows that most rows' printed average is not the mean of
 their seven scores, so our reports always show both.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-TABLE1_PATH = Path(__file__).resolve().parent.parent.parent / "reproduce" / "paper_table1.json"
+TABLE1_PATH = Path(str(resources.files("visplay") / "data" / "paper_table1.json"))
 AVG_TOLERANCE = 0.01  # the table prints two decimals
 
 
@@ -54,7 +56,7 @@ class PaperTable:
 
 
 def load_table1(path: str | Path | None = None) -> PaperTable:
-    """Read Table 1 (default: reproduce/paper_table1.json in the checkout)."""
+    """Read Table 1 (default: the copy shipped in the package, visplay/data/paper_table1.json)."""
     path = Path(path) if path else TABLE1_PATH
     try:
         data = json.loads(path.read_text())
@@ -63,7 +65,7 @@ def load_table1(path: str | Path | None = None) -> PaperTable:
                          float(r["avg_printed"])) for r in data["rows"]]
         return PaperTable(benchmarks, dict(data["titles"]), rows, str(data.get("source", "")))
     except FileNotFoundError as exc:
-        raise PaperDataError(f"{path}: paper table not found (is reproduce/ beside the visplay package?)") from exc
+        raise PaperDataError(f"{path}: paper table not found (a broken install? it ships as visplay/data/paper_table1.json)") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise PaperDataError(f"{path}: malformed paper table: {type(exc).__name__}: {exc}") from exc
 

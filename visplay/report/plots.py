@@ -1,7 +1,8 @@
-"""The report's figures: PNG bytes from run-log rows (matplotlib, Agg backend, no display needed).
+"""The report's figures: SVG text from run-log rows (matplotlib, Agg backend, no display needed).
 
-Every function takes plain rows (dicts as ``RunLog.rows`` returns them) and returns PNG bytes, or None when the rows
-hold nothing to plot, so the report shows only what a run actually logged.
+Every function takes plain rows (dicts as ``RunLog.rows`` returns them) and returns an SVG document (crisp at any
+zoom, text kept as text, inlined in the page and written beside it), or None when the rows hold nothing to plot, so
+the report shows only what a run actually logged. Output is deterministic (fixed hash salt, no date).
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ from visplay.loop.keys import phase_rank  # noqa: E402
 ROLE_COLOURS = {"questioner": "tab:blue", "reasoner": "tab:orange"}
 
 
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "visplay-report", "font.size": 9})
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)
-    return buf.getvalue()
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # inlined in HTML: no XML prolog or doctype
 
 
 def phase_key(phase: str) -> tuple[int, str]:
@@ -43,7 +48,7 @@ def metric_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list
     return {p: {n: sorted(v) for n, v in sorted(out[p].items())} for p in sorted(out, key=phase_key)}
 
 
-def plot_metric_grid(phase: str, series: Mapping[str, list[tuple[int, int, float]]], ncols: int = 3) -> bytes | None:
+def plot_metric_grid(phase: str, series: Mapping[str, list[tuple[int, int, float]]], ncols: int = 3) -> str | None:
     """One small panel per metric of a phase; x is the step counted across iterations (iteration bounds dashed)."""
     if not series:
         return None
@@ -65,10 +70,10 @@ def plot_metric_grid(phase: str, series: Mapping[str, list[tuple[int, int, float
         ax.axis("off")
     fig.suptitle(f"metrics, phase {phase}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # leave the suptitle its own band
-    return _png(fig)
+    return _svg(fig)
 
 
-def plot_confidence_hist(labels: Sequence[Mapping[str, Any]], band: Sequence[float] | None) -> bytes | None:
+def plot_confidence_hist(labels: Sequence[Mapping[str, Any]], band: Sequence[float] | None) -> str | None:
     """Histogram of silver-label confidence per iteration (all voted questions), with the filter band."""
     by_it: dict[int, list[float]] = defaultdict(list)
     for r in labels:
@@ -88,10 +93,10 @@ def plot_confidence_hist(labels: Sequence[Mapping[str, Any]], band: Sequence[flo
     ax.legend(fontsize=8)
     ax.set_title("silver-label confidence; dotted: filter band", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return _svg(fig)
 
 
-def plot_kept_fraction(filters: Sequence[Mapping[str, Any]]) -> bytes | None:
+def plot_kept_fraction(filters: Sequence[Mapping[str, Any]]) -> str | None:
     """Share of voted questions kept for the reasoner's training set, per iteration."""
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for r in filters:
@@ -110,10 +115,10 @@ def plot_kept_fraction(filters: Sequence[Mapping[str, Any]]) -> bytes | None:
     ax.set_ylabel("kept fraction")
     ax.set_title("questions kept by the filter", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return _svg(fig)
 
 
-def plot_rewards(totals: Sequence[Mapping[str, Any]]) -> bytes | None:
+def plot_rewards(totals: Sequence[Mapping[str, Any]]) -> str | None:
     """Mean total reward per training step, one line per role (from ``rewards`` rows, component ``total``)."""
     sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
     for r in totals:
@@ -134,10 +139,10 @@ def plot_rewards(totals: Sequence[Mapping[str, Any]]) -> bytes | None:
     ax.legend(fontsize=8)
     ax.set_title("questioner and reasoner reward", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return _svg(fig)
 
 
-def plot_named(series: Mapping[str, list[tuple[int, int, float]]], title: str) -> bytes | None:
+def plot_named(series: Mapping[str, list[tuple[int, int, float]]], title: str) -> str | None:
     """Several metrics on one axis against iteration (e.g. gold vs silver accuracy)."""
     if not series:
         return None
@@ -149,10 +154,10 @@ def plot_named(series: Mapping[str, list[tuple[int, int, float]]], title: str) -
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return _svg(fig)
 
 
-def plot_paper_comparison(benchmarks: Sequence[str], titles: Mapping[str, str], rows: Sequence[Any]) -> bytes | None:
+def plot_paper_comparison(benchmarks: Sequence[str], titles: Mapping[str, str], rows: Sequence[Any]) -> str | None:
     """Per benchmark: the paper's score (dashed) and ours (solid) against iteration."""
     if not any(r.ours for r in rows):
         return None
@@ -175,4 +180,56 @@ def plot_paper_comparison(benchmarks: Sequence[str], titles: Mapping[str, str], 
     axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.suptitle("accuracy (%) by iteration: paper vs ours", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
-    return _png(fig)
+    return _svg(fig)
+
+
+def plot_story(totals: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]],
+               gold: Mapping[str, list[tuple[int, int, float]]]) -> str | None:
+    """The headline curves side by side: reward per training step of both roles (iteration boundaries marked and
+    labelled), confidence and kept share per iteration, and gold/silver accuracy per iteration when logged."""
+    if not totals and not summary:
+        return None
+    panels = 3 if gold else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.0), squeeze=False)
+    ax = axes[0][0]
+    sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+    for r in totals:
+        sums[(r["role"], int(r["iteration"]), int(r["step"]))].append(float(r["value"]))
+    for role in sorted({k[0] for k in sums}):
+        keys = sorted(k for k in sums if k[0] == role)
+        ax.plot(range(len(keys)), [sum(sums[k]) / len(sums[k]) for k in keys], marker="o", markersize=2.5,
+                label=role, color=ROLE_COLOURS.get(role))
+        if role == "questioner":
+            for i in range(1, len(keys)):
+                if keys[i][1] != keys[i - 1][1]:
+                    ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.7)
+                    ax.text(i - 0.4, 1.0, f"i{keys[i][1]}", transform=ax.get_xaxis_transform(), fontsize=7,
+                            va="top", color="grey")
+    ax.set_title("mean reward per training step", fontsize=9)
+    ax.set_xlabel("step (dashed: next iteration)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if sums:
+        ax.legend(fontsize=7)
+    ax = axes[0][1]
+    its = [s["iteration"] for s in summary]
+    for key, label, colour in (("confidence", "mean confidence", "tab:purple"), ("kept", "kept share", "tab:green"),
+                               ("valid", "valid share", "tab:grey")):
+        points = [(i, s[key]) for i, s in zip(its, summary) if s.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label, color=colour)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("questions per iteration", fontsize=9)
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+    if gold:
+        ax = axes[0][2]
+        for name, points in gold.items():
+            ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=name)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("gold-checked accuracy", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _svg(fig)
