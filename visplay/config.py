@@ -568,11 +568,15 @@ def _absent_sections(sources: list[tuple[str, DictConfig]], sections: dict[str, 
 
 def plugin_section(cfg: DictConfig, name: str) -> Any:
     """A plugin's own section (``plugins.<name>``) as its dataclass instance (cached per loaded recipe)."""
-    node = cfg.plugins[name]
+    node = cfg.plugins.get(name) if "plugins" in cfg else None
     cache_key = (id(cfg), name)
     cached = _SECTIONS.get(cache_key)
     if cached is None or cached[0] is not cfg:
-        cached = (cfg, OmegaConf.to_object(node))
+        section = OmegaConf.to_object(node) if node is not None else None
+        if not is_dataclass(section):
+            raise RecipeError(f"plugins.{name}: this recipe was loaded without the plugin that declares the section "
+                              f"(load it with that plugin installed, or pass it: load_recipe(..., plugins=[...]))")
+        cached = (cfg, section)
         _SECTIONS[cache_key] = cached
     return cached[1]
 

@@ -34,7 +34,7 @@ def test_rule_judge_through_the_hook(tmp_path):
 def test_endpoint_judge_on_loopback(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_JUDGE_KEY", "s3cret")
     with JudgeServer() as server:
-        ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={server.url}", "plugins.plugins.eval.judge_model_name=glm-test",
+        ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={server.url}", "plugins.eval.judge_model_name=glm-test",
                               "plugins.eval.api_key_env=TEST_JUDGE_KEY"])
         verdicts = ctx.call("visplay_judge", name="endpoint", items=ITEMS)
     assert [v["correct"] for v in verdicts] == [True, False]

@@ -10,6 +10,7 @@ import torch
 from support.models import SMALL, make_policy, prompts, tiny_path
 from visplay_models.policy import ModelLoadError, load_policy
 
+from visplay.config import RecipeError
 from visplay.types import SamplingParams
 
 PARAMS = SamplingParams(n=3, temperature=1.0, top_p=0.99, max_new_tokens=12, seed=7)
@@ -154,7 +155,7 @@ def _ctx(tmp_path, *overrides):
     from visplay.plugins import get_plugin_manager
 
     tiny = [f"plugins.models.tiny.{k}={v}" for k, v in SMALL.items()]
-    recipe = load_recipe("tiny", [*tiny, *overrides])
+    recipe = load_recipe("tiny", [*tiny, *overrides], plugins=(models_plugin, grpo_plugin))
     pm = get_plugin_manager(autoload=False, extra=(models_plugin, grpo_plugin))
     return RunContext(recipe=recipe, pm=pm, run_dir=tmp_path)
 
@@ -186,6 +187,7 @@ def test_grpo_plugin_options_are_validated(tmp_path):
     ctx = _ctx(tmp_path, "plugins.grpo.old_logprobs=sampler")
     policy = ctx.call("visplay_load_policy", role="reasoner", init_from=None)
     assert ctx.call("visplay_make_optimizer", role="reasoner", policy=policy).old_logprobs == "sampler"
-    bad = _ctx(tmp_path, "plugins.grpo.old_logprob=sampler")
-    with pytest.raises(Exception, match="plugins.grpo.old_logprob"):
-        bad.call("visplay_make_optimizer", role="reasoner", policy=policy)
+    with pytest.raises(RecipeError, match=r"plugins\.grpo\.old_logprob'; did you mean 'plugins\.grpo\.old_logprobs"):
+        _ctx(tmp_path, "plugins.grpo.old_logprob=sampler")  # refused when the recipe loads
+    with pytest.raises(RecipeError, match=r"plugins\.grpo\.old_logprobs': must be one of recompute, sampler"):
+        _ctx(tmp_path, "plugins.grpo.old_logprobs=maybe")

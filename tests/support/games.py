@@ -49,11 +49,11 @@ def make_ctx(tmp_path: Path | None = None, overrides: Sequence[str] = (), log=No
     import visplay_games.plugin as games_plugin
 
     # Pin what the tests assume, whatever tiny.yaml sets (no cold start unless a test asks for one).
-    recipe = load_recipe("tiny", ["data.source=games", "data.num_images=12", "data.size=64",
-                                  "plugins.games.held_out=6", "plugins.games.cold_start_steps=0",
-                                  "plugins.games.cold_start_reasoner_steps=null", "plugins.games.cold_start_images=48",
-                                  "plugins.games.cold_start_think_chars=16", "plugins.games.cold_start_describe=true",
-                                  *overrides])
+    recipe_overrides = ["data.source=games", "data.num_images=12", "data.size=64",
+                        "plugins.games.held_out=6", "plugins.games.cold_start_steps=0",
+                        "plugins.games.cold_start_reasoner_steps=null", "plugins.games.cold_start_images=48",
+                        "plugins.games.cold_start_think_chars=16", "plugins.games.cold_start_describe=true", *overrides]
     extra = (games_plugin, StandInPlugin()) if standin else (games_plugin,)
+    recipe = load_recipe("tiny", recipe_overrides, plugins=extra)
     pm = get_plugin_manager(autoload=False, extra=extra)
     return RunContext(recipe=recipe, pm=pm, run_dir=tmp_path or Path("."), log=log)
