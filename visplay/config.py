@@ -540,6 +540,25 @@ def recipe_schema(sections: dict[str, type], absent: Iterable[str] = ()) -> type
                           bases=(RecipeConfig,))
 
 
+def with_plugin_sections(cfg: DictConfig, plugins: Iterable[Any] = (),
+                         only: Collection[str] | None = None) -> DictConfig:
+    """``cfg`` checked against a plugin set that may declare sections it was loaded without (e.g. plugin objects a
+    run registers by hand): unchanged when every declared section is there and typed, else the resolved recipe is
+    loaded again with those plugins, so their sections get their defaults and checks."""
+    import tempfile
+
+    sections = plugin_sections(plugins, only)
+    given = cfg.get("plugins") or {}
+    if all(name in given and OmegaConf.get_type(given, name) is section for name, section in sections.items()):
+        return cfg
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(recipe_yaml(cfg))
+    try:
+        return load_recipe(f.name, plugins=plugins, only=only)
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+
+
 def _parse_override(item: str) -> DictConfig:
     if "=" not in item:
         raise RecipeError(f"command line: override {item!r} is not key=value")

@@ -37,13 +37,15 @@ def test_pairs_use_the_algorithm_plugins_prompts(no_autoload):
     algorithm = pytest.importorskip("visplay_algorithm.plugin")
     import visplay_games.plugin as games_plugin
 
+    from visplay.config import with_plugin_sections
     from visplay.context import RunContext
     from visplay.plugins import get_plugin_manager
 
     base = make_ctx(standin=False)
     for variant in ("paper", "released"):
         pm = get_plugin_manager(autoload=False, extra=(games_plugin, algorithm))
-        ctx = RunContext(recipe=base.recipe, pm=pm, run_dir=base.run_dir)
+        ctx = RunContext(recipe=with_plugin_sections(base.recipe, (games_plugin, algorithm)), pm=pm,
+                         run_dir=base.run_dir)
         pool = _pool(ctx)[:6]
         pairs = coldstart.build_pairs(ctx, pool, variant)
         q_prompt = pairs["questioner"][0][0]

@@ -18,7 +18,7 @@ from support.eval import add_eval_scores
 
 from visplay.report.build import write_report
 
-engine_fixtures = pytest.importorskip("engine_fixtures")
+engine_fixtures = pytest.importorskip("support.engine")
 engine = pytest.importorskip("visplay.loop.engine")
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),

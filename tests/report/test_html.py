@@ -44,7 +44,7 @@ def test_report_html_sections_figures_and_svgs(run_db, capsys):
         svg = (index.parent / f"{fig}.svg").read_text()
         assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
         assert f"<figure id='fig-{fig}'>{svg}" in page  # inlined as written
-    assert "gold/accuracy" in page  # the story table's gold column
+    assert "gold accuracy" in page and "gold/accuracy" in page  # the story table's column, the metric panels
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(embedded) == 4  # the sample browser's images; figures are SVG
     assert all(base64.b64decode(e).startswith(PNG_MAGIC) for e in embedded)
@@ -52,8 +52,9 @@ def test_report_html_sections_figures_and_svgs(run_db, capsys):
     assert "How many squares in image 1?" in page and "How many squares in image 0?" not in page  # kept first
     assert "src='http" not in page and "<script" not in page  # self-contained, nothing fetched
     assert "printed Avg 43.56, mean of the 7 scores 52.38" in page  # MiMo base row
-    assert "paper model: qwen2.5-vl-3b" in out and "gold/accuracy: i1=0.400, i2=0.500" in out
-    assert "gold/silver_accuracy: i1=0.650, i2=0.600" in out and "gold/accuracy/2048:" not in out
+    # the games plugin's own numbers, through visplay_summary_fields (the core names no plugin metric)
+    assert "paper model: qwen2.5-vl-3b" in out and "gold accuracy: i1=0.400, i2=0.500" in out
+    assert "silver-label accuracy: i1=0.650, i2=0.600" in out and "gold/accuracy/2048:" not in out
     assert f"report: {index}" in out
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from visplay.config import ROLES, RecipeError, load_recipe
+from visplay.config import ROLES, RecipeError, load_recipe, with_plugin_sections
 from visplay.context import RunContext
 from visplay.log.runlog import KeptQuestion, RunLog
 from visplay.log.schema_docs import write_datasette_metadata
@@ -65,7 +65,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
     :param stop: return after committing this step (inclusive); the run is then left resumable.
     :param plugin_names: load only these entry-point plugins (replay: the set the original run logged).
     """
-    cfg = recipe if isinstance(recipe, DictConfig) else load_recipe(str(recipe))
+    cfg = recipe if isinstance(recipe, DictConfig) else load_recipe(str(recipe), plugins=extra_plugins)
+    cfg = with_plugin_sections(cfg, extra_plugins, plugin_names)  # the sections of plugins registered by hand
     run_dir = Path(run_dir or cfg.run_dir)
     db_path = Path(db_path or run_dir / "run.db")
     if resume:
