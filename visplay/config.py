@@ -284,6 +284,25 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    vote_logprobs: bool = False
+    """Store the log-probs of the frozen reasoner's vote generations. Off by default: votes are ~90% of a paper
+    iteration's tokens and nothing reads their log-probs (no update trains on votes; replay serves votes
+    without them). Token ids and text are always stored."""
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1
+    """Snapshot the training role's weights and optimizer state every N training steps (1: every step). The
+    iteration's final ``<role>_v<i>`` is always written. A resumed run restarts from the newest snapshot and
+    recomputes the steps after it from the run log, so the result is the same for any N."""
+    keep: int = 1
+    """How many step snapshots per role stay on disk (the newest ones); the run log keeps every snapshot's
+    hashes. ``VISPLAY_KEEP_STATES=1`` keeps them all."""
+
+
+@dataclass
 class RecipeConfig:
     name: str = MISSING
     """Run name; the run goes to ``run_dir``."""
@@ -318,6 +337,10 @@ class RecipeConfig:
     """Multi-process training and GPU placement."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """What the run log stores beyond what replay needs."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """How often training state is written to disk."""
     plugins: dict[str, Any] = field(default_factory=dict)
     """Settings owned by plugins, one mapping per plugin name (e.g. ``plugins.games``); each plugin validates
     its own."""
@@ -492,6 +515,9 @@ def _validate(cfg: DictConfig, where: str) -> None:
             fail("model.tiny.hidden_size", "hidden_size / num_heads must be an integer >= 32 (vLLM CPU kernels)")
     if cfg.distributed.strategy not in ("ddp", "fsdp"):
         fail("distributed.strategy", "must be 'ddp' or 'fsdp'")
+    for key in ("every", "keep"):
+        if cfg.checkpoint[key] < 1:
+            fail(f"checkpoint.{key}", f"must be >= 1, got {cfg.checkpoint[key]}")
 
 
 def recipe_yaml(cfg: DictConfig) -> str:

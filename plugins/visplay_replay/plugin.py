@@ -16,7 +16,6 @@ the plugin behind it (e.g. the reward component ``uncertainty`` -> plugin ``algo
 from __future__ import annotations
 
 import functools
-import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -86,7 +85,7 @@ class ReplayPlugin:
     def _step_rows(self, iteration: int, phase: str, step: int) -> dict[tuple[str, int, int], dict[str, Any]]:
         where = (iteration, phase, step)
         if where not in self._steps:
-            rows = self.log.rows("generations", "iteration = ? and phase = ? and step = ?", list(where))
+            rows = self.log.generations(*where)
             self._steps = {where: {(r["role"], int(r["seed"]), int(r["sample_index"])): r for r in rows
                                    if r["seed"] is not None and r["sample_index"] is not None}}
         return self._steps[where]
@@ -163,12 +162,12 @@ def _recording(function: Any, hook: str, plugin: str, producers: dict[str, set[s
 def _generation(row: dict[str, Any], image: ImageRecord) -> Generation:
     """Rebuild a Generation from its ``generations`` row; the image is the one the engine asked about."""
     prompt = Prompt(user=row["prompt_user"] or "", image=image, system=row["prompt_system"])
-    return Generation(prompt=prompt, text=row["text"] or "", token_ids=_json_list(row["token_ids"]),
-                      logprobs=_json_list(row["logprobs"]), seed=int(row["seed"]),
+    # votes may be logged without log-probs (log.vote_logprobs): nothing downstream of a vote reads them
+    return Generation(prompt=prompt, text=row["text"] or "", token_ids=_as_list(row["token_ids"]),
+                      logprobs=_as_list(row["logprobs"]), seed=int(row["seed"]),
                       sample_index=int(row["sample_index"]), finish_reason=row["finish_reason"] or "stop")
 
 
-def _json_list(value: Any) -> list:
-    if value is None:
-        return []
-    return json.loads(value) if isinstance(value, str) else list(value)
+def _as_list(value: Any) -> list:
+    """RunLog decodes arrays (binary or legacy JSON) to lists; None (not logged) serves as empty."""
+    return [] if value is None else list(value)

@@ -53,12 +53,16 @@ def _check_shape(hook: str, result: Any, outer: int, inner: int) -> list[list[Ge
 
 def generation_row(ctx: Any, key: str, role: str, kind: str, image_id: str | None, parent_key: str | None,
                    gen: Generation, seed: int) -> dict[str, Any]:
-    """A ``generations`` row; ``seed`` is the request seed passed to the sampling hook (replay matches on it)."""
+    """A ``generations`` row; ``seed`` is the request seed passed to the sampling hook (replay matches on it).
+
+    Votes' log-probs are stored only with ``log.vote_logprobs`` (nothing reads them; they are most of the bytes).
+    """
+    keep_logprobs = kind != "vote" or bool(ctx.recipe.log.vote_logprobs)
     return {
         "key": key, "iteration": ctx.iteration, "phase": ctx.phase, "step": ctx.step, "role": role, "kind": kind,
         "image_id": image_id, "parent_key": parent_key, "sample_index": gen.sample_index, "seed": seed,
         "prompt_system": gen.prompt.system, "prompt_user": gen.prompt.user, "text": gen.text,
-        "token_ids": list(gen.token_ids), "logprobs": [float(x) for x in gen.logprobs],
+        "token_ids": list(gen.token_ids), "logprobs": [float(x) for x in gen.logprobs] if keep_logprobs else None,
         "finish_reason": gen.finish_reason,
     }
 
