@@ -72,7 +72,7 @@ def synthetic_iteration_fraction(seed: int = 0) -> tuple[list[dict], int]:
 def _row(rng: random.Random, key: str, role: str, kind: str, parent: str | None, index: int, user: str,
          system: str, n: int) -> dict:
     return {"key": key, "iteration": 1, "phase": "questioner", "step": 0, "role": role, "kind": kind,
-            "image_id": "%064x" % rng.getrandbits(256), "parent_key": parent, "sample_index": index,
+            "image_id": f"{rng.getrandbits(256):064x}", "parent_key": parent, "sample_index": index,
             "seed": rng.getrandbits(62), "prompt_system": system, "prompt_user": user, "text": _text(rng, n),
             "token_ids": [rng.randrange(151_936) for _ in range(n)],
             "logprobs": [_f32(-rng.expovariate(2.0)) for _ in range(n)], "finish_reason": "stop"}
