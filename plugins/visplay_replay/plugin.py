@@ -46,12 +46,15 @@ class ReplayError(Exception):
 class ReplayPlugin:
     """Serve logged generations to the engine. ``log`` is the original run's RunLog (read-only is enough)."""
 
-    def __init__(self, log: RunLog, *, missing: str = "error", serve: bool = True):
+    def __init__(self, log: RunLog, *, missing: str = "error", serve: bool = True, record: bool = True):
         if missing not in ("error", "sample"):
             raise ValueError(f"missing must be 'error' or 'sample', got {missing!r}")
         self.log = log
         self.missing = missing
         self.serve = serve  # False: only record which plugin produced what (``replay --resample``)
+        # False: serve only, leave the other plugins' hook functions unwrapped (the engine's resume uses this to
+        # recompute logged steps after a snapshot; see visplay/loop/engine.py ``catch_up``)
+        self.record = record
         self.served: Counter[str] = Counter()  # generations answered from the log, per role
         self.sampled_fresh: Counter[str] = Counter()  # requests the log could not answer (what-if only)
         self.passed_through: Counter[str] = Counter()  # requests outside LOGGED_PHASES, per phase
@@ -127,7 +130,7 @@ class ReplayPlugin:
 
     def _instrument(self, pm: pluggy.PluginManager) -> None:
         """Wrap the tracked hook implementations once per plugin manager to record who produced what."""
-        if id(pm) in self._instrumented:
+        if not self.record or id(pm) in self._instrumented:
             return
         self._instrumented.add(id(pm))
         for hook in TRACKED_HOOKS:

@@ -420,6 +420,16 @@ class RunLog:
         """The decoded generations of one engine step (what the replay plugin serves)."""
         return self.rows("generations", "iteration = ? and phase = ? and step = ?", [iteration, phase, step])
 
+    def snapshots(self, iteration: int, role: str) -> list[dict[str, Any]]:
+        """The committed step snapshots (``state/...`` checkpoints) of ``role`` in ``iteration``, by step."""
+        return self.rows("checkpoints", "iteration = ? and role = ? and name like 'state/%'", [iteration, role],
+                         order_by="step")
+
+    def step_rows(self, table: str, iteration: int, role: str, step: int) -> list[dict[str, Any]]:
+        """Rows of a training step in ``advantages`` or ``metrics`` (the phase of a training step is its role)."""
+        column = {"advantages": "role", "metrics": "phase"}[table]
+        return self.rows(table, f"iteration = ? and {column} = ? and step = ?", [iteration, role, step])
+
     def _decode_generation(self, row: dict[str, Any], legacy: bool,
                            prompts: dict[str, tuple[str | None, str | None]]) -> dict[str, Any]:
         if not legacy:
