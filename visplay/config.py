@@ -133,6 +133,9 @@ class DataConfig:
     """Files larger than this are skipped (logged as events)."""
     max_decode_pixels: int = 100_000_000
     """Images with more pixels than this are skipped before decoding (decompression-bomb guard)."""
+    image_cache: int = 256
+    """Decoded images kept in memory (an LRU); the pool itself holds only ids, sources and sizes, and decodes
+    pixels on demand (~150 kB per 224 px image)."""
 
 
 @dataclass
@@ -515,6 +518,8 @@ def _validate(cfg: DictConfig, where: str) -> None:
             fail("model.tiny.hidden_size", "hidden_size / num_heads must be an integer >= 32 (vLLM CPU kernels)")
     if cfg.distributed.strategy not in ("ddp", "fsdp"):
         fail("distributed.strategy", "must be 'ddp' or 'fsdp'")
+    if cfg.data.image_cache < 1:
+        fail("data.image_cache", f"must be >= 1, got {cfg.data.image_cache}")
     for key in ("every", "keep"):
         if cfg.checkpoint[key] < 1:
             fail(f"checkpoint.{key}", f"must be >= 1, got {cfg.checkpoint[key]}")

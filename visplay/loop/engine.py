@@ -213,6 +213,8 @@ class SelfPlay:
         if s == 0 or self.roles.holds_weights(role, i, previous) or self.roles.path(previous).is_dir():
             return
         start = self.roles.newest_snapshot(role, i, before=s - 1)
+        if any((i, role, u) not in self.done for u in range(start + 1, s)):
+            return  # skipped by ``start``, not logged: nothing to recompute from (the trainer names the missing state)
         from visplay_replay.plugin import ReplayPlugin  # the core's replay uses the same plugin
 
         plugin = ReplayPlugin(self.ctx.log, record=False)
