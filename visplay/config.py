@@ -289,7 +289,7 @@ class EvalConfig:
 @dataclass
 class LogConfig:
     vote_logprobs: bool = False
-    """Store the log-probs of the frozen reasoner's vote generations. Off by default: votes are ~90% of a paper
+    """Store the log-probs of the frozen reasoner's vote generations. Off by default: votes are ~80% of a paper
     iteration's tokens and nothing reads their log-probs (no update trains on votes; replay serves votes
     without them). Token ids and text are always stored."""
 
