@@ -85,3 +85,15 @@ def test_a_log_that_no_longer_matches_stops_the_resume(tmp_path):
     again = _drive(tmp_path, "resume", "runs/x")
     assert again.returncode != 0
     assert "recomputing questioner step 3 of iteration 1 from the run log gave different advantages" in again.stderr
+
+
+@pytest.mark.parametrize("override, key", [("checkpoint.every=0", "checkpoint.every"),
+                                           ("checkpoint.keep=0", "checkpoint.keep"),
+                                           ("data.image_cache=0", "data.image_cache")])
+def test_recipe_refuses_non_positive_cadence_and_cache(override, key):
+    from visplay.config import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match=key.replace(".", r"\.") + ".*must be >= 1, got 0"):
+        load_recipe("tiny", [override])
+    cfg = load_recipe("tiny", ["checkpoint.every=4"])
+    assert (cfg.checkpoint.every, cfg.checkpoint.keep, cfg.log.vote_logprobs) == (4, 1, False)
