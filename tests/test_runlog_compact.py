@@ -154,3 +154,16 @@ def test_schema_1_log_opens_migrates_diffs_and_replays(tmp_path):
         assert log.rows("generations") == legacy_rows
         assert log.integrity_ok()
     assert diff_runs(old, migrated).equal
+
+
+def test_diff_names_the_first_differing_log_prob_of_binary_rows(tmp_path):
+    rows = [_gen(k, kind="rollout") for k in range(3)]
+    changed = [dict(r) for r in rows]
+    changed[1] = {**rows[1], "logprobs": [*rows[1]["logprobs"][:7], -9.0, *rows[1]["logprobs"][8:]]}
+    for name, data in (("a.db", rows), ("b.db", changed)):
+        with RunLog(tmp_path / name, create=True) as log:
+            log.insert("generations", data)
+    result = diff_runs(tmp_path / "a.db", tmp_path / "b.db", tables=("generations",))
+    assert result.tables["generations"].differing == 1
+    assert result.first.describe().startswith(f"generations[{rows[1]['key']}].logprobs[7]: a=")
+    assert diff_runs(tmp_path / "a.db", tmp_path / "b.db", tables=("generations",), tolerance=10.0).equal
