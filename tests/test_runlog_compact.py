@@ -167,3 +167,22 @@ def test_diff_names_the_first_differing_log_prob_of_binary_rows(tmp_path):
     assert result.tables["generations"].differing == 1
     assert result.first.describe().startswith(f"generations[{rows[1]['key']}].logprobs[7]: a=")
     assert diff_runs(tmp_path / "a.db", tmp_path / "b.db", tables=("generations",), tolerance=10.0).equal
+
+
+def test_datasette_plugin_decodes_the_arrays(tmp_path):
+    """Runs where datasette is installed (it is not a dependency): the entry point registers the vp_* functions."""
+    pytest.importorskip("datasette")
+    import asyncio
+
+    from datasette.app import Datasette
+
+    with RunLog(tmp_path / "run.db", create=True) as log:
+        log.insert("generations", [_gen(2)])
+
+    async def query() -> list:
+        ds = Datasette([str(tmp_path / "run.db")])
+        response = await ds.client.get("/run.json?sql=select+tokens,+token_ids+from+generations_json&_shape=array")
+        return response.json()
+
+    [row] = asyncio.run(query())
+    assert row["tokens"] == 300 and json.loads(row["token_ids"]) == _gen(2)["token_ids"]
