@@ -114,8 +114,8 @@ TABLES: dict[str, dict[str, Any]] = {
 # and reads run logs of schema 1 (prompt text and JSON arrays in the row) the same way.
 GENERATION_COLUMNS = ("key", "iteration", "phase", "step", "role", "kind", "image_id", "parent_key", "sample_index",
                       "seed", "prompt_system", "prompt_user", "text", "token_ids", "logprobs", "finish_reason")
-_V1_GENERATIONS = {**{c: int if c in ("iteration", "step", "sample_index", "seed") else str
-                      for c in GENERATION_COLUMNS}}
+# Schema 1's ``generations`` columns (what _migrate_1 creates; _migrate_issue14 converts them).
+_V1_GENERATIONS = {c: int if c in ("iteration", "step", "sample_index", "seed") else str for c in GENERATION_COLUMNS}
 
 # Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
 VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
