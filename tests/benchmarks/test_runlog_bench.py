@@ -12,7 +12,9 @@ produce them.
 
 Formats: ``json`` is schema 1's write path (every column through sqlite_utils ``insert_all``, arrays as JSON text,
 prompts inline, votes' log-probs kept); ``binary`` is RunLog today (arrays as BLOBs, prompts once, votes' log-probs
-off: the default); ``binary_vote_logprobs`` is RunLog with ``log.vote_logprobs: true``.
+off: the default); ``binary_vote_logprobs`` is RunLog with ``log.vote_logprobs: true``; ``binary_whole_step`` is
+the default plus the step's other rows (questions, labels, 5,120 vote answers, 4 reward rows and an advantage per
+question) in the same transaction, i.e. everything the engine logs for those generations.
 
 Reported per format (``extra_info``): rows/s, bytes per generation (database file after a WAL checkpoint, divided
 by rows), bytes per token of the id and log-prob cells alone, MB per paper iteration (that times 901,120 generations), and the logging time as a share of the modelled
@@ -94,12 +96,38 @@ def _write_json(path: Path, rows: list[dict]) -> None:
     db.close()
 
 
-def _write_binary(path: Path, rows: list[dict], vote_logprobs: bool) -> None:
+def _write_binary(path: Path, rows: list[dict], vote_logprobs: bool, others: dict[str, list[dict]] | None = None) -> None:
     with RunLog(path, create=True) as log:
         batch = rows if vote_logprobs else [{**r, "logprobs": None} if r["kind"] == "vote" else r for r in rows]
         with log.step(1, "questioner", 0):
             log.insert("generations", batch)
+            for table, table_rows in (others or {}).items():  # the rest of the step, as the engine writes it
+                log.insert(table, table_rows)
         log.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def step_rows(generations: list[dict]) -> dict[str, list[dict]]:
+    """The other rows of the same questioner step: questions, labels, vote answers, 3 reward components + total,
+    advantages (as visplay/loop/phases.py writes them)."""
+    at = {"iteration": 1, "phase": "questioner", "step": 0}
+    questions = [g for g in generations if g["kind"] == "question"]
+    out: dict[str, list[dict]] = {"questions": [], "labels": [], "answers": [], "rewards": [], "advantages": []}
+    for q in questions:
+        key, group = q["key"], q["key"].rsplit("/", 1)[0]
+        out["questions"].append({**at, "key": key, "image_id": q["image_id"], "grp": group, "valid": 1,
+                                 "qtype": "numerical", "question": q["text"][:240], "stated_answer": "12",
+                                 "parse_reason": "ok"})
+        answers = [str(v % 3) for v in range(VOTES_PER_QUESTION)]
+        out["labels"].append({"iteration": 1, "phase": "questioner", "question_key": key, "m": VOTES_PER_QUESTION, "answers": answers,
+                              "answer_keys": answers, "silver_label": "0", "silver_key": "0", "confidence": 0.4})
+        out["answers"] += [{**at, "key": f"{key}/v{v}", "question_key": key, "grp": key, "extracted": a,
+                            "answer_key": a, "silver_key": "0"} for v, a in enumerate(answers)]
+        for name, value in (("uncertainty", 0.8), ("diversity", -0.125), ("format", 1.0), ("total", 0.675)):
+            out["rewards"].append({"key": key, "component": name, "iteration": 1, "role": "questioner", "step": 0,
+                                   "value": value})
+        out["advantages"].append({"key": key, "iteration": 1, "role": "questioner", "step": 0, "grp": group,
+                                  "reward": 0.675, "advantage": 0.25})
+    return out
 
 
 def _empty_size(path: Path, fmt: str) -> int:
@@ -111,9 +139,10 @@ def _empty_size(path: Path, fmt: str) -> int:
     return path.stat().st_size
 
 
-@pytest.mark.parametrize("fmt", ["json", "binary", "binary_vote_logprobs"])
+@pytest.mark.parametrize("fmt", ["json", "binary", "binary_vote_logprobs", "binary_whole_step"])
 def test_bench_runlog_paper_iteration_fraction(benchmark, tmp_path, fmt):
     rows, tokens = synthetic_iteration_fraction()
+    others = step_rows(rows)
     base = _empty_size(tmp_path / "empty.db", fmt)
     counter = {"n": 0}
 
@@ -126,7 +155,8 @@ def test_bench_runlog_paper_iteration_fraction(benchmark, tmp_path, fmt):
         if fmt == "json":
             _write_json(path, rows)
         else:
-            _write_binary(path, rows, vote_logprobs=fmt == "binary_vote_logprobs")
+            _write_binary(path, rows, vote_logprobs=fmt == "binary_vote_logprobs",
+                          others=others if fmt == "binary_whole_step" else None)
 
     benchmark.pedantic(write, rounds=3, iterations=1)
     size = (tmp_path / f"run{counter['n']}.db").stat().st_size - base
