@@ -93,6 +93,9 @@ class DataConfig:
     """Files larger than this are skipped (logged as events)."""
     max_decode_pixels: int = 100_000_000
     """Images with more pixels than this are skipped before decoding (decompression-bomb guard)."""
+    image_cache: int = 256
+    """Decoded images kept in memory (an LRU); the pool itself holds only ids, sources and sizes, and decodes
+    pixels on demand (~150 kB per 224 px image)."""
 
 
 @dataclass
@@ -234,6 +237,25 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    vote_logprobs: bool = False
+    """Store the log-probs of the frozen reasoner's vote generations. Off by default: votes are ~80% of a paper
+    iteration's tokens and nothing reads their log-probs (no update trains on votes; replay serves votes
+    without them). Token ids and text are always stored."""
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1
+    """Snapshot the training role's weights and optimizer state every N training steps (1: every step). The
+    iteration's final ``<role>_v<i>`` is always written. A resumed run restarts from the newest snapshot and
+    recomputes the steps after it from the run log, so the result is the same for any N."""
+    keep: int = 1
+    """How many step snapshots per role stay on disk (the newest ones); the run log keeps every snapshot's
+    hashes. ``VISPLAY_KEEP_STATES=1`` keeps them all."""
+
+
+@dataclass
 class RecipeConfig:
     name: str = MISSING
     """Run name; the run goes to ``run_dir``."""
@@ -268,6 +290,10 @@ class RecipeConfig:
     """Multi-process training and GPU placement."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """What the run log stores beyond what replay needs."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """How often training state is written to disk."""
     plugins: dict[str, Any] = field(default_factory=dict)
     """Settings owned by plugins, one section per plugin (e.g. ``plugins.games``), declared by each plugin through
     ``visplay_recipe_sections`` and validated like the core's."""
@@ -467,6 +493,11 @@ def _validate(cfg: DictConfig, where: str) -> None:
         fail("model.dtype", "must be float32, bfloat16 or float16")
     if cfg.distributed.strategy not in ("ddp", "fsdp"):
         fail("distributed.strategy", "must be 'ddp' or 'fsdp'")
+    if cfg.data.image_cache < 1:
+        fail("data.image_cache", f"must be >= 1, got {cfg.data.image_cache}")
+    for key in ("every", "keep"):
+        if cfg.checkpoint[key] < 1:
+            fail(f"checkpoint.{key}", f"must be >= 1, got {cfg.checkpoint[key]}")
 
 
 def recipe_yaml(cfg: DictConfig) -> str:

@@ -1,12 +1,15 @@
 """Image pools: a local folder, a parquet file with an ``images`` column, and procedurally drawn shapes.
 
-Each pool is decoded once when opened, in a deterministic order (folder: sorted relative paths; parquet: row
-order; procedural: index order). Bad inputs go to ``on_skip(source, reason)`` and are left out; duplicates (same
-content hash) are kept once. An empty pool is an error naming the path.
+Each pool is read once when opened, in a deterministic order (folder: sorted relative paths; parquet: row
+order; procedural: index order), to give every image its content id (visplay_images.decode.image_id); the pixels are
+then dropped and decoded again on demand through a bounded cache (visplay_images.stream), so memory does not grow
+with the pool. Bad inputs go to ``on_skip(source, reason)`` and are left out; duplicates (same content hash) are
+kept once. An empty pool is an error naming the path.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,19 +19,34 @@ from PIL import Image, ImageDraw
 
 from visplay.types import ImageRecord
 from visplay_images.decode import BadImage, DecodeLimits, decode_image, image_id, png_bytes
+from visplay_images.stream import (
+    DEFAULT_CACHE_SIZE,
+    FileLoader,
+    ImageCache,
+    ParquetLoader,
+    PngLoader,
+    StreamedImageRecord,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SkipCallback = Callable[[str, str], None]
+# (source, bytes or the reason they are unusable, the loader that reads them again)
+Item = tuple[str, Any, Callable[[], Image.Image] | None]
 
 
 class ImagePool:
-    """A finite, ordered list of ImageRecords (implements visplay.types.ImageSource, plus indexing)."""
+    """A finite, ordered list of ImageRecords (implements visplay.types.ImageSource, plus indexing).
 
-    def __init__(self, records: list[ImageRecord], origin: str, skipped: int = 0, duplicates: int = 0):
+    The records are light (id, source, size, loader); ``cache`` holds the decoded pixels of the recently used ones.
+    """
+
+    def __init__(self, records: list[ImageRecord], origin: str, skipped: int = 0, duplicates: int = 0,
+                 cache: ImageCache | None = None):
         self.records = records
         self.origin = origin
         self.skipped = skipped
         self.duplicates = duplicates
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.records)
@@ -40,13 +58,15 @@ class ImagePool:
         return self.records[index]
 
 
-def _collect(items: Iterator[tuple[str, Any]], limits: DecodeLimits, on_skip: SkipCallback, origin: str,
-             max_images: int | None, keep_png: bool, meta: Callable[[str], dict] | None = None) -> ImagePool:
-    """Decode (source, bytes-or-error) pairs into a pool, skipping bad ones."""
+def _collect(items: Iterator[Item], limits: DecodeLimits, on_skip: SkipCallback, origin: str,
+             max_images: int | None, keep_png: bool, meta: Callable[[str], dict] | None = None,
+             cache_size: int = DEFAULT_CACHE_SIZE) -> ImagePool:
+    """Decode (source, bytes-or-error, loader) items once for their ids, skipping bad ones; keep light records."""
+    cache = ImageCache(cache_size)
     records: list[ImageRecord] = []
     seen: set[str] = set()
     skipped = duplicates = 0
-    for source, data in items:
+    for source, data, loader in items:
         if max_images is not None and len(records) >= max_images:
             break
         try:
@@ -63,45 +83,53 @@ def _collect(items: Iterator[tuple[str, Any]], limits: DecodeLimits, on_skip: Sk
             duplicates += 1
             continue
         seen.add(ident)
-        records.append(ImageRecord(image_id=ident, image=img, source=source, png=png if keep_png else None,
-                                   meta=meta(source) if meta else {}))
+        records.append(StreamedImageRecord(ident, source, PngLoader(png) if keep_png else loader, cache,
+                                           width=img.width, height=img.height, png=png if keep_png else None,
+                                           meta=meta(source) if meta else {}))
     if not records:
         raise ValueError(f"{origin}: no usable images ({skipped} skipped as unreadable; see the image_skipped "
                          f"events or the messages above)")
-    return ImagePool(records, origin, skipped=skipped, duplicates=duplicates)
+    return ImagePool(records, origin, skipped=skipped, duplicates=duplicates, cache=cache)
 
 
 # --- folder ----------------------------------------------------------------------------------------------------
 
 
-def open_folder(path: str, limits: DecodeLimits, on_skip: SkipCallback, max_images: int | None = None) -> ImagePool:
+def open_folder(path: str, limits: DecodeLimits, on_skip: SkipCallback, max_images: int | None = None,
+                cache_size: int = DEFAULT_CACHE_SIZE) -> ImagePool:
     """Every image file under ``path`` (recursively), in sorted order of relative path."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ValueError(f"data.images={path!r}: not a folder")
     files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
 
-    def items() -> Iterator[tuple[str, Any]]:
+    def items() -> Iterator[Item]:
         for file in files:
             if file.name.startswith("."):
                 continue
             if file.suffix.lower() not in IMAGE_SUFFIXES:
-                yield str(file), BadImage(f"not an image file name (suffix {file.suffix or 'none'!r})")
+                yield str(file), BadImage(f"not an image file name (suffix {file.suffix or 'none'!r})"), None
                 continue
-            size = file.stat().st_size
-            if size > limits.max_file_mb * 1024 * 1024:  # checked before reading it into memory
-                yield str(file), BadImage(f"file is {size / 2**20:.1f} MB > data.max_file_mb={limits.max_file_mb}")
+            stat = os.stat(file)
+            if stat.st_size > limits.max_file_mb * 1024 * 1024:  # checked before reading it into memory
+                yield (str(file), BadImage(f"file is {stat.st_size / 2**20:.1f} MB > "
+                                           f"data.max_file_mb={limits.max_file_mb}"), None)
                 continue
-            yield str(file), file.read_bytes()
+            loader = FileLoader(str(file), limits, stat.st_size, stat.st_mtime_ns)
+            yield str(file), file.read_bytes(), loader
 
-    return _collect(items(), limits, on_skip, str(root), max_images, keep_png=False)
+    return _collect(items(), limits, on_skip, str(root), max_images, keep_png=False, cache_size=cache_size)
 
 
 # --- parquet ---------------------------------------------------------------------------------------------------
 
 
-def open_parquet(path: str, limits: DecodeLimits, on_skip: SkipCallback, max_images: int | None = None) -> ImagePool:
-    """The ``images`` column of a parquet file: bytes, {"bytes": ...} structs (HF datasets), or lists of them."""
+def open_parquet(path: str, limits: DecodeLimits, on_skip: SkipCallback, max_images: int | None = None,
+                 cache_size: int = DEFAULT_CACHE_SIZE) -> ImagePool:
+    """The ``images`` column of a parquet file: bytes, {"bytes": ...} structs (HF datasets), or lists of them.
+
+    Read one row group at a time; a record reloads its cell by (row group, row) when its pixels are needed.
+    """
     import pyarrow.parquet as pq
 
     file = Path(path).expanduser()
@@ -114,20 +142,22 @@ def open_parquet(path: str, limits: DecodeLimits, on_skip: SkipCallback, max_ima
     if "images" not in parquet.schema_arrow.names:
         raise ValueError(f"{path}: no 'images' column (columns: {', '.join(parquet.schema_arrow.names)})")
 
-    def items() -> Iterator[tuple[str, Any]]:
+    def items() -> Iterator[Item]:
         row = 0
-        for batch in parquet.iter_batches(columns=["images"], batch_size=64):
-            for cell in batch.column(0).to_pylist():
-                cells = cell if isinstance(cell, list) else [cell]
-                for k, value in enumerate(cells):
+        for group in range(parquet.num_row_groups):
+            cells = parquet.read_row_group(group, columns=["images"]).column(0).to_pylist()
+            for index, cell in enumerate(cells):
+                values = cell if isinstance(cell, list) else [cell]
+                for k, value in enumerate(values):
                     name = f"{file}#row{row}" + (f"/{k}" if isinstance(cell, list) else "")
-                    yield name, _cell_bytes(value)
+                    loader = ParquetLoader(str(file), group, index, k if isinstance(cell, list) else None, limits)
+                    yield name, cell_bytes(value), loader
                 row += 1
 
-    return _collect(items(), limits, on_skip, str(file), max_images, keep_png=False)
+    return _collect(items(), limits, on_skip, str(file), max_images, keep_png=False, cache_size=cache_size)
 
 
-def _cell_bytes(value: Any) -> bytes | BadImage:
+def cell_bytes(value: Any) -> bytes | BadImage:
     if isinstance(value, dict):
         value = value.get("bytes")
     if isinstance(value, (bytes, bytearray)):
@@ -168,20 +198,22 @@ def draw_shapes(seed: int, side: int = 224) -> tuple[Image.Image, dict[str, Any]
     return img, {"generator": "procedural/shapes-v1", "shapes": shapes, "counts": counts, "total": len(shapes)}
 
 
-def open_procedural(num_images: int, limits: DecodeLimits, seed_for: Callable[[int], int]) -> ImagePool:
+def open_procedural(num_images: int, limits: DecodeLimits, seed_for: Callable[[int], int],
+                    cache_size: int = DEFAULT_CACHE_SIZE) -> ImagePool:
     """``num_images`` generated images; image i is drawn from seed ``seed_for(i)``. Bytes are kept (stored in the
     run log, since these images exist nowhere else)."""
     if num_images < 1:
         raise ValueError(f"data.num_images must be >= 1 for the procedural source, got {num_images}")
     side = limits.size if limits.resize == "fixed" else 224
-    drawn = [draw_shapes(seed_for(i), side) for i in range(num_images)]
-    metas = {f"procedural:{i}": meta for i, (_, meta) in enumerate(drawn)}
+    metas: dict[str, dict[str, Any]] = {}
 
-    def items() -> Iterator[tuple[str, Any]]:
-        for i, (img, _) in enumerate(drawn):
-            yield f"procedural:{i}", png_bytes(img)
+    def items() -> Iterator[Item]:
+        for i in range(num_images):  # drawn one at a time: only the PNG bytes of each stay
+            img, metas[f"procedural:{i}"] = draw_shapes(seed_for(i), side)
+            yield f"procedural:{i}", png_bytes(img), None
 
     def no_skip(source: str, reason: str) -> None:  # generated images are always valid
         raise RuntimeError(f"{source}: generated image failed to decode: {reason}")
 
-    return _collect(items(), limits, no_skip, "procedural", None, keep_png=True, meta=metas.__getitem__)
+    return _collect(items(), limits, no_skip, "procedural", None, keep_png=True, meta=metas.__getitem__,
+                    cache_size=cache_size)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from omegaconf import OmegaConf
 from support.replay import build_log, question_key, question_seed, vote_seed
@@ -68,7 +66,7 @@ def test_questions_are_served_from_the_log(tmp_path, setup):
                                                          ["<question>q00?</question>", "<question>q01?</question>"]]
     first = out[0][1]
     row = log.rows("generations", "key = ?", [question_key(1, 1, 1)])[0]
-    assert first.token_ids == json.loads(row["token_ids"])
+    assert first.token_ids == row["token_ids"]
     assert first.logprobs == [-0.5, -0.5, -1.0 / 3]  # floats back bit for bit through JSON
     assert (first.seed, first.sample_index, first.finish_reason) == (question_seed(1, 1), 1, "stop")
     assert first.prompt == Prompt(user="user 1", image=images[0], system="sys")

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from visplay.log.runlog import ADDED_LATER, TABLES, VOLATILE_COLUMNS, RunLog
+from visplay.log.runlog import ADDED_LATER, GENERATION_COLUMNS, TABLES, VOLATILE_COLUMNS, RunLog
 from visplay.loop.keys import key_position, phase_rank
 
 # Pipeline order of the tables; a divergence in an earlier table of the same step explains the later ones.
@@ -256,6 +256,8 @@ def _pk(log: RunLog, table: str) -> list[str]:
 def _compared_columns(log_a: RunLog, log_b: RunLog, table: str) -> list[str]:
     if table == "runs":
         return list(RUN_COLUMNS)
+    if table == "generations":  # decoded rows, whatever the schema of either log
+        return list(GENERATION_COLUMNS)
     cols_a = list(log_a.db[table].columns_dict) if log_a.db[table].exists() else []
     cols_b = list(log_b.db[table].columns_dict) if log_b.db[table].exists() else []
     cols = cols_a + [c for c in cols_b if c not in cols_a]
@@ -268,6 +270,13 @@ def _stream(log: RunLog, table: str, pk: list[str]) -> Iterator[tuple[tuple, dic
     if table == "runs":  # a single row whose id is a machine fact: match the rows by position
         for row in log.rows("runs"):
             yield ((0, 0),), row
+        return
+    if table == "generations":
+        # Decoded values, as canonical JSON (the form schema-1 logs stored): a binary log and a JSON log of the
+        # same run compare equal, and the JSON detail/tolerance code below applies to both.
+        for row in log.iter_rows(table, order_by="[key]"):
+            row["token_ids"], row["logprobs"] = _json_text(row["token_ids"]), _json_text(row["logprobs"])
+            yield tuple(_sort_key(row.get(c)) for c in pk), row
         return
     select = "rowid, *" if pk == ["rowid"] else "*"
     for row in log.db[table].rows_where(select=select, order_by=", ".join(f"[{c}]" for c in pk)):
@@ -289,6 +298,10 @@ def iter_row_pairs(log_a: RunLog, log_b: RunLog, table: str) -> Iterator[tuple[t
         else:
             yield _key_values(next_a[1], pk, table), next_a[1], next_b[1]
             next_a, next_b = next(it_a, None), next(it_b, None)
+
+
+def _json_text(values: list | None) -> str | None:
+    return None if values is None else json.dumps(values, separators=(",", ":"))
 
 
 def _key_values(row: dict[str, Any], pk: list[str], table: str) -> tuple[Any, ...]:
@@ -355,6 +368,8 @@ def _compare_rows(table: str, key: tuple, row_a: dict | None, row_b: dict | None
         va, vb = row_a.get(column), row_b.get(column)
         if (table, column) in ADDED_LATER and (va is None or vb is None):
             continue  # a log written before the column existed
+        if table == "generations" and column == "logprobs" and row_a.get("kind") == "vote" and None in (va, vb):
+            continue  # votes' log-probs are optional (log.vote_logprobs); a log without them is not a divergence
         if table == "runs" and column == "recipe_yaml":
             same = _normalized_recipe(va) == _normalized_recipe(vb)
         else:

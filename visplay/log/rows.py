@@ -14,13 +14,15 @@ from visplay.types import Generation, ParsedQuestion, QuestionItem, Vote
 
 
 def generation_row(at: Position, key: str, role: str, kind: str, image_id: str | None, parent_key: str | None,
-                   gen: Generation, seed: int) -> dict[str, Any]:
-    """A ``generations`` row; ``seed`` is the request seed passed to the sampling hook (replay matches on it)."""
+                   gen: Generation, seed: int, *, keep_logprobs: bool = True) -> dict[str, Any]:
+    """A ``generations`` row; ``seed`` is the request seed passed to the sampling hook (replay matches on it).
+    ``keep_logprobs=False`` leaves the log-probs out (votes, unless ``log.vote_logprobs``)."""
     return {
         "key": key, "iteration": at.iteration, "phase": at.phase, "step": at.step, "role": role, "kind": kind,
         "image_id": image_id, "parent_key": parent_key, "sample_index": gen.sample_index, "seed": seed,
         "prompt_system": gen.prompt.system, "prompt_user": gen.prompt.user, "text": gen.text,
-        "token_ids": list(gen.token_ids), "logprobs": [float(x) for x in gen.logprobs],
+        "token_ids": list(gen.token_ids),
+        "logprobs": [float(x) for x in gen.logprobs] if keep_logprobs else None,
         "finish_reason": gen.finish_reason,
     }
 

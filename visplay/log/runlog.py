@@ -10,6 +10,7 @@ absent step. The database is opened in WAL mode; the schema is created and upgra
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 import time
@@ -20,7 +21,9 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+from visplay.log import arrays
+
+SCHEMA_VERSION = 4
 
 # Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
 # Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
@@ -45,10 +48,14 @@ TABLES: dict[str, dict[str, Any]] = {
     "generations": {
         "columns": {
             "key": str, "iteration": int, "phase": str, "step": int, "role": str, "kind": str, "image_id": str,
-            "parent_key": str, "sample_index": int, "seed": int, "prompt_system": str, "prompt_user": str,
-            "text": str, "token_ids": str, "logprobs": str, "finish_reason": str,
+            "parent_key": str, "sample_index": int, "seed": int, "prompt": str, "text": str,
+            "token_ids": bytes, "logprobs": bytes, "finish_reason": str,
         },
         "pk": "key",
+    },
+    "prompts": {
+        "columns": {"prompt": str, "system": str, "user": str},
+        "pk": "prompt",
     },
     "questions": {
         "columns": {
@@ -108,6 +115,14 @@ TABLES: dict[str, dict[str, Any]] = {
 # are NULL in rows written before, and comparisons skip them where one side has no value.
 ADDED_LATER = {("rewards", "producer"), ("filters", "producer")}
 
+# What a ``generations`` row looks like to writers and readers: prompts as text, arrays as lists. On disk the
+# prompt is a reference into ``prompts`` and the arrays are BLOBs (visplay.log.arrays); RunLog converts both ways,
+# and reads run logs of schema 1 (prompt text and JSON arrays in the row) the same way.
+GENERATION_COLUMNS = ("key", "iteration", "phase", "step", "role", "kind", "image_id", "parent_key", "sample_index",
+                      "seed", "prompt_system", "prompt_user", "text", "token_ids", "logprobs", "finish_reason")
+# Schema 1's ``generations`` columns (what _migrate_1 creates; _migrate_3 converts them).
+_V1_GENERATIONS = {c: int if c in ("iteration", "step", "sample_index", "seed") else str for c in GENERATION_COLUMNS}
+
 # Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
 VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
 
@@ -148,7 +163,10 @@ def _check_is_sqlite(path: Path) -> None:
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
     for name, spec in TABLES.items():
-        columns = {c: t for c, t in spec["columns"].items() if (name, c) not in ADDED_LATER}
+        if name == "prompts":  # added by _migrate_3
+            continue
+        columns = _V1_GENERATIONS if name == "generations" else {c: t for c, t in spec["columns"].items()
+                                                                  if (name, c) not in ADDED_LATER}
         db[name].create(columns, pk=spec["pk"], not_null=None)
     db["generations"].create_index(["iteration", "phase", "step"])
     db["questions"].create_index(["iteration", "phase"])
@@ -161,6 +179,67 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     for table in ("rewards", "filters"):
         if "producer" not in db[table].columns_dict:
             db[table].add_column("producer", str)
+
+
+def prompt_ref(system: str | None, user: str | None) -> str:
+    """The ``prompts`` key of a (system, user) prompt: 128 bits of sha256 over both texts, as hex."""
+    return hashlib.sha256(json.dumps([system, user]).encode()).hexdigest()[:32]
+
+
+def _encode_generation(row: dict[str, Any], prompts: dict[str, tuple[str | None, str | None]]) -> dict[str, Any]:
+    """A writer's generation row (prompt text, lists) -> the stored row (prompt reference, BLOBs)."""
+    unknown = set(row) - set(GENERATION_COLUMNS)
+    if unknown:
+        raise KeyError(f"table 'generations' has no column(s) {sorted(unknown)}")
+    stored = {c: row.get(c) for c in GENERATION_COLUMNS if c not in ("prompt_system", "prompt_user")}
+    system, user = row.get("prompt_system"), row.get("prompt_user")
+    stored["prompt"] = None if system is None and user is None else prompt_ref(system, user)
+    if stored["prompt"] is not None:
+        prompts[stored["prompt"]] = (system, user)
+    for column, encode in (("token_ids", arrays.encode_ids), ("logprobs", arrays.encode_floats)):
+        value = stored[column]
+        if isinstance(value, str):  # JSON text, as schema-1 rows and old callers hold it
+            value = json.loads(value)
+        if not isinstance(value, (bytes, type(None))):
+            try:
+                value = encode(value)
+            except ValueError as exc:
+                raise ValueError(f"generations[{row.get('key')}].{column}: {exc}") from exc
+        stored[column] = value
+    return stored
+
+
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Schema 2 -> 3: prompts stored once in ``prompts``; token ids and log-probs as BLOBs (visplay.log.arrays).
+
+    The rows are converted in place, in batches; the values do not change (log-probs that are not float32 values
+    are kept as float64), so a converted log replays and diffs exactly as before.
+    """
+    db["prompts"].create(TABLES["prompts"]["columns"], pk="prompt", not_null=None)
+    db.execute("ALTER TABLE generations RENAME TO generations_v1")
+    db["generations"].create(TABLES["generations"]["columns"], pk="key", not_null=None)
+    columns = list(TABLES["generations"]["columns"])
+    insert = f"INSERT INTO generations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    cursor = db.execute("SELECT * FROM generations_v1 ORDER BY key")
+    names = [d[0] for d in cursor.description]
+    while batch := cursor.fetchmany(2000):
+        prompts: dict[str, tuple[str | None, str | None]] = {}
+        rows = [_encode_generation(dict(zip(names, values)), prompts) for values in batch]
+        db.conn.executemany("INSERT OR IGNORE INTO prompts (prompt, system, user) VALUES (?, ?, ?)",
+                            [(k, *v) for k, v in prompts.items()])
+        db.conn.executemany(insert, [[row[c] for c in columns] for row in rows])
+    db.execute("DROP TABLE generations_v1")
+    db["generations"].create_index(["iteration", "phase", "step"])
+
+
+def _create_views(db: sqlite_utils.Database) -> None:
+    # Needs the vp_* functions (registered by RunLog and by the datasette plugin); see docs/runlog.md.
+    db.execute("""
+        CREATE VIEW IF NOT EXISTS generations_json AS
+        SELECT g.key, g.iteration, g.phase, g.step, g.role, g.kind, g.image_id, g.parent_key, g.sample_index, g.seed,
+               p.system AS prompt_system, p.user AS prompt_user, g.text, vp_json(g.token_ids) AS token_ids,
+               vp_json(g.logprobs) AS logprobs, vp_len(g.token_ids) AS tokens, g.finish_reason
+        FROM generations g LEFT JOIN prompts p ON p.prompt = g.prompt""")
 
 
 # Declared (not enforced: PRAGMA foreign_keys stays off, so a plugin's row order can never fail a step) links that
@@ -204,8 +283,9 @@ VIEWS = {
 }
 
 
-def _migrate_3(db: sqlite_utils.Database) -> None:
-    """Foreign keys (tables rebuilt by sqlite-utils' transform, rows kept), indexes and views for browsing."""
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Foreign keys (tables rebuilt by sqlite-utils' transform, rows kept), indexes and views for browsing; the
+    views come last, once every table has its final shape."""
     by_table: dict[str, list[tuple[str, str, str]]] = {}
     for table, column, other, other_column in FOREIGN_KEYS:
         by_table.setdefault(table, []).append((column, other, other_column))
@@ -215,9 +295,17 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
         db[table].create_index(columns, if_not_exists=True)
     for name, sql in VIEWS.items():
         db.create_view(name, " ".join(sql.split()), replace=True)
+    _create_views(db)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The array-decoding SQL functions (vp_json, vp_len, vp_at, vp_sum) on a connection."""
+    for name, (nargs, function) in arrays.SQL_FUNCTIONS.items():
+        conn.create_function(name, nargs, function, deterministic=True)
 
 
 class RunLog:
@@ -236,6 +324,7 @@ class RunLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        register_functions(conn)
         self.readonly = readonly
         self.db = sqlite_utils.Database(conn)
         if not readonly:
@@ -308,7 +397,12 @@ class RunLog:
             yield self
 
     def insert(self, table: str, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> int:
-        """Insert rows (dicts, lists/dicts as JSON). Duplicate keys are an error unless ``replace``."""
+        """Insert rows (dicts, lists/dicts as JSON). Duplicate keys are an error unless ``replace``.
+
+        ``generations`` rows are given as :data:`GENERATION_COLUMNS` (prompt text, lists) and stored compactly.
+        """
+        if table == "generations":
+            return self._insert_generations(list(rows), replace=replace)
         rows = [{k: _json(v) for k, v in row.items()} for row in rows]
         if not rows:
             return 0
@@ -326,11 +420,32 @@ class RunLog:
                 self.on_event(row)
         return len(rows)
 
+    def _insert_generations(self, rows: list[dict[str, Any]], *, replace: bool) -> int:
+        """One batched write: new prompts once (``INSERT OR IGNORE``), then every row in one ``executemany``."""
+        if not rows:
+            return 0
+        prompts: dict[str, tuple[str | None, str | None]] = {}
+        stored = [_encode_generation(row, prompts) for row in rows]
+        columns = list(TABLES["generations"]["columns"])
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        with self.db.atomic():
+            self.db.conn.executemany("INSERT OR IGNORE INTO prompts (prompt, system, user) VALUES (?, ?, ?)",
+                                     [(k, *v) for k, v in prompts.items()])
+            self.db.conn.executemany(
+                f"{verb} INTO generations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [[row[c] for c in columns] for row in stored])
+        return len(stored)
+
     def upsert_image(self, record: Any, *, store_bytes: bool) -> None:
-        """Record an image once, by content hash (ImageRecord from visplay.types)."""
+        """Record an image once, by content hash (ImageRecord from visplay.types).
+
+        A streamed record (plugins/visplay_images) knows its size without decoding; others are asked their image.
+        """
+        width = getattr(record, "width", None) or record.image.width
+        height = getattr(record, "height", None) or record.image.height
         row = {
-            "image_id": record.image_id, "source": record.source, "width": record.image.width,
-            "height": record.image.height, "png": record.png if store_bytes else None,
+            "image_id": record.image_id, "source": record.source, "width": width,
+            "height": height, "png": record.png if store_bytes else None,
             "meta": json.dumps(record.meta, sort_keys=True, default=str),
         }
         self.db["images"].insert(row, pk="image_id", ignore=True)
@@ -371,10 +486,50 @@ class RunLog:
 
     def rows(self, table: str, where: str | None = None, params: Any = None,
              order_by: str | None = None) -> list[dict[str, Any]]:
+        """Rows of ``table``; ``generations`` rows come decoded (:data:`GENERATION_COLUMNS`, arrays as lists)."""
+        return list(self.iter_rows(table, where, params, order_by))
+
+    def iter_rows(self, table: str, where: str | None = None, params: Any = None,
+                  order_by: str | None = None) -> Iterator[dict[str, Any]]:
+        """As :meth:`rows`, streamed (for comparing big logs without holding them)."""
         if not self.db[table].exists():
-            return []
+            return
         order_by = order_by or ",".join(self._pk_columns(table))
-        return list(self.db[table].rows_where(where, params, order_by=order_by))
+        rows = self.db[table].rows_where(where, params, order_by=order_by)
+        if table != "generations":
+            yield from rows
+            return
+        legacy = "prompt_system" in self.db[table].columns_dict  # schema 1, opened read-only
+        prompts: dict[str, tuple[str | None, str | None]] = {}
+        for row in rows:
+            yield self._decode_generation(row, legacy, prompts)
+
+    def snapshots(self, iteration: int, role: str) -> list[dict[str, Any]]:
+        """The committed step snapshots (``state/...`` checkpoints) of ``role`` in ``iteration``, by step."""
+        return self.rows("checkpoints", "iteration = ? and role = ? and name like 'state/%'", [iteration, role],
+                         order_by="step")
+
+    def step_rows(self, table: str, iteration: int, role: str, step: int) -> list[dict[str, Any]]:
+        """Rows of a training step in ``advantages`` or ``metrics`` (the phase of a training step is its role)."""
+        column = {"advantages": "role", "metrics": "phase"}[table]
+        return self.rows(table, f"iteration = ? and {column} = ? and step = ?", [iteration, role, step])
+
+    def _decode_generation(self, row: dict[str, Any], legacy: bool,
+                           prompts: dict[str, tuple[str | None, str | None]]) -> dict[str, Any]:
+        if not legacy:
+            ref = row.pop("prompt")
+            if ref is not None and ref not in prompts:
+                if len(prompts) > 4096:  # a bounded cache: a step's rows share a handful of prompts
+                    prompts.clear()
+                found = self.db.execute("SELECT system, user FROM prompts WHERE prompt = ?", [ref]).fetchone()
+                if found is None:
+                    raise RunLogError(f"{self.path}: generations[{row['key']}] names prompt {ref}, which is not in "
+                                      f"the prompts table")
+                prompts[ref] = tuple(found)
+            row["prompt_system"], row["prompt_user"] = prompts[ref] if ref is not None else (None, None)
+        row["token_ids"] = arrays.decode(row["token_ids"])
+        row["logprobs"] = arrays.decode(row["logprobs"])
+        return {c: row.get(c) for c in GENERATION_COLUMNS}
 
     def rows_in(self, table: str, column: str, values: Iterable[Any], order_by: str | None = None
                 ) -> list[dict[str, Any]]:
@@ -435,7 +590,7 @@ class RunLog:
         return self._where(table, equal)
 
     def generations_of(self, iteration: int, phase: str, step: int) -> list[dict[str, Any]]:
-        """The generations logged at one step."""
+        """The decoded generations of one engine step (what the replay's log server serves)."""
         return self._where("generations", {"iteration": iteration, "phase": phase, "step": step})
 
     def _where(self, table: str, equal: dict[str, Any], order_by: str | None = None) -> list[dict[str, Any]]:
@@ -464,7 +619,7 @@ class RunLog:
 
     def step_tokens(self, iteration: int, phase: str, step: int) -> int:
         """Tokens sampled in a step (all its generations: questions, votes, rollouts)."""
-        row = self.db.execute("select coalesce(sum(json_array_length(token_ids)), 0) from generations "
+        row = self.db.execute("select coalesce(sum(vp_len(token_ids)), 0) from generations "
                               "where iteration = ? and phase = ? and step = ?", [iteration, phase, step]).fetchone()
         return int(row[0])
 

@@ -35,8 +35,14 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "step": "step in the phase", "role": "questioner or reasoner", "kind": "question / vote / rollout",
         "image_id": "the image (images.image_id)", "parent_key": "the question of a vote or rollout (questions.key)",
         "sample_index": "index in its group", "seed": "request seed passed to the sampler",
-        "prompt_system": "system prompt", "prompt_user": "user prompt", "text": "the sampled text",
-        "token_ids": "JSON list", "logprobs": "JSON list of sampling log-probs", "finish_reason": "stop / length",
+        "prompt": "its prompt (prompts.prompt)", "text": "the sampled text",
+        "token_ids": "BLOB: int32 ids (decoded: RunLog, vp_json(), the generations_json view)",
+        "logprobs": "BLOB: sampling log-probs, float32 (NULL for votes unless log.vote_logprobs)",
+        "finish_reason": "stop / length",
+    }),
+    "prompts": ("distinct prompt", {
+        "prompt": "128 bits of sha256 over [system, user] as JSON, hex", "system": "system prompt",
+        "user": "user prompt",
     }),
     "questions": ("questioner generation, parsed", {
         "key": "row key (= its generation's key, or a gold question's)", "iteration": "self-play iteration",
@@ -96,6 +102,14 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
 
 # Views (created by the run log's migrations) join a question with everything decided about it.
 VIEW_DOCS: dict[str, tuple[str, dict[str, str]]] = {
+    "generations_json": ("generation with its prompt text and decoded arrays (needs the vp_* functions)", {
+        "key": "generations.key", "iteration": "self-play iteration", "phase": "engine phase",
+        "step": "step in the phase", "role": "questioner or reasoner", "kind": "question / vote / rollout",
+        "image_id": "the image", "parent_key": "the question of a vote or rollout", "sample_index": "index in its group",
+        "seed": "request seed", "prompt_system": "system prompt", "prompt_user": "user prompt",
+        "text": "the sampled text", "token_ids": "JSON list", "logprobs": "JSON list (NULL when not stored)",
+        "tokens": "number of tokens", "finish_reason": "stop / length",
+    }),
     "question_outcomes": ("question, with its silver label, filter decision and questioner reward", {
         "key": "questions.key", "iteration": "self-play iteration", "phase": "questioner or reasoner_set",
         "step": "step in the phase", "image_id": "the image", "valid": "parsed as a question",

@@ -15,7 +15,6 @@ Which plugin produced a value is not this plugin's business: the run log records
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -112,12 +111,12 @@ class ReplayPlugin:
 def _generation(row: dict[str, Any], image: ImageRecord) -> Generation:
     """Rebuild a Generation from its ``generations`` row; the image is the one the engine asked about."""
     prompt = Prompt(user=row["prompt_user"] or "", image=image, system=row["prompt_system"])
-    return Generation(prompt=prompt, text=row["text"] or "", token_ids=_json_list(row["token_ids"]),
-                      logprobs=_json_list(row["logprobs"]), seed=int(row["seed"]),
+    # votes may be logged without log-probs (log.vote_logprobs): nothing downstream of a vote reads them
+    return Generation(prompt=prompt, text=row["text"] or "", token_ids=_as_list(row["token_ids"]),
+                      logprobs=_as_list(row["logprobs"]), seed=int(row["seed"]),
                       sample_index=int(row["sample_index"]), finish_reason=row["finish_reason"] or "stop")
 
 
-def _json_list(value: Any) -> list:
-    if value is None:
-        return []
-    return json.loads(value) if isinstance(value, str) else list(value)
+def _as_list(value: Any) -> list:
+    """RunLog decodes arrays (binary or legacy JSON) to lists; None (not logged) serves as empty."""
+    return [] if value is None else list(value)

@@ -1,14 +1,16 @@
 """The two roles' live policies, optimizers and samplers, and their checkpoints on disk.
 
-Why a checkpoint after every training step: resume must continue bit-exactly, and the only state a step carries
-forward is the training role's weights and optimizer state. So after each step the engine saves both to a fresh
-directory and records it (``checkpoints`` row, with file hashes) in the same transaction as the step; the
+Why snapshots: resume must continue bit-exactly, and the only state a step carries forward is the training role's
+weights and optimizer state. Every ``checkpoint.every`` steps the engine saves both to a fresh directory and records
+it (``checkpoints`` row, with file hashes) in the same transaction as the step (between snapshots a resume recomputes
+the logged steps from the run log, see ``SelfPlay.catch_up`` in visplay/loop/engine.py); the
 directory is written under a temporary name and renamed into place inside that transaction, so the log never
 names a half-written checkpoint. Names (relative to ``<run_dir>/checkpoints``):
 
 - ``<role>_v<i>``: the role after iteration i (``_v0``: the base model after ``visplay_run_start``);
-- ``state/<role>-i<i>-s<s>``: the training role after step s of iteration i (only the newest is kept on disk;
-  the rows keep every step's hashes).
+- ``state/<role>-i<i>-s<s>``: the training role after step s of iteration i, for the steps s with
+  (s + 1) % ``checkpoint.every`` == 0 (the ``checkpoint.keep`` newest stay on disk; the rows keep every snapshot's
+  hashes).
 
 Each iteration loads each role from ``<role>_v<i-1>`` (so the frozen reference is the iteration's starting model,
 as the released code restarts training per iteration) and, mid-phase, overlays the newest step state.
@@ -149,14 +151,27 @@ class Roles:
             "path": str(Path("checkpoints") / name), "files": json.dumps(files, sort_keys=True),
         }])
 
-    def prune_states(self, role: str, keep: str | None) -> None:
-        """After a commit: delete this role's step states other than ``keep`` (the newest committed)."""
+    def prune_states(self, role: str, keep: int | None) -> None:
+        """After a commit: keep this role's ``keep`` newest step states (None: delete them all)."""
         state_dir = self.root / "state"
         if not state_dir.is_dir():
             return
-        for path in state_dir.glob(f"{role}-i*"):
-            if keep is None or path != self.path(keep):
-                shutil.rmtree(path, ignore_errors=True)
+        states = sorted(state_dir.glob(f"{role}-i*"), key=_state_order)
+        for path in states[: max(0, len(states) - keep) if keep is not None else None]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def holds_weights(self, role: str, iteration: int, name: str) -> bool:
+        """Whether the live policy and optimizer of ``role`` are at checkpoint ``name`` (saved or not)."""
+        held = self.held.get(role)
+        return (held is not None and held.weights == name and held.optimizer is not None
+                and held.optimizer_at == (iteration, name))
+
+    def newest_snapshot(self, role: str, iteration: int, before: int) -> int:
+        """The newest committed step snapshot of ``role`` at step <= ``before`` still on disk; -1: none (start
+        from ``<role>_v<iteration-1>``)."""
+        steps = [row["step"] for row in self.ctx.log.snapshots(iteration, role)
+                 if row["step"] <= before and self.path(row["name"]).is_dir()]
+        return max(steps, default=-1)
 
     def _existing(self, name: str) -> Path:
         path = self.path(name)
@@ -164,3 +179,9 @@ class Roles:
             raise FileNotFoundError(f"checkpoint {name!r} not found at {path}; the run directory is incomplete "
                                     f"(was it moved or pruned?)")
         return path
+
+
+def _state_order(path: Path) -> tuple[int, int]:
+    # ``<role>-i<i>-s<s>``: numeric order, so s10 is newer than s9
+    _, iteration, step = path.name.rsplit("-", 2)
+    return int(iteration[1:]), int(step[1:])

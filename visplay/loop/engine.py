@@ -8,8 +8,9 @@ Iteration i = 1..K:
 Before iteration 1 of a fresh run: ``visplay_run_start`` (phase ``cold_start``), then both roles are saved as v0.
 
 Every step commits atomically with its ``steps`` row, so the first step without one is where ``resume`` goes on;
-the training role's weights and optimizer state are checkpointed at every step (visplay/loop/checkpoints.py), so the
-resumed run continues bit-exactly. The step bodies live in visplay/loop/phases.py.
+the training role's weights and optimizer state are snapshotted every ``checkpoint.every`` steps
+(visplay/loop/checkpoints.py), and a resume between snapshots recomputes the committed steps after the newest one
+from the run log (``SelfPlay.catch_up``), so the resumed run continues bit-exactly. The step bodies live in visplay/loop/phases.py.
 """
 
 from __future__ import annotations
@@ -148,8 +149,8 @@ class SelfPlay:
 
     def train_questioner(self, i: int) -> None:
         for s in self.steps(i, "questioner", self.cfg.questioner.steps):
-            self.commit_training("questioner", i, s,
-                                 phases.questioner_step(self.ctx, self.roles, self.pool, self.images_by_id))
+            self.catch_up("questioner", i, s)
+            self.commit_training("questioner", i, s, self.training_step("questioner", i, s))
 
     def build_reasoner_set(self, i: int) -> None:
         chunks = self.reasoner_set_chunks(i)
@@ -160,14 +161,19 @@ class SelfPlay:
     def train_reasoner(self, i: int) -> None:
         kept = self.kept_set(i)  # read back from the log, so a resumed run trains on the very same set
         if not kept and not all(self.is_done((i, "reasoner", s)) for s in range(self.cfg.reasoner.steps)):
-            asked = self.ctx.log.count("filters", "iteration = ?", [i])
+            asked = len(self.ctx.log.filters_of(i))
             self.progress.warn(f"empty_reasoner_set/i{i}", f"iteration {i}: the filters kept 0 of {asked} questions; "
                                f"reasoner training is skipped (reasoner_v{i} = reasoner_v{i - 1})", limit=1)
-        size = self.cfg.reasoner.questions_per_step
         for s in self.steps(i, "reasoner", self.cfg.reasoner.steps):
-            batch = phases.reasoner_batches(self.ctx, kept, s, size)
-            self.commit_training("reasoner", i, s, phases.reasoner_step(self.ctx, self.roles, batch,
-                                                                        self.images_by_id))
+            self.catch_up("reasoner", i, s, kept)
+            self.commit_training("reasoner", i, s, self.training_step("reasoner", i, s, kept))
+
+    def training_step(self, role: str, i: int, s: int, kept: list[KeptQuestion] | None = None) -> phases.StepResult:
+        """Step ``s`` of ``role``'s training in iteration ``i`` (the context must be at that step)."""
+        if role == "questioner":
+            return phases.questioner_step(self.ctx, self.roles, self.pool, self.images_by_id)
+        batch = phases.reasoner_batches(self.ctx, kept or [], s, self.cfg.reasoner.questions_per_step)
+        return phases.reasoner_step(self.ctx, self.roles, batch, self.images_by_id)
 
     def end_iteration(self, i: int) -> None:
         for _ in self.steps(i, "eval", 1):
@@ -195,17 +201,71 @@ class SelfPlay:
                 raise _Stopped
 
     def commit_training(self, role: str, i: int, s: int, result: phases.StepResult) -> None:
-        """Commit a training step of ``role``: its rows and its checkpoint, in one transaction."""
+        """Commit a training step of ``role``: its rows, and every ``checkpoint.every`` steps (and at the phase's
+        last step, as ``<role>_v<i>``) its snapshot, in one transaction."""
         last = s == self.cfg[role].steps - 1
+        snapshot = last or (s + 1) % self.cfg.checkpoint.every == 0
         name = version_name(role, i) if last else state_name(role, i, s)
         self.roles.trained(role, i, s, name)
-        tmp, files = self.roles.save(role, name, with_optimizer=True)
+        saved = self.roles.save(role, name, with_optimizer=True) if snapshot else None
         with self.ctx.log.step(i, role, s):
             self._write(result)
-            self.roles.commit(tmp, name, role, i, s, self._with_hash(role, files))
-        if not self.keep_states:
-            self.roles.prune_states(role, None if last else name)
+            if saved is not None:
+                self.roles.commit(saved[0], name, role, i, s, self._with_hash(role, saved[1]))
+        if saved is not None and not self.keep_states:
+            self.roles.prune_states(role, None if last else self.cfg.checkpoint.keep)
         self._committed(i, role, s, result.metrics)
+
+    def catch_up(self, role: str, i: int, s: int, kept: list[KeptQuestion] | None = None) -> None:
+        """Before step ``s``: when the state after step s-1 is neither live nor on disk (a resume between
+        snapshots), load the newest snapshot and recompute the committed steps after it from the run log.
+
+        The log is the write-ahead log: the replay's log server serves those steps' logged generations, the ordinary
+        plugins recompute rewards and updates, and nothing is written again. Each recomputed step's advantages and
+        metrics must equal the logged ones bit for bit, else the resume stops and says where.
+        """
+        previous = state_name(role, i, s - 1)
+        if s == 0 or self.roles.holds_weights(role, i, previous) or self.roles.path(previous).is_dir():
+            return
+        start = self.roles.newest_snapshot(role, i, before=s - 1)
+        if any((i, role, u) not in self.done for u in range(start + 1, s)):
+            return  # skipped by ``start``, not logged: nothing to recompute from (the trainer names the missing state)
+        from visplay.log.serve import ReplayPlugin  # what replay serves the logged generations with
+
+        plugin = ReplayPlugin(self.ctx.log)
+        self.ctx.pm.register(plugin, name="visplay-resume-from-log")
+        try:
+            for u in range(start + 1, s):
+                self.ctx.at(i, role, u)
+                result = self.training_step(role, i, u, kept)
+                self.roles.trained(role, i, u, state_name(role, i, u))
+                self._check_recomputed(role, i, u, result)
+        finally:
+            self.ctx.pm.unregister(plugin)
+            self.ctx.at(i, role, s)
+        self.ctx.log.event("steps_recomputed", f"{role} steps {start + 1}..{s - 1} of iteration {i} recomputed from "
+                           f"the run log after snapshot step {start}", level="info", source="engine",
+                           payload={"role": role, "iteration": i, "snapshot_step": start, "steps": s - 1 - start})
+
+    def _check_recomputed(self, role: str, i: int, u: int, result: phases.StepResult) -> None:
+        """A recomputed step must reproduce its logged advantages and metrics: bit for bit on CPU; a GPU's
+        reduction order may move them slightly (RECOMPUTE_TOLERANCE, relative), which is logged as a warning."""
+        logged = {r["key"]: r["advantage"] for r in self.ctx.log.step_rows("advantages", i, role, u)}
+        recomputed = {r["key"]: r["advantage"] for r in result.rows.get("advantages", [])}
+        metrics = {r["name"]: r["value"] for r in self.ctx.log.step_rows("metrics", i, role, u)
+                   if not r["name"].startswith("time/")}
+        new_metrics = {k: float(v) for k, v in result.metrics.items() if not k.startswith("time/")}
+        for what, a, b in (("advantages", logged, recomputed), ("metrics", metrics, new_metrics)):
+            differing = sorted(k for k in set(a) | set(b) if repr(a.get(k)) != repr(b.get(k)))
+            if not differing:
+                continue
+            far = [k for k in differing if not _close(a.get(k), b.get(k))]
+            where = f"recomputing {role} step {u} of iteration {i} from the run log gave different {what}"
+            if far:
+                raise RuntimeError(f"resume: {where} ({far[:3]}); the run's plugins or files changed since the "
+                                   f"step was logged")
+            self.ctx.log.event("recomputed_step_differs", f"{where} within {RECOMPUTE_TOLERANCE} (relative): "
+                               f"{differing[:3]}", source="engine", payload={"role": role, "step": u, "what": what})
 
     def commit(self, i: int, phase: str, s: int, result: phases.StepResult) -> None:
         with self.ctx.log.step(i, phase, s):
@@ -249,6 +309,17 @@ class SelfPlay:
 
 class _Stopped(Exception):
     """The ``stop`` step was committed: the run returns early, resumable."""
+
+
+# How far a recomputed value may move (relative) before a resume refuses to go on: GPU kernels do not reproduce
+# their reductions bit for bit; a changed plugin or a tampered log moves values much further.
+RECOMPUTE_TOLERANCE = 1e-3
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return False
+    return abs(a - b) <= RECOMPUTE_TOLERANCE * max(1.0, abs(a), abs(b))
 
 
 def _order(step: Step) -> tuple[int, int, int]:

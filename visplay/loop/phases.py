@@ -94,6 +94,7 @@ def vote(ctx: RunContext, sampler: Sampler, items: list[QuestionItem], images: d
     seeds = [ctx.seed_for("vote", item.key) for item in valid]
     gens = ctx.hooks.sample_answers(sampler, questions, m, seeds, purpose="vote")
     none_as_vote = bool(ctx.recipe.reward.none_as_vote)
+    vote_logprobs = bool(ctx.recipe.log.vote_logprobs)  # nothing reads a vote's log-probs; they are most of the bytes
     for item, seed, samples in zip(valid, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
         item.vote = ctx.hooks.vote(answers, keys) or majority_vote(answers, keys, none_as_vote=none_as_vote)
@@ -101,7 +102,7 @@ def vote(ctx: RunContext, sampler: Sampler, items: list[QuestionItem], images: d
         for j, (gen, answer, key) in enumerate(zip(samples, answers, keys)):
             vkey = vote_key(item.key, j)
             out.rows["generations"].append(rows.generation_row(at, vkey, "reasoner", "vote", item.image_id,
-                                                               item.key, gen, seed))
+                                                               item.key, gen, seed, keep_logprobs=vote_logprobs))
             out.rows["answers"].append(rows.answer_row(at, vkey, item.key, item.key, answer, key,
                                                        item.vote.silver_key))
 
