@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from support.engine import comparable_rows
+from support.engine import drive as _drive
 from support.replay import tamper
-from test_engine_resume import _drive
 
 from visplay.log.runlog import RunLog
 

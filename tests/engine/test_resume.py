@@ -7,29 +7,19 @@ old step state is pruned). No cleanup code runs on SIGKILL, so this is the crash
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support.engine import comparable_rows
+from support.engine import comparable_rows, drive
 
 from visplay.log.runlog import RunLog
 
 pytestmark = pytest.mark.slow  # three kill/resume sequences of real subprocesses: about a minute together
 
-SCRIPT = Path(__file__).parent.parent / "support" / "engine.py"
 
 
-def _drive(cwd: Path, *args: str, kill: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VISPLAY_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("VISPLAY_TEST_KILL", None)
-    if kill:
-        env["VISPLAY_TEST_KILL"] = kill
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+_drive = drive
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,17 @@ def main(argv: list[str]) -> int:
                    extra_plugins=plugins, quiet=True)
     print(json.dumps({"done": str(run_dir)}))
     return 0
+
+
+def drive(cwd: Path, *args: str, kill: str | None = None) -> subprocess.CompletedProcess:
+    """Run this module as a script (``run RUN_DIR ...`` / ``resume RUN_DIR``) in a fresh process; ``kill`` arms
+    VISPLAY_TEST_KILL for it."""
+    env = {**os.environ, "VISPLAY_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("VISPLAY_TEST_KILL", None)
+    if kill:
+        env["VISPLAY_TEST_KILL"] = kill
+    return subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 if __name__ == "__main__":
