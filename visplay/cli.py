@@ -46,7 +46,11 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
                         "memory estimate) and exit without loading a model")
     p.add_argument("--nproc", type=int, default=None,
                    help="training processes on this machine (relaunches under torchrun); default: the recipe's "
-                        "distributed.nproc")
+                        "distributed.nproc (0: one per training GPU)")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="with --dry-run: plan for a box with N GPUs instead of this machine's")
+    p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB",
+                   help="with --dry-run: memory of each GPU in GiB (default 80: H100/A100-80G)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
     return load_policy(
         path, role, dtype=model.dtype, device=device, trust_remote_code=bool(model.trust_remote_code),
         lora_cfg=model.lora, keep_reference=kl_coef > 0, seed=ctx.seed_for("model", role, "lora"),
+        fsdp=ctx.recipe.distributed.get("strategy") == "fsdp",
     )
 
 

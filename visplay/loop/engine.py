@@ -281,17 +281,15 @@ def iteration_summary(runlog: RunLog, i: int) -> dict[str, float | None]:
 
 def cli_run(args: Any) -> int:
     """``visplay run`` / ``visplay reproduce``: load and validate the recipe, then run it."""
-    cfg = load_recipe(args.recipe, list(args.overrides or []))
-    if getattr(args, "dry_run", False):
-        try:
-            from visplay.scale import placement
-        except ImportError:
-            print("visplay: --dry-run is not available (visplay.scale.placement is missing)", file=sys.stderr)
-            return 1
-        print(placement.dry_run(cfg))
+    if getattr(args, "dry_run", False):  # issue 14: plans without weights, for --gpus N GPUs (visplay/scale/plan.py)
+        from visplay.scale import plan
+
+        cfg = plan.load_for_dry_run(args.recipe, list(args.overrides or []))
+        print(plan.dry_run(cfg, getattr(args, "gpus", None), getattr(args, "gpu_memory", 80.0), args.nproc))
         return 0
+    cfg = load_recipe(args.recipe, list(args.overrides or []))
     _validate_paths(cfg)  # before any relaunch: a missing model path is one clear error, not one per process
-    nproc = args.nproc if getattr(args, "nproc", None) is not None else cfg.distributed.nproc
+    nproc = _training_processes(cfg, getattr(args, "nproc", None))
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         try:
             from visplay.scale import distributed
@@ -327,6 +325,15 @@ def cli_resume(args: Any) -> int:
     if is_rank0():
         _finish(cfg, run_dir, db_path, time.time() - started)
     return 0
+
+
+def _training_processes(cfg: DictConfig, requested: int | None) -> int:
+    """--nproc, else distributed.nproc; 0 (the paper recipes) = one per training GPU of the placement."""
+    try:
+        from visplay.scale import placement
+    except ImportError:
+        return requested if requested is not None else max(int(cfg.distributed.nproc), 1)
+    return placement.training_processes(cfg, requested=requested)
 
 
 def _validate_paths(cfg: DictConfig) -> None:
