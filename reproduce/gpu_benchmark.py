@@ -131,12 +131,13 @@ def make_prompts(batch: int, seed: int, image_size: int) -> list[Any]:
 def make_sampler(kind: str, policy: Any, args: argparse.Namespace) -> Any:
     if kind == "hf":
         return policy.sampler()
-    from visplay_vllm.engine import VllmEngine
+    from visplay_vllm.engine import start_engine
+    from visplay_vllm.plugin import forbidden_token_ids
     from visplay_vllm.sampler import VllmSampler
 
-    engine = VllmEngine("benchmark", policy, dtype=args.dtype, max_model_len=args.max_model_len,
-                        enforce_eager=args.device == "cpu", seed=args.seed,
-                        gpu_memory_utilization=args.gpu_memory_utilization)
+    engine = start_engine("benchmark", policy, leader=True, forbidden=forbidden_token_ids(policy), dtype=args.dtype,
+                          max_model_len=args.max_model_len, enforce_eager=args.device == "cpu", seed=args.seed,
+                          gpu_memory_utilization=args.gpu_memory_utilization)
     engine.loaded_tag = policy.weights_sha256()
     return VllmSampler(engine, policy)
 

@@ -36,6 +36,7 @@ from typing import Any
 log = logging.getLogger("visplay.vllm")
 
 WORKER_EXTENSION = "visplay_vllm.worker.WeightSync"
+FORBIDDEN_TOKENS = "visplay_vllm.logits:ForbiddenTokens"  # engine-wide special-token mask (visplay_vllm.logits)
 # torchrun's variables: a spawned engine must not read them as its own rank/world (it builds its own group).
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                       "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE",
@@ -105,7 +106,7 @@ class VllmEngine:
             model=str(model_dir), dtype=dtype, enforce_eager=enforce_eager, max_model_len=max_model_len,
             seed=seed, limit_mm_per_prompt={"image": 1}, tensor_parallel_size=tensor_parallel_size,
             pipeline_parallel_size=pipeline_parallel_size, distributed_executor_backend=executor,
-            worker_extension_cls=WORKER_EXTENSION,
+            worker_extension_cls=WORKER_EXTENSION, logits_processors=[FORBIDDEN_TOKENS],
         )
         if not self.cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -222,7 +223,8 @@ def _visible_devices(gpus: list[int] | None):
             os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
-def start_engine(role: str, policy: Any, *, leader: bool, **settings: Any) -> Any:
+def start_engine(role: str, policy: Any, *, leader: bool, forbidden: list[int] | None = None,
+                 **settings: Any) -> Any:
     """Start ``role``'s engine from the policy's current weights: every training rank saves the policy (a
     collective under FSDP), rank 0 (``leader``) starts the engine from its copy, kept until shutdown; the other
     ranks get a stub."""
@@ -231,6 +233,9 @@ def start_engine(role: str, policy: Any, *, leader: bool, **settings: Any) -> An
         policy.save(workdir / "model")
         if not leader:
             return RemoteEngineStub(role)
+        from visplay_vllm.logits import write_forbidden_ids
+
+        write_forbidden_ids(workdir / "model", forbidden or [])
         engine = VllmEngine(role, workdir / "model", **settings)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

