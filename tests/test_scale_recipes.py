@@ -65,7 +65,7 @@ def test_missing_weights_message_says_what_to_download_and_how_to_pass_it():
         load_recipe("qwen-vl-3b")
     text = str(err.value)
     assert "data.images, model.path" in text
-    assert "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct --local-dir /models/Qwen2.5-VL-3B-Instruct" in text
+    assert "hf download Qwen/Qwen2.5-VL-3B-Instruct --local-dir /models/Qwen2.5-VL-3B-Instruct" in text
     assert "visplay reproduce qwen-vl-3b model.path=" in text
 
 
@@ -76,7 +76,7 @@ def test_cli_without_weights_exits_2_with_the_hint(command):
     proc = subprocess.run([sys.executable, "-m", "visplay.cli", command, "qwen-vl-3b"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct" in proc.stderr
+    assert "hf download Qwen/Qwen2.5-VL-3B-Instruct" in proc.stderr
 
 
 def test_dry_run_names_a_path_that_is_not_a_model_folder(tmp_path):
