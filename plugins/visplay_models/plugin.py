@@ -53,4 +53,7 @@ def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
 
     if not hasattr(policy, "processor") or not hasattr(policy, "model"):
         raise TypeError(f"sampler 'hf' needs an HFPolicy (model + processor), got {type(policy).__name__}")
+    if getattr(policy, "sharded", False):  # each rank would generate its own slice: different forward counts
+        raise ValueError(f"sampler.{role}=hf with distributed.strategy=fsdp under several processes would hang (FSDP "
+                         "needs the same forward passes on every rank); use sampler vllm or distributed.strategy=ddp")
     return HFSampler(policy)

@@ -48,8 +48,11 @@ def state_dict_for_push(policy: Any) -> dict[str, Any]:
     """The policy's full weights in checkpoint format (LoRA merged), tied tensors written once, on CPU.
 
     Under FSDP every training rank must call this (each sharded tensor is gathered with ``full_tensor()``, a
-    collective); every rank then holds the full state, and rank 0 pushes it.
+    collective); only rank 0, which pushes, keeps the gathered tensors (copied to CPU), the others get {}.
     """
+    from visplay.scale import distributed
+
+    keep = distributed.is_rank0()
     model = policy.model
     if getattr(policy, "lora", False):
         from visplay_models.checkpoint import merged_lora_state_dict
@@ -66,7 +69,8 @@ def state_dict_for_push(policy: Any) -> dict[str, Any]:
         if key in seen:  # tied embeddings: safetensors refuses shared storage; vLLM re-ties them itself
             continue
         seen.add(key)
-        out[name] = tensor.detach().to("cpu").contiguous()
+        if keep:
+            out[name] = tensor.detach().to("cpu").contiguous()
     return out
 
 
