@@ -7,6 +7,7 @@ adapter disabled under LoRA. Loading is offline (``local_files_only``) and never
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -155,10 +156,11 @@ class HFPolicy:
         restore the exact training state; the merged top-level folder is the export any tool can load.
         """
         directory = Path(directory)
-        if self.sharded:  # every rank gathers; each writes the same full folder (ranks > 0 into throwaway copies)
-            self.model.save_pretrained(directory, state_dict=self.full_state_dict(), safe_serialization=True)
-        else:
-            save_model(self.model, directory, lora=self.lora)
+        with _every_rank_writes(self.model):
+            if self.sharded:  # every rank gathers; each writes the full folder (ranks > 0 into throwaway copies)
+                self.model.save_pretrained(directory, state_dict=self.full_state_dict(), safe_serialization=True)
+            else:
+                save_model(self.model, directory, lora=self.lora)
         if self.lora:
             self.model.save_pretrained(directory / "adapter", safe_serialization=True)
         self.processor.save_pretrained(directory)
@@ -203,6 +205,22 @@ class HFPolicy:
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _every_rank_writes(model: Any) -> Any:
+    """transformers' save_pretrained writes only on rank 0 once torch.distributed is initialised; every visplay rank
+    keeps its own (throwaway) copy of the run and reloads from it, so every rank must write its folder."""
+    from visplay.scale.distributed import world_size
+
+    if world_size() == 1:
+        yield
+        return
+    model.should_save_on_this_rank = lambda is_main_process=True: True  # instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del model.should_save_on_this_rank
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
