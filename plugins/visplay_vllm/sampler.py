@@ -62,7 +62,8 @@ class VllmSampler:
         if loaded is not None and not getattr(self.policy, "lora", False) and loaded != self.tag:
             raise RuntimeError(f"vLLM {self.engine.role} engine loaded weights {loaded[:12]}, the trainer holds "
                                f"{self.tag[:12]}")
-        log.info("engine %s holds the trainer's weights: sha256 %s", self.engine.role, self.tag[:16])
+        if loaded is not None:  # rank 0: the engine's own hash was compared
+            log.info("engine %s holds the trainer's weights: sha256 %s", self.engine.role, self.tag[:16])
 
     def sample(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Generation]]:
         """One list of ``params[i].n`` generations per prompt, in sample order."""
