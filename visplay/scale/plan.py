@@ -70,7 +70,7 @@ def _checked_paths(recipe: Any) -> list[str]:
     path = recipe.model.get("path")
     if recipe.model.backend == "hf" and (not _given(path) or known_architecture(str(path), "")):
         skip.add("model.path")
-    if not _given(recipe.data.get("images")):
+    if not _given(recipe.data.get("images")) and recipe.data.source in ("folder", "parquet"):
         skip.add("data.images")
     checked = [f"checked: {c}" for c in validate_paths(recipe, frozenset(skip))]
     return checked + [f"not given: {key} (needed to run, not to plan)" for key in sorted(skip)]
@@ -134,12 +134,16 @@ def snapshot_bytes(recipe: Any, cfg: dict[str, Any]) -> dict[str, float]:
 
 def checkpoint_line(recipe: Any, cfg: dict[str, Any]) -> str:
     sizes = snapshot_bytes(recipe, cfg)
-    section = recipe.get("checkpoint") or {}
-    every, keep = section.get("every", 1), section.get("keep")
+    section = recipe.get("checkpoint") or {}  # checkpoint.every / checkpoint.keep (issue 14, part A), when present
+    every, keep = section.get("every", 1), section.get("keep", 1)
     cadence = "every step" if int(every) == 1 else f"every {every} steps"
-    kept = f", keep {keep}" if keep else ", all kept"
-    return (f"checkpoints: {cadence}{kept}; {sizes['snapshot'] / GIB:.1f} GiB per snapshot (weights + AdamW "
-            f"moments), {sizes['weights'] / GIB:.1f} GiB per role per iteration (weights)")
+    kept = f", the newest {keep} kept"
+    return (f"checkpoints: {cadence}{kept}; {_size(sizes['snapshot'])} per snapshot (weights + AdamW moments), "
+            f"{_size(sizes['weights'])} per role per iteration (weights)")
+
+
+def _size(n: float) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= 0.1 * GIB else f"{n / 1024**2:.1f} MiB"
 
 
 # --- fit checks --------------------------------------------------------------------------------------------------
