@@ -34,7 +34,8 @@ PLANS = {
                          "sampler.vllm.max_model_len=2048", "sampler.vllm.enforce_eager=true"]),
     "tiny": dict(bench=["--batch", "2", "--n", "2", "--max-new-tokens", "5", "--steps", "1"],
                  selfplay=["questioner.sampling.max_new_tokens=8", "reasoner.sampling.max_new_tokens=8",
-                           "sampler.vllm.max_model_len=512", "model.device=cpu", "model.dtype=float32"]),
+                           "sampler.vllm.max_model_len=512", "sampler.vllm.enforce_eager=true", "model.device=cpu",
+                           "model.dtype=float32"]),
 }
 SELFPLAY = ["iterations=1", "questioner.steps=2", "reasoner.steps=2", "questioner.images_per_step=4",
             "questioner.group_size=4", "questioner.votes=3", "reasoner.questions_per_step=4", "reasoner.group_size=4",
