@@ -131,12 +131,13 @@ def make_prompts(batch: int, seed: int, image_size: int) -> list[Any]:
 def make_sampler(kind: str, policy: Any, args: argparse.Namespace) -> Any:
     if kind == "hf":
         return policy.sampler()
-    from visplay_vllm.engine import VllmEngine
+    from visplay_vllm.engine import start_engine
+    from visplay_vllm.plugin import forbidden_token_ids
     from visplay_vllm.sampler import VllmSampler
 
-    engine = VllmEngine("benchmark", policy, dtype=args.dtype, max_model_len=args.max_model_len,
-                        enforce_eager=args.device == "cpu", seed=args.seed,
-                        gpu_memory_utilization=args.gpu_memory_utilization)
+    engine = start_engine("benchmark", policy, leader=True, forbidden=forbidden_token_ids(policy), dtype=args.dtype,
+                          max_model_len=args.max_model_len, enforce_eager=args.device == "cpu", seed=args.seed,
+                          gpu_memory_utilization=args.gpu_memory_utilization)
     engine.loaded_tag = policy.weights_sha256()
     return VllmSampler(engine, policy)
 
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     clock = Clock(args.device)
-    folder = Path(tempfile.mkdtemp(prefix=f"visplay-bench-{args.size}-"))
+    folder = Path(args.keep_model) if args.keep_model else Path(tempfile.mkdtemp(prefix=f"visplay-bench-{args.size}-"))
     params = build_model_folder(args.size, folder, dtype=args.dtype, device=args.device, seed=args.seed)
     policy = load_policy(folder, "questioner", dtype=args.dtype, device=args.device, keep_reference=True)
     sampler = make_sampler(args.sampler, policy, args)
@@ -176,6 +177,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         opt.update(rollouts)
         step_times.append(clock.now() - start)
     step_s = min(step_times) if step_times else float("nan")  # --steps 0: sampling only
+    push_s = time_push(sampler, policy, clock) if args.sampler == "vllm" else float("nan")
+    update = update_throughput(policy, rollouts, step_s, params, args)
     tps = tokens / sample_s
     per_rollout = step_s / len(rollouts)
     projected = EASYR1["rollouts_per_gpu"] * (tokens / len(rollouts)) / tps + EASYR1["rollouts_per_gpu"] * per_rollout
@@ -185,8 +188,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "max_new_tokens": args.max_new_tokens, "sampled_tokens": tokens, "sampling_s": sample_s,
         "tokens_per_s_per_gpu": tps, "grpo_step_s": step_s, "grpo_rollouts": len(rollouts),
         "projected_easyr1_step_s": projected, "peak_memory_gib": peak_memory_gib(args.device),
-        "easyr1": EASYR1,
+        "weight_push_s": push_s, **update, "easyr1": EASYR1,
     }
+
+
+def time_push(sampler: Any, policy: Any, clock: Clock) -> float:
+    """Seconds for one weight push after an update: gather the state, write it to shared memory, every engine
+    worker loads it (visplay_vllm.engine.VllmEngine.push), caches reset."""
+    sampler.refresh()
+    start = clock.now()
+    sampler.push_if_needed()
+    return clock.now() - start
+
+
+# Dense bf16 peak of one GPU (vendor datasheets, without sparsity), for MFU; --peak-tflops overrides.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "H800": 989.0, "B200": 2250.0}
+
+
+def update_throughput(policy: Any, rollouts: list[Any], step_s: float, params: int,
+                      args: argparse.Namespace) -> dict[str, float]:
+    """GRPO update tokens/s (prompt + response tokens of the step's rollouts) and MFU.
+
+    FLOPs per token ~ 2 x parameters per forward pass (the 6N rule: forward 2N, backward 4N); a GRPO step runs the
+    old-log-prob and reference forwards (2N + 2N) and the trained forward + backward (6N): 10N per token.
+    """
+    tokens = sum(len(policy.processor.encode(r.prompt).input_ids) + len(r.token_ids) for r in rollouts)
+    tps = tokens / step_s if step_s == step_s and step_s > 0 else float("nan")
+    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in device_name(args.device)), 0.0)
+    mfu = 10 * params * tps / (peak * 1e12) if peak else float("nan")
+    return {"update_tokens": tokens, "update_tokens_per_s": tps, "mfu": mfu, "peak_tflops": peak}
 
 
 def device_name(device: str) -> str:
@@ -207,6 +237,9 @@ def report(r: dict[str, Any]) -> str:
         (f"GRPO step, {r['grpo_rollouts']} rollouts (s)", f"{r['grpo_step_s']:.2f}", "-"),
         (f"step projected to {e['rollouts_per_gpu']:.0f} rollouts/GPU (s)", f"{r['projected_easyr1_step_s']:.1f}",
          f"{e['step_s']:.0f}"),
+        ("GRPO update tokens/s (prompt + response)", f"{r['update_tokens_per_s']:.1f}", "-"),
+        (f"MFU (10N FLOPs/token, peak {r['peak_tflops']:g} TFLOPs)", f"{r['mfu']:.3f}", "-"),
+        ("weight push (s)", f"{r['weight_push_s']:.2f}", "-"),
         ("peak memory (GiB)", f"{r['peak_memory_gib']:.2f}", "-"),
     ]
     head = (f"Qwen2.5-VL architecture '{r['size']}' ({r['parameters']:,} parameters, random weights), {r['dtype']}, "
@@ -234,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="the GPU's dense bf16 peak for MFU (default: by name)")
+    p.add_argument("--keep-model", help="write the random model folder here and keep it (for gpu_check's run)")
     p.add_argument("--json", help="also write the measurements to this file")
     args = p.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")

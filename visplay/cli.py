@@ -51,7 +51,11 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
                         "memory estimate) and exit without loading a model")
     p.add_argument("--nproc", type=int, default=None,
                    help="training processes on this machine (relaunches under torchrun); default: the recipe's "
-                        "distributed.nproc")
+                        "distributed.nproc (0: one per training GPU)")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="with --dry-run: plan for a box with N GPUs instead of this machine's")
+    p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB",
+                   help="with --dry-run: memory of each GPU in GiB (default 80: H100/A100-80G)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -235,12 +239,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``visplay run`` / ``visplay reproduce``: load and validate the recipe, then plan it or run it."""
     from visplay.config import load_recipe
 
-    cfg = load_recipe(args.recipe, list(args.overrides or []))
-    if args.dry_run:
-        from visplay.scale.placement import dry_run
+    if args.dry_run:  # plans without weights, for a box of --gpus GPUs (visplay/scale/plan.py)
+        from visplay.scale import plan
 
-        print(dry_run(cfg))
+        cfg = plan.load_for_dry_run(args.recipe, list(args.overrides or []))
+        print(plan.dry_run(cfg, args.gpus, args.gpu_memory, args.nproc))
         return EXIT_OK
+    cfg = load_recipe(args.recipe, list(args.overrides or []))
     from visplay.loop.engine import start_run
 
     return start_run(cfg, nproc=args.nproc, overwrite=args.overwrite, quiet=args.quiet, argv=sys.argv[1:])

@@ -207,7 +207,8 @@ class SamplerConfig:
 @dataclass
 class DistributedConfig:
     nproc: int = 1
-    """Training processes (torchrun --nproc-per-node)."""
+    """Training processes (torchrun --nproc-per-node); 0: one per training GPU of the placement (the paper
+    recipes: 4 on 8 GPUs), 1 without GPUs."""
     strategy: str = "ddp"
     """``ddp`` or ``fsdp``."""
     backend: str = "auto"

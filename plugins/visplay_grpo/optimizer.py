@@ -141,9 +141,15 @@ class GRPOOptimizer:
         if dist.world_size() == 1:
             return self.policy.logprobs(prompts, responses, **kwargs)
         mine = dist.shard(list(range(len(prompts))))
+        real = len(mine)
+        if self._sharded():  # FSDP: every rank must run the same number of forwards (each one all-gathers)
+            mine += [0] * (-(-len(prompts) // dist.world_size()) - real)
         local = self.policy.logprobs([prompts[i] for i in mine], [responses[i] for i in mine], **kwargs) \
             if mine else []
-        return [lp for part in dist.all_gather_objects([t.cpu() for t in local]) for lp in part]
+        return [lp for part in dist.all_gather_objects([t.cpu() for t in local[:real]]) for lp in part]
+
+    def _sharded(self) -> bool:
+        return bool(getattr(self.policy, "sharded", False))
 
     def _update_batch(self, idx: list[int], prompts: list, responses: list, old: list[torch.Tensor],
                       ref: list[torch.Tensor] | None, adv: torch.Tensor) -> dict[str, float]:
@@ -154,8 +160,11 @@ class GRPOOptimizer:
                 "actor/pg_clipfrac_higher": 0.0, "actor/pg_clipfrac_lower": 0.0, "actor/entropy": 0.0}
         world = dist.world_size()
         mine = dist.shard(idx) if world > 1 else idx  # total_tokens above stays the global count
-        for s in range(0, len(mine), self.micro_batch_size):
-            mb = mine[s:s + self.micro_batch_size]
+        batches = [(mine[s:s + self.micro_batch_size], 1.0) for s in range(0, len(mine), self.micro_batch_size)]
+        if world > 1 and self._sharded():  # FSDP: the same number of forward/backward passes on every rank;
+            longest = -(-len(idx) // world)  # a rank with fewer runs a copy of the first rollout, weighted 0
+            batches += [([idx[0]], 0.0)] * (-(-longest // self.micro_batch_size) - len(batches))
+        for mb, weight in batches:
             logp_rows, ent_rows = self.policy.forward_stats([prompts[i] for i in mb], [responses[i] for i in mb],
                                                             grad=True, temperature=self.temperature,
                                                             with_entropy=True)
@@ -171,8 +180,9 @@ class GRPOOptimizer:
                 ref_t, _ = pad_rows([ref[i].to(device) for i in mb])
                 kl = average(kl_penalty(logp, ref_t, self.kl_type), mask)
             loss = pg + self.kl_coef * kl
-            # The micro-batch's weight in the update batch: its tokens (token-mean) or its rollouts (seq-mean).
-            share = float(mask.sum()) / total_tokens if self.loss_agg == "token_mean" else len(mb) / len(idx)
+            # The micro-batch's weight in the update batch: its tokens (token-mean) or its rollouts (seq-mean);
+            # ``weight`` 0 marks an FSDP padding pass (a copy that only keeps the ranks in step).
+            share = weight * (float(mask.sum()) / total_tokens if self.loss_agg == "token_mean" else len(mb) / len(idx))
             (loss * share).backward()
             ent, _ = pad_rows([e.detach() for e in ent_rows])
             for key, value in (("actor/loss", loss), ("actor/pg_loss", pg), ("actor/kl", kl),
@@ -209,8 +219,8 @@ class GRPOOptimizer:
         for name in self.names:
             state = self.optim.state.get(params[name], {})
             for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    tensors[f"{key}/{name}"] = state[key].detach().cpu().contiguous()
+                if key in state:  # FSDP: every rank gathers the full moments; the file equals one process's
+                    tensors[f"{key}/{name}"] = _full(state[key]).detach().cpu().contiguous()
             if "step" in state:
                 steps[name] = float(state["step"])
         save_file(tensors, str(directory / "optimizer.safetensors"))
@@ -237,9 +247,23 @@ class GRPOOptimizer:
             if f"exp_avg/{name}" in tensors:
                 self.optim.state[p] = {
                     "step": torch.tensor(meta["steps"][name]),
-                    "exp_avg": tensors[f"exp_avg/{name}"].to(p.device, p.dtype),
-                    "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(p.device, p.dtype),
+                    "exp_avg": _like(p, tensors[f"exp_avg/{name}"]),
+                    "exp_avg_sq": _like(p, tensors[f"exp_avg_sq/{name}"]),
                 }
         for group, saved in zip(self.optim.param_groups, meta["param_groups"]):
             group.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
         self.updates = int(meta["updates"])
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """An FSDP-sharded tensor (DTensor) gathered on every rank; a plain tensor as it is."""
+    return t.full_tensor() if type(t).__name__ == "DTensor" else t
+
+
+def _like(p: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """``full`` placed like parameter ``p``: this rank's shard under FSDP, else on p's device and dtype."""
+    if type(p).__name__ == "DTensor":
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements)
+    return full.to(p.device, p.dtype)

@@ -49,6 +49,7 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
     return load_policy(
         path, role, dtype=model.dtype, device=device, trust_remote_code=bool(model.trust_remote_code),
         lora_cfg=ctx.recipe.plugins.models.lora, keep_reference=kl_coef > 0, seed=ctx.seed_for("model", role, "lora"),
+        fsdp=ctx.recipe.distributed.get("strategy") == "fsdp",
     )
 
 
@@ -60,4 +61,7 @@ def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
 
     if not hasattr(policy, "processor") or not hasattr(policy, "model"):
         raise TypeError(f"sampler 'hf' needs an HFPolicy (model + processor), got {type(policy).__name__}")
+    if getattr(policy, "sharded", False):  # each rank would generate its own slice: different forward counts
+        raise ValueError(f"sampler.{role}=hf with distributed.strategy=fsdp under several processes would hang (FSDP "
+                         "needs the same forward passes on every rank); use sampler vllm or distributed.strategy=ddp")
     return HFSampler(policy)

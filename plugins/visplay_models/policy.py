@@ -7,6 +7,7 @@ adapter disabled under LoRA. Loading is offline (``local_files_only``) and never
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -115,11 +116,35 @@ class HFPolicy:
         """(name, parameter) of every trainable weight, in a fixed (sorted) order."""
         return sorted(((n, p) for n, p in self.model.named_parameters() if p.requires_grad), key=lambda x: x[0])
 
+    # --- FSDP (distributed.strategy: fsdp under torchrun) --------------------------------------------------------
+
+    def shard(self) -> None:
+        """Shard the model and its frozen reference over the training processes with FSDP2 (a no-op for one
+        process). Every later gather (weights_sha256, save, full_state_dict) is a collective: all ranks call it."""
+        from visplay.scale import distributed
+
+        if distributed.world_size() == 1:
+            return
+        if self.lora:
+            raise ValueError("model.lora.enabled with distributed.strategy=fsdp is not supported (the adapter is "
+                             "small: use distributed.strategy=ddp)")
+        distributed.parallelize(self.model, "fsdp")
+        if self._reference is not None:
+            distributed.parallelize(self._reference, "fsdp")
+        self.sharded = True
+
+    sharded = False
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's state dict with every FSDP shard gathered (``full_tensor()``, on every rank)."""
+        return {name: (t.full_tensor() if type(t).__name__ == "DTensor" else t)
+                for name, t in self.model.state_dict().items()}
+
     def weights_sha256(self) -> str:
         """sha256 over the names, shapes and bytes of all trainable weights (for replay checks)."""
         h = hashlib.sha256()
         for name, p in self.trainable_parameters():
-            t = p.detach().to("cpu").contiguous()
+            t = (p.full_tensor() if type(p).__name__ == "DTensor" else p).detach().to("cpu").contiguous()
             h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return h.hexdigest()
@@ -131,7 +156,11 @@ class HFPolicy:
         restore the exact training state; the merged top-level folder is the export any tool can load.
         """
         directory = Path(directory)
-        save_model(self.model, directory, lora=self.lora)
+        with _every_rank_writes(self.model):
+            if self.sharded:  # every rank gathers; each writes the full folder (ranks > 0 into throwaway copies)
+                self.model.save_pretrained(directory, state_dict=self.full_state_dict(), safe_serialization=True)
+            else:
+                save_model(self.model, directory, lora=self.lora)
         if self.lora:
             self.model.save_pretrained(directory / "adapter", safe_serialization=True)
         self.processor.save_pretrained(directory)
@@ -160,6 +189,11 @@ class HFPolicy:
                 raise ModelLoadError(f"{adapter_file}: adapter keys do not match the model: {missing[:3]}")
             return
         saved, _ = load_hf_model(directory, dtype=_dtype_name(self.dtype), device="cpu")
+        if self.sharded:  # each rank keeps its shard of the full tensors
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, saved.state_dict(), options=StateDictOptions(full_state_dict=True))
+            return
         with torch.no_grad():
             self.model.load_state_dict(saved.state_dict(), strict=True)
 
@@ -171,6 +205,22 @@ class HFPolicy:
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _every_rank_writes(model: Any) -> Any:
+    """transformers' save_pretrained writes only on rank 0 once torch.distributed is initialised; every visplay rank
+    keeps its own (throwaway) copy of the run and reloads from it, so every rank must write its folder."""
+    from visplay.scale.distributed import world_size
+
+    if world_size() == 1:
+        yield
+        return
+    model.should_save_on_this_rank = lambda is_main_process=True: True  # instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del model.should_save_on_this_rank
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -225,9 +275,9 @@ def load_hf_model(path: str | Path, *, dtype: str = "float32", device: str = "cp
 
 def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: str = "cpu",
                 trust_remote_code: bool = False, lora_cfg: Any = None, keep_reference: bool = True,
-                seed: int = 0) -> HFPolicy:
+                seed: int = 0, fsdp: bool = False) -> HFPolicy:
     """An HFPolicy from a local folder; with ``lora_cfg.enabled`` a fresh LoRA adapter (initialised from
-    ``seed``) is attached."""
+    ``seed``) is attached; with ``fsdp`` under several processes the model and its reference are sharded (FSDP2)."""
     model, processor = load_hf_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     lora = bool(lora_cfg is not None and lora_cfg.get("enabled", False))
     if lora:
@@ -237,5 +287,8 @@ def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: 
             torch.manual_seed(seed)
             model = add_lora(model, lora_cfg)
     model.train()
-    return HFPolicy(model, processor, role, device=device, keep_reference=keep_reference, lora=lora,
-                    source=str(path))
+    policy = HFPolicy(model, processor, role, device=device, keep_reference=keep_reference, lora=lora,
+                      source=str(path))
+    if fsdp:
+        policy.shard()
+    return policy

@@ -1,16 +1,25 @@
-"""One in-process ``vllm.LLM`` per role, started once and kept up to date by pushing weights into it.
+"""One ``vllm.LLM`` per role, started once and kept up to date by pushing weights into it.
 
 Start-up costs ~20 s on CPU (minutes for a 7B model on a GPU), so an engine lives for the whole run (and is
-reused by later runs in the same process when the architecture is the same): after each optimizer update the
-trainer's weights are written to one safetensors file and loaded into the live engine with
-``llm.collective_rpc(reload_weights_from_files, args=(paths,))``, then the prefix, encoder and multimodal caches are
-reset (a stale encoder cache fails the next request with "Encoder cache miss"; a stale prefix cache would serve
-old KV blocks).
+reused by later runs in the same process when the architecture is the same).
 
-On CPU the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, executor ``uni``): start-up measured
-10 s instead of 80 s here, and the RPC function is called directly. On GPUs it runs in its own processes on the
-sampling GPUs of the placement (CUDA_VISIBLE_DEVICES is set while the engine spawns), and the RPC function is
-pickled by reference, which vLLM allows only with VLLM_ALLOW_INSECURE_SERIALIZATION=1.
+**Where the engine runs.** On GPUs, and on CPU inside a multi-process (torchrun) run, the engine runs in its own
+processes: vLLM's engine core process plus one worker per tensor-parallel rank (executor ``mp``), on the sampling
+GPUs of the placement (CUDA_VISIBLE_DEVICES is set while they spawn). The training rank 0 only holds the client
+(``vllm.LLM``), so the engine never joins, or waits on, the trainers' process group; torchrun's variables
+(RANK, WORLD_SIZE, MASTER_ADDR, ...) are hidden from it while it spawns, and it is spawned, not forked. A
+single-process CPU run keeps the engine in its own process only when asked (``plugins.vllm.in_process: false``):
+in-process start-up measured 10 s instead of 80 s here.
+
+**Weight push** (``push``): after each optimizer update the trainer's full weights (FSDP-gathered by every training
+rank, kept by rank 0) are written once as a safetensors file in shared memory (/dev/shm), and each worker loads
+it through the ``visplay_load_weights`` method of :class:`visplay_vllm.worker.WeightSync`, called by name through
+``llm.collective_rpc`` (a worker extension: nothing is pickled, VLLM_ALLOW_INSECURE_SERIALIZATION is not needed).
+Each worker returns the sha256 of what it loaded; the push checks all agree. Then the prefix, encoder and
+multimodal caches are reset (a stale encoder cache fails the next request with "Encoder cache miss"; a stale
+prefix cache would serve old KV blocks). Why a file and not NCCL: the same path runs on CPU (tested) and GPU, and
+works for a tensor-parallel engine without a second process group between trainer and engine; docs/scale.md gives
+the cost per push at 3B.
 """
 
 from __future__ import annotations
@@ -26,34 +35,24 @@ from typing import Any
 
 log = logging.getLogger("visplay.vllm")
 
-
-def reload_weights_from_files(worker: Any, paths: list[str]) -> int:
-    """Runs inside each vLLM worker: load checkpoint-format safetensors files into the live model.
-
-    Must be a top-level function of an importable module (vLLM pickles it by reference). Returns the tensor count.
-    """
-    from safetensors import safe_open
-
-    def tensors():
-        for path in paths:
-            with safe_open(path, framework="pt", device="cpu") as f:
-                for name in f.keys():  # noqa: SIM118 - safe_open has no items()
-                    yield name, f.get_tensor(name)
-
-    count = 0
-
-    def counted():
-        nonlocal count
-        for item in tensors():
-            count += 1
-            yield item
-
-    worker.reload_weights(weights_iterator=counted(), is_checkpoint_format=True)
-    return count
+WORKER_EXTENSION = "visplay_vllm.worker.WeightSync"
+FORBIDDEN_TOKENS = "visplay_vllm.logits:ForbiddenTokens"  # engine-wide special-token mask (visplay_vllm.logits)
+# torchrun's variables: a spawned engine must not read them as its own rank/world (it builds its own group).
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                      "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE",
+                      "ROLE_NAME", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
+                      "TORCHELASTIC_USE_AGENT_STORE", "TORCH_NCCL_ASYNC_ERROR_HANDLING")
 
 
 def state_dict_for_push(policy: Any) -> dict[str, Any]:
-    """The policy's full weights in checkpoint format (LoRA merged), tied tensors written once."""
+    """The policy's full weights in checkpoint format (LoRA merged), tied tensors written once, on CPU.
+
+    Under FSDP every training rank must call this (each sharded tensor is gathered with ``full_tensor()``, a
+    collective); only rank 0, which pushes, keeps the gathered tensors (copied to CPU), the others get {}.
+    """
+    from visplay.scale import distributed
+
+    keep = distributed.is_rank0()
     model = policy.model
     if getattr(policy, "lora", False):
         from visplay_models.checkpoint import merged_lora_state_dict
@@ -64,11 +63,14 @@ def state_dict_for_push(policy: Any) -> dict[str, Any]:
         state = inner.state_dict()
     out, seen = {}, set()
     for name, tensor in state.items():
+        if type(tensor).__name__ == "DTensor":
+            tensor = tensor.full_tensor()
         key = (tensor.data_ptr(), tuple(tensor.shape))
         if key in seen:  # tied embeddings: safetensors refuses shared storage; vLLM re-ties them itself
             continue
         seen.add(key)
-        out[name] = tensor.detach().to("cpu").contiguous()
+        if keep:
+            out[name] = tensor.detach().to("cpu").contiguous()
     return out
 
 
@@ -78,46 +80,70 @@ def _is_cpu_platform() -> bool:
     return bool(current_platform.is_cpu())
 
 
-class VllmEngine:
-    """A vLLM engine for one role, built from a saved copy of a policy (see the module docstring)."""
+def push_directory() -> Path:
+    """Where pushed weights are written: shared memory (/dev/shm) when it exists and is writable, else TMPDIR."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    return Path(tempfile.gettempdir())
 
-    def __init__(self, role: str, policy: Any, *, dtype: str, max_model_len: int, enforce_eager: bool, seed: int,
-                 gpu_memory_utilization: float = 0.45, tensor_parallel_size: int = 1, cpu_kvcache_gb: int = 1,
-                 gpus: list[int] | None = None, executor: str | None = None, pipeline_parallel_size: int = 1):
+
+class VllmEngine:
+    """A vLLM engine for one role, started from a model folder (see the module docstring)."""
+
+    def __init__(self, role: str, model_dir: str | Path, *, dtype: str, max_model_len: int, enforce_eager: bool,
+                 seed: int, gpu_memory_utilization: float = 0.45, tensor_parallel_size: int = 1,
+                 cpu_kvcache_gb: int = 1, gpus: list[int] | None = None, executor: str | None = None,
+                 pipeline_parallel_size: int = 1, own_process: bool | None = None):
         self.role = role
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"visplay-vllm-{role}-"))
-        self.model_dir = self.workdir / "model"
-        policy.save(self.model_dir)
+        self.workdir: Path | None = None  # the folder it was started from, removed at shutdown
         self.loaded_tag: str | None = None
+        self.engine_sha256: str | None = None
         self.pushes = 0
         self.cpu = _is_cpu_platform()
+        self.own_process = (not self.cpu) if own_process is None else bool(own_process)
         executor = executor or ("uni" if self.cpu else "mp")
-        _configure_environment(self.cpu, executor, cpu_kvcache_gb)
+        _configure_environment(self.cpu, executor, cpu_kvcache_gb, self.own_process)
         from vllm import LLM
 
         kwargs: dict[str, Any] = dict(
-            model=str(self.model_dir), dtype=dtype, enforce_eager=enforce_eager, max_model_len=max_model_len,
+            model=str(model_dir), dtype=dtype, enforce_eager=enforce_eager, max_model_len=max_model_len,
             seed=seed, limit_mm_per_prompt={"image": 1}, tensor_parallel_size=tensor_parallel_size,
             pipeline_parallel_size=pipeline_parallel_size, distributed_executor_backend=executor,
+            worker_extension_cls=WORKER_EXTENSION, logits_processors=[FORBIDDEN_TOKENS],
         )
         if not self.cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        with _visible_devices(None if self.cpu else gpus):
+        with _visible_devices(None if self.cpu else gpus), _hidden_torchrun(self.own_process):
             self.llm = LLM(**kwargs)
-        log.info("vLLM engine for %s started from %s", role, self.model_dir)
+        log.info("vLLM engine for %s started from %s (%s)", role, model_dir,
+                 "own processes" if self.own_process else "in process")
 
-    def push(self, policy: Any, tag: str) -> None:
-        """Load ``policy``'s current weights into the live engine and reset its caches."""
+    def push(self, state: dict[str, Any], tag: str) -> str:
+        """Load ``state`` (checkpoint-format tensors, see state_dict_for_push) into the live engine and reset its
+        caches; return the sha256 the engine's workers computed over what they loaded (all workers agree)."""
         from safetensors.torch import save_file
 
-        path = self.workdir / "push.safetensors"
-        save_file(state_dict_for_push(policy), str(path))
-        counts = self.llm.collective_rpc(reload_weights_from_files, args=([str(path)],))
-        path.unlink(missing_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f"visplay-push-{self.role}-", suffix=".safetensors",
+                                        dir=push_directory())
+        os.close(handle)
+        try:
+            save_file(state, name)
+            results = self.llm.collective_rpc("visplay_load_weights", args=(name,))
+        finally:
+            Path(name).unlink(missing_ok=True)
+        digests = {r["sha256"] for r in results}
+        if len(digests) != 1:
+            raise RuntimeError(f"vLLM {self.role} engine: workers loaded different weights ({sorted(digests)})")
         self.reset_caches()
-        self.loaded_tag = tag
+        self.loaded_tag, self.engine_sha256 = tag, digests.pop()
         self.pushes += 1
-        log.info("pushed weights %s into the %s engine (%s tensors)", tag[:12], self.role, counts)
+        log.info("pushed weights %s into the %s engine (%s tensors)", tag[:12], self.role, results[0]["tensors"])
+        return self.engine_sha256
+
+    def weights_sha256(self) -> list[str | None]:
+        """Each worker's hash of the weights it last loaded (asked from the engine's processes)."""
+        return list(self.llm.collective_rpc("visplay_weights_sha256"))
 
     def reset_caches(self) -> None:
         self.llm.reset_prefix_cache()
@@ -136,19 +162,50 @@ class VllmEngine:
                 llm.llm_engine.engine_core.shutdown()
             del llm
             gc.collect()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if getattr(self, "workdir", None) is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _configure_environment(cpu: bool, executor: str, cpu_kvcache_gb: int) -> None:
+class RemoteEngineStub:
+    """What a training rank other than 0 holds for a role's engine: nothing runs here, but it takes part in every
+    FSDP gather of a push (see VllmSampler) and mirrors which weights the engine holds."""
+
+    own_process = True
+
+    def __init__(self, role: str):
+        self.role = role
+        self.loaded_tag: str | None = None
+        self.engine_sha256: str | None = None
+        self.pushes = 0
+
+    def push(self, state: dict[str, Any], tag: str) -> None:
+        self.loaded_tag = tag
+        self.pushes += 1
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _configure_environment(cpu: bool, executor: str, cpu_kvcache_gb: int, own_process: bool) -> None:
     """Set vLLM's environment before the engine starts (vLLM reads these when the engine is built)."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     if cpu:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(cpu_kvcache_gb))
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # vLLM keeps a core free by default
-    if executor == "uni":
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core runs in this process
-    else:
-        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # the RPC function travels pickled
+    # The engine core in this process (CPU, one process) or in its own (GPUs; CPU under torchrun).
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if own_process else "0"
+    if own_process:
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"  # never fork a trainer holding a process group
+
+
+@contextlib.contextmanager
+def _hidden_torchrun(hide: bool):
+    """Hide torchrun's rank/world variables while the engine's processes spawn (they copy the environment)."""
+    saved = {k: os.environ.pop(k) for k in TORCHRUN_VARIABLES if hide and k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 @contextlib.contextmanager
@@ -168,3 +225,27 @@ def _visible_devices(gpus: list[int] | None):
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+def start_engine(role: str, policy: Any, *, leader: bool, forbidden: list[int] | None = None,
+                 **settings: Any) -> Any:
+    """Start ``role``'s engine from the policy's current weights: every training rank saves the policy (a
+    collective under FSDP), rank 0 (``leader``) starts the engine from its copy, kept until shutdown; the other
+    ranks get a stub."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"visplay-vllm-{role}-"))
+    try:
+        policy.save(workdir / "model")
+        if not leader:
+            return RemoteEngineStub(role)
+        from visplay_vllm.logits import write_forbidden_ids
+
+        write_forbidden_ids(workdir / "model", forbidden or [])
+        engine = VllmEngine(role, workdir / "model", **settings)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    finally:
+        if not leader:
+            shutil.rmtree(workdir, ignore_errors=True)
+    engine.workdir = workdir
+    return engine

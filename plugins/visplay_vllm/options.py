@@ -25,6 +25,9 @@ class VllmOptions:
     """vLLM's distributed executor: ``uni``, ``mp`` or ``ray`` (spans nodes); None: uni on CPU, mp on GPUs."""
     pipeline_parallel_size: int = 1
     """Pipeline stages (across nodes with ray)."""
+    in_process: bool | None = None
+    """Keep the engine in the training process (CPU, one training process only); None: in-process there, in its own
+    processes on GPUs and under torchrun (where it always runs apart)."""
 
     def validate(self) -> dict[str, str]:
         problems = {}

@@ -31,15 +31,22 @@ def policy_signature(policy: Any) -> str:
 
 
 def engine_for(ctx: Any, role: str, policy: Any) -> Any:
-    """The running engine of ``role``, started (or restarted, when the model or settings changed) as needed."""
-    from visplay_vllm.engine import VllmEngine
+    """The running engine of ``role``, started (or restarted, when the model or settings changed) as needed.
+
+    Under torchrun every training rank calls this with the same arguments (the decision and the policy save are
+    the same on every rank); rank 0 gets the engine, the other ranks a stub (visplay_vllm.engine.start_engine).
+    """
+    from visplay.scale import distributed
+    from visplay_vllm.engine import start_engine
 
     v = plugin_section(ctx.recipe, "vllm")
+    multi = distributed.world_size() > 1
     settings = dict(executor=v.executor, pipeline_parallel_size=int(v.pipeline_parallel_size),
                     dtype=str(ctx.recipe.model.dtype), max_model_len=int(v.max_model_len),
                     enforce_eager=bool(v.enforce_eager), seed=int(ctx.seed_for("vllm", role)) % 2**32,
                     gpu_memory_utilization=float(v.gpu_memory_utilization),
-                    tensor_parallel_size=int(v.tensor_parallel_size), cpu_kvcache_gb=int(v.cpu_kvcache_gb))
+                    tensor_parallel_size=int(v.tensor_parallel_size), cpu_kvcache_gb=int(v.cpu_kvcache_gb),
+                    own_process=True if multi or v.in_process is False else None)
     key = (policy_signature(policy), tuple(sorted(settings.items())))
     current = _ENGINES.get(role)
     if current is not None and current[0] == key:
@@ -49,7 +56,8 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
     from visplay.scale.placement import plan_placement
 
     gpus = plan_placement(ctx.recipe).engine_gpus.get(role)
-    engine = VllmEngine(role, policy, gpus=gpus, **settings)
+    engine = start_engine(role, policy, leader=distributed.is_rank0(), gpus=gpus,
+                          forbidden=forbidden_token_ids(policy), **settings)
     engine.loaded_tag = policy.weights_sha256()  # it was started from exactly these weights
     _ENGINES[role] = (key, engine)
     return engine
@@ -58,6 +66,20 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
 @hookimpl
 def visplay_recipe_sections() -> dict[str, type]:
     return {"vllm": VllmOptions}
+
+
+def forbidden_token_ids(policy: Any) -> list[int]:
+    """Ids never sampled: special tokens other than the stop ids (<|im_end|>, EOS), and the embedding's rows beyond
+    the tokenizer (Qwen's 151,936 rows hold 151,665 tokens)."""
+    processor = policy.processor
+    stop = set(getattr(policy, "stop_ids", {processor.im_end_id}))
+    model = policy.model.get_base_model() if hasattr(policy.model, "get_base_model") else policy.model
+    config = model.config
+    rows = int(getattr(getattr(config, "text_config", config), "vocab_size", 0) or getattr(config, "vocab_size", 0))
+    special = {i for i in processor.special_ids if i not in stop}
+    return sorted(special | set(range(len(processor.tokenizer), rows)))
+
+
 
 
 def shutdown_engines() -> None:
@@ -80,20 +102,8 @@ def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
         from vllm import LLM  # noqa: F401  (not just `import vllm`: a stray folder named vllm would pass that)
     except ImportError as exc:
         raise RuntimeError(f"sampler.{role}=vllm needs vLLM: pip install 'visplay[vllm]' ({exc})") from exc
-    from visplay.scale import distributed
     from visplay_vllm.sampler import VllmSampler
 
-    if distributed.world_size() == 1:
-        return VllmSampler(engine_for(ctx, role, policy), policy)
-    # Data-parallel training: one engine, in rank 0, on the sampling GPUs; the other ranks receive its samples.
-    from visplay_vllm.engine import _is_cpu_platform
-
-    if _is_cpu_platform():
-        raise RuntimeError(f"sampler.{role}=vllm inside a multi-process (torchrun) run is not supported on CPU: the "
-                           "in-process engine hangs next to the trainer's process group; use sampler hf or one process")
-    if ctx.recipe.distributed.strategy == "fsdp":
-        raise RuntimeError(f"sampler.{role}=vllm with distributed.strategy=fsdp and several processes is not "
-                           "supported yet (rank 0 would need the gathered weights to push); use strategy ddp, "
-                           "one process, or sampler hf")
-    inner = VllmSampler(engine_for(ctx, role, policy), policy) if distributed.is_rank0() else None
-    return distributed.Rank0Sampler(inner)
+    # One training process: the engine is this process's. Several (torchrun): every rank builds the sampler (the
+    # FSDP gathers of a push are collectives), rank 0's engine runs in its own processes and samples for all.
+    return VllmSampler(engine_for(ctx, role, policy), policy)

@@ -6,14 +6,20 @@
 - Sample ``j`` of a request is its own vLLM request with seed ``derive_seed(params.seed, j)`` (the HF sampler
   derives its per-sample generators the same way), so a sample depends only on the weights, its prompt, its
   params and ``j``: not on ``n``, nor on the other requests in the batch (vLLM's per-request generators).
-- Special tokens other than the stop ids are never sampled (``allowed_token_ids``, the HF sampler's forbidden
-  set); ``<|im_end|>`` and the model's EOS ids stop a sample and stay as its last token id; ``text`` leaves them out.
+- Special tokens other than the stop ids are never sampled: the engine masks them (and the embedding's padding
+  rows beyond the tokenizer) for every request with one engine-wide logits processor
+  (:class:`visplay_vllm.logits.ForbiddenTokens`), so no request carries a ~150k-id ``allowed_token_ids`` list at
+  Qwen's vocabulary; ``<|im_end|>`` and the model's EOS ids stop a sample and stay as its last token id; ``text``
+  leaves them out.
 - Log-probs are vLLM's ``raw_logprobs`` of the sampled token: full-vocabulary ``log_softmax(logits)`` before any
   masking, i.e. the HF convention at temperature 1 (the paper's setting). At another temperature they are the
   T = 1 values; the GRPO optimizer recomputes old log-probs by default, so training is unaffected.
 - Before sampling, the engine is made to hold this sampler's weights: ``refresh()`` (called by the engine after
   each optimizer update) marks the policy's current weights as wanted, and the next ``sample`` pushes them; a
   frozen sampler re-pushes its own weights only if another sampler of the same role pushed different ones.
+- Several training processes (torchrun): every rank holds a VllmSampler; rank 0's engine is real (its own
+  processes), the others hold a stub. A push gathers the FSDP-sharded weights on every rank (a collective, so all
+  ranks push together), rank 0 loads them into the engine; rank 0 samples and broadcasts the generations.
 """
 
 from __future__ import annotations
@@ -35,10 +41,7 @@ class VllmSampler:
         self.engine = engine
         self.policy = policy
         self.processor = policy.processor
-        stop = set(getattr(policy, "stop_ids", {self.processor.im_end_id}))
-        self.stop_ids = sorted(stop)
-        forbidden = {i for i in self.processor.special_ids if i not in stop}
-        self.allowed_ids = [i for i in range(len(self.processor.tokenizer)) if i not in forbidden]
+        self.stop_ids = sorted(set(getattr(policy, "stop_ids", {self.processor.im_end_id})))
         self.tag = policy.weights_sha256()
         self._warned_temperature = False
 
@@ -47,16 +50,38 @@ class VllmSampler:
         so several updates in a row cost one push."""
         self.tag = self.policy.weights_sha256()
 
+    def push_if_needed(self) -> None:
+        """Make the engine hold this sampler's weights (every rank calls this: the gather is a collective)."""
+        if self.engine.loaded_tag == self.tag:
+            return
+        from visplay_vllm.engine import state_dict_for_push
+
+        loaded = self.engine.push(state_dict_for_push(self.policy), self.tag)
+        # Without LoRA the pushed tensors are exactly the trainable weights: the hash the engine's workers computed
+        # over what they loaded must be the trainer's (checked on every push; rank 0 holds the engine).
+        if loaded is not None and not getattr(self.policy, "lora", False) and loaded != self.tag:
+            raise RuntimeError(f"vLLM {self.engine.role} engine loaded weights {loaded[:12]}, the trainer holds "
+                               f"{self.tag[:12]}")
+        if loaded is not None:  # rank 0: the engine's own hash was compared
+            log.info("engine %s holds the trainer's weights: sha256 %s", self.engine.role, self.tag[:16])
+
     def sample(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Generation]]:
         """One list of ``params[i].n`` generations per prompt, in sample order."""
         if len(prompts) != len(params):
             raise ValueError(f"sample: {len(prompts)} prompts but {len(params)} SamplingParams")
-        if self.engine.loaded_tag != self.tag:
-            self.engine.push(self.policy, self.tag)
-        requests, vparams, where = [], [], []
-        for i, (prompt, sp) in enumerate(zip(prompts, params)):
+        for sp in params:  # checked on every rank, before any collective
             if sp.n < 1 or sp.max_new_tokens < 1:
                 raise ValueError(f"SamplingParams: n and max_new_tokens must be >= 1, got {sp}")
+        self.push_if_needed()
+        from visplay.scale import distributed
+
+        if distributed.world_size() > 1:  # rank 0's engine samples for every rank
+            return distributed.broadcast_object(self._sample(prompts, params) if distributed.is_rank0() else None)
+        return self._sample(prompts, params)
+
+    def _sample(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Generation]]:
+        requests, vparams, where = [], [], []
+        for i, (prompt, sp) in enumerate(zip(prompts, params)):
             request = self._request(prompt)
             for j in range(sp.n):
                 requests.append(request)
@@ -84,7 +109,7 @@ class VllmSampler:
         return VParams(
             n=1, temperature=float(sp.temperature), top_p=float(sp.top_p), top_k=int(sp.top_k),
             max_tokens=int(sp.max_new_tokens), seed=derive_seed(sp.seed, j), logprobs=0,
-            stop_token_ids=self.stop_ids, allowed_token_ids=self.allowed_ids, detokenize=False,
+            stop_token_ids=self.stop_ids, detokenize=False,
             skip_special_tokens=True,
         )
 

@@ -40,7 +40,8 @@ def test_released_3b_makes_4_updates_per_step(tmp_path):
     cfg = load_recipe("qwen-vl-3b", ["variant=released", *_paths(tmp_path)])
     assert (cfg.optimizer.update_batch_size, cfg.optimizer.loss_agg) == (128, "seq_mean_token_mean")
     text = dry_run(cfg, visible=8)
-    assert "updates per step: questioner 4 (of 4096 rollouts), reasoner 4 (of 4096)" in text
+    for role in ("questioner", "reasoner"):
+        assert f"updates per step ({role}): 4096 rollouts / update batch 1024 rollouts = 4 AdamW updates" in text
     assert load_recipe("qwen-vl-3b", _paths(tmp_path)).optimizer.loss_agg == "token_mean"
 
 
@@ -48,7 +49,7 @@ def test_cli_dry_run_prints_updates_per_step(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "visplay.cli", "reproduce", "qwen-vl-3b", "variant=released",
                            *_paths(tmp_path), "--dry-run"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "updates per step: questioner 4" in proc.stdout
+    assert "updates per step (questioner): 4096 rollouts / update batch 1024 rollouts = 4 AdamW updates" in proc.stdout
 
 
 def test_plugin_multiplies_the_update_batch_by_the_group_size():

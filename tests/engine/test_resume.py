@@ -8,7 +8,6 @@ old step state is pruned). No cleanup code runs on SIGKILL, so this is the crash
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
 from support.engine import comparable_rows, drive

@@ -93,3 +93,20 @@ def test_training_device_follows_the_placement():
     assert training_device(recipe, plan_placement(recipe, visible=8), local_rank=3) == "cuda:7"
     assert training_device(_recipe("model.device=cuda:2"), plan_placement(recipe, visible=8)) == "cuda:2"
     assert training_device(_recipe(), plan_placement(_recipe(), visible=0)) == "cpu"
+
+
+def test_an_nccl_rank_takes_its_training_gpu_not_its_local_rank(monkeypatch):
+    """On the paper's split rank 0 trains on GPU 4: init_distributed must make cuda:4 current (NCCL and FSDP
+    allocate on the current device), not cuda:LOCAL_RANK = 0, a sampling GPU."""
+    import torch
+    import torch.distributed
+
+    from visplay.scale import distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kwargs: None)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert distributed.init_distributed("nccl", "cuda:4") and chosen == [4]
+    assert distributed.init_distributed("nccl", "cuda") and chosen == [4, 0]  # no index: the local rank's

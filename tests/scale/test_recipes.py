@@ -65,7 +65,7 @@ def test_missing_weights_message_says_what_to_download_and_how_to_pass_it():
         load_recipe("qwen-vl-3b")
     text = str(err.value)
     assert "data.images, model.path" in text
-    assert "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct --local-dir /models/Qwen2.5-VL-3B-Instruct" in text
+    assert "hf download Qwen/Qwen2.5-VL-3B-Instruct --local-dir /models/Qwen2.5-VL-3B-Instruct" in text
     assert "visplay reproduce qwen-vl-3b model.path=" in text
 
 
@@ -76,7 +76,7 @@ def test_cli_without_weights_exits_2_with_the_hint(command):
     proc = subprocess.run([sys.executable, "-m", "visplay.cli", command, "qwen-vl-3b"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct" in proc.stderr
+    assert "hf download Qwen/Qwen2.5-VL-3B-Instruct" in proc.stderr
 
 
 def test_dry_run_names_a_path_that_is_not_a_model_folder(tmp_path):
@@ -92,3 +92,86 @@ def test_dry_run_names_a_path_that_is_not_a_model_folder(tmp_path):
     cfg = load_recipe("qwen-vl-7b", [f"model.path={model}", f"data.images={tmp_path / 'none'}"])
     with pytest.raises(RecipeError, match="data.images=.*none does not exist"):
         dry_run(cfg, visible=8)
+
+
+# --- issue 14: a dry run for a box you don't have ---------------------------------------------------------------
+
+
+def test_dry_run_without_weights_plans_the_paper_box_from_built_in_facts():
+    """`visplay reproduce qwen-vl-3b --dry-run --gpus 8`, no model.path: 4 FSDP processes on GPUs 4-7, the two
+    engines on 0-1 and 2-3, the built-in 3B facts (the same count as the real config.json), exit 0."""
+    proc = subprocess.run([sys.executable, "-m", "visplay.cli", "reproduce", "qwen-vl-3b", "--dry-run", "--gpus", "8"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "training: 4 process(es), fsdp" in out and "rank -> GPU 0->4, 1->5, 2->6, 3->7" in out
+    assert "engine questioner: vLLM in its own processes on GPU(s) [0, 1]" in out
+    assert "engine reasoner: vLLM in its own processes on GPU(s) [2, 3]" in out
+    assert f"{PAPER['qwen-vl-3b'][1] / 1e9:.3f}B parameters" in out and "built-in facts of Qwen/Qwen2.5-VL-3B" in out
+    assert "not given: model.path" in out and "fits: yes" in out
+    # 512 images x G=8 = 4096 rollouts per step at 128 prompts x n=8 = 1024 per update (EasyR1): 4 updates
+    assert "4096 rollouts / update batch 1024 rollouts = 4 AdamW updates" in out
+    # one snapshot: bf16 weights + two bf16 AdamW moments of 3,754,622,976 parameters
+    assert f"{3 * 2 * 3754622976 / 1024**3:.1f} GiB per snapshot" in out
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_built_in_facts_equal_the_real_config_json(tmp_path, name):
+    from visplay.scale.architectures import ARCHITECTURES as BUILT_IN
+    from visplay.scale.architectures import RECIPE_MODELS
+
+    assert count_parameters(BUILT_IN[RECIPE_MODELS[name]]) == count_parameters(ARCHITECTURES[name])
+
+
+def test_seven_b_plans_fit_80_gib_and_a_local_config_wins(tmp_path):
+    from visplay.scale.plan import dry_run as plan_dry_run
+    from visplay.scale.plan import load_for_dry_run
+
+    for name in ("qwen-vl-7b", "mimo-vl-7b"):
+        text = plan_dry_run(load_for_dry_run(name, []), visible=8)
+        assert "training: 4 process(es), fsdp" in text and "fits: yes" in text
+    # a local model folder overrides the built-in facts: the 3B's config under the 7B recipe counts as the 3B
+    model = write_fake_model(tmp_path / "m", "qwen-vl-3b")
+    text = plan_dry_run(load_for_dry_run("qwen-vl-7b", [f"model.path={model}"]), visible=8)
+    assert f"{PAPER['qwen-vl-3b'][1] / 1e9:.3f}B parameters" in text and "config from model.path" in text
+    assert f"checked: model.path {model}" in text
+
+
+@pytest.mark.parametrize("overrides, gpus, key", [
+    (["distributed.nproc=1"], 8, "distributed.nproc=0"),                       # one 7B process: ~77 GiB + activations
+    (["distributed.strategy=ddp", "distributed.nproc=4"], 8, "distributed.strategy=fsdp"),
+    (["plugins.vllm.tensor_parallel_size=1", "plugins.vllm.gpu_memory_utilization=0.05"], 8,
+     "plugins.vllm.tensor_parallel_size"),
+    (["plugins.vllm.gpu_memory_utilization=0.2", "plugins.vllm.max_model_len=2000000"], 8, "plugins.vllm.max_model_len"),
+])
+def test_a_plan_that_cannot_fit_is_refused_naming_the_key(overrides, gpus, key):
+    from visplay.scale.plan import dry_run as plan_dry_run
+    from visplay.scale.plan import load_for_dry_run
+
+    with pytest.raises(RecipeError, match="the plan does not fit") as err:
+        plan_dry_run(load_for_dry_run("qwen-vl-7b", overrides), visible=gpus)
+    assert key in str(err.value)
+
+
+def test_one_gpu_shares_training_and_engines_and_cli_exit_code_is_2_when_it_cannot_fit():
+    from visplay.scale.plan import dry_run as plan_dry_run
+    from visplay.scale.plan import load_for_dry_run
+
+    text = plan_dry_run(load_for_dry_run("qwen-vl-3b", ["plugins.vllm.tensor_parallel_size=1",
+                                                        "plugins.vllm.gpu_memory_utilization=0.2",
+                                                        "optimizer.micro_batch_size=1"]), visible=1,
+                        gpu_memory_gib=141)
+    assert "shared over 1 visible GPU(s)" in text and "training: 1 process(es), single process" in text
+    proc = subprocess.run([sys.executable, "-m", "visplay.cli", "reproduce", "qwen-vl-7b", "distributed.nproc=1",
+                           "--dry-run", "--gpus", "8"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "distributed.nproc=0" in proc.stderr
+
+
+def test_nproc_zero_means_one_process_per_training_gpu():
+    from visplay.scale.placement import plan_placement, training_processes
+    from visplay.scale.plan import load_for_dry_run
+
+    cfg = load_for_dry_run("qwen-vl-3b", [])
+    assert training_processes(cfg, plan_placement(cfg, 8)) == 4
+    assert training_processes(cfg, plan_placement(cfg, 0)) == 1      # no GPU: one process on CPU
+    assert training_processes(cfg, plan_placement(cfg, 8), requested=2) == 2

@@ -102,6 +102,10 @@ def test_weight_push_changes_outputs_as_the_new_weights_say(first, policy, sampl
     assert sampler.engine.pushes == pushes  # pushed lazily, at the next sample
     after = sampler.sample(prompts(), params())
     assert sampler.engine.pushes == pushes + 1
+    # the engine's worker hashed what it loaded (worker extension, called by name): the trainer's weights, exactly
+    assert sampler.engine.engine_sha256 == policy.weights_sha256()
+    assert sampler.engine.weights_sha256() == [policy.weights_sha256()]
+    assert "VLLM_ALLOW_INSECURE_SERIALIZATION" not in os.environ
     assert [[g.token_ids for g in gens] for gens in after] != [[g.token_ids for g in gens] for gens in first]
     flat = [(prompts()[i], g) for i, gens in enumerate(after) for g in gens]
     ref = policy.logprobs([p for p, _ in flat], [g.token_ids for _, g in flat])
@@ -139,3 +143,40 @@ def test_lora_policy_is_pushed_merged(sampler, cache_dir, tmp_path_factory):
     flat = [(prompts()[i], g) for i, gens in enumerate(out) for g in gens]
     ref = policy.logprobs([p for p, _ in flat], [g.token_ids for _, g in flat])
     assert max(float((torch.tensor(g.logprobs) - r).abs().max()) for (_, g), r in zip(flat, ref)) < PARITY
+
+
+def test_tied_embeddings_follow_a_push(tmp_path_factory):
+    """Qwen2.5-VL-3B ties lm_head to the embeddings. vLLM's in-place reload put the head's old tensor back (and on
+    CPU kept its old packed GEMM): measured 21.7 nats off after a push before WeightSync re-tied the head."""
+    import importlib.util
+
+    from visplay_models.policy import load_policy
+    from visplay_vllm.engine import start_engine
+    from visplay_vllm.plugin import forbidden_token_ids
+    from visplay_vllm.sampler import VllmSampler
+
+    script = Path(__file__).resolve().parents[2] / "reproduce" / "gpu_benchmark.py"
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = tmp_path_factory.mktemp("tied")
+    bench.build_model_folder("tiny", folder, dtype="float32", device="cpu", seed=0)
+    policy = load_policy(folder, "reasoner", keep_reference=False)
+    assert policy.model.config.tie_word_embeddings
+    engine = start_engine("tied", policy, leader=True, forbidden=forbidden_token_ids(policy), dtype="float32",
+                          max_model_len=512, enforce_eager=True, seed=0)
+    try:
+        engine.loaded_tag = policy.weights_sha256()
+        sampler = VllmSampler(engine, policy)
+        gen = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for _, p in sorted(policy.model.named_parameters()):
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+        sampler.refresh()
+        out = sampler.sample(prompts(), params(n=2))
+        assert engine.pushes == 1 and engine.engine_sha256 == policy.weights_sha256()
+        flat = [(prompts()[i], g) for i, gens in enumerate(out) for g in gens]
+        ref = policy.logprobs([p for p, _ in flat], [g.token_ids for _, g in flat])
+        assert max(float((torch.tensor(g.logprobs) - r).abs().max()) for (_, g), r in zip(flat, ref)) < PARITY
+    finally:
+        engine.shutdown()

@@ -348,11 +348,12 @@ def iteration_summary(runlog: RunLog, i: int) -> dict[str, float | None]:
 
 
 def start_run(cfg: DictConfig, *, nproc: int | None, overwrite: bool, quiet: bool, argv: list[str]) -> int:
-    """``visplay run``: relaunch under torchrun when ``nproc`` > 1, else run the recipe and write its report."""
+    """``visplay run``: relaunch under torchrun when more than one training process is asked for (``--nproc``,
+    else ``distributed.nproc``; 0 = one per training GPU of the placement), else run the recipe and its report."""
     from visplay.scale import distributed, placement
 
     placement.validate_paths(cfg)  # before any relaunch: a missing model path is one clear error, not one per process
-    nproc = nproc if nproc is not None else cfg.distributed.nproc
+    nproc = placement.training_processes(cfg, requested=nproc)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         return int(distributed.relaunch_under_torchrun(argv, nproc))
     run_dir = Path(cfg.run_dir)

@@ -42,8 +42,10 @@ def join_process_group(cfg: DictConfig, run_dir: Path, db_path: Path, resume: bo
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from visplay.scale import distributed
+    from visplay.scale.placement import training_device
 
-    distributed.init_distributed(cfg.distributed.backend, cfg.model.device)
+    # issue 14: the rank's training GPU (cuda:4.. on the paper's split), not cuda:LOCAL_RANK (a sampling GPU)
+    distributed.init_distributed(cfg.distributed.backend, training_device(cfg, local_rank=distributed.local_rank()))
     shadow = None
     if not distributed.is_rank0():
         import hashlib

@@ -81,7 +81,8 @@ def pick_backend(backend: str, device: str) -> str:
 def init_distributed(backend: str = "auto", device: str = "cpu") -> bool:
     """Join the process group torchrun describes (env://); a no-op (False) for a single process.
 
-    On CUDA each process takes the GPU of its local rank among the visible ones.
+    On CUDA each process takes ``device``'s GPU when it names one (``cuda:4``: the rank's training GPU from
+    ``placement.training_device``, so NCCL and FSDP run there, not on a sampling GPU), else its local rank's.
     """
     import torch
     import torch.distributed as dist
@@ -92,7 +93,7 @@ def init_distributed(backend: str = "auto", device: str = "cpu") -> bool:
         return False
     chosen = pick_backend(backend, device)
     if chosen == "nccl":
-        torch.cuda.set_device(local_rank())
+        torch.cuda.set_device(int(str(device).split(":")[1]) if ":" in str(device) else local_rank())
     dist.init_process_group(backend=chosen, init_method="env://")
     log.info("rank %d/%d joined (%s)", rank(), world_size(), chosen)
     return True

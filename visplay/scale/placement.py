@@ -98,6 +98,8 @@ def plan_placement(recipe: Any, visible: int | None = None) -> Placement:
     if nproc > len(training):
         raise RecipeError(f"distributed.nproc={nproc} training processes but only {len(training)} training GPU(s) "
                           f"{training}")
+    if nproc < 0:
+        raise RecipeError(f"distributed.nproc={nproc}: give a process count, or 0 for one per training GPU")
     mode = "shared" if overlap or not sampling and visible == 1 else "split"
     sampling = sampling if uses_vllm else []
     engines = _engine_gpus(recipe, samplers, sampling, shared_with_training=bool(overlap))
@@ -138,6 +140,16 @@ def _default_split(visible: int, uses_vllm: bool) -> tuple[list[int], list[int]]
     return list(range(half)), list(range(half, visible))
 
 
+def training_processes(recipe: Any, placement: Placement | None = None, requested: int | None = None) -> int:
+    """Training processes to launch: ``requested`` (``--nproc``) or ``distributed.nproc``; 0 means one per training
+    GPU of the placement (the paper recipes: 4 of 8), and 1 on a machine without GPUs."""
+    nproc = int(recipe.distributed.nproc) if requested is None else int(requested)
+    if nproc > 0:
+        return nproc
+    placement = placement or plan_placement(recipe)
+    return max(len(placement.training_gpus), 1)
+
+
 def training_device(recipe: Any, placement: Placement | None = None, local_rank: int = 0) -> str:
     """The torch device a training process should use: ``recipe.model.device`` on CPU or when it names a GPU
     index explicitly; for plain ``cuda``, the training GPU of this local rank (e.g. ``cuda:4`` on the paper's
@@ -169,16 +181,16 @@ def cuda_visible_devices(gpus: list[int]) -> str:
 # --- paths -------------------------------------------------------------------------------------------------------
 
 
-def validate_paths(recipe: Any) -> list[str]:
+def validate_paths(recipe: Any, skip: frozenset[str] = frozenset()) -> list[str]:
     """Check the local files a recipe needs, before anything is loaded; return what was checked.
 
     Raises RecipeError with the recipe's ``setup`` text (what to download, where to put it, how to pass it) when
     ``model.path`` (backend ``hf``) is not a model folder with a config.json, or ``data.images`` (sources
-    ``folder``/``parquet``) does not exist.
+    ``folder``/``parquet``) does not exist. Keys in ``skip`` are not checked (a dry run that was not given them).
     """
     checked = []
     hint = f"\n{recipe.setup.strip()}" if recipe.get("setup") else ""
-    if recipe.model.backend == "hf":
+    if recipe.model.backend == "hf" and "model.path" not in skip:
         path = recipe.model.path
         if not path:
             raise RecipeError(f"model.path is required for model.backend=hf{hint}")
@@ -187,7 +199,7 @@ def validate_paths(recipe: Any) -> list[str]:
             what = "does not exist" if not folder.exists() else "has no config.json (not a model folder)"
             raise RecipeError(f"model.path={folder} {what}{hint}")
         checked.append(f"model.path {folder} (config.json found)")
-    if recipe.data.source in ("folder", "parquet"):
+    if recipe.data.source in ("folder", "parquet") and "data.images" not in skip:
         images = recipe.data.images
         if not images:
             raise RecipeError(f"data.images is required for data.source={recipe.data.source}{hint}")
@@ -284,99 +296,11 @@ def lora_parameters(cfg: dict[str, Any], lora: Any) -> int:
     return per_layer * t["num_hidden_layers"]
 
 
-# --- memory estimate and the plan --------------------------------------------------------------------------------
+# --- the dry run (visplay/scale/plan.py) -------------------------------------------------------------------------
 
 
-def estimate_memory(recipe: Any, cfg: dict[str, Any], placement: Placement,
-                    gpu_memory_gib: float = 80.0) -> dict[str, dict[str, float]]:
-    """Per-GPU memory (GiB) per role, from parameter counts only (activations are not included).
+def dry_run(recipe: Any, visible: int | None = None, gpu_memory_gib: float = 80.0, nproc: int | None = None) -> str:
+    """See :func:`visplay.scale.plan.dry_run` (kept here: the engine and older callers import it from placement)."""
+    from visplay.scale.plan import dry_run as plan_dry_run
 
-    training: weights P*b + grads T*b + AdamW moments 2*T*b (torch keeps them in the parameter dtype) + a frozen
-    reference copy P*b when the KL term is on and LoRA is off (with LoRA the reference is the adapter disabled);
-    FSDP divides all of it by the training processes (distributed.nproc), DDP replicates it. sampling (per vLLM engine): weights
-    P*b / tensor_parallel_size, the KV-cache budget gpu_memory_utilization * GPU memory - weights, and how many
-    full-length (max_model_len) sequences that budget holds (KV bytes per token / tensor_parallel_size).
-    """
-    b = DTYPE_BYTES[str(recipe.model.dtype)]
-    total = count_parameters(cfg)["total"]
-    trainable = lora_parameters(cfg, recipe.plugins.models.lora) if recipe.plugins.models.lora.enabled else total
-    reference = total if recipe.optimizer.kl_coef > 0 and not recipe.plugins.models.lora.enabled else 0
-    shards = max(int(recipe.distributed.nproc), 1) if recipe.distributed.strategy == "fsdp" else 1
-    train = {"weights": total * b, "grads": trainable * b, "adamw": 2 * trainable * b, "reference": reference * b}
-    out: dict[str, dict[str, float]] = {"training": {k: v / shards / GIB for k, v in train.items()}}
-    out["training"]["total"] = sum(out["training"].values())
-    vllm = recipe.plugins.vllm
-    kv_token = kv_bytes_per_token(cfg, b) / int(vllm.tensor_parallel_size)  # heads are split across TP ranks
-    for role, name in placement.samplers.items():
-        if name != "vllm":
-            continue
-        weights = total * b / int(vllm.tensor_parallel_size) / GIB
-        budget = max(float(vllm.gpu_memory_utilization) * gpu_memory_gib - weights, 0.0)
-        out[f"sampling/{role}"] = {
-            "weights": weights, "kv_budget": budget,
-            "kv_per_sequence": kv_token * int(vllm.max_model_len) / GIB,
-            "full_length_sequences": budget * GIB // (kv_token * int(vllm.max_model_len)),
-            "total": weights + budget,
-        }
-    return out
-
-
-def updates_per_step(prompts: int, update_batch: int | None) -> int:
-    """AdamW updates in one GRPO step: ceil(prompts per step / update batch in prompts); 1 without one."""
-    return 1 if not update_batch else -(-int(prompts) // int(update_batch))
-
-
-def plan_lines(recipe: Any) -> list[str]:
-    """The run's shape: iterations, steps, batch sizes and generation counts (upper bounds) per iteration."""
-    q, r, opt = recipe.questioner, recipe.reasoner, recipe.optimizer
-    q_gen = q.steps * q.images_per_step * q.group_size
-    r_set = r.set_images * r.questions_per_image
-    r_gen = r.steps * r.questions_per_step * r.group_size
-    return [
-        f"recipe {recipe.name} (variant {recipe.variant}, seed {recipe.seed}): {recipe.iterations} iteration(s)",
-        f"questioner: {q.steps} steps x {q.images_per_step} images x G={q.group_size} questions "
-        f"(max {q.sampling.max_new_tokens} tokens); m={q.votes} reasoner votes per valid question",
-        f"  per iteration: <= {q_gen} questions, <= {q_gen * q.votes} vote answers",
-        f"reasoner set: {r.set_images} images x {r.questions_per_image} question(s), m={r.votes} votes each "
-        f"(<= {r_set * r.votes} answers), filter band {list(r.filter.band)}",
-        f"reasoner: {r.steps} steps x {r.questions_per_step} questions x {r.group_size} answers "
-        f"(max {r.sampling.max_new_tokens} tokens); <= {r_gen} rollouts per iteration",
-        f"optimizer {opt.name}: lr {opt.lr}, update batch {opt.update_batch_size or 'whole rollout batch'}"
-        f"{' prompts' if opt.update_batch_size else ''}, micro batch {opt.micro_batch_size}, "
-        f"kl {opt.kl_type} x {opt.kl_coef}, loss {opt.get('loss_agg')}",
-        f"  updates per step: questioner {updates_per_step(q.images_per_step, opt.update_batch_size)} "
-        f"(of {q.images_per_step * q.group_size} rollouts), reasoner "
-        f"{updates_per_step(r.questions_per_step, opt.update_batch_size)} (of {r.questions_per_step * r.group_size})",
-        f"training: {recipe.distributed.nproc} process(es), {recipe.distributed.strategy}, "
-        f"backend {recipe.distributed.backend}",
-    ]
-
-
-def dry_run(recipe: Any, visible: int | None = None, gpu_memory_gib: float = 80.0) -> str:
-    """Validate paths and placement and describe the run without loading a model (``visplay run --dry-run``).
-
-    Raises RecipeError (exit 2) for a missing/invalid path or an impossible placement.
-    """
-    checked = validate_paths(recipe)
-    cfg = read_model_config(recipe)
-    params = count_parameters(cfg)
-    placement = plan_placement(recipe, visible)
-    lines = ["dry run: nothing loaded", *plan_lines(recipe)]
-    lines += [f"checked: {c}" for c in checked]
-    lines.append(f"model: {recipe.model.backend} {cfg.get('model_type', '?')} {_count(params['total'])} "
-                 f"parameters (text {_count(params['text'])}, vision {_count(params['vision'])}), "
-                 f"dtype {recipe.model.dtype}, lora {'on' if recipe.plugins.models.lora.enabled else 'off'}")
-    lines.append(f"placement: {placement.describe()}")
-    lines.append(f"memory estimate per GPU (GiB, {gpu_memory_gib:g} GiB GPUs, activations not included):")
-    for role, parts in estimate_memory(recipe, cfg, placement, gpu_memory_gib).items():
-        detail = ", ".join(f"{k} {v:.2f}" if k != "full_length_sequences" else f"{k} {int(v)}"
-                           for k, v in parts.items())
-        lines.append(f"  {role}: {detail}")
-        if role == "training" and placement.mode != "cpu" and parts["total"] > 0.8 * gpu_memory_gib:
-            lines.append(f"  warning: training needs {parts['total']:.0f} GiB per GPU before activations; consider "
-                         "plugins.models.lora.enabled=true or distributed.strategy=fsdp with more processes")
-    return "\n".join(lines)
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e9:.3f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
+    return plan_dry_run(recipe, visible, gpu_memory_gib, nproc)

@@ -1,0 +1,80 @@
+"""Worker for tests/test_scale_fsdp_policy.py: the HF policy and the GRPO optimizer under FSDP (issue 14).
+
+    python tests/support/fsdp_worker.py OUT_DIR CACHE_DIR                                   # one process
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/support/fsdp_worker.py OUT_DIR CACHE_DIR
+
+Loads the tiny policy with ``fsdp=True`` (sharded model and reference under torchrun), runs 2 GRPO updates on 5
+rollouts (shards of 3 and 2 with micro-batch 2: rank 1 runs a zero-weighted padding micro-batch, and a padding
+forward for the old/reference log-probs), saves policy and optimizer, reloads both into a fresh sharded policy and
+runs one more update on each copy. Rank 0 writes OUT_DIR/result.json and OUT_DIR/weights.safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.scale import SMALL_TINY, fixed_batch  # noqa: E402
+
+from visplay.scale import distributed as dist  # noqa: E402
+
+
+def load(cache_dir: Path):
+    from visplay_models.policy import load_policy
+    from visplay_models.tiny import build_tiny_model
+
+    from visplay.config import TinyModelConfig
+
+    path = build_tiny_model(TinyModelConfig(**SMALL_TINY), seed=0, cache_dir=cache_dir)
+    return load_policy(path, "reasoner", keep_reference=True, fsdp=True)
+
+
+def optimizer(policy):
+    from visplay_grpo.optimizer import GRPOOptimizer
+
+    return GRPOOptimizer(policy, lr=1e-3, micro_batch_size=2, kl_coef=0.01, seed=0)
+
+
+def rollouts():
+    from visplay.types import Rollout
+
+    return [Rollout(key=f"r{i}", group=f"g{i // 3}", prompt=p, token_ids=r, old_logprobs=[], reward=a)
+            for i, (p, r, a) in enumerate(fixed_batch(6)[:5])]
+
+
+def main(out_dir: str, cache_dir: str) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    dist.init_distributed("gloo", "cpu")
+    out, rank = Path(out_dir), dist.rank()
+    policy = load(Path(cache_dir))
+    opt = optimizer(policy)
+    losses = [opt.update(rollouts()).metrics["actor/loss"] for _ in range(2)]
+    trained = policy.weights_sha256()
+    mine = out / f"rank{rank}"
+    policy.save(mine / "model")
+    opt.save(mine / "optimizer")
+    again = load(Path(cache_dir))
+    again.load_weights(mine / "model")
+    reloaded = again.weights_sha256()
+    opt_again = optimizer(again)
+    opt_again.load(mine / "optimizer")
+    opt.update(rollouts())
+    opt_again.update(rollouts())
+    hashes = dist.all_gather_objects([trained, reloaded, policy.weights_sha256(), again.weights_sha256()])
+    full = {k: v.detach().clone() for k, v in policy.full_state_dict().items()}
+    if dist.is_rank0():
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in full.items()}, str(out / "weights.safetensors"))
+        (out / "result.json").write_text(json.dumps({"world": dist.world_size(), "losses": losses,
+                                                     "sharded": policy.sharded, "hashes": hashes}))
+    dist.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
