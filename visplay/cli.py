@@ -195,7 +195,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     else:
         args = parser.parse_args(argv[:at])
         top_quiet, top_verbose = args.quiet, args.verbose
-        args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+        command = commands[argv[at]]
+        try:
+            args = command.parse_intermixed_args(argv[at + 1:])
+        except TypeError:  # a command with subcommands of its own (a plugin's) cannot intermix
+            args = command.parse_args(argv[at + 1:])
         args.command = argv[at]
         args.verbose = top_verbose
         args.quiet = top_quiet or getattr(args, "quiet", False)

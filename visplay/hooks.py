@@ -120,7 +120,7 @@ def _groups(plugin: str, hook: str, result: Any, outer: int, inner: int) -> list
         for gen in group:
             if not isinstance(gen, Generation):
                 raise _fail(plugin, hook, f"a group holds a {type(gen).__name__}, not a Generation")
-            if len(gen.logprobs) != len(gen.token_ids):
+            if gen.logprobs and len(gen.logprobs) != len(gen.token_ids):  # empty: not recorded (e.g. a logged vote)
                 raise _fail(plugin, hook, f"a generation has {len(gen.token_ids)} token ids but "
                                           f"{len(gen.logprobs)} log-probs")
     return [list(group) for group in result]

@@ -24,10 +24,9 @@ from visplay.scale import distributed as dist  # noqa: E402
 
 
 def load(cache_dir: Path):
+    from visplay_models.options import TinyModelConfig
     from visplay_models.policy import load_policy
     from visplay_models.tiny import build_tiny_model
-
-    from visplay.config import TinyModelConfig
 
     path = build_tiny_model(TinyModelConfig(**SMALL_TINY), seed=0, cache_dir=cache_dir)
     return load_policy(path, "reasoner", keep_reference=True, fsdp=True)

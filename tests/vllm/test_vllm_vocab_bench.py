@@ -33,12 +33,11 @@ REQUESTS = 16
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
+    from visplay_models.options import TinyModelConfig
     from visplay_models.policy import load_policy
     from visplay_models.tiny import build_tiny_model
     from visplay_vllm.engine import start_engine
     from visplay_vllm.plugin import forbidden_token_ids
-
-    from visplay.config import TinyModelConfig
 
     torch.set_num_threads(1)
     path = build_tiny_model(TinyModelConfig(**{**SMALL, "vocab_size": QWEN_ROWS}), seed=0,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import csv
 import difflib
+import json
 from pathlib import Path
 from typing import Any
 
-from visplay.log.runlog import RunLog, RunLogError
+from visplay.log.runlog import GENERATION_COLUMNS, RunLog, RunLogError
 
 FORMATS = ("parquet", "csv")
 
@@ -60,7 +61,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
         writer.writerow(columns)
         for r in rows:
             writer.writerow(["" if r[c] is None else base64.b64encode(r[c]).decode() if isinstance(r[c], bytes)
-                             else r[c] for c in columns])
+                             else json.dumps(r[c]) if isinstance(r[c], list) else r[c] for c in columns])
 
 
 def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parquet",
@@ -75,6 +76,7 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
     with RunLog(db, readonly=True) as log:
         for name in _select(log, tables):
             path = out_dir / f"{name}.{fmt}"
-            (_write_parquet if fmt == "parquet" else _write_csv)(path, log.columns(name), _rows(log, name))
+            columns = list(GENERATION_COLUMNS) if name == "generations" else log.columns(name)  # decoded shape
+            (_write_parquet if fmt == "parquet" else _write_csv)(path, columns, _rows(log, name))
             written[name] = path
     return written
