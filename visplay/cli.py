@@ -201,6 +201,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         except TypeError:  # a command with subcommands of its own (a plugin's) cannot intermix
             args = command.parse_args(argv[at + 1:])
         args.command = argv[at]
+        args.plugin_commands = parser.get_default("plugin_commands")
         args.verbose = top_verbose
         args.quiet = top_quiet or getattr(args, "quiet", False)
     args.verbose += args.sub_verbose
