@@ -155,3 +155,33 @@ def test_reward_components_only_for_reasoner_with_gold_reward(no_autoload):
     out = gold_ctx.call("visplay_reward_components", role="reasoner",
                         items=[_item(rec, qa.question, "", qa.answer, None)])
     assert out == [{"gold_accuracy": [1.0], "game_points": [0.0]}]
+
+
+def test_gold_eval_reports_pass1_maj_greedy_margin_and_standard_errors(no_autoload):
+    """pass@1 sampled = mean per-question sample accuracy, maj@m = majority accuracy, greedy = the one
+    temperature-0 answer (the stand-in's sample 0); standard errors over questions, worked out by hand here."""
+    ctx = make_ctx(overrides=["plugins.games.eval_votes=3"])
+    merged = ctx.call("visplay_iteration_end", iteration=1, questioner=None,
+                      reasoner=StandInPolicy(ScriptedSampler(perception_only(ctx))))[0]
+    items = gold.eval_items(pools.held_out_pool(options(ctx), 64), 2)
+    right = [float(it.qa.category == "perception") for it in items]  # the majority (a tie, first seen) is vote 0
+    n, p = len(right), sum(right) / len(right)
+    assert 0 < p < 1
+    assert merged["gold/greedy_accuracy"] == pytest.approx(p)
+    assert merged["gold/accuracy_se"] == pytest.approx((p * (1 - p) / (n - 1)) ** 0.5)
+    per_question = [r / 3 for r in right]
+    mean = sum(per_question) / n
+    assert merged["gold/sample_accuracy_se"] == pytest.approx(
+        (sum((x - mean) ** 2 for x in per_question) / (n - 1) / n) ** 0.5)
+    assert merged["gold/vote_margin"] == pytest.approx(p - p / 3)
+    assert merged["gold/votes"] == 3.0
+    off = make_ctx(overrides=["plugins.games.eval_votes=3", "plugins.games.eval_greedy=false"])
+    metrics = off.call("visplay_iteration_end", iteration=1, questioner=None,
+                       reasoner=StandInPolicy(ScriptedSampler(perception_only(off))))[0]
+    assert "gold/greedy_accuracy" not in metrics and metrics["gold/accuracy"] == merged["gold/accuracy"]
+
+
+def test_standard_error_values():
+    assert gold.standard_error([0.0, 1.0, 0.0, 1.0]) == pytest.approx((1 / 3 / 4) ** 0.5)
+    assert gold.standard_error([0.5, 0.5, 0.5]) == 0.0
+    assert gold.standard_error([1.0]) == 0.0

@@ -272,7 +272,12 @@ def iteration_summary(runlog: RunLog, i: int) -> dict[str, float | None]:
         "confidence": fmean(r["confidence"] for r in labels) if labels else None,
         "kept": kept, "set_size": len(filters), "kept_frac": kept / len(filters) if filters else None,
         "reasoner_reward": metric("reasoner", "reward/mean"),
-        "gold_accuracy": evals.get("gold/accuracy"), "silver_accuracy": evals.get("gold/silver_accuracy"),
+        # gold metrics come from a verifiable image source (e.g. the games plugin); absent otherwise
+        "gold_pass1": evals.get("gold/sample_accuracy"), "gold_pass1_se": evals.get("gold/sample_accuracy_se"),
+        "gold_maj": evals.get("gold/accuracy"), "gold_maj_se": evals.get("gold/accuracy_se"),
+        "gold_votes": evals.get("gold/votes"),
+        "silver_accuracy": evals.get("gold/silver_accuracy"),
+        "silver_accuracy_se": evals.get("gold/silver_accuracy_se"),
     }
 
 

@@ -61,8 +61,17 @@ def summary_line(iteration: int, iterations: int, s: dict[str, float | None]) ->
              f"kept {int(s.get('kept') or 0)}/{int(s.get('set_size') or 0)}"
              + (f" ({100 * s['kept_frac']:.0f}%)" if s.get("kept_frac") is not None else ""),
              f"reasoner reward {num('reasoner_reward')}"]
-    if s.get("gold_accuracy") is not None:  # only verifiable sources (the games plugin) report these
-        parts.append(f"gold accuracy {num('gold_accuracy')}")
+    def with_se(key: str) -> str:
+        se = s.get(f"{key}_se")
+        return num(key) + ("" if se is None else f"\u00b1{se:.3f}")
+
+    # only verifiable sources (the games plugin) report these: pass@1 = mean accuracy of the sampled answers,
+    # maj@m = accuracy of their majority, each with its standard error over the held-out questions
+    if s.get("gold_pass1") is not None:
+        parts.append(f"gold pass@1 {with_se('gold_pass1')}")
+    if s.get("gold_maj") is not None:
+        votes = f"@{int(s['gold_votes'])}" if s.get("gold_votes") else ""
+        parts.append(f"maj{votes} {with_se('gold_maj')}")
     if s.get("silver_accuracy") is not None:
-        parts.append(f"silver-label accuracy {num('silver_accuracy')}")
+        parts.append(f"silver-label accuracy {with_se('silver_accuracy')}")
     return f"iteration {iteration}/{iterations}: " + " | ".join(parts)

@@ -7,6 +7,7 @@ gold reasoner set when ``plugins.games.gold_reward`` is on. Settings: ``recipe.p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,26 +84,40 @@ def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.
 # --- 2. gold evaluation ----------------------------------------------------------------------------------------
 
 
+def _answers(ctx: Any, sampler: Any, items: Sequence[gold.EvalItem], n: int, seeds: list[int]) -> list[list]:
+    """``n`` extracted answers per held-out item, through the run's own answer hooks."""
+    gens = ctx.call("visplay_sample_answers", sampler=sampler,
+                    questions=[(it.record, it.qa.question) for it in items], n=n, seeds=seeds, purpose="vote")
+    if gens is None:
+        raise RuntimeError("gold evaluation: no plugin answered visplay_sample_answers")
+    extracted = ctx.call("visplay_extract_answers", texts=[g.text for per_item in gens for g in per_item])
+    if extracted is None:
+        raise RuntimeError("gold evaluation: no plugin answered visplay_extract_answers")
+    return [extracted[j * n:(j + 1) * n] for j in range(len(items))]
+
+
+def greedy_context(ctx: Any) -> Any:
+    """The context with the reasoner's sampling temperature at 0 (the samplers' greedy decoding)."""
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.create(OmegaConf.to_container(ctx.recipe, resolve=True))
+    recipe.reasoner.sampling.temperature = 0.0
+    return dataclasses.replace(ctx, recipe=recipe)
+
+
 def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dict[str, float]:
-    """Score ``sampler`` (the reasoner) on the held-out set and the iteration's silver labels against gold."""
-    data = ctx.recipe.data
-    held = pools.held_out_pool(opts, image_size(data))
+    """Score ``sampler`` (the reasoner) on the held-out set and the iteration's silver labels against gold:
+    maj@m (``eval_votes`` samples), pass@1 sampled (their mean) and, with ``eval_greedy``, pass@1 greedy."""
+    held = pools.held_out_pool(opts, image_size(ctx.recipe.data))
     items = gold.eval_items(held, opts.held_out_questions)
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     if items:
-        gens = ctx.call("visplay_sample_answers", sampler=sampler,
-                        questions=[(it.record, it.qa.question) for it in items], n=opts.eval_votes,
-                        seeds=[ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))],
-                        purpose="vote")
-        if gens is None:
-            raise RuntimeError("gold evaluation: no plugin answered visplay_sample_answers")
-        texts = [g.text for per_item in gens for g in per_item]
-        extracted = ctx.call("visplay_extract_answers", texts=texts)
-        if extracted is None:
-            raise RuntimeError("gold evaluation: no plugin answered visplay_extract_answers")
-        answers = [extracted[j * opts.eval_votes:(j + 1) * opts.eval_votes] for j in range(len(items))]
-        rows = gold.score_items(items, answers, key_fn(ctx), iteration)
+        seeds = [ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))]
+        answers = _answers(ctx, sampler, items, opts.eval_votes, seeds)
+        greedy = ([a[0] for a in _answers(greedy_context(ctx), sampler, items, 1, seeds)]
+                  if opts.eval_greedy else None)
+        rows = gold.score_items(items, answers, key_fn(ctx), iteration, greedy)
         band = list(ctx.recipe.reasoner.filter.band) if ctx.recipe.reasoner.filter.band is not None else None
         metrics.update(gold.gold_metrics(rows, band))
     if ctx.log is not None:
