@@ -185,3 +185,15 @@ def test_standard_error_values():
     assert gold.standard_error([0.0, 1.0, 0.0, 1.0]) == pytest.approx((1 / 3 / 4) ** 0.5)
     assert gold.standard_error([0.5, 0.5, 0.5]) == 0.0
     assert gold.standard_error([1.0]) == 0.0
+
+
+def test_held_out_questions_rotate_through_every_kind_of_each_game():
+    """Six games cycle in the pool and bars have six QA pairs: rotating by pool position would ask every bar
+    chart the same two kinds; rotating per game covers them all."""
+    opts = options(make_ctx(overrides=["plugins.games.held_out=36"]))
+    items = gold.eval_items(pools.held_out_pool(opts, 64), 2)
+    kinds = {game: {it.qa.kind for it in items if it.state.game == game}
+             for game in ("2048", "shisen", "swap", "shapes", "bars", "clock")}
+    assert kinds["bars"] == {"bar_value", "extreme", "sum", "difference", "count_above"}
+    assert kinds["clock"] == {"time", "hour", "minute", "later", "earlier"}
+    assert all(len(k) >= 4 for k in kinds.values()), kinds

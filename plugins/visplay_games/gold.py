@@ -37,9 +37,15 @@ class EvalItem:
 
 
 def eval_items(pool: Sequence[tuple[GameState, ImageRecord]], per_image: int) -> list[EvalItem]:
-    """``per_image`` QA pairs per held-out image, rotating through its pairs so every kind gets asked."""
+    """``per_image`` QA pairs per held-out image, rotating through its pairs so every kind gets asked. The
+    rotation counts the images of each game separately: pools cycle through the games, so a rotation by pool
+    position would ask every image of a game the same kinds whenever the number of games and of its pairs share
+    a factor."""
     items = []
-    for j, (gs, record) in enumerate(pool):
+    seen: Counter[str] = Counter()
+    for gs, record in pool:
+        j = seen[gs.game]
+        seen[gs.game] += 1
         for k in range(min(per_image, len(gs.qa))):
             items.append(EvalItem(gs, record, gs.qa[(j * per_image + k) % len(gs.qa)]))
     return items
