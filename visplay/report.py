@@ -124,7 +124,13 @@ def iteration_summary(data: ReportData) -> list[dict[str, Any]]:
 def is_gold_silver(name: str) -> bool:
     """Top-level accuracy metrics of gold evaluation (the games plugin: ``gold/accuracy``,
     ``gold/silver_accuracy``...); per-game breakdowns (more slashes) stay in the per-phase grids."""
-    return ("gold" in name or "silver" in name) and name.count("/") == 1 and "accuracy" in name
+    return (("gold" in name or "silver" in name) and name.count("/") == 1 and "accuracy" in name
+            and not name.endswith("_se"))
+
+
+def standard_errors(series: dict[str, list[tuple[int, int, float]]]) -> dict[str, dict[int, float]]:
+    """{metric: {iteration: standard error}} from the ``<metric>_se`` series a plugin logs beside a metric."""
+    return {n[:-3]: {p[0]: p[2] for p in points} for n, points in series.items() if n.endswith("_se")}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -168,10 +174,12 @@ def text_summary(data: ReportData) -> str:
     for s in iteration_summary(data):
         lines.append(f"{s['iteration']:<5}{s['questions']:>10}{_fmt(s['valid'], 2):>7}{_fmt(s['confidence'], 2):>7}"
                      f"{s['kept_n']:>9}{_fmt(s['questioner_reward']):>10}{_fmt(s['reasoner_reward']):>10}")
-    gold = {n: v for p, series in plots.metric_series(data.metrics).items() for n, v in series.items()
-            if is_gold_silver(n)}
-    for name, points in gold.items():
-        lines.append(f"{name}: " + ", ".join(f"i{p[0]}={p[2]:.3f}" for p in points))
+    flat = {n: v for series in plots.metric_series(data.metrics).values() for n, v in series.items()}
+    errors = standard_errors(flat)
+    for name, points in ((n, v) for n, v in flat.items() if is_gold_silver(n)):
+        se = errors.get(name, {})
+        lines.append(f"{name}: " + ", ".join(f"i{p[0]}={p[2]:.3f}" + (f"\u00b1{se[p[0]]:.3f}" if p[0] in se else "")
+                                             for p in points))
     if data.eval_scores:
         lines.append("evaluation (accuracy %):")
         for s in data.eval_scores:
@@ -259,7 +267,8 @@ def _metrics_section(data: ReportData, figures: dict[str, bytes]) -> str:
     series = plots.metric_series(data.metrics)
     gold = {n: v for phase in series.values() for n, v in phase.items() if is_gold_silver(n)}
     parts.append("<section id='gold'><h2>Gold vs silver</h2>"
-                 + _figure("gold_silver", plots.plot_named(gold, "gold vs silver accuracy"),
+                 + _figure("gold_silver", plots.plot_named(gold, "gold vs silver accuracy", standard_errors(
+                     {n: v for phase in series.values() for n, v in phase.items()})),
                            "gold/silver metrics (games plugin)", figures) + "</section>")
     grids = "".join(_figure(f"metrics_{phase}", plots.plot_metric_grid(phase, s), f"metrics of phase {phase}",
                             figures) for phase, s in series.items())
