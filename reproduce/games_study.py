@@ -2,7 +2,7 @@
 
     python reproduce/games_study.py --seeds 0 1 2 --out runs/games_study [--jobs 2] [--docs docs/games.md]
         [--arms paper,released,gold,frozen] [key=value ...]
-    python reproduce/games_study.py --out runs/games_study --table-only --docs docs/games.md
+    python reproduce/games_study.py --out runs/games_study --table-only --docs docs/games.md   # runs so far
 
 Arms, each one run of the default tiny recipe per seed, all scored on the same held-out set:
 - ``floor``: the cold-start model only (reasoner_v0 of the ``paper`` run; every arm of a seed starts from it);
@@ -127,7 +127,17 @@ def run_all(arms: list[str], seeds: list[int], out: Path, extra: list[str], jobs
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("*-s*/result.json"))]
+    """Finished runs from their result.json; a run still going (or stopped) from its run log, marked unfinished,
+    so a table can be made while the study runs (its iterations so far count; it gets no gain)."""
+    results = []
+    for run_dir in sorted(p for p in out.glob("*-s*") if p.is_dir()):
+        if (run_dir / "result.json").is_file():
+            results.append({"finished": True, **json.loads((run_dir / "result.json").read_text())})
+        elif (run_dir / "run.db").is_file():
+            arm, seed = run_dir.name.rsplit("-s", 1)
+            results.append({"arm": arm, "seed": int(seed), "finished": False,
+                            "eval": iteration_metrics(run_dir / "run.db")})
+    return results
 
 
 # --- the findings table ---------------------------------------------------------------------------------------------
@@ -137,7 +147,8 @@ def per_arm(results: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, dict
     """arm -> seed -> iteration -> metrics; ``floor`` repeats each seed's cold-start metrics (iteration 0)."""
     arms: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
     for r in results:
-        arms.setdefault(r["arm"], {})[r["seed"]] = r["eval"]
+        if r["eval"].get("0"):
+            arms.setdefault(r["arm"], {})[r["seed"]] = r["eval"]
     if "paper" in arms:
         arms["floor"] = {s: {it: ev["0"] for it in ev} for s, ev in arms["paper"].items()}
     return arms
@@ -153,8 +164,8 @@ def summarise(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """The markdown findings table and its data: mean [min, max] over seeds per arm and iteration, plus each
     arm's gain in pass@1 from the cold start (iteration 0) to its last iteration."""
     arms = per_arm(results)
-    head = "| arm | iteration | " + " | ".join(title for _, title in COLUMNS) + " |"
-    lines = [head, "|---|---|" + "---|" * len(COLUMNS)]
+    head = "| arm | iteration | seeds | " + " | ".join(title for _, title in COLUMNS) + " |"
+    lines = [head, "|---|---|---|" + "---|" * len(COLUMNS)]
     summary: dict[str, Any] = {}
     for arm in [a for a in ALL_ARMS if a in arms]:
         seeds = arms[arm]
@@ -165,14 +176,19 @@ def summarise(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                 values = [ev[str(i)][name] for ev in seeds.values() if name in ev.get(str(i), {})]
                 summary.setdefault(arm, {}).setdefault(str(i), {})[name] = values
                 cells.append(cell(values))
-            lines.append(f"| {arm} | {'cold start' if i == 0 else i} | " + " | ".join(cells) + " |")
-        last = str(iterations[-1])
-        gains = [ev[last]["gold/sample_accuracy"] - ev["0"]["gold/sample_accuracy"] for ev in seeds.values()]
+            n = sum(1 for ev in seeds.values() if str(i) in ev)
+            lines.append(f"| {arm} | {'cold start' if i == 0 else i} | {n} | " + " | ".join(cells) + " |")
+        last = str(iterations[-1])  # runs that have not reached it yet get no gain
+        gains = [ev[last]["gold/sample_accuracy"] - ev["0"]["gold/sample_accuracy"] for ev in seeds.values()
+                 if last in ev]
         summary[arm]["gain"] = gains
     lines += ["", "| arm | pass@1 gain, cold start -> last iteration | seeds with a gain |", "|---|---|---|"]
     for arm in [a for a in ALL_ARMS if a in summary]:
         gains = summary[arm]["gain"]
         lines.append(f"| {arm} | {cell(gains)} | {sum(g > 0 for g in gains)}/{len(gains)} |")
+    unfinished = sorted(f"{r['arm']} seed {r['seed']}" for r in results if not r.get("finished", True))
+    if unfinished:
+        lines += ["", f"Unfinished runs (their iterations so far are in the table, no gain): {', '.join(unfinished)}."]
     return "\n".join(lines), summary
 
 
@@ -192,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/games_study")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each uses one torch thread)")
     parser.add_argument("--docs", help="rewrite the findings table in this markdown file (docs/games.md)")
-    parser.add_argument("--table-only", action="store_true", help="no runs: the table from <out>/study.json")
+    parser.add_argument("--table-only", action="store_true",
+                        help="no runs: the table from the runs already in --out (finished or not)")
     parser.add_argument("--run-one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="extra recipe overrides (all arms)")
     args = parser.parse_args(argv)
@@ -201,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         run_one(args.run_one[0], int(args.run_one[1]), out, list(args.overrides))
         return 0
     if args.table_only:
-        results = json.loads((out / "study.json").read_text())["runs"]
+        results = load_results(out)
     else:
         arms = args.arms.split(",")
         unknown = [a for a in arms if a not in ALL_ARMS]

@@ -28,8 +28,8 @@ def test_table_means_ranges_gains_and_floor(study):
     results = [result("paper", 0, [0.2, 0.25, 0.3]), result("paper", 1, [0.1, 0.1, 0.05]),
                result("gold", 0, [0.2, 0.3, 0.4]), result("gold", 1, [0.1, 0.2, 0.3])]
     table, summary = study.summarise(results)
-    assert "| paper | cold start | 0.150 [0.100, 0.200] | 0.250 [0.200, 0.300] | - |" in table
-    assert "| paper | 2 | 0.175 [0.050, 0.300] |" in table
+    assert "| paper | cold start | 2 | 0.150 [0.100, 0.200] | 0.250 [0.200, 0.300] | - |" in table
+    assert "| paper | 2 | 2 | 0.175 [0.050, 0.300] |" in table
     assert summary["paper"]["gain"] == pytest.approx([0.1, -0.05])
     assert "| paper | 0.025 [-0.050, 0.100] | 1/2 |" in table
     assert "| gold | 0.200 [0.200, 0.200] | 2/2 |" in table
@@ -60,3 +60,11 @@ def test_frozen_questioner_never_updates_and_leaves_the_reasoner_to_grpo(study):
                 for i in range(3)]
     assert optimizer.update(rollouts).advantages == {"k0": 0.0, "k1": 0.0, "k2": 0.0}
     assert optimizer.save("anywhere") == {}
+
+
+def test_unfinished_runs_count_for_their_iterations_but_not_for_gains(study):
+    partial = {**result("paper", 2, [0.3, 0.5]), "finished": False}
+    table, summary = study.summarise([result("paper", 0, [0.2, 0.25, 0.3]), partial])
+    assert "| paper | 1 | 2 | 0.375 [0.250, 0.500] |" in table and "| paper | 2 | 1 | 0.300 [0.300, 0.300] |" in table
+    assert summary["paper"]["gain"] == pytest.approx([0.1])
+    assert "Unfinished runs" in table and "paper seed 2" in table
