@@ -164,6 +164,7 @@ def summarise(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """The markdown findings table and its data: mean [min, max] over seeds per arm and iteration, plus each
     arm's gain in pass@1 from the cold start (iteration 0) to its last iteration."""
     arms = per_arm(results)
+    unfinished = {(r["arm"], r["seed"]) for r in results if not r.get("finished", True)}
     head = "| arm | iteration | seeds | " + " | ".join(title for _, title in COLUMNS) + " |"
     lines = [head, "|---|---|---|" + "---|" * len(COLUMNS)]
     summary: dict[str, Any] = {}
@@ -178,17 +179,18 @@ def summarise(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                 cells.append(cell(values))
             n = sum(1 for ev in seeds.values() if str(i) in ev)
             lines.append(f"| {arm} | {'cold start' if i == 0 else i} | {n} | " + " | ".join(cells) + " |")
-        last = str(iterations[-1])  # runs that have not reached it yet get no gain
-        gains = [ev[last]["gold/sample_accuracy"] - ev["0"]["gold/sample_accuracy"] for ev in seeds.values()
-                 if last in ev]
+        last = str(iterations[-1])  # runs that have not finished get no gain (the floor: its paper run's)
+        source = "paper" if arm == "floor" else arm
+        gains = [ev[last]["gold/sample_accuracy"] - ev["0"]["gold/sample_accuracy"] for seed, ev in seeds.items()
+                 if last in ev and (source, seed) not in unfinished]
         summary[arm]["gain"] = gains
     lines += ["", "| arm | pass@1 gain, cold start -> last iteration | seeds with a gain |", "|---|---|---|"]
     for arm in [a for a in ALL_ARMS if a in summary]:
         gains = summary[arm]["gain"]
         lines.append(f"| {arm} | {cell(gains)} | {sum(g > 0 for g in gains)}/{len(gains)} |")
-    unfinished = sorted(f"{r['arm']} seed {r['seed']}" for r in results if not r.get("finished", True))
     if unfinished:
-        lines += ["", f"Unfinished runs (their iterations so far are in the table, no gain): {', '.join(unfinished)}."]
+        names = ", ".join(f"{arm} seed {seed}" for arm, seed in sorted(unfinished))
+        lines += ["", f"Unfinished runs (their iterations so far are in the table, no gain): {names}."]
     return "\n".join(lines), summary
 
 
