@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from visplay.paper import (
+from visplay.report.build import collect
+from visplay.report.paper import (
     check_printed_averages,
     compare,
     format_comparison,
@@ -21,7 +22,6 @@ from visplay.paper import (
     paper_model_for,
     scores_by_iteration,
 )
-from visplay.report import collect
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,7 +76,7 @@ def run_one(arm: str, seed: int, out: Path, extra: list[str]) -> dict[str, Any]:
     import torch
 
     from visplay.config import load_recipe
-    from visplay.engine import run_recipe
+    from visplay.loop.engine import run_recipe
 
     torch.set_num_threads(1)
     started, cpu0 = time.time(), time.process_time()
@@ -94,10 +94,10 @@ def run_one(arm: str, seed: int, out: Path, extra: list[str]) -> dict[str, Any]:
 
 def iteration_metrics(db: Path) -> dict[str, dict[str, float]]:
     """Eval-phase metrics per iteration (0 = the cold-start models), as stored in the run log."""
-    from visplay.runlog import RunLog
+    from visplay.log.runlog import RunLog
 
     with RunLog(db, readonly=True) as log:
-        rows = log.rows("metrics", "phase = 'eval'")
+        rows = log.rows_matching("metrics", phase="eval")
     out: dict[str, dict[str, float]] = {}
     for r in rows:
         out.setdefault(str(r["iteration"]), {})[r["name"]] = r["value"]

@@ -18,6 +18,16 @@ def no_autoload(monkeypatch):
     monkeypatch.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread: bit-exact results across runs, and the 2 CI cores are shared. The models and grpo
+    folders use it for every test (their conftest.py); elsewhere a test asks for it."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
 def pytest_collection_modifyitems(config, items):
     """Benchmarks (tests/benchmarks) run only when asked: `pytest tests/benchmarks --benchmark-enable`."""
     if config.getoption("benchmark_enable", False) or config.getoption("benchmark_only", False):

@@ -6,15 +6,16 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
 visplay: VisPlay (arXiv 2511.15661) self-play RL for vision-language models, reproducible from a SQLite log.
 
-  visplay reproduce tiny                 the whole loop on CPU in minutes, nothing downloaded
-  visplay run recipes/my.yaml key=value  run any recipe, with key=value overrides
+  visplay run tiny                       the whole loop on CPU in minutes, nothing downloaded
+  visplay run recipes/my.yaml key=value  run any recipe (a name or a YAML path), with key=value overrides
+  visplay reproduce tiny                 the same command as `run` (an alias kept for the paper recipes)
   visplay resume runs/<name>             continue an interrupted run; nothing lost or repeated
   visplay replay runs/<name>/run.db      re-execute a run from its log and report the first divergence
   visplay diff a.db b.db                 first divergence between two runs
@@ -22,6 +23,10 @@ visplay: VisPlay (arXiv 2511.15661) self-play RL for vision-language models, rep
   visplay eval <model-or-run> ...        benchmarks from local files, reproducible judging
   visplay plugins                        which plugins fill which hooks, with versions
   visplay recipe tiny --explain          a resolved recipe, with every key documented
+  visplay export runs/<name> --format parquet   the run log's tables (and views) as parquet or CSV files
+  (plugins add commands of their own, e.g. the algorithm plugin's `visplay prompts import-released DIR`)
+
+Options may stand anywhere after the command, among the key=value overrides; -v/-q before or after it.
 """
 
 
@@ -40,7 +45,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing run directory of the same name first (otherwise refuse and say how to "
                         "resume it)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; summaries only")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; summary lines and warnings still print")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe and paths, print the plan (iterations, steps, batch sizes, placement, "
                         "memory estimate) and exit without loading a model")
@@ -49,23 +54,32 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
                         "distributed.nproc")
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    # -v anywhere: counted on the subcommand too and added to the top level's count in parse_args
+    p.add_argument("--verbose", "-v", action="count", default=0, dest="sub_verbose",
+                   help="more logging on stderr (-vv: debug)")
+    if "--quiet" not in p._option_string_actions:  # accepted everywhere, so a habit never errors
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (warnings still print)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visplay", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verbose", "-v", action="count", default=0, help="more logging on stderr (-vv: debug)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars (warnings still print)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("reproduce", help="run a named paper/tiny recipe end to end",
-                       description="Run a recipe from recipes/ by name: `visplay reproduce tiny` runs the whole "
-                                   "VisPlay loop on CPU with the embedded tiny model and procedural images; the "
-                                   "paper recipes (qwen-vl-3b, qwen-vl-7b, mimo-vl-7b) need model.path and "
-                                   "data.images pointing at local files.")
-    _add_recipe_args(p, recipe_help="recipe name (tiny, qwen-vl-3b, qwen-vl-7b, mimo-vl-7b) or a YAML path")
-
-    p = sub.add_parser("run", help="run any recipe file",
-                       description="Run a recipe YAML with optional key=value overrides. The run goes to the "
-                                   "recipe's run_dir (default runs/<name>): run.db, checkpoints/, report/.")
-    _add_recipe_args(p, recipe_help="path to a recipe YAML (or a recipe name)")
+    p = sub.add_parser("run", aliases=["reproduce"], help="run a recipe (by name or YAML path) end to end; "
+                                                          "alias: reproduce",
+                       description="Run a recipe with optional key=value overrides. RECIPE is a recipe name "
+                                   "(looked up in ./recipes, then among the recipes shipped with visplay: tiny, "
+                                   "qwen-vl-3b, qwen-vl-7b, mimo-vl-7b) or a path to a YAML file. `visplay run tiny` "
+                                   "runs the whole VisPlay loop on CPU with the embedded tiny model and procedural "
+                                   "images; the paper recipes need model.path and data.images pointing at local "
+                                   "files. The run goes to the recipe's run_dir (default runs/<name>): run.db, "
+                                   "checkpoints/, tensorboard/, report/. `reproduce` is the same command.")
+    _add_recipe_args(p, recipe_help="a recipe name (tiny, qwen-vl-3b, ...) or a YAML path; a folder is never "
+                                    "taken for a recipe")
 
     p = sub.add_parser("resume", help="continue an interrupted run from its last completed step",
                        description="Continue a run that stopped (crash, kill, Ctrl-C) from the last step committed "
@@ -134,26 +148,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--explain", action="store_true", help="print every key with its documentation")
+
+    p = sub.add_parser("export", help="the run log's tables and views as parquet or CSV files",
+                       description="Write each table (and view) of a run log as <table>.parquet or <table>.csv "
+                                   "into --out (default <run>/export). JSON columns stay JSON text; image PNGs are "
+                                   "bytes in parquet and base64 in CSV.")
+    p.add_argument("run", help="a run directory or its run.db")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    p.add_argument("--tables", default="", help="comma-separated tables/views (default: all)")
+    p.add_argument("--out", help="output folder (default: <run>/export)")
+    plugin_commands = _plugin_commands(sub)
+    for p in {id(p): p for p in sub.choices.values()}.values():  # an alias shares its command's parser
+        _common(p)
+    parser.set_defaults(_commands=sub.choices, plugin_commands=plugin_commands)
     return parser
+
+
+def _plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Subcommands the plugins add through ``visplay_add_commands``; a name the core uses is refused."""
+    from visplay.hooks import call_each
+    from visplay.plugins import PluginError, get_plugin_manager
+
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+    for plugin, added in call_each(get_plugin_manager(), "visplay_add_commands", {"subparsers": sub}):
+        for name, handler in dict(added).items():
+            if name in COMMANDS or name in commands or not callable(handler):
+                raise PluginError(f"plugin {plugin!r}: command {name!r} is taken or its handler is not callable")
+            commands[name] = handler
+    return commands
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options anywhere: top-level options before the command, the command's options intermixed with its
+    positionals and key=value overrides (``visplay run tiny -q name=x``), -v/-q on either side."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = parser.get_default("_commands")
+    at = next((i for i, a in enumerate(argv) if a in commands), None)
+    if at is None:
+        args = parser.parse_args(argv)  # help, errors, or no command at all
+        args.sub_verbose = 0
+    else:
+        args = parser.parse_args(argv[:at])
+        top_quiet, top_verbose = args.quiet, args.verbose
+        args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+        args.command = argv[at]
+        args.verbose = top_verbose
+        args.quiet = top_quiet or getattr(args, "quiet", False)
+    args.verbose += args.sub_verbose
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _setup_environment()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if os.environ.get("VISPLAY_TRACE_HOOKS"):
         logging.getLogger("visplay.hooks").setLevel(logging.INFO)
     if not args.command:
-        parser.print_help()
+        build_parser().print_help()
         return EXIT_USAGE
     from visplay.config import RecipeError
+    from visplay.log.runlog import RunLogError
     from visplay.plugins import PluginError
-    from visplay.runlog import RunLogError
 
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        handler = COMMANDS.get(args.command) or args.plugin_commands[args.command]
+        return int(handler(args) or 0)
     except RecipeError as exc:
         print(f"visplay: recipe error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -166,7 +228,92 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# --- subcommands -------------------------------------------------------------------------------------------------
+# --- subcommands: each parses nothing, calls one library function and prints its result ----------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``visplay run`` / ``visplay reproduce``: load and validate the recipe, then plan it or run it."""
+    from visplay.config import load_recipe
+
+    cfg = load_recipe(args.recipe, list(args.overrides or []))
+    if args.dry_run:
+        from visplay.scale.placement import dry_run
+
+        print(dry_run(cfg))
+        return EXIT_OK
+    from visplay.loop.engine import start_run
+
+    return start_run(cfg, nproc=args.nproc, overwrite=args.overwrite, quiet=args.quiet, argv=sys.argv[1:])
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from visplay.loop.engine import resume_run_dir
+
+    return resume_run_dir(Path(args.run_dir), quiet=args.quiet)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0 when the replay agrees with the log (or for a what-if report), else 1."""
+    from visplay.log.replay import format_report, replay_run
+
+    report = replay_run(args.db, overrides=args.overrides or (), iteration=args.iteration, role=args.role,
+                        step=args.step, resample=args.resample, out=args.out, quiet=args.quiet,
+                        tolerance=args.tolerance)
+    print(format_report(report))
+    return EXIT_OK if report.ok or report.mode == "what-if" else EXIT_FAIL
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Print the agreement table and the first divergence(s); exit 0 if equal, else 1."""
+    from visplay.log.diff import diff_runs, format_diff
+
+    result = diff_runs(args.a, args.b, tolerance=args.tolerance, limit=max(args.limit, 1))
+    print(format_diff(result, tolerance=args.tolerance, limit=max(args.limit, 1)))
+    return EXIT_OK if result.equal else EXIT_FAIL
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from visplay.report.build import collect, text_summary, write_report
+
+    path = Path(args.run)
+    index = write_report(path, args.out)
+    print(text_summary(collect(path / "run.db" if path.is_dir() else path)))
+    print(f"report: {index}")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from visplay.eval.benchmarks import BenchmarkError
+    from visplay.eval.run import EvalError, format_scores, run_eval
+
+    try:
+        target, judge, scores = run_eval(args.model, benchmarks=args.benchmarks, data=args.data, judge=args.judge,
+                                         recipe=args.recipe, overrides=args.overrides or (),
+                                         iteration=args.iteration, db=args.db, quiet=not sys.stderr.isatty())
+    except (BenchmarkError, EvalError) as exc:
+        print(f"visplay eval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{target.label} judged by {judge} -> {target.db_path} (tables eval_scores, eval_items)")
+    print(format_scores(scores))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from visplay.log.export import ExportError, export_run
+
+    tables = [t.strip() for t in (args.tables or "").split(",") if t.strip()] or None
+    try:
+        written = export_run(args.run, args.out, args.format, tables)
+    except ExportError as exc:
+        print(f"visplay export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for name, path in written.items():
+        print(f"{name:<20} {path}")
+    return EXIT_OK
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -186,15 +333,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
-    from visplay.config import field_docs, load_recipe, recipe_yaml
+    from omegaconf import OmegaConf
+
+    from visplay.config import explain_docs, load_recipe, plugin_sections, recipe_yaml
 
     cfg = load_recipe(args.recipe, args.overrides)
     if not args.explain:
         print(recipe_yaml(cfg), end="")
         return EXIT_OK
-    from omegaconf import OmegaConf
-
-    for key, doc in field_docs().items():
+    for key, doc in explain_docs(plugin_sections()).items():
         value = OmegaConf.select(cfg, key)
         if OmegaConf.is_config(value):
             print(f"{key}:  # {doc}")
@@ -203,23 +350,15 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _delegate(module: str, function: str):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(module).__getattribute__(function)(args)
-
-    return run
-
-
 COMMANDS = {
-    "reproduce": _delegate("visplay.engine", "cli_run"),
-    "run": _delegate("visplay.engine", "cli_run"),
-    "resume": _delegate("visplay.engine", "cli_resume"),
-    "replay": _delegate("visplay.replay", "cli_replay"),
-    "diff": _delegate("visplay.diff", "cli_diff"),
-    "report": _delegate("visplay.report", "cli_report"),
-    "eval": _delegate("visplay.evaluation", "cli_eval"),
+    "reproduce": cmd_run,
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "replay": cmd_replay,
+    "diff": cmd_diff,
+    "export": cmd_export,
+    "report": cmd_report,
+    "eval": cmd_eval,
     "plugins": cmd_plugins,
     "recipe": cmd_recipe,
 }

@@ -12,8 +12,10 @@ import ast
 import difflib
 import hashlib
 import inspect
+import logging
 import textwrap
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from omegaconf.errors import (
     OmegaConfBaseException,
     ValidationError,
 )
+
+log = logging.getLogger("visplay.config")
 
 VARIANTS = ("paper", "released")
 ROLES = ("questioner", "reasoner")
@@ -53,50 +57,10 @@ class SamplingConfig:
 
 
 @dataclass
-class TinyModelConfig:
-    architecture: str = "qwen2_5_vl"
-    """``qwen2_5_vl`` or ``qwen2_vl``: which transformers architecture the tiny model uses."""
-    hidden_size: int = 128
-    """Text hidden size; hidden_size / num_heads (head_dim) must be >= 32 for vLLM's CPU kernels."""
-    num_layers: int = 2
-    """Text decoder layers."""
-    num_heads: int = 4
-    """Text attention heads."""
-    num_kv_heads: int = 2
-    """Text key/value heads (grouped-query attention)."""
-    intermediate_size: int = 256
-    """Text MLP width."""
-    vision_hidden_size: int = 64
-    """Vision tower width."""
-    vision_depth: int = 2
-    """Vision tower blocks."""
-    vision_heads: int = 2
-    """Vision tower attention heads."""
-    vocab_size: int = 1024
-    """Byte-level BPE vocabulary size (special tokens included)."""
-    cache_dir: str | None = None
-    """Where built tiny models are cached, keyed by a hash of this section and the seed; None:
-    $VISPLAY_CACHE/tiny, else ~/.cache/visplay/tiny."""
-
-
-@dataclass
-class LoraConfig:
-    enabled: bool = False
-    """Train LoRA adapters (peft) instead of all weights; the reference model is the adapter disabled."""
-    r: int = 8
-    """LoRA rank."""
-    alpha: int = 16
-    """LoRA scaling numerator (scale = alpha / r)."""
-    dropout: float = 0.0
-    """LoRA dropout."""
-    target_modules: str = r".*model\.language_model.*\.(q_proj|v_proj)"
-    """Regex of module names that get adapters (default: the language model's q/v projections)."""
-
-
-@dataclass
 class ModelConfig:
     backend: str = "tiny"
-    """Model backend plugin: ``tiny`` (built in-process, no download) or ``hf`` (a local transformers folder)."""
+    """Model backend plugin: ``tiny`` (built in-process, no download; sized by ``plugins.models.tiny``) or ``hf``
+    (a local transformers folder). LoRA: ``plugins.models.lora``."""
     path: str | None = None
     """Local model folder for backend ``hf`` (e.g. /models/Qwen2.5-VL-3B-Instruct). Never downloaded."""
     dtype: str = "float32"
@@ -105,10 +69,6 @@ class ModelConfig:
     """Torch device for training and HF sampling: cpu, cuda, cuda:N."""
     trust_remote_code: bool = False
     """Allow model code shipped inside the model folder (only when the architecture needs it)."""
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
-    """Size of the embedded tiny model (backend ``tiny``)."""
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    """LoRA settings."""
 
 
 @dataclass
@@ -140,8 +100,8 @@ class FilterConfig:
     band: list[float] | None = None
     """Inclusive confidence band [low, high] for the reasoner's set; None: the variant's (paper 0.25-0.75,
     released 0.3-0.8)."""
-    released_skip_rules: bool = False
-    """Also apply the released code's extra skip rules (documented in docs/algorithm.md)."""
+    released_skip_rules: bool | None = None
+    """Also apply the released code's extra skip rules (docs/algorithm.md); None: the variant's (released: on)."""
 
 
 @dataclass
@@ -190,8 +150,9 @@ class RewardConfig:
     """Cluster the questions of ``image`` (paper) or of the whole ``batch`` (released); None: the variant's."""
     bleu_threshold: float = 0.5
     """Agglomerative clustering distance threshold on 1 - BLEU."""
-    none_as_vote: bool = False
-    """Reproduce the released code's bug: a missing \\boxed{} counts as the vote "None". Off by default."""
+    none_as_vote: bool | None = None
+    """A missing \\boxed{} counts as the vote "None" (the released code's behaviour); None: the variant's
+    (released: on, paper: off)."""
     format_weight: float | None = None
     """Reasoner format reward weight (released: 0.1, accuracy 0.9); None: the variant's (paper: 0)."""
 
@@ -221,31 +182,23 @@ class OptimizerConfig:
     micro_batch_size: int = 8
     """Rollouts per forward/backward (gradient accumulation over the update batch)."""
     update_batch_size: int | None = None
-    """Rollouts per optimizer update (global batch, released: 128); None: the whole rollout batch."""
-
-
-@dataclass
-class VllmConfig:
-    gpu_memory_utilization: float = 0.45
-    """Fraction of a GPU's memory the engine may take."""
-    tensor_parallel_size: int = 1
-    """GPUs per engine."""
-    max_model_len: int = 2048
-    """Context length of the engine."""
-    enforce_eager: bool = True
-    """Skip graph capture (needed on CPU; faster start-up)."""
-    cpu_kvcache_gb: int = 1
-    """KV-cache size on CPU (VLLM_CPU_KVCACHE_SPACE)."""
+    """Prompts per optimizer update, as EasyR1's ``global_batch_size``: one update takes update_batch_size x
+    group_size rollouts (released: 128 prompts = 1,024 rollouts, 4 updates per 512-prompt step); None: the whole
+    rollout batch."""
+    loss_agg: str | None = None
+    """How the loss averages over an update batch: ``token_mean`` (every token weighs the same; EasyR1 HEAD) or
+    ``seq_mean_token_mean`` (each rollout's token-mean, averaged over rollouts: the released fork's per-micro-batch
+    mean at its scripts' micro-batch size 1); None: the variant's (paper token_mean, released
+    seq_mean_token_mean)."""
 
 
 @dataclass
 class SamplerConfig:
     questioner: str = "hf"
-    """Sampler plugin for the questioner: ``hf`` or ``vllm``."""
+    """Sampler for the questioner, by the name a sampler plugin answers to (built in: ``hf``, ``vllm``; vLLM
+    engine settings: ``plugins.vllm``)."""
     reasoner: str = "hf"
-    """Sampler plugin for the reasoner: ``hf`` or ``vllm``."""
-    vllm: VllmConfig = field(default_factory=VllmConfig)
-    """vLLM engine settings."""
+    """Sampler for the reasoner (as ``questioner``)."""
 
 
 @dataclass
@@ -270,11 +223,8 @@ class EvalConfig:
     data: str | None = None
     """Folder with the benchmark files."""
     judge: str = "rule"
-    """Judge plugin: ``rule`` (default), ``local`` (a model folder) or ``endpoint`` (OpenAI-compatible URL)."""
-    judge_model: str | None = None
-    """Model folder for the ``local`` judge."""
-    judge_url: str | None = None
-    """Base URL for the ``endpoint`` judge; nothing is contacted unless this is set."""
+    """Judge plugin: ``rule`` (default), ``local`` (a model folder) or ``endpoint`` (OpenAI-compatible URL); the
+    judges' own settings are under ``plugins.eval``."""
     max_new_tokens: int = 256
     """Response length for evaluation."""
     batch_size: int = 8
@@ -319,16 +269,18 @@ class RecipeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
     plugins: dict[str, Any] = field(default_factory=dict)
-    """Settings owned by plugins, one mapping per plugin name (e.g. ``plugins.games``); each plugin validates
-    its own."""
+    """Settings owned by plugins, one section per plugin (e.g. ``plugins.games``), declared by each plugin through
+    ``visplay_recipe_sections`` and validated like the core's."""
 
 
 # Values that depend on the variant (PAPER.md, "paper vs. released code"); used where the recipe says None.
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"reasoner.filter.band": [0.25, 0.75], "reward.combine": "paper", "reward.diversity_scope": "image",
-              "reward.format_weight": 0.0},
+              "reward.format_weight": 0.0, "reward.none_as_vote": False, "reasoner.filter.released_skip_rules": False,
+              "optimizer.loss_agg": "token_mean"},
     "released": {"reasoner.filter.band": [0.3, 0.8], "reward.combine": "released",
-                 "reward.diversity_scope": "batch", "reward.format_weight": 0.1},
+                 "reward.diversity_scope": "batch", "reward.format_weight": 0.1, "reward.none_as_vote": True,
+                 "reasoner.filter.released_skip_rules": True, "optimizer.loss_agg": "seq_mean_token_mean"},
 }
 
 
@@ -336,16 +288,22 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def recipe_dirs() -> list[Path]:
-    """Where recipe names are looked up: ./recipes, then the recipes/ folder beside the visplay package."""
-    return [Path.cwd() / "recipes", Path(__file__).resolve().parent.parent / "recipes"]
+    """Where recipe names are looked up: ./recipes first (a user's own recipes override), then the recipes
+    shipped inside the package (visplay/data/recipes, found with importlib.resources, so a wheel install has them)."""
+    from importlib import resources
+
+    return [Path.cwd() / "recipes", Path(str(resources.files("visplay") / "data" / "recipes"))]
 
 
 def find_recipe(name_or_path: str) -> Path:
+    """A YAML path, or a recipe name looked up in :func:`recipe_dirs`. A folder is never taken for a recipe: a
+    bare name is looked up by name even when ``./<name>/`` exists."""
     path = Path(name_or_path).expanduser()
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise RecipeError(f"{path}: recipe file not found")
+    if path.is_file():
         return path
+    if path.suffix in (".yaml", ".yml") or "/" in name_or_path or name_or_path.startswith("."):
+        raise RecipeError(f"{path}: " + ("is a directory, not a recipe file" if path.is_dir()
+                                         else "recipe file not found"))
     for folder in recipe_dirs():
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
@@ -358,10 +316,15 @@ def find_recipe(name_or_path: str) -> Path:
     )
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Schema -> YAML -> overrides -> variant defaults -> validation. Returns a resolved, read-only config."""
+def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                plugins: Iterable[Any] = (), only: Collection[str] | None = None) -> DictConfig:
+    """Schema (the core's and the plugins' sections) -> YAML -> overrides -> variant defaults -> validation.
+
+    :param plugins: plugin objects registered next to the entry-point plugins (their sections count too).
+    :param only: the entry-point plugins to consult (default: every installed one; see get_plugin_manager).
+    :return: a resolved, read-only config.
+    """
     path = find_recipe(str(name_or_path))
-    schema = OmegaConf.structured(RecipeConfig)
     try:
         text = path.read_text()
         data = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
@@ -369,16 +332,17 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         raise RecipeError(f"{path}: cannot parse recipe: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, DictConfig):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got a {type(data).__name__}")
-    cfg = _merge(schema, data, where=str(path))
+    data = upgrade_legacy_keys(data, str(path))
+    dots = [(item, _parse_override(item)) for item in overrides]
+    sections = plugin_sections(plugins, only)
+    absent = _absent_sections([(str(path), data), *((f"command-line override {item!r}", dot) for item, dot in dots)],
+                              sections)
+    schema_cls = recipe_schema(sections, absent)
+    keys = all_keys(schema_cls, sections=sections)
+    cfg = _merge(OmegaConf.structured(schema_cls), data, where=str(path), keys=keys)
     _mark_required(cfg, data)
-    for item in overrides:
-        if "=" not in item:
-            raise RecipeError(f"command line: override {item!r} is not key=value")
-        try:
-            dot = OmegaConf.from_dotlist([item])
-        except (OmegaConfBaseException, ValueError) as exc:
-            raise RecipeError(f"command line: cannot parse override {item!r}: {exc}") from exc
-        cfg = _merge(cfg, dot, where=f"command-line override {item!r}")
+    for item, dot in dots:
+        cfg = _merge(cfg, dot, where=f"command-line override {item!r}", keys=keys)
     _apply_variant_defaults(cfg, str(path))
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
@@ -393,6 +357,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     except (OmegaConfBaseException, ValueError) as exc:
         raise RecipeError(f"{path}: {_describe(exc)}") from exc
     _validate(cfg, str(path))
+    _validate_sections(cfg, sections, str(path))
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -408,13 +373,18 @@ def _mark_required(cfg: DictConfig, data: DictConfig, prefix: str = "") -> None:
             _mark_required(cfg, data[key], dotted + ".")
 
 
-def _merge(base: DictConfig, new: DictConfig, where: str) -> DictConfig:
+def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None = None) -> DictConfig:
     try:
         return OmegaConf.merge(base, new)
     except (ConfigKeyError, ConfigAttributeError) as exc:
         key = _full_key(exc)
-        hint = _closest(key, all_keys())
-        raise RecipeError(f"{where}: unknown key {key!r}" + (f"; did you mean {hint!r}?" if hint else "")) from exc
+        known = keys if keys is not None else all_keys()
+        hint = _closest(key, [k for k in known if k.count(".") == key.count(".")])
+        parent = key.rpartition(".")[0]
+        siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent and parent]
+        tail = (f"; did you mean {hint!r}?" if hint else
+                f" ({parent} has: {', '.join(siblings)})" if siblings else "")
+        raise RecipeError(f"{where}: unknown key {key!r}{tail}") from exc
     except (ValidationError, GrammarParseError, MissingMandatoryValue) as exc:
         raise RecipeError(f"{where}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
     except OmegaConfBaseException as exc:
@@ -431,16 +401,23 @@ def _describe(exc: Exception) -> str:
 
 
 def _closest(key: str, candidates: list[str]) -> str | None:
-    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    """The valid key a misspelled one most likely meant: a sibling with a similar name, a key elsewhere with a
+    similar path, or the one key elsewhere with the same name."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = {c.rpartition(".")[2]: c for c in candidates if c.rpartition(".")[0] == parent}
+    match = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if match:
+        return siblings[match[0]]
+    match = difflib.get_close_matches(key, [c for c in candidates if c.rpartition(".")[0] != parent], n=1,
+                                      cutoff=0.8)
     if match:
         return match[0]
-    leaf = key.rsplit(".", 1)[-1]
     leaves = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf]
     return leaves[0] if len(leaves) == 1 else None
 
 
-def all_keys(cls: type = RecipeConfig, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema."""
+def all_keys(cls: type = RecipeConfig, prefix: str = "", *, sections: dict[str, type] | None = None) -> list[str]:
+    """Every dotted key of the schema (with the plugins' sections when given)."""
     keys = []
     for f in fields(cls):
         dotted = f"{prefix}{f.name}"
@@ -448,7 +425,9 @@ def all_keys(cls: type = RecipeConfig, prefix: str = "") -> list[str]:
         sub = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
         if is_dataclass(sub):
             keys.extend(all_keys(type(sub), dotted + "."))
-    return keys
+    for name, section in (sections or {}).items():
+        keys += [f"plugins.{name}", *all_keys(section, f"plugins.{name}.")]
+    return list(dict.fromkeys(keys))
 
 
 def _apply_variant_defaults(cfg: DictConfig, where: str) -> None:
@@ -476,20 +455,16 @@ def _validate(cfg: DictConfig, where: str) -> None:
             fail(f"{role}.sampling.temperature", "must be >= 0")
         if not 0 < section.sampling.top_p <= 1:
             fail(f"{role}.sampling.top_p", "must be in (0, 1]")
-        if cfg.sampler[role] not in ("hf", "vllm"):
-            fail(f"sampler.{role}", f"must be 'hf' or 'vllm', got {cfg.sampler[role]!r}")
     if cfg.iterations < 1:
         fail("iterations", "must be >= 1")
+    if cfg.optimizer.loss_agg not in ("token_mean", "seq_mean_token_mean"):
+        fail("optimizer.loss_agg", "must be 'token_mean' or 'seq_mean_token_mean'")
     if cfg.reward.diversity_scope not in ("image", "batch"):
         fail("reward.diversity_scope", "must be 'image' or 'batch'")
     if cfg.data.resize not in ("fixed", "pixels", "none"):
         fail("data.resize", "must be 'fixed', 'pixels' or 'none'")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         fail("model.dtype", "must be float32, bfloat16 or float16")
-    if cfg.model.backend == "tiny":
-        tiny = cfg.model.tiny
-        if tiny.hidden_size % tiny.num_heads or tiny.hidden_size // tiny.num_heads < 32:
-            fail("model.tiny.hidden_size", "hidden_size / num_heads must be an integer >= 32 (vLLM CPU kernels)")
     if cfg.distributed.strategy not in ("ddp", "fsdp"):
         fail("distributed.strategy", "must be 'ddp' or 'fsdp'")
 
@@ -503,7 +478,7 @@ def recipe_sha256(cfg: DictConfig) -> str:
 
 
 def plugin_options(cfg: DictConfig, plugin: str) -> dict[str, Any]:
-    """A plugin's own settings (``plugins.<name>``) as a plain dict; empty when absent."""
+    """A plugin's own settings (``plugins.<name>``) as a plain dict; empty when absent (see plugin_section)."""
     value = cfg.plugins.get(plugin) if cfg.get("plugins") is not None else None
     return OmegaConf.to_container(value, resolve=True) if value is not None else {}
 
@@ -521,4 +496,137 @@ def field_docs(cls: type = RecipeConfig, prefix: str = "") -> dict[str, str]:
             sub = f.default_factory()  # type: ignore[misc]
             if is_dataclass(sub):
                 docs.update(field_docs(type(sub), f"{prefix}{f.name}."))
+    return docs
+
+
+# --- sections owned by plugins ---------------------------------------------------------------------------------
+
+# Keys that moved from the core recipe into a plugin's section: {old dotted key: new dotted key}. A recipe (or a
+# run log's stored recipe) written before the move still loads.
+LEGACY_KEYS = {
+    "model.tiny": "plugins.models.tiny",
+    "model.lora": "plugins.models.lora",
+    "sampler.vllm": "plugins.vllm",
+    "eval.judge_model": "plugins.eval.judge_model",
+    "eval.judge_url": "plugins.eval.judge_url",
+}
+
+
+def plugin_sections(plugins: Iterable[Any] = (), only: Collection[str] | None = None) -> dict[str, type]:
+    """{section name: dataclass} from every plugin's ``visplay_recipe_sections`` (entry points + ``plugins``)."""
+    from visplay.hooks import call_each
+    from visplay.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(extra=tuple(plugins), only=only)
+    sections: dict[str, type] = {}
+    owners: dict[str, str] = {}
+    for plugin, declared in call_each(pm, "visplay_recipe_sections", {}):
+        for name, section in dict(declared).items():
+            if not (isinstance(section, type) and is_dataclass(section)):
+                raise RecipeError(f"plugin {plugin!r}: recipe section {name!r} must be a dataclass type")
+            if name in sections:
+                raise RecipeError(f"recipe section plugins.{name} is declared by two plugins: {owners[name]}, {plugin}")
+            sections[name], owners[name] = section, plugin
+    return dict(sorted(sections.items()))
+
+
+def recipe_schema(sections: dict[str, type], absent: Iterable[str] = ()) -> type:
+    """The recipe schema with a typed ``plugins`` section per plugin, and an unchecked mapping for each section of
+    a plugin that is not installed (``absent``)."""
+    typed = [(name, section, field(default_factory=section)) for name, section in sections.items()]
+    untyped = [(name, dict[str, Any], field(default_factory=dict)) for name in sorted(absent)]
+    plugins_cls = make_dataclass("PluginsConfig", typed + untyped)
+    return make_dataclass("Recipe", [("plugins", plugins_cls, field(default_factory=plugins_cls))],
+                          bases=(RecipeConfig,))
+
+
+def _parse_override(item: str) -> DictConfig:
+    if "=" not in item:
+        raise RecipeError(f"command line: override {item!r} is not key=value")
+    try:
+        return upgrade_legacy_keys(OmegaConf.from_dotlist([item]), f"command-line override {item!r}")
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise RecipeError(f"command line: cannot parse override {item!r}: {exc}") from exc
+
+
+def _absent_sections(sources: list[tuple[str, DictConfig]], sections: dict[str, type]) -> set[str]:
+    """Plugin sections a recipe sets for plugins that are not installed: kept unchecked, with a warning; a name
+    close to an installed plugin's section is a typo and an error."""
+    absent: set[str] = set()
+    for where, data in sources:
+        given = data.get("plugins") if isinstance(data, DictConfig) else None
+        for name in (given.keys() if isinstance(given, DictConfig) else []):
+            if name in sections or name in absent:
+                continue
+            hint = difflib.get_close_matches(str(name), list(sections), n=1, cutoff=0.75)
+            if hint:
+                raise RecipeError(f"{where}: unknown key 'plugins.{name}'; did you mean 'plugins.{hint[0]}'?")
+            log.warning("%s: no installed plugin declares plugins.%s; its settings are kept unchecked", where, name)
+            absent.add(str(name))
+    return absent
+
+
+def plugin_section(cfg: DictConfig, name: str) -> Any:
+    """A plugin's own section (``plugins.<name>``) as its dataclass instance (cached per loaded recipe)."""
+    node = cfg.plugins.get(name) if "plugins" in cfg else None
+    cache_key = (id(cfg), name)
+    cached = _SECTIONS.get(cache_key)
+    if cached is None or cached[0] is not cfg:
+        section = OmegaConf.to_object(node) if node is not None else None
+        if not is_dataclass(section):
+            raise RecipeError(f"plugins.{name}: this recipe was loaded without the plugin that declares the section "
+                              f"(load it with that plugin installed, or pass it: load_recipe(..., plugins=[...]))")
+        cached = (cfg, section)
+        _SECTIONS[cache_key] = cached
+    return cached[1]
+
+
+_SECTIONS: dict[tuple[int, str], tuple[DictConfig, Any]] = {}
+
+
+def upgrade_legacy_keys(data: DictConfig, where: str) -> DictConfig:
+    """Move keys that became plugin settings (LEGACY_KEYS) to their new place, with a warning."""
+    container = OmegaConf.to_container(data, resolve=False)
+    moved = False
+    for old, new in LEGACY_KEYS.items():
+        head, _, leaf = old.rpartition(".")
+        parent = _dig(container, head.split("."))
+        if not isinstance(parent, dict) or leaf not in parent:
+            continue
+        value = parent.pop(leaf)
+        target = _dig(container, new.split(".")[:-1], create=True)
+        existing = target.get(new.rsplit(".", 1)[1])
+        if isinstance(existing, dict) and isinstance(value, dict):
+            value = {**value, **existing}
+        target[new.rsplit(".", 1)[1]] = value
+        log.warning("%s: %s is now %s (a plugin's setting); moved", where, old, new)
+        moved = True
+    return OmegaConf.create(container) if moved else data
+
+
+def _dig(tree: Any, path: list[str], create: bool = False) -> Any:
+    for part in path:
+        if not isinstance(tree, dict):
+            return None
+        if part not in tree and create:
+            tree[part] = {}
+        tree = tree.get(part)
+    return tree
+
+
+def _validate_sections(cfg: DictConfig, sections: dict[str, type], where: str) -> None:
+    """Run each plugin section's own ``validate()``; a problem names the file and the dotted key."""
+    for name in sections:
+        section = plugin_section(cfg, name)
+        check = getattr(section, "validate", None)
+        for key, problem in (check() if callable(check) else {}).items():
+            raise RecipeError(f"{where}: key 'plugins.{name}.{key}': {problem}")
+
+
+def explain_docs(sections: dict[str, type]) -> dict[str, str]:
+    """{dotted key: documentation} of the core schema and every plugin section, for ``recipe --explain``."""
+    docs = field_docs()
+    for name, section in sections.items():
+        docs[f"plugins.{name}"] = " ".join((inspect.getdoc(section) or "").split())
+        docs.update(field_docs(section, f"plugins.{name}."))
     return docs

@@ -27,10 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover
         Generation,
         ImageRecord,
         ImageSource,
+        Optimizer,
         ParsedQuestion,
         Policy,
         QuestionItem,
         Sampler,
+        Vote,
     )
 
 PROJECT = "visplay"
@@ -91,9 +93,9 @@ def visplay_reward_components(
     """Score a batch for one role with named components.
 
     :param role: ``"questioner"`` (items are QuestionItem) or ``"reasoner"`` (items are AnswerItem).
-    :return: {component name: one float per item} or None when this plugin has nothing for this role. All
-        plugins are called; component names must be unique across plugins (a clash is an error naming both).
-        Every component is logged separately in ``rewards``.
+    :return: {component name: one finite float per item} or None when this plugin has nothing for this role.
+        All plugins are called; component names must be unique across plugins (a clash is an error naming both)
+        and ``total`` is reserved. Every component is logged separately in ``rewards`` with the producing plugin.
     """
 
 
@@ -129,12 +131,12 @@ def visplay_filter_questions(ctx: RunContext, items: Sequence[QuestionItem]) -> 
 
 
 @hookspec(firstresult=True)
-def visplay_make_optimizer(ctx: RunContext, role: str, policy: Policy) -> Any | None:
+def visplay_make_optimizer(ctx: RunContext, role: str, policy: Policy) -> Optimizer | None:
     """Build the optimizer named by ``recipe.optimizer.name`` for a role's policy.
 
-    :return: an object with ``update(rollouts: list[Rollout]) -> UpdateResult`` (turns rewards into advantages
-        and applies one policy update to ``policy``; deterministic given its inputs), ``save(directory) ->
-        {file: sha256}`` and ``load(directory)`` for its own state (safetensors/JSON, never pickle); or None when
+    :return: an :class:`~visplay.types.Optimizer`: ``update(rollouts) -> UpdateResult`` (turns rewards into
+        advantages and applies one policy update to ``policy``; deterministic given its inputs), ``save(directory)
+        -> {file: sha256}`` and ``load(directory)`` for its own state (safetensors/JSON, never pickle); or None when
         the name is not this plugin's. Stops at first non-None result.
     """
 
@@ -167,6 +169,33 @@ def visplay_answer_key(ctx: RunContext, answer: str) -> str | None:
 
     Domain plugins add rules with a ``tryfirst`` implementation that returns a key for answers it recognises and
     None otherwise. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_vote(ctx: RunContext, answers: Sequence[str | None], keys: Sequence[str | None]) -> Vote | None:
+    """Count one question's m extracted answers (and their keys) into a Vote: silver label and confidence.
+
+    ``ctx.phase`` says which vote it is (``questioner``: the questioner's reward; ``reasoner_set``: silver labels).
+    None (no plugin answers) falls back to :func:`visplay.votes.majority_vote` (equal keys = one vote). Stops at
+    first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------------------------
+# recipe
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def visplay_recipe_sections() -> dict[str, type] | None:
+    """The recipe sections this plugin owns (the idea of ``pytest_addoption``).
+
+    :return: {section name: dataclass type}. Each section lives at ``plugins.<name>`` in a recipe and is
+        validated by the loader exactly like the core's sections (unknown key, wrong type, closest-key hint,
+        exit 2 before anything is created); field docstrings are what ``visplay recipe --explain`` prints. A
+        dataclass may define ``validate(self) -> dict[str, str]`` returning {key under the section: problem}.
+        Read a section with ``visplay.config.plugin_section(recipe, name)``. Called without a run context.
     """
 
 
@@ -214,7 +243,9 @@ def visplay_load_policy(ctx: RunContext, role: str, init_from: str | None) -> Po
 
 @hookspec(firstresult=True)
 def visplay_make_sampler(ctx: RunContext, role: str, policy: Policy) -> Sampler | None:
-    """Build the sampler named by ``recipe.sampler.<role>`` (``hf`` or ``vllm``) over a policy's weights.
+    """Build the sampler named by ``recipe.sampler.<role>`` over a policy's weights (built in: ``hf`` from the
+    models plugin, ``vllm`` from the vllm plugin); None when the name is not this plugin's. A sampler that keeps
+    its own copy of the weights implements ``refresh()`` (:class:`~visplay.types.RefreshableSampler`).
 
     Stops at first non-None result.
     """
@@ -247,6 +278,28 @@ def visplay_judge(ctx: RunContext, name: str, items: Sequence[dict[str, Any]]) -
     :param items: dicts with at least ``question``, ``answer`` (reference), ``response`` and ``benchmark``.
     :return: one dict per item with ``correct`` (bool) and, for model judges, ``prompt`` and ``verdict`` text;
         or None when the name is not this plugin's. Stops at first non-None result.
+    """
+
+
+@hookspec
+def visplay_summary_fields(ctx: RunContext, iteration: int) -> dict[str, float | tuple[float, float] | str] | None:
+    """A plugin's own numbers for an iteration's summary: the console line after each iteration and the report's
+    per-iteration table (the core knows no plugin's metric names).
+
+    :param iteration: the iteration just finished (0: the starting models), read from ``ctx.log``.
+    :return: {label: value} in display order (a float is printed with 3 decimals; a (value, standard error) pair
+        as ``0.307±0.019`` and drawn with an error bar in the report), or None.
+    """
+
+
+@hookspec
+def visplay_add_commands(subparsers: Any) -> dict[str, Any] | None:
+    """Add subcommands to ``visplay`` (the idea of datasette's ``register_commands``).
+
+    :param subparsers: the ``argparse`` subparsers of the ``visplay`` command; add yours with
+        ``subparsers.add_parser(name, help=..., description=...)``.
+    :return: {command name: handler(args: argparse.Namespace) -> exit status}, or None. A name the core already
+        uses is refused. Called without a run context, whenever the command line is parsed.
     """
 
 

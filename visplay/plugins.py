@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -44,18 +45,22 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
+def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] = (),
+                       only: Collection[str] | None = None) -> pluggy.PluginManager:
     """A fresh plugin manager with the hookspecs, the entry-point plugins and ``extra`` plugin objects.
 
     ``check_pending`` runs at the end, so a hookimpl whose name matches no hookspec (a typo) fails here.
+    ``only``: load just these entry-point names (replay takes the plugin set the run logged).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if autoload is None:
         autoload = not _truthy(os.environ.get("VISPLAY_DISABLE_PLUGIN_AUTOLOAD"))
     if autoload:
-        _load_entry_points(pm)
+        _load_entry_points(pm, only)
     for plugin in extra:
+        if pm.is_registered(plugin):  # already loaded from its entry point
+            continue
         name = getattr(plugin, "plugin_name", None) or (plugin.__name__ if isinstance(plugin, ModuleType)
                                                           else type(plugin).__name__)
         pm.register(plugin, name=name if pm.get_plugin(name) is None else None)
@@ -63,14 +68,28 @@ def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] =
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc} (is a hook name misspelled? known hooks: {', '.join(hook_names())})") from exc
+    _refuse_wrappers(pm)
     if _truthy(os.environ.get("VISPLAY_TRACE_HOOKS")):
         enable_tracing(pm)
     return pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _refuse_wrappers(pm: pluggy.PluginManager) -> None:
+    """visplay calls each implementation itself (visplay.hooks.call_each) to know who produced what, so a hook
+    wrapper would never run; say so instead of ignoring it."""
+    for name in hook_names():
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                raise PluginError(f"plugin {impl.plugin_name!r}: hook wrappers are not supported on {name} (visplay "
+                                  f"calls implementations one by one; see visplay/hooks.py); use a plain "
+                                  f"implementation, or VISPLAY_TRACE_HOOKS=1 to trace calls")
+
+
+def _load_entry_points(pm: pluggy.PluginManager, only: Collection[str] | None = None) -> None:
     allow = os.environ.get("VISPLAY_PLUGINS")
     allowed = {n.strip() for n in allow.split(",") if n.strip()} if allow else None
+    if only is not None:
+        allowed = set(only) if allowed is None else allowed & set(only)
     eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
     for ep in eps:
         if allowed is not None and ep.name not in allowed:

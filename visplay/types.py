@@ -90,16 +90,55 @@ class Sampler(Protocol):
 
 
 @runtime_checkable
+class RefreshableSampler(Sampler, Protocol):
+    """A sampler that holds its own copy of the weights (e.g. a vLLM engine): ``refresh`` pushes the policy's
+    current weights into it after an update."""
+
+    def refresh(self) -> None: ...
+
+
+@runtime_checkable
 class Policy(Protocol):
-    """A trainable model in one role (questioner or reasoner), as a model-backend plugin provides it."""
+    """A model in one role (questioner or reasoner), as a model-backend plugin provides it: what the engine uses."""
 
     role: str
 
-    def sampler(self) -> Sampler: ...
+    def sampler(self) -> Sampler:
+        """A sampler over the policy's current weights (used when no sampler plugin is configured)."""
+        ...
 
     def save(self, directory: str) -> dict[str, str]:
         """Write the weights (safetensors) and return {relative file name: sha256}."""
         ...
+
+    def load_weights(self, directory: str) -> None:
+        """Overlay the trainable weights written by ``save`` on this policy, bit-exactly (mid-phase resume)."""
+        ...
+
+    def weights_sha256(self) -> str:
+        """sha256 of the trainable weights (logged with every checkpoint; replay compares it)."""
+        ...
+
+
+@runtime_checkable
+class TrainablePolicy(Policy, Protocol):
+    """What a gradient-based optimizer (the grpo plugin) needs beyond :class:`Policy`.
+
+    ``logprobs``/``forward_stats`` return per-token tensors for teacher-forced responses (see the models plugin's
+    HFPolicy for the exact keyword arguments); ``trainable_parameters`` is a fixed-order list of (name, tensor);
+    ``train_mode``/``eval_mode`` switch dropout and the like.
+    """
+
+    def logprobs(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]], **kwargs: Any) -> list[Any]: ...
+
+    def forward_stats(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]],
+                      **kwargs: Any) -> tuple[list[Any], list[Any] | None]: ...
+
+    def trainable_parameters(self) -> list[tuple[str, Any]]: ...
+
+    def train_mode(self) -> None: ...
+
+    def eval_mode(self) -> None: ...
 
 
 # --- the algorithm's nouns ---------------------------------------------------------------------------------
@@ -178,3 +217,20 @@ class UpdateResult:
 
     advantages: dict[str, float]
     metrics: dict[str, float]
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """What ``visplay_make_optimizer`` returns: turns rewards into advantages and updates the policy."""
+
+    def update(self, rollouts: list[Rollout]) -> UpdateResult:
+        """One policy update on a step's rollouts; deterministic given its inputs."""
+        ...
+
+    def save(self, directory: str) -> dict[str, str]:
+        """Write the optimizer's state (safetensors/JSON, never pickle); return {file: sha256}."""
+        ...
+
+    def load(self, directory: str) -> None:
+        """Restore the state written by ``save``."""
+        ...

@@ -9,11 +9,9 @@ linkage="average", distance_threshold=0.5)``, which runs scipy's nearest-neighbo
   in blocks of rows; the float formula is then evaluated once per distinct integer tuple (hyp length, matches
   per order) exactly as nltk does (math.log, math.fsum, math.exp) and looked up, and the brevity penalty once
   per (hyp length, ref length). So every distance is bit-identical to nltk's.
-- Clustering: scipy's nn-chain with the same tie-breaking (first index of the minimum, the chain's previous
-  element preferred on ties) and the same float update ``(n_x d_xi + n_y d_yi) / (n_x + n_y)``, vectorised per
-  row. The partition is the connected components of the merges whose distance is below the threshold, which
-  is what scikit-learn's cut of the sorted tree gives. Labels are numbered by first member (sklearn's numbering
-  differs; the partition is the same).
+- Clustering: scipy.cluster.hierarchy's average linkage (the same nn-chain code scikit-learn calls), cut at the
+  threshold as scikit-learn cuts its tree (merges strictly below it). Labels are numbered by first member
+  (sklearn's numbering differs; the partition is the same).
 """
 
 from __future__ import annotations
@@ -246,82 +244,25 @@ def _bleu_distances(sentences: Sequence[str]) -> np.ndarray:
 # --- average-linkage clustering ----------------------------------------------------------------------------------
 
 
-def average_linkage_merges(dist: np.ndarray) -> list[tuple[int, int, float]]:
-    """scipy's nn-chain average linkage on a symmetric distance matrix: merges (x, y, distance) in chain order.
-
-    ``x < y`` are representative point indices as in scipy (the merged cluster keeps index ``y``). Dropped
-    clusters are masked by adding +inf (``dead``) instead of rewriting their column: a strided column write
-    costs ~20x a contiguous row operation, so only the merged cluster's column is written, for live rows only.
-    """
-    n = dist.shape[0]
-    d = np.array(dist, dtype=np.float64, copy=True)
-    np.fill_diagonal(d, np.inf)
-    dead = np.zeros(n, dtype=np.float64)
-    masked = np.empty(n, dtype=np.float64)
-    size = [1] * n
-    live = np.arange(n)
-    chain: list[int] = []
-    merges: list[tuple[int, int, float]] = []
-    for _ in range(n - 1):
-        if not chain:
-            chain.append(int(live[0]))
-        while True:
-            x = chain[-1]
-            row = d[x]
-            np.add(row, dead, out=masked)
-            i = int(masked.argmin())
-            if len(chain) > 1:
-                y, current = chain[-2], row[chain[-2]]
-                if masked[i] < current:  # strictly smaller, else the chain's previous element (scipy's rule)
-                    y, current = i, masked[i]
-            else:
-                y, current = i, masked[i]
-            if len(chain) > 1 and y == chain[-2]:
-                break
-            chain.append(y)
-        del chain[-2:]
-        x, y = min(x, y), max(x, y)
-        nx, ny = size[x], size[y]
-        merges.append((x, y, float(current)))
-        size[x], size[y] = 0, nx + ny
-        dead[x] = np.inf
-        live = live[live != x]
-        new = (nx * d[x] + ny * d[y]) / (nx + ny)  # scipy's _average, same float operations
-        d[y] = new
-        d[live, y] = new[live]
-    return merges
-
-
-def threshold_partition(n: int, merges: list[tuple[int, int, float]], threshold: float) -> np.ndarray:
-    """Cluster labels (numbered by first member) after the merges whose distance is below ``threshold``."""
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for x, y, distance in merges:
-        if distance < threshold:
-            rx, ry = find(x), find(y)
-            if rx != ry:
-                parent[max(rx, ry)] = min(rx, ry)
-    labels = np.empty(n, dtype=np.int64)
-    numbering: dict[int, int] = {}
-    for i in range(n):
-        labels[i] = numbering.setdefault(find(i), len(numbering))
-    return labels
-
-
 def cluster_questions(questions: Sequence[str], threshold: float = 0.5) -> np.ndarray:
-    """Labels of the BLEU-distance average-linkage clustering (the released code's clustering, exact)."""
+    """Labels of the BLEU-distance average-linkage clustering (the released code's clustering, exact).
+
+    scipy.cluster.hierarchy.linkage(method="average") is the nn-chain algorithm scikit-learn's
+    AgglomerativeClustering runs; scikit-learn's cut at ``distance_threshold`` keeps the merges strictly below it,
+    which for average linkage (monotone heights) is fcluster's "distance <= t" with t the largest float below the
+    threshold. Labels are renumbered by first member.
+    """
     n = len(questions)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if n == 1:
-        return np.zeros(1, dtype=np.int64)
-    return threshold_partition(n, average_linkage_merges(bleu_distances(questions)), threshold)
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    tree = linkage(squareform(bleu_distances(questions), checks=False), method="average")
+    raw = fcluster(tree, t=np.nextafter(threshold, -np.inf), criterion="distance")
+    _, first = np.unique(raw, return_index=True)
+    numbering = {int(label): k for k, label in enumerate(raw[np.sort(first)])}
+    return np.fromiter((numbering[int(label)] for label in raw), dtype=np.int64, count=n)
 
 
 def cluster_shares(questions: Sequence[str], threshold: float = 0.5) -> list[float]:

@@ -1,21 +1,40 @@
 """visplay algorithm plugin: the VisPlay method (paper and released variants) as hook implementations.
 
 Settings come from the recipe: ``variant``, ``reward.*``, ``reasoner.filter.*``, ``questioner.sampling`` and
-``reasoner.sampling``. Optional prompt overrides live under ``plugins.algorithm`` (keys in PROMPT_OPTIONS).
+``reasoner.sampling``. Optional prompt overrides: the plugin's own section ``plugins.algorithm`` (AlgorithmOptions).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from visplay.config import plugin_options
+from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
-from visplay.types import AnswerItem, FilterDecision, ParsedQuestion, Prompt, QuestionItem, SamplingParams
-from visplay_algorithm import prompts
+from visplay.loop.votes import majority_vote
+from visplay.types import (
+    AnswerItem,
+    FilterDecision,
+    ParsedQuestion,
+    Prompt,
+    QuestionItem,
+    SamplingParams,
+    Vote,
+)
+from visplay_algorithm import prompts, released_prompts
 from visplay_algorithm.answer_key import canonical_key
 from visplay_algorithm.diversity import cluster_shares
-from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok
+from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok, spacing_edit
+from visplay_algorithm.released_grader import (
+    released_accuracy,
+    released_answer,
+    released_boxed,
+    released_equivalent,
+    released_format_ok,
+    released_key,
+)
 from visplay_algorithm.rewards import (
     QUESTIONER_COMPONENTS,
     REASONER_COMPONENTS,
@@ -25,23 +44,56 @@ from visplay_algorithm.rewards import (
     uncertainty,
 )
 
-PROMPT_OPTIONS = ("questioner_system", "questioner_user", "reasoner_system", "reasoner_suffix")
-"""``plugins.algorithm.<key>`` overrides of the prompt texts (strings), e.g. shorter prompts for tiny models."""
+
+@dataclass
+class AlgorithmOptions:
+    """Prompt texts of the VisPlay algorithm plugin; None keeps the variant's built-in prompt."""
+
+    questioner_system: str | None = None
+    """System text of the questioner's prompt."""
+    questioner_user: str | None = None
+    """User text of the questioner's prompt (the image comes first)."""
+    reasoner_system: str | None = None
+    """System text of the reasoner's prompt."""
+    reasoner_suffix: str | None = None
+    """Text appended to each question in the reasoner's prompt."""
+    prompt_dir: str | None = None
+    """A folder of the released code's templates (``visplay prompts import-released``), used instead of all texts."""
 
 
-def _options(ctx: Any) -> dict[str, str]:
-    options = plugin_options(ctx.recipe, "algorithm")
-    for key, value in options.items():
-        if key not in PROMPT_OPTIONS:
-            raise ValueError(f"plugins.algorithm.{key}: unknown option (known: {', '.join(PROMPT_OPTIONS)})")
-        if not isinstance(value, str):
-            raise ValueError(f"plugins.algorithm.{key}: must be a string, got {type(value).__name__}")
-    return options
+RELEASED_VOTE_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 40}
+"""How the released code samples votes (start_vllm_server.py:51-58, evaluate.py:98-105); rollouts use the recipe's."""
+_load_templates = released_prompts.cached_loader()
+_question_types = released_prompts.StepQuestionTypes()
 
 
-def _params(section: Any, n: int, seed: int) -> SamplingParams:
-    return SamplingParams(n=int(n), temperature=float(section.temperature), top_p=float(section.top_p),
-                          top_k=int(section.top_k), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"algorithm": AlgorithmOptions}
+
+
+@hookimpl
+def visplay_add_commands(subparsers: Any) -> dict[str, Any]:
+    return released_prompts.add_command(subparsers)
+
+
+def _options(ctx: Any) -> AlgorithmOptions:
+    return plugin_section(ctx.recipe, "algorithm")
+
+
+def _params(section: Any, n: int, seed: int, **override: float) -> SamplingParams:
+    values = {"temperature": section.temperature, "top_p": section.top_p, "top_k": section.top_k, **override}
+    return SamplingParams(n=int(n), temperature=float(values["temperature"]), top_p=float(values["top_p"]),
+                          top_k=int(values["top_k"]), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+
+
+def _templates(options: AlgorithmOptions) -> dict[str, str] | None:
+    folder = options.prompt_dir
+    return _load_templates(folder) if folder else None
+
+
+def _where(ctx: Any) -> tuple:
+    return (id(ctx.recipe), ctx.iteration, ctx.phase, ctx.step)
 
 
 def _check_seeds(what: str, items: Sequence[Any], seeds: Sequence[int]) -> None:
@@ -57,9 +109,13 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
     """G questioner samples per image with the variant's prompt and ``questioner.sampling`` settings."""
     _check_seeds("visplay_generate_questions", images, seeds)
     options = _options(ctx)
-    system, user = prompts.questioner_texts(ctx.variant)
-    system = options.get("questioner_system", system)
-    user = options.get("questioner_user", user)
+    templates = _templates(options)
+    if templates is not None:
+        system, user = released_prompts.released_prompt_texts(templates, "question", ctx.phase)
+    else:
+        system, user = prompts.questioner_texts(ctx.variant)
+        system = system if options.questioner_system is None else options.questioner_system
+        user = user if options.questioner_user is None else options.questioner_user
     batch = [Prompt(user=user, image=image, system=system) for image in images]
     params = [_params(ctx.recipe.questioner.sampling, n, seed) for seed in seeds]
     return sampler.sample(batch, params)
@@ -67,13 +123,25 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
 
 @hookimpl
 def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
-    """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts."""
+    """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts.
+
+    ``released``: votes sample with top_k 40, top_p 1, temperature 1; with ``prompt_dir`` each purpose and phase
+    has its released template (the vote's ``{qtype}`` is the type the question was parsed with).
+    """
     _check_seeds("visplay_sample_answers", questions, seeds)
     options = _options(ctx)
-    system = options.get("reasoner_system", prompts.REASONER_SYSTEM)
-    suffix = options.get("reasoner_suffix", prompts.REASONER_SUFFIX)
-    batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
-    params = [_params(ctx.recipe.reasoner.sampling, n, seed) for seed in seeds]
+    templates = _templates(options)
+    if templates is not None:
+        texts = [released_prompts.released_prompt_texts(templates, purpose, ctx.phase, question,
+                                                        _question_types.get(_where(ctx), question))
+                 for _, question in questions]
+        batch = [Prompt(user=user, image=image, system=system) for (image, _), (system, user) in zip(questions, texts)]
+    else:
+        system = prompts.REASONER_SYSTEM if options.reasoner_system is None else options.reasoner_system
+        suffix = prompts.REASONER_SUFFIX if options.reasoner_suffix is None else options.reasoner_suffix
+        batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
+    override = RELEASED_VOTE_SAMPLING if ctx.variant == "released" and purpose == "vote" else {}
+    params = [_params(ctx.recipe.reasoner.sampling, n, seed, **override) for seed in seeds]
     return sampler.sample(batch, params)
 
 
@@ -82,21 +150,46 @@ def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
 
 @hookimpl
 def visplay_parse_question(ctx, text) -> ParsedQuestion:
-    """Validity per variant; the questioner's stated answer (released format) is kept, never used as a label."""
-    return parse_question(text, ctx.variant)
+    """Validity per variant (and, for ``released``, per phase); the stated answer is kept, never a label."""
+    parsed = parse_question(text, ctx.variant, ctx.phase)
+    if parsed.valid:
+        _question_types.remember(_where(ctx), parsed.question, parsed.qtype)
+    return parsed
 
 
 @hookimpl
 def visplay_extract_answers(ctx, texts) -> list[str | None]:
-    """Last ``\\boxed{}`` of each text; None without one ("None" under ``reward.none_as_vote``)."""
+    """Last ``\\boxed{}`` of each text; None without one ("None" under ``reward.none_as_vote``).
+
+    ``released``: mathruler's extraction (the last ``\\boxed{`` even if unclosed: then "None"); an empty box is
+    None (skipped by the released vote loops).
+    """
     none_as_vote = bool(ctx.recipe.reward.none_as_vote)
+    if ctx.variant == "released":
+        return [released_answer(text, none_as_vote=none_as_vote) for text in texts]
     return [extract_answer(text, none_as_vote=none_as_vote) for text in texts]
 
 
 @hookimpl
 def visplay_answer_key(ctx, answer) -> str | None:
-    """The built-in canonical key (see visplay_algorithm.answer_key); a tryfirst plugin can add rules."""
+    """``paper``: the canonical key (visplay_algorithm.answer_key); ``released``: mathruler's normalisations.
+
+    A tryfirst plugin can add rules.
+    """
+    if ctx.variant == "released":
+        return released_key(answer)
     return canonical_key(answer)
+
+
+@hookimpl
+def visplay_vote(ctx, answers, keys) -> Vote | None:
+    """``released``: distinct keys merged by the released pairwise test; confidence over all m samples in
+    questioner training (start_vllm_server.py:240) and over the answered ones for the reasoner's set
+    (evaluate.py:153, 200). ``paper``: None (the core's count of equal keys)."""
+    if ctx.variant != "released":
+        return None
+    denominator = "answered" if ctx.phase == "reasoner_set" else "samples"
+    return majority_vote(answers, keys, equivalent=released_equivalent, denominator=denominator)
 
 
 # --- 3. reward ------------------------------------------------------------------------------------------------
@@ -122,15 +215,31 @@ def questioner_components(ctx: Any, items: Sequence[QuestionItem]) -> dict[str, 
            for item in items]
     # Invalid questions enter the clustering as "" (as in the released code); an empty question has BLEU 0 with
     # everything, so it is a singleton and only enlarges N.
-    texts = [(item.parsed.question or "") if item.parsed.valid else "" for item in items]
+    # The released reward clusters every parsed question text, voted on or not (cot_val.py:189-202).
+    released = ctx.variant == "released"
+    texts = [(item.parsed.question or "") if item.parsed.valid or released else "" for item in items]
     scopes = [item.group for item in items] if reward.diversity_scope == "image" else ["batch"] * len(items)
     div = diversity_penalties(texts, scopes, float(reward.diversity_lambda), float(reward.bleu_threshold))
     return {"uncertainty": unc, "diversity": div, "validity": valid}
 
 
-def reasoner_components(items: Sequence[AnswerItem]) -> dict[str, list[float]]:
+def reasoner_components(items: Sequence[AnswerItem], variant: str = "paper") -> dict[str, list[float]]:
+    if variant == "released":
+        return released_reasoner_components(items)
     accuracy = [1.0 if item.answer_key is not None and item.answer_key == item.silver_key else 0.0 for item in items]
     fmt = [1.0 if reasoner_format_ok(item.generation.text) else 0.0 for item in items]
+    return {"accuracy": accuracy, "format": fmt}
+
+
+def released_reasoner_components(items: Sequence[AnswerItem]) -> dict[str, list[float]]:
+    """cot_val_solver.py:77-92: on the spacing-edited response, grade_answer(extracted, silver label) and the
+    strict format regex."""
+    accuracy, fmt = [], []
+    for item in items:
+        answer = released_boxed(spacing_edit(item.generation.text))
+        label = item.silver_label
+        accuracy.append(0.0 if label is None else released_accuracy("None" if answer is None else answer, label))
+        fmt.append(1.0 if released_format_ok(item.generation.text) else 0.0)
     return {"accuracy": accuracy, "format": fmt}
 
 
@@ -140,8 +249,45 @@ def visplay_reward_components(ctx, role, items) -> dict[str, list[float]] | None
     if role == "questioner":
         return questioner_components(ctx, items)
     if role == "reasoner":
-        return reasoner_components(items)
+        return reasoner_components(items, ctx.variant)
     return None
+
+
+# plugin manager -> every component name its reward plugins return (weak: a finished run's manager goes away)
+_KNOWN_COMPONENTS: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def known_components(ctx: Any) -> set[str] | None:
+    """Every reward component name of either role, asked once per run from all reward plugins with no items
+    (a plugin returns its names with empty lists); None when a plugin cannot answer an empty batch."""
+    key = ctx.pm
+    if key not in _KNOWN_COMPONENTS:
+        names = set(QUESTIONER_COMPONENTS + REASONER_COMPONENTS)
+        try:
+            for role in ("questioner", "reasoner"):
+                names.update(ctx.hooks.reward_components(role, []))
+        except Exception:  # noqa: BLE001 - a plugin that needs items: then only a clash with this call is checked
+            return None
+        _KNOWN_COMPONENTS[key] = names
+    return _KNOWN_COMPONENTS[key]
+
+
+def check_weight_names(ctx: Any, components: dict[str, list[float]]) -> None:
+    """An unknown name in ``reward.weights`` is an error naming the known components (never silently ignored)."""
+    import difflib
+
+    weights = [str(k) for k in (ctx.recipe.reward.weights or {})]
+    if not weights:
+        return
+    known = known_components(ctx)
+    if known is None:
+        known = set(QUESTIONER_COMPONENTS + REASONER_COMPONENTS) | set(components)
+    for name in weights:
+        if name not in known:
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            raise ValueError(f"reward.weights.{name}: no reward component of that name"
+                             + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + f"; known components: {', '.join(sorted(known))}")
 
 
 def _extra_weights(ctx: Any, components: dict[str, list[float]]) -> dict[str, float]:
@@ -177,6 +323,7 @@ def visplay_combine_rewards(ctx, role, components, items) -> list[float] | None:
     if missing:
         raise ValueError(f"{role} reward: built-in component(s) {missing} missing (is the algorithm plugin "
                          f"blocked?)")
+    check_weight_names(ctx, components)
     reward = ctx.recipe.reward
     rule = str(reward.combine)
     weights = {str(k): float(v) for k, v in (reward.weights or {}).items()}

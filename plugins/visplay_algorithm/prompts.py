@@ -1,8 +1,8 @@
 """Prompt texts of the VisPlay roles, in one place so other plugins (e.g. the games cold start) can reuse them.
 
 The paper's questioner wraps its question in ``<question>...</question>``; the released code's questioner writes
-exactly ``<type>T</type><question>Q</question><answer>A</answer>`` (its system prompt is condensed here, same
-rules). The reasoner thinks, then puts its final answer in ``\\boxed{}`` (the released evaluation prompt).
+exactly ``<type>T</type><question>Q</question><answer>A</answer>`` (its rules, in our words; the released texts
+themselves come only from a user's checkout, see released_prompts.py). The reasoner thinks, then puts its final answer in ``\\boxed{}`` (the released evaluation prompt).
 """
 
 from __future__ import annotations
@@ -19,26 +19,20 @@ PAPER_QUESTIONER_USER = (
     "for example: <question>How many red circles are in the image?</question>"
 )
 
+# Our own wording of the released questioner's rules (same three blocks and types); the released texts themselves
+# are not shipped: `visplay prompts import-released` extracts them from a user's checkout (released_prompts.py).
 RELEASED_QUESTIONER_SYSTEM = (
-    "You are an intelligent Question Generator. Your task is to create a question based on the given image.\n"
-    "Requirements (must follow exactly):\n"
-    "1. Analyze the image carefully and understand all details.\n"
-    "2. Generate exactly one question that is directly related to the image.\n"
-    "3. Choose the question type from only one of: multiple choice (Yes/No or four options labeled A, B, C, D; "
-    "only one correct answer), numerical (a specific numeric answer), regression (a continuous value, such as a "
-    "measurement, quantity or coordinate).\n"
-    "4. The question must require analysis or reasoning, not just description.\n"
-    "5. Provide the correct answer.\n"
-    "Output exactly these three blocks and nothing else:\n"
-    "<type>X</type>\n<question>Y</question>\n<answer>Z</answer>\n"
-    "X must be exactly one of: multiple choice, numerical, regression.\n"
-    "Example:\n<type>numerical</type>\n<question>How many clubs are there in Florida?</question>\n"
-    "<answer>5.7</answer>"
+    "Look closely at the image and write one question about it that takes reasoning, not mere description, to "
+    "answer. Pick its type: multiple choice (yes/no, or options A to D with one right option), numerical (one "
+    "number), or regression (a continuous quantity such as a length, a count estimate or a coordinate). Give the "
+    "right answer as a bare value or option letter, without units.\n"
+    "Reply with these three blocks only:\n"
+    "<type>T</type>\n<question>Q</question>\n<answer>A</answer>\n"
+    "T is one of: multiple choice, numerical, regression. For instance:\n"
+    "<type>numerical</type>\n<question>How many windows are on the front of the house?</question>\n"
+    "<answer>6</answer>"
 )
-RELEASED_QUESTIONER_USER = (
-    "Generate one new, challenging reasoning question based on this image. Remember to format the output exactly "
-    "as instructed."
-)
+RELEASED_QUESTIONER_USER = "Ask one new, hard question about this image in the three-block format."
 
 REASONER_SYSTEM = "You are a helpful assistant."
 REASONER_SUFFIX = (

@@ -1,16 +1,15 @@
-"""Reference implementations, for parity tests and benchmarks only (dev dependencies, imported lazily).
+"""Reference implementations, for parity tests and benchmarks only (imported lazily).
 
 - :func:`reference_cluster_shares`: the released code's ``cluster_share_per_problem``: pairwise nltk
   ``sentence_bleu`` distances (hyp = question i, ref = question j, for j >= i, mirrored) and scikit-learn's
   ``AgglomerativeClustering(metric="precomputed", linkage="average", distance_threshold=0.5)``.
-- :func:`reference_vote_groups`: the released ``evaluate.py`` grouping: each answer joins the first existing group
-  whose representative is the same string or is symbolically equal (either direction); otherwise it opens a
-  new group. :func:`symbolic_equal` is a small stand-in for ``mathruler.grader.grade_answer`` built on sympy.
+- :func:`released_vote_reference`: the released vote loops (start_vllm_server.py, evaluate.py) step for step on the
+  real ``mathruler.grader.grade_answer``: each answer joins the first group whose first answer is the same string,
+  shares the "no " rule, or grades equal either way; otherwise it opens a group.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,67 +62,48 @@ def same_partition(a: Sequence[int], b: Sequence[int]) -> bool:
     return True
 
 
-# --- symbolic answer grading ------------------------------------------------------------------------------------
-
-_TEXT_RE = re.compile(r"\\text\{([^{}]*)\}")
-_FRAC_RE = re.compile(r"\\frac\{([^{}]*)\}\{([^{}]*)\}")
+# --- the released vote loop on the real mathruler ----------------------------------------------------------------
 
 
-def _normalize(answer: str) -> str:
-    s = answer.strip().replace("$", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = _TEXT_RE.sub(r"\1", s).replace("\\left", "").replace("\\right", "").replace("\\!", "")
-    s = s.replace("\\%", "").replace("%", "").replace("^\\circ", "").replace("^{\\circ}", "")
-    return s.strip().rstrip(".").strip().lower()
+def released_vote_reference(answers: Sequence[str], *, denominator: str = "samples", grade=None) -> dict:
+    """The released vote loop, step for step, on the real ``mathruler.grader.grade_answer`` (no caches, no keys).
 
+    bruno686/VisPlay@3aa895b vllm_service_init/start_vllm_server.py:190-240 (``denominator="samples"``: score =
+    max count / all m results) and question_evaluate/evaluate.py:153-200 (``"answered"``: empty results are
+    dropped first and the score divides by the rest). ``answers`` are ``extract_boxed_content`` outputs (``"None"``
+    for no box, ``""`` for an empty one). Returns {"counts": {representative: count}, "groups": group index per
+    answer (None: skipped), "answer": majority representative ("" when none), "score": float}. ``grade``
+    replaces ``grade_answer`` (tests pass a memoised one: it is a pure function).
+    """
+    if grade is None:
+        from mathruler.grader import grade_answer as grade
 
-def _to_sympy(s: str):
-    from sympy.parsing.sympy_parser import (
-        convert_xor,
-        implicit_multiplication_application,
-        parse_expr,
-        standard_transformations,
-    )
-
-    for _ in range(3):
-        s = _FRAC_RE.sub(r"((\1)/(\2))", s)
-    s = s.replace("\\cdot", "*").replace("\\times", "*").replace("\\pi", "pi").replace("{", "(").replace("}", ")")
-    s = s.replace("\\sqrt", "sqrt").replace(",", "")
-    transformations = standard_transformations + (implicit_multiplication_application, convert_xor)
-    return parse_expr(s, transformations=transformations, evaluate=True)
-
-
-def symbolic_equal(given: str, truth: str) -> bool:
-    """String equality after light normalisation, else sympy: simplify(given - truth) == 0."""
-    a, b = _normalize(given), _normalize(truth)
-    if a == b:
-        return True
-    if not a or not b or len(a) > 200 or len(b) > 200:
-        return False
-    import sympy
-
-    try:
-        ea, eb = _to_sympy(a), _to_sympy(b)
-        return bool(sympy.simplify(ea - eb) == 0)
-    except Exception:  # noqa: BLE001 - any parse/simplify failure means "not equal", as in mathruler
+    def equal(res: str, existing: str) -> bool:
+        if res == existing or ("no " in res.lower() and "no " in existing.lower()):
+            return True
+        for given, truth in ((res, existing), (existing, res)):
+            try:
+                if grade(given, truth):
+                    return True
+            except Exception:  # noqa: BLE001 - the released loop skips a comparison that raises
+                pass
         return False
 
-
-def reference_vote_groups(answers: Sequence[str | None], *, no_heuristic: bool = False) -> list[int | None]:
-    """Group index per answer (None: no answer) with the released pairwise loop; groups numbered by creation."""
-    representatives: list[str] = []
+    counts: dict[str, int] = {}
     groups: list[int | None] = []
-    for answer in answers:
-        if not answer:
+    for res in answers:
+        if not res:
             groups.append(None)
             continue
-        for index, existing in enumerate(representatives):
-            if answer == existing or (no_heuristic and "no " in answer.lower() and "no " in existing.lower()):
-                groups.append(index)
-                break
-            if symbolic_equal(answer, existing) or symbolic_equal(existing, answer):
+        for index, existing in enumerate(list(counts)):
+            if equal(res, existing):
+                counts[existing] += 1
                 groups.append(index)
                 break
         else:
-            representatives.append(answer)
-            groups.append(len(representatives) - 1)
-    return groups
+            counts[res] = 1
+            groups.append(len(counts) - 1)
+    answer = max(counts, key=counts.get) if counts else ""
+    total = len(answers) if denominator == "samples" else sum(1 for a in answers if a)
+    score = counts[answer] / total if counts and total else 0.0
+    return {"counts": counts, "groups": groups, "answer": answer, "score": score}

@@ -18,9 +18,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from visplay.config import plugin_options
+from visplay.config import plugin_section
 from visplay.context import RunContext
-from visplay.scoring import extract_boxed, fallback_key, rule_verdict
+from visplay.eval.scoring import extract_boxed, fallback_key, rule_verdict
 from visplay.types import Prompt, SamplingParams
 
 JUDGE_SYSTEM = "You are a strict grader of answers to benchmark questions."
@@ -41,14 +41,14 @@ def answer_key_fn(ctx: RunContext) -> Callable[[str], str | None]:
     """Canonical answer keys through the ``visplay_answer_key`` hook, falling back to scoring.fallback_key."""
 
     def key(answer: str) -> str | None:
-        got = ctx.call("visplay_answer_key", answer=answer)
+        got = ctx.hooks.answer_key(answer)
         return got if got is not None else fallback_key(answer)
 
     return key
 
 
 def rule_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rule-based verdicts (visplay/scoring.py)."""
+    """Rule-based verdicts (visplay/eval/scoring.py)."""
     key = answer_key_fn(ctx)
     out = []
     for item in items:
@@ -93,34 +93,32 @@ _LOCAL_SAMPLERS: dict[tuple[str, str, str], Any] = {}  # loading a judge model o
 
 
 def _local_sampler(ctx: RunContext, model_dir: str) -> Any:
-    options = plugin_options(ctx.recipe, "eval")
-    sampler_name = str(options.get("judge_sampler", "hf"))
+    sampler_name = plugin_section(ctx.recipe, "eval").judge_sampler
     cache_key = (str(model_dir), sampler_name, ctx.recipe.model.dtype)
     if cache_key not in _LOCAL_SAMPLERS:
         recipe = OmegaConf.to_container(ctx.recipe, resolve=True)
         recipe["model"].update({"backend": "hf", "path": str(model_dir)})
-        recipe["model"]["lora"]["enabled"] = False
+        recipe["plugins"].setdefault("models", {}).setdefault("lora", {})["enabled"] = False
         recipe["sampler"]["reasoner"] = sampler_name
         judge_cfg = OmegaConf.create(recipe)
         OmegaConf.set_readonly(judge_cfg, True)
         jctx = RunContext(recipe=judge_cfg, pm=ctx.pm, run_dir=ctx.run_dir, log=None, phase="eval")
-        policy = jctx.call("visplay_load_policy", role="reasoner", init_from=None)
-        if policy is None:
-            raise JudgeError(f"eval.judge_model={model_dir}: no plugin loads model backend 'hf'")
-        sampler = jctx.call("visplay_make_sampler", role="reasoner", policy=policy) or policy.sampler()
+        policy = jctx.hooks.load_policy("reasoner", None)
+        sampler = jctx.hooks.make_sampler("reasoner", policy)
         _LOCAL_SAMPLERS[cache_key] = sampler
     return _LOCAL_SAMPLERS[cache_key]
 
 
 def local_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Verdicts from a local model folder (``eval.judge_model``), greedy, through the model backend's sampler."""
-    model_dir = ctx.recipe.eval.judge_model
+    """Verdicts from a local model folder (``plugins.eval.judge_model``), greedy, through a sampler plugin."""
+    options = plugin_section(ctx.recipe, "eval")
+    model_dir = options.judge_model
     if not model_dir:
-        raise JudgeError("judge 'local' needs eval.judge_model (a local model folder)")
+        raise JudgeError("judge 'local' needs plugins.eval.judge_model (a local model folder)")
     if not os.path.isdir(model_dir):
-        raise JudgeError(f"eval.judge_model={model_dir}: not a folder")
+        raise JudgeError(f"plugins.eval.judge_model={model_dir}: not a folder")
     sampler = _local_sampler(ctx, model_dir)
-    max_tokens = int(plugin_options(ctx.recipe, "eval").get("judge_max_new_tokens", 8))
+    max_tokens = options.judge_max_new_tokens
     prompts = [judge_prompt(item) for item in items]
     params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_tokens,
                              seed=ctx.seed_for("eval", "judge", item.get("key", str(i))))
@@ -135,7 +133,7 @@ def local_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[s
 def endpoint_url(base: str) -> str:
     """``.../chat/completions`` for a base URL such as ``http://127.0.0.1:8000/v1``."""
     if not re.match(r"https?://", base):
-        raise JudgeError(f"eval.judge_url={base!r}: must start with http:// or https://")
+        raise JudgeError(f"plugins.eval.judge_url={base!r}: must start with http:// or https://")
     base = base.rstrip("/")
     return base if base.endswith("/chat/completions") else base + "/chat/completions"
 
@@ -163,30 +161,23 @@ def _post(url: str, body: dict[str, Any], *, timeout: float, api_key: str | None
 
 
 def endpoint_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Verdicts from an OpenAI-compatible chat-completions endpoint (``eval.judge_url``), temperature 0.
-
-    Settings under ``plugins.eval``: ``judge_model_name`` (the request's model field, default ``judge``),
-    ``timeout_s`` (default 30), ``api_key_env`` (name of an environment variable holding a bearer token; none by
-    default), ``judge_max_new_tokens`` (default 8).
-    """
-    base = ctx.recipe.eval.judge_url
+    """Verdicts from an OpenAI-compatible chat-completions endpoint (``plugins.eval.judge_url``), temperature 0;
+    the request settings are the rest of ``plugins.eval`` (options.py)."""
+    options = plugin_section(ctx.recipe, "eval")
+    base = options.judge_url
     if not base:
-        raise JudgeError("judge 'endpoint' needs eval.judge_url (e.g. http://127.0.0.1:8000/v1); nothing contacted")
+        raise JudgeError("judge 'endpoint' needs plugins.eval.judge_url (e.g. http://127.0.0.1:8000/v1); nothing "
+                         "contacted")
     url = endpoint_url(str(base))
-    options = plugin_options(ctx.recipe, "eval")
-    try:
-        timeout = float(options.get("timeout_s", 30))
-    except (TypeError, ValueError) as exc:
-        raise JudgeError(f"plugins.eval.timeout_s: must be a number, got {options.get('timeout_s')!r}") from exc
-    key_env = options.get("api_key_env")
+    timeout = float(options.timeout_s)
+    key_env = options.api_key_env
     api_key = os.environ.get(str(key_env)) if key_env else None
     if key_env and not api_key:
         raise JudgeError(f"plugins.eval.api_key_env={key_env}: environment variable is not set")
     prompts = [judge_prompt(item) for item in items]
     replies = []
     for prompt in prompts:
-        body = {"model": str(options.get("judge_model_name", "judge")), "temperature": 0.0,
-                "max_tokens": int(options.get("judge_max_new_tokens", 8)),
+        body = {"model": options.judge_model_name, "temperature": 0.0, "max_tokens": options.judge_max_new_tokens,
                 "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]}
         replies.append(_post(url, body, timeout=timeout, api_key=api_key))
     return _model_verdicts(items, prompts, replies)

@@ -11,6 +11,12 @@ from typing import Any
 
 from visplay.hookspecs import hookimpl
 from visplay_eval.judges import JUDGES, JudgeError
+from visplay_eval.options import EvalOptions
+
+
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"eval": EvalOptions}
 
 
 @hookimpl

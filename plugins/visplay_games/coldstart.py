@@ -10,10 +10,13 @@ answer-sampling hooks with a sampler that records prompts and generates nothing.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from visplay.hooks import NoAnswerError
 from visplay.types import Generation, ImageRecord, Prompt, SamplingParams
 from visplay_games.core import QA, GameState
 from visplay_games.options import GamesOptions
@@ -43,14 +46,17 @@ class RecordingSampler:
 def loop_prompts(ctx: Any, records: Sequence[ImageRecord], questions: Sequence[str]) -> tuple[list, list]:
     """The questioner's prompt per image and the reasoner's prompt per (image, question), as the loop makes them."""
     seeds = [0] * len(records)
-    gens = ctx.call("visplay_generate_questions", sampler=RecordingSampler(), images=list(records), n=1,
-                    seeds=seeds)
-    q_prompts = ([g[0].prompt for g in gens] if gens is not None
-                 else [Prompt(user=FALLBACK_QUESTIONER, image=r) for r in records])
-    gens = ctx.call("visplay_sample_answers", sampler=RecordingSampler(),
-                    questions=list(zip(records, questions)), n=1, seeds=seeds, purpose="rollout")
-    r_prompts = ([g[0].prompt for g in gens] if gens is not None
-                 else [Prompt(user=FALLBACK_REASONER.format(question=q), image=r) for r, q in zip(records, questions)])
+    try:
+        gens = ctx.hooks.generate_questions(RecordingSampler(), list(records), 1, seeds)
+        q_prompts = [g[0].prompt for g in gens]
+    except NoAnswerError:
+        q_prompts = [Prompt(user=FALLBACK_QUESTIONER, image=r) for r in records]
+    try:
+        gens = ctx.hooks.sample_answers(RecordingSampler(), list(zip(records, questions)), 1, seeds,
+                                        purpose="rollout")
+        r_prompts = [g[0].prompt for g in gens]
+    except NoAnswerError:
+        r_prompts = [Prompt(user=FALLBACK_REASONER.format(question=q), image=r) for r, q in zip(records, questions)]
     return q_prompts, r_prompts
 
 
@@ -100,8 +106,8 @@ def check_questioner_targets(ctx: Any, pairs: Sequence[tuple[Prompt, str]]) -> i
     """How many questioner targets the run's own question parser rejects (should be 0)."""
     bad = 0
     for _, text in pairs:
-        parsed = ctx.call("visplay_parse_question", text=text)
-        bad += int(parsed is not None and not parsed.valid)
+        parsed = ctx.hooks.parse_question(text)
+        bad += int(not parsed.valid)
     return bad
 
 
@@ -111,13 +117,25 @@ def _default_sft(use_cache: bool) -> Callable[..., list[float]]:
     if not use_cache:
         return sft_train
 
-    def cached(policy: Any, pairs: Any, **settings: Any) -> list[float]:
+    def cached(policy: Any, pairs: Any, *, on_step: Callable[[int, float], None] | None = None,
+               **settings: Any) -> list[float]:
         # nothing about the cache goes to the run log: a cached and a fresh build must log identical rows
-        losses, hit = cached_sft_train(policy, pairs, **settings)
+        losses, hit = cached_sft_train(policy, pairs, on_step=on_step, **settings)
         log.info("cold start: %s %s", "loaded from the cache" if hit else "trained and cached", settings)
         return losses
 
     return cached
+
+
+def _role_steps(opts: GamesOptions, role: str) -> int:
+    if role == "reasoner" and opts.cold_start_reasoner_steps is not None:
+        return opts.cold_start_reasoner_steps
+    return opts.cold_start_steps
+
+
+def _report(ctx: Any, before: int, total: int, role: str, done: int, loss: float) -> None:
+    if hasattr(ctx, "report_progress"):
+        ctx.report_progress(before + done, total, "sft step", **{f"{role[0]}_loss": loss})
 
 
 def cold_start(ctx: Any, policies: dict[str, Any], pool: Sequence[tuple[GameState, ImageRecord]],
@@ -130,14 +148,18 @@ def cold_start(ctx: Any, policies: dict[str, Any], pool: Sequence[tuple[GameStat
     rejected = check_questioner_targets(ctx, pairs["questioner"])
     metrics["cold_start/questioner_targets_rejected"] = float(rejected)
     rows = []
+    plan = {role: _role_steps(opts, role) for role in opts.cold_start_roles}
+    total, before = sum(plan.values()), 0
     for role in opts.cold_start_roles:
-        steps = opts.cold_start_steps
-        if role == "reasoner" and opts.cold_start_reasoner_steps is not None:
-            steps = opts.cold_start_reasoner_steps
+        steps = plan[role]
         if steps <= 0:
             continue
+        extra = {}
+        if "on_step" in inspect.signature(sft).parameters:  # the bar counts SFT steps across both roles
+            extra["on_step"] = functools.partial(_report, ctx, before, total, role)
         losses = sft(policies[role], pairs[role], steps=steps, lr=float(opts.cold_start_lr),
-                     batch_size=opts.cold_start_batch_size, seed=ctx.seed_for("cold_start", role))
+                     batch_size=opts.cold_start_batch_size, seed=ctx.seed_for("cold_start", role), **extra)
+        before += steps
         losses = [float(x) for x in losses]
         rows += [{"role": role, "step": i, "loss": loss} for i, loss in enumerate(losses)]
         metrics[f"cold_start/{role}/pairs"] = float(len(pairs[role]))

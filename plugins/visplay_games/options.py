@@ -1,4 +1,5 @@
-"""The games plugin's settings (``recipe.plugins.games``), validated with errors that name the key."""
+"""The games plugin's recipe section, ``plugins.games``, declared through ``visplay_recipe_sections`` (so the
+recipe loader validates it at load time, naming the key) and documented by ``visplay recipe --explain``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ class GamesConfigError(ValueError):
     """A bad ``plugins.games`` setting; the message names the key."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class GamesOptions:
+    """Visual games with known answers: the ``games`` image source, gold evaluation, the perception cold start and
+    gold-reward training."""
+
     games: list[str] = field(default_factory=lambda: list(GAMES))
     """Games in the pools, in order (default all: 2048, shisen, swap, shapes, bars, clock)."""
     difficulties: list[int] = field(default_factory=lambda: list(DIFFICULTIES))
@@ -58,14 +62,42 @@ class GamesOptions:
     gold_questions_per_image: int = 1
     """Gold QA pairs per training image in the reasoner's set when gold_reward is on."""
 
+    def validate(self) -> dict[str, str]:
+        """The recipe loader's check of this section (see problems_of)."""
+        return problems_of(self)
+
 
 _INT_MIN = {"held_out": 0, "held_out_questions": 1, "eval_votes": 1, "cold_start_steps": 0,
             "cold_start_batch_size": 1, "cold_start_images": 1,
             "cold_start_think_chars": 0, "gold_questions_per_image": 1}
 
 
+def problems_of(opts: GamesOptions) -> dict[str, str]:
+    """{key: problem} of a GamesOptions (the loader reports the first with file and dotted key)."""
+    problems: dict[str, str] = {}
+    if not opts.games or any(g not in GAMES for g in opts.games):
+        problems["games"] = f"must be a non-empty list of {list(GAMES)}, got {opts.games}"
+    if not opts.difficulties or any(d not in DIFFICULTIES for d in opts.difficulties):
+        problems["difficulties"] = f"must be a non-empty list of {list(DIFFICULTIES)}, got {opts.difficulties}"
+    for key, low in _INT_MIN.items():
+        value = getattr(opts, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems[key] = f"must be an integer >= {low}, got {value!r}"
+    steps = opts.cold_start_reasoner_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        problems["cold_start_reasoner_steps"] = f"must be an integer >= 0, got {steps!r}"
+    if not isinstance(opts.cold_start_lr, (int, float)) or not opts.cold_start_lr > 0:
+        problems["cold_start_lr"] = f"must be > 0, got {opts.cold_start_lr!r}"
+    if any(r not in ("questioner", "reasoner") for r in opts.cold_start_roles):
+        problems["cold_start_roles"] = f"roles are questioner and reasoner, got {opts.cold_start_roles}"
+    for key in ("gold_reward", "cold_start_describe", "eval_greedy", "cold_start_cache"):
+        if not isinstance(getattr(opts, key), bool):
+            problems[key] = "must be true or false"
+    return problems
+
+
 def parse_options(raw: dict[str, Any] | None) -> GamesOptions:
-    """Validate ``plugins.games`` (a plain dict) into GamesOptions."""
+    """Validate ``plugins.games`` given as a plain dict (scripts, tests) into GamesOptions."""
     raw = dict(raw or {})
     known = {f.name for f in fields(GamesOptions)}
     for key in raw:
@@ -74,24 +106,6 @@ def parse_options(raw: dict[str, Any] | None) -> GamesOptions:
     if isinstance(raw.get("games"), (list, tuple)):
         raw["games"] = [str(g) for g in raw["games"]]  # YAML reads the game 2048 as an integer
     opts = GamesOptions(**raw)
-    if not opts.games or any(g not in GAMES for g in opts.games):
-        raise GamesConfigError(f"plugins.games.games: must be a non-empty list of {list(GAMES)}, got {opts.games}")
-    if not opts.difficulties or any(d not in DIFFICULTIES for d in opts.difficulties):
-        raise GamesConfigError(f"plugins.games.difficulties: must be a non-empty list of {list(DIFFICULTIES)}, "
-                               f"got {opts.difficulties}")
-    for key, low in _INT_MIN.items():
-        value = getattr(opts, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise GamesConfigError(f"plugins.games.{key}: must be an integer >= {low}, got {value!r}")
-    steps = opts.cold_start_reasoner_steps
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
-        raise GamesConfigError(f"plugins.games.cold_start_reasoner_steps: must be an integer >= 0, got {steps!r}")
-    if not isinstance(opts.cold_start_lr, (int, float)) or opts.cold_start_lr <= 0:
-        raise GamesConfigError(f"plugins.games.cold_start_lr: must be > 0, got {opts.cold_start_lr!r}")
-    if any(r not in ("questioner", "reasoner") for r in opts.cold_start_roles):
-        raise GamesConfigError(f"plugins.games.cold_start_roles: roles are questioner and reasoner, "
-                               f"got {opts.cold_start_roles}")
-    for key in ("gold_reward", "cold_start_describe", "eval_greedy", "cold_start_cache"):
-        if not isinstance(getattr(opts, key), bool):
-            raise GamesConfigError(f"plugins.games.{key}: must be true or false")
+    for key, problem in problems_of(opts).items():
+        raise GamesConfigError(f"plugins.games.{key}: {problem}")
     return opts

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from visplay.config import plugin_options
+from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
 from visplay.types import ImageRecord
 from visplay_games import coldstart, gold, pools, rewards
 from visplay_games.core import GameState
 from visplay_games.generators import MAX_SIZE, MIN_SIZE
-from visplay_games.options import GamesOptions, parse_options
+from visplay_games.options import GamesOptions
 
 DEFAULT_SIZE = 128  # used when data.resize is not "fixed"
 
@@ -28,7 +28,12 @@ DEFAULT_SIZE = 128  # used when data.resize is not "fixed"
 
 
 def options(ctx: Any) -> GamesOptions:
-    return parse_options(plugin_options(ctx.recipe, "games"))
+    return plugin_section(ctx.recipe, "games")
+
+
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"games": GamesOptions}
 
 
 def image_size(data: Any) -> int:
@@ -52,7 +57,7 @@ def states_by_id(ctx: Any, opts: GamesOptions) -> dict[str, GameState]:
 
 
 def key_fn(ctx: Any):
-    return lambda answer: ctx.call("visplay_answer_key", answer=answer)
+    return ctx.hooks.answer_key
 
 
 def _log_truth(ctx: Any, split: str, pool) -> None:
@@ -69,7 +74,7 @@ def _log_truth(ctx: Any, split: str, pool) -> None:
 def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.GamesImageSource | None:
     if name != pools.SOURCE:
         return None
-    opts = parse_options(plugin_options(ctx.recipe, "games"))
+    opts = plugin_section(ctx.recipe, "games")  # `options` is the hook argument here
     n = int(options.get("num_images", 0))
     if n < 1:
         raise ValueError(f"data.num_images: the games source needs at least 1 image, got {n}")
@@ -86,13 +91,9 @@ def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.
 
 def _answers(ctx: Any, sampler: Any, items: Sequence[gold.EvalItem], n: int, seeds: list[int]) -> list[list]:
     """``n`` extracted answers per held-out item, through the run's own answer hooks."""
-    gens = ctx.call("visplay_sample_answers", sampler=sampler,
-                    questions=[(it.record, it.qa.question) for it in items], n=n, seeds=seeds, purpose="vote")
-    if gens is None:
-        raise RuntimeError("gold evaluation: no plugin answered visplay_sample_answers")
-    extracted = ctx.call("visplay_extract_answers", texts=[g.text for per_item in gens for g in per_item])
-    if extracted is None:
-        raise RuntimeError("gold evaluation: no plugin answered visplay_extract_answers")
+    gens = ctx.hooks.sample_answers(sampler, [(it.record, it.qa.question) for it in items], n, seeds,
+                                    purpose="vote")
+    extracted = ctx.hooks.extract_answers([g.text for per_item in gens for g in per_item])
     return [extracted[j * n:(j + 1) * n] for j in range(len(items))]
 
 
@@ -113,11 +114,15 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     if items:
+        if hasattr(ctx, "report_progress"):  # the bar counts held-out questions, not the engine's one eval step
+            ctx.report_progress(0, len(items), "question")
         seeds = [ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))]
         answers = _answers(ctx, sampler, items, opts.eval_votes, seeds)
         greedy = ([a[0] for a in _answers(greedy_context(ctx), sampler, items, 1, seeds)]
                   if opts.eval_greedy else None)
         rows = gold.score_items(items, answers, key_fn(ctx), iteration, greedy)
+        if hasattr(ctx, "report_progress"):
+            ctx.report_progress(len(items), len(items), "question")
         band = list(ctx.recipe.reasoner.filter.band) if ctx.recipe.reasoner.filter.band is not None else None
         metrics.update(gold.gold_metrics(rows, band))
     if ctx.log is not None:
@@ -132,11 +137,11 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
 def silver_eval(ctx: Any, iteration: int, opts: GamesOptions) -> dict[str, float]:
     """The Table 2 analysis: this iteration's silver labels (run log ``labels``) checked against the engine."""
     log = ctx.log
-    labels = log.rows("labels", "iteration = ?", [iteration])
+    labels = log.rows_matching("labels", iteration=iteration)
     if not labels:
         return {}
-    questions = {q["key"]: q for q in log.rows("questions", "iteration = ?", [iteration])}
-    filters = log.rows("filters", "iteration = ?", [iteration])
+    questions = {q["key"]: q for q in log.rows_matching("questions", iteration=iteration)}
+    filters = log.filters_of(iteration)
     gold_set = {f["question_key"] for f in filters if f["reason"] == "gold"}
     labels = [lab for lab in labels if lab["question_key"] not in gold_set]  # gold training: labels are gold
     if not labels:
@@ -156,6 +161,29 @@ def visplay_iteration_end(ctx: Any, iteration: int, questioner: Any, reasoner: A
     if not enabled or not opts.held_out:
         return None
     return gold_eval(ctx, iteration, reasoner.sampler(), opts)
+
+
+@hookimpl
+def visplay_summary_fields(ctx: Any, iteration: int) -> dict[str, float | tuple[float, float]] | None:
+    """pass@1 and maj@m of the reasoner on the held-out set and the accuracy of the iteration's silver labels, each
+    with its standard error, for the console line and the report."""
+    if ctx.log is None:
+        return None
+    metrics = ctx.log.metrics_of(iteration, "eval")
+    fields = {}
+    for name, label in SUMMARY_METRICS.items():
+        if name in metrics:
+            if name == "gold/accuracy" and metrics.get("gold/votes"):
+                label = f"maj@{int(metrics['gold/votes'])}"
+            se = metrics.get(f"{name}_se")
+            fields[label] = metrics[name] if se is None else (metrics[name], se)
+    return fields or None
+
+
+SUMMARY_METRICS = {"gold/sample_accuracy": "gold pass@1", "gold/accuracy": "maj@m",
+                   "gold/silver_accuracy": "silver-label accuracy"}
+"""Metrics of this plugin shown in each iteration's summary line (with their standard errors), and their labels:
+pass@1 = mean accuracy of the sampled answers, maj@m = accuracy of their majority."""
 
 
 # --- 3. cold start ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from visplay.seeding import derive_seed
+from visplay.loop.seeding import derive_seed
 from visplay.types import ImageRecord
 from visplay_games.core import GameState
 from visplay_games.generators import make_state, to_record

@@ -16,8 +16,10 @@ KL_TYPES = ("low_var_kl", "kl", "mse")
 def group_advantages(rewards: torch.Tensor, groups: Sequence[str], eps: float = 1e-6) -> torch.Tensor:
     """GRPO outcome advantages: ``(r - mean_g) / (std_g + eps)`` within each group g (same prompt).
 
-    As in EasyR1: ``std`` is the unbiased (Bessel) standard deviation, and a group of one rollout uses mean 0 and
-    std 1 (its advantage is its reward).
+    ``std`` is the unbiased (Bessel) standard deviation, as in EasyR1. A group of one rollout uses mean 0 and std 1
+    here (its advantage is its reward); EasyR1 and the released fork refuse it instead (``assert
+    len(id2score[idx]) > 1, "GRPO needs rollout.n > 1."``, hiyouga/EasyR1 verl/trainer/core_algos.py:208,
+    bruno686/VisPlay verl/trainer/core_algos.py:167).
 
     :param rewards: (N,) float.
     :param groups: N group labels.
@@ -41,6 +43,20 @@ def group_advantages(rewards: torch.Tensor, groups: Sequence[str], eps: float = 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token-mean: sum(values * mask) / sum(mask). (N, T), (N, T) -> scalar (0 when the mask is empty)."""
     return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def seq_mean_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's token-mean, then the mean over rows. (N, T), (N, T) -> scalar.
+
+    The released VisPlay fork's loss at its scripts' micro-batch size 1: ``masked_mean`` over one rollout's
+    tokens, divided by the gradient-accumulation count (bruno686/VisPlay verl/workers/actor/dp_actor.py:231-274,
+    ``micro_batch_size_per_device_for_update=1`` in train_examples/cot_config.yaml:30 and solver_train.sh:27).
+    """
+    rows = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return rows.mean()
+
+
+LOSS_AGGS = ("token_mean", "seq_mean_token_mean")
 
 
 def policy_loss_terms(old_logp: torch.Tensor, logp: torch.Tensor, advantages: torch.Tensor, clip_low: float,

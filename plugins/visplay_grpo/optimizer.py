@@ -5,12 +5,14 @@ One ``update(rollouts)`` call is one GRPO step over a rollout batch (EasyR1's de
 2. old log-probs: recomputed teacher-forced with the current weights before any update (EasyR1 does the same;
    recipe ``plugins.grpo.old_logprobs: sampler`` uses the sampler's instead), at the role's sampling temperature;
 3. reference log-probs (frozen starting weights, or the LoRA adapter disabled) when ``kl_coef > 0``;
-4. for each update batch (``update_batch_size`` rollouts, in order): micro-batches of ``micro_batch_size`` rollouts
-   accumulate gradients of the token-mean loss ``pg_loss + kl_coef * kl`` (each micro-batch is weighted by its share
-   of the update batch's tokens, so the result is the token-mean over the whole update batch), then the gradient
-   norm is clipped and AdamW steps.
+4. for each update batch (``update_batch_size`` rollouts, in order; the plugin passes the recipe's prompts x
+   group size, EasyR1's ``global_batch_size * rollout.n``): micro-batches of ``micro_batch_size`` rollouts
+   accumulate gradients of ``pg_loss + kl_coef * kl``, then the gradient norm is clipped and AdamW steps.
+   ``loss_agg="token_mean"``: each micro-batch is weighted by its share of the update batch's tokens, so the loss
+   is the token-mean over the whole update batch (EasyR1 HEAD); ``"seq_mean_token_mean"``: each rollout's
+   token-mean, averaged over the update batch's rollouts (the released fork at micro-batch 1).
 
-Data-parallel (torchrun, ``visplay.distributed.world_size() > 1``): every rank holds the same rollouts; each computes
+Data-parallel (torchrun, ``visplay.scale.distributed.world_size() > 1``): every rank holds the same rollouts; each computes
 the old/reference log-probs of its shard (gathered in rank order) and back-propagates its shard of every update batch
 with the loss still divided by the *global* token count; the gradients are then summed across ranks before
 clipping, so each rank takes the one-process step (tests/test_scale_dist_ddp.py). With one process nothing of this
@@ -31,15 +33,17 @@ from typing import Any
 
 import torch
 
-from visplay import distributed as dist
+from visplay.scale import distributed as dist
 from visplay.types import Rollout, UpdateResult
 from visplay_grpo.core_algos import (
     KL_TYPES,
+    LOSS_AGGS,
     group_advantages,
     kl_penalty,
     masked_mean,
     pad_rows,
     policy_loss_terms,
+    seq_mean_token_mean,
 )
 
 STATE_FORMAT = 1
@@ -52,9 +56,11 @@ class GRPOOptimizer:
                  clip_low: float = 0.2, clip_high: float = 0.3, dual_clip: float = 3.0, kl_coef: float = 1e-2,
                  kl_type: str = "low_var_kl", adv_eps: float = 1e-6, micro_batch_size: int = 8,
                  update_batch_size: int | None = None, temperature: float = 1.0, old_logprobs: str = "recompute",
-                 seed: int = 0):
+                 seed: int = 0, loss_agg: str = "token_mean"):
         if kl_type not in KL_TYPES:
             raise ValueError(f"optimizer.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
+        if loss_agg not in LOSS_AGGS:
+            raise ValueError(f"optimizer.loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
         if old_logprobs not in ("recompute", "sampler"):
             raise ValueError(f"plugins.grpo.old_logprobs must be 'recompute' or 'sampler', got {old_logprobs!r}")
         if micro_batch_size < 1 or (update_batch_size is not None and update_batch_size < 1):
@@ -64,6 +70,7 @@ class GRPOOptimizer:
         self.kl_coef, self.kl_type, self.adv_eps = kl_coef, kl_type, adv_eps
         self.micro_batch_size, self.update_batch_size = micro_batch_size, update_batch_size
         self.temperature, self.old_logprobs, self.seed = temperature, old_logprobs, seed
+        self.loss_agg = loss_agg
         self.names = [n for n, _ in policy.trainable_parameters()]
         if not self.names:
             raise ValueError("GRPO: the policy has no trainable parameters")
@@ -157,13 +164,15 @@ class GRPOOptimizer:
             old_t, _ = pad_rows([old[i].to(device) for i in mb])
             a = adv[mb].to(device)[:, None].expand_as(logp)
             terms = policy_loss_terms(old_t, logp, a, self.clip_low, self.clip_high, self.dual_clip)
-            pg = masked_mean(terms["loss"], mask)
+            average = masked_mean if self.loss_agg == "token_mean" else seq_mean_token_mean
+            pg = average(terms["loss"], mask)
             kl = torch.zeros((), device=device)
             if ref is not None:
                 ref_t, _ = pad_rows([ref[i].to(device) for i in mb])
-                kl = masked_mean(kl_penalty(logp, ref_t, self.kl_type), mask)
+                kl = average(kl_penalty(logp, ref_t, self.kl_type), mask)
             loss = pg + self.kl_coef * kl
-            share = float(mask.sum()) / total_tokens  # token-mean over the whole update batch
+            # The micro-batch's weight in the update batch: its tokens (token-mean) or its rollouts (seq-mean).
+            share = float(mask.sum()) / total_tokens if self.loss_agg == "token_mean" else len(mb) / len(idx)
             (loss * share).backward()
             ent, _ = pad_rows([e.detach() for e in ent_rows])
             for key, value in (("actor/loss", loss), ("actor/pg_loss", pg), ("actor/kl", kl),

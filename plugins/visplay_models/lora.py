@@ -1,4 +1,4 @@
-"""LoRA through peft (recipe ``model.lora.*``): adapters on the language model's projections.
+"""LoRA through peft (recipe ``plugins.models.lora.*``): adapters on the language model's projections.
 
 With the adapter disabled the model is exactly the base model, which serves as the KL reference; only adapter
 weights are trainable. Export merges the adapters (see visplay_models.checkpoint.merged_lora_state_dict).
@@ -20,7 +20,7 @@ def add_lora(model: Any, lora_cfg: Any) -> Any:
 
     for key in ("r", "alpha"):
         if int(lora_cfg.get(key, 1)) < 1:
-            raise ValueError(f"model.lora.{key} must be >= 1, got {lora_cfg.get(key)}")
+            raise ValueError(f"plugins.models.lora.{key} must be >= 1, got {lora_cfg.get(key)}")
     config = LoraConfig(
         r=int(lora_cfg.get("r", 8)), lora_alpha=int(lora_cfg.get("alpha", 16)),
         lora_dropout=float(lora_cfg.get("dropout", 0.0)), target_modules=str(lora_cfg.get("target_modules")),
@@ -29,5 +29,5 @@ def add_lora(model: Any, lora_cfg: Any) -> Any:
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:
-        raise ValueError(f"model.lora.target_modules {config.target_modules!r}: {exc}") from exc
+        raise ValueError(f"plugins.models.lora.target_modules {config.target_modules!r}: {exc}") from exc
     return peft_model

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
+from visplay_models.options import ModelsOptions
 
 BACKENDS = ("tiny", "hf")
+SAMPLER = "hf"
+
+
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"models": ModelsOptions}
 
 
 def base_model_path(ctx: Any) -> str:
@@ -19,7 +27,7 @@ def base_model_path(ctx: Any) -> str:
     if model.backend == "tiny":
         from visplay_models.tiny import build_tiny_model
 
-        return str(build_tiny_model(model.tiny, seed=ctx.seed_for("model", "tiny")))
+        return str(build_tiny_model(plugin_section(ctx.recipe, "models").tiny, seed=ctx.seed_for("model", "tiny")))
     if not model.get("path"):
         raise ValueError("model.path is required for model.backend 'hf' (a local model folder)")
     return str(model.path)
@@ -30,8 +38,8 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
     model = ctx.recipe.model
     if model.backend not in BACKENDS:
         return None
-    from visplay.distributed import local_rank
-    from visplay.placement import training_device
+    from visplay.scale.distributed import local_rank
+    from visplay.scale.placement import training_device
     from visplay_models.policy import load_policy
 
     path = init_from if init_from is not None else base_model_path(ctx)
@@ -40,13 +48,13 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
     device = training_device(ctx.recipe, local_rank=local_rank())
     return load_policy(
         path, role, dtype=model.dtype, device=device, trust_remote_code=bool(model.trust_remote_code),
-        lora_cfg=model.lora, keep_reference=kl_coef > 0, seed=ctx.seed_for("model", role, "lora"),
+        lora_cfg=ctx.recipe.plugins.models.lora, keep_reference=kl_coef > 0, seed=ctx.seed_for("model", role, "lora"),
     )
 
 
 @hookimpl
 def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
-    if ctx.recipe.sampler.get(role) != "hf":
+    if ctx.recipe.sampler.get(role) != SAMPLER:
         return None
     from visplay_models.sampler import HFSampler
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from visplay.seeding import derive_seed
+from visplay.loop.seeding import derive_seed
 from visplay.types import Generation, Prompt, SamplingParams
 from visplay_models.forward import decode_step, inner_model, prefill
 

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ def target_ids(policy: Any, text: str) -> list[int]:
 
 
 def sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, steps: int, lr: float, batch_size: int,
-              seed: int, weight_decay: float = 0.0, grad_clip: float = 1.0) -> list[float]:
+              seed: int, weight_decay: float = 0.0, grad_clip: float = 1.0,
+              on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Fine-tune ``policy`` in place to maximise the log-likelihood of each target given its prompt.
 
     Each step draws ``batch_size`` pairs (a fresh permutation of ``pairs`` per epoch, from ``seed``), minimises the
@@ -33,6 +34,7 @@ def sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, steps: int, l
     AdamW step (a fresh optimizer, separate from any GRPO state). Only trainable parameters change (adapters only
     under LoRA).
 
+    :param on_step: called with (steps done, loss) after each step (the terminal's progress bar).
     :return: the loss of each step, in order.
     """
     if not pairs:
@@ -58,6 +60,8 @@ def sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, steps: int, l
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optim.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(len(losses), losses[-1])
     return losses
 
 
@@ -86,9 +90,11 @@ def default_sft_cache_dir() -> Path:
 
 
 def cached_sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, cache_dir: Path | str | None = None,
+                     on_step: Callable[[int, float], None] | None = None,
                      **settings: Any) -> tuple[list[float], bool]:
     """:func:`sft_train`, built once: the trained weights and losses are stored under ``cache_dir`` keyed by
-    :func:`sft_cache_key`, and a later call with the same key loads them instead of training.
+    :func:`sft_cache_key`, and a later call with the same key loads them instead of training (``on_step`` is
+    then not called; it is not part of the key).
 
     :return: (losses, whether they came from the cache).
     """
@@ -102,7 +108,7 @@ def cached_sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, cache_
             for name, param in policy.trainable_parameters():
                 param.copy_(weights[name])
         return json.loads((entry / "losses.json").read_text()), True
-    losses = sft_train(policy, pairs, **settings)
+    losses = sft_train(policy, pairs, on_step=on_step, **settings)
     folder.mkdir(parents=True, exist_ok=True)
     # Written to a temporary sibling and renamed: an interrupted build never leaves a half entry behind.
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))

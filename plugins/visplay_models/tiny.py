@@ -94,7 +94,7 @@ def train_tokenizer(vocab_size: int) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 256 + len(SPECIAL_TOKENS) + 16:
-        raise ValueError(f"model.tiny.vocab_size must be >= {256 + len(SPECIAL_TOKENS) + 16}, got {vocab_size}")
+        raise ValueError(f"plugins.models.tiny.vocab_size must be >= {256 + len(SPECIAL_TOKENS) + 16}, got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -131,28 +131,28 @@ def _tiny_dict(tiny_cfg: Any) -> dict[str, Any]:
 
             data = asdict(tiny_cfg)
     data.pop("cache_dir", None)
-    from visplay.config import TinyModelConfig
+    from visplay_models.options import TinyModelConfig
 
     merged = {**{k: v for k, v in TinyModelConfig().__dict__.items() if k != "cache_dir"}, **data}
     unknown = set(merged) - set(TinyModelConfig().__dict__)
     if unknown:
-        raise ValueError(f"model.tiny: unknown key(s) {sorted(unknown)}")
+        raise ValueError(f"plugins.models.tiny: unknown key(s) {sorted(unknown)}")
     return merged
 
 
 def _check(t: dict[str, Any]) -> None:
     arch = t["architecture"]
     if arch not in ("qwen2_5_vl", "qwen2_vl"):
-        raise ValueError(f"model.tiny.architecture must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
+        raise ValueError(f"plugins.models.tiny.architecture must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
     if t["hidden_size"] % t["num_heads"] or t["hidden_size"] // t["num_heads"] < 32:
-        raise ValueError("model.tiny.hidden_size / model.tiny.num_heads must be an integer >= 32 "
+        raise ValueError("plugins.models.tiny.hidden_size / model.tiny.num_heads must be an integer >= 32 "
                          f"(got {t['hidden_size']} / {t['num_heads']})")
     if (t["hidden_size"] // t["num_heads"]) % 8:
         raise ValueError("model.tiny: head_dim (hidden_size / num_heads) must be a multiple of 8 (mrope sections)")
     if t["num_heads"] % t["num_kv_heads"]:
-        raise ValueError("model.tiny.num_heads must be a multiple of model.tiny.num_kv_heads")
+        raise ValueError("plugins.models.tiny.num_heads must be a multiple of model.tiny.num_kv_heads")
     if t["vision_hidden_size"] % t["vision_heads"] or (t["vision_hidden_size"] // t["vision_heads"]) % 4:
-        raise ValueError("model.tiny.vision_hidden_size / vision_heads must be an integer multiple of 4")
+        raise ValueError("plugins.models.tiny.vision_hidden_size / vision_heads must be an integer multiple of 4")
 
 
 def _mrope_section(head_dim: int) -> list[int]:
@@ -164,7 +164,7 @@ def _mrope_section(head_dim: int) -> list[int]:
 
 
 def model_config(tiny_cfg: Any) -> Any:
-    """The transformers config of the tiny model described by ``tiny_cfg`` (recipe.model.tiny)."""
+    """The transformers config of the tiny model described by ``tiny_cfg`` (recipe.plugins.models.tiny)."""
     t = _tiny_dict(tiny_cfg)
     _check(t)
     head_dim = t["hidden_size"] // t["num_heads"]
@@ -212,7 +212,7 @@ def cache_key(tiny_cfg: Any, seed: int) -> str:
 
 
 def default_cache_dir(tiny_cfg: Any = None) -> Path:
-    """recipe.model.tiny.cache_dir, else $VISPLAY_CACHE/tiny, else ~/.cache/visplay/tiny."""
+    """recipe.plugins.models.tiny.cache_dir, else $VISPLAY_CACHE/tiny, else ~/.cache/visplay/tiny."""
     explicit = None
     if tiny_cfg is not None:
         explicit = tiny_cfg.get("cache_dir") if isinstance(tiny_cfg, Mapping) or hasattr(tiny_cfg, "get") else \
@@ -227,7 +227,7 @@ def default_cache_dir(tiny_cfg: Any = None) -> Path:
 def build_tiny_model(tiny_cfg: Any, seed: int, cache_dir: Path | str | None = None) -> Path:
     """Build (or reuse from the cache) the tiny model folder and return its path.
 
-    :param tiny_cfg: recipe.model.tiny (DictConfig, dict or TinyModelConfig).
+    :param tiny_cfg: recipe.plugins.models.tiny (DictConfig, dict or TinyModelConfig).
     :param seed: weight-initialisation seed (use ``derive_seed(root, "model", "tiny")``).
     :param cache_dir: parent folder of cached builds; None: :func:`default_cache_dir`.
     :return: ``<cache_dir>/<arch>-<key>``, a folder ``from_pretrained`` can load.

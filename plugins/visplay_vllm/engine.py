@@ -157,7 +157,7 @@ def _visible_devices(gpus: list[int] | None):
     if not gpus:
         yield
         return
-    from visplay.placement import cuda_visible_devices
+    from visplay.scale.placement import cuda_visible_devices
 
     old = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(gpus)

@@ -3,9 +3,9 @@
 ``visplay_make_sampler`` answers sampler name ``vllm`` (``recipe.sampler.<role>: vllm``) with a
 :class:`visplay_vllm.sampler.VllmSampler`. Engines are expensive to start, so there is one per role per process,
 kept in this module and reused while the model architecture and engine settings stay the same: a new sampler for
-the same role only pushes its policy's weights into the running engine. Engine settings come from
-``recipe.sampler.vllm`` (and ``recipe.model.dtype``), ``plugins.vllm`` (executor, pipeline_parallel_size); the
-GPUs from the placement (visplay.placement).
+the same role only pushes its policy's weights into the running engine. Engine settings come from the plugin's
+own recipe section ``plugins.vllm`` (options.py) and ``recipe.model.dtype``; the GPUs from the placement
+(visplay.scale.placement).
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ import atexit
 import hashlib
 from typing import Any
 
+from visplay.config import plugin_section
 from visplay.hookspecs import hookimpl
+from visplay_vllm.options import VllmOptions
 
+SAMPLER = "vllm"
 _ENGINES: dict[str, tuple[tuple, Any]] = {}
 
 
@@ -31,9 +34,8 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
     """The running engine of ``role``, started (or restarted, when the model or settings changed) as needed."""
     from visplay_vllm.engine import VllmEngine
 
-    v = ctx.recipe.sampler.vllm
-    options = _options(ctx)
-    settings = dict(executor=options.get("executor"), pipeline_parallel_size=int(options.get("pipeline_parallel_size", 1)),
+    v = plugin_section(ctx.recipe, "vllm")
+    settings = dict(executor=v.executor, pipeline_parallel_size=int(v.pipeline_parallel_size),
                     dtype=str(ctx.recipe.model.dtype), max_model_len=int(v.max_model_len),
                     enforce_eager=bool(v.enforce_eager), seed=int(ctx.seed_for("vllm", role)) % 2**32,
                     gpu_memory_utilization=float(v.gpu_memory_utilization),
@@ -44,7 +46,7 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
         return current[1]
     if current is not None:
         current[1].shutdown()
-    from visplay.placement import plan_placement
+    from visplay.scale.placement import plan_placement
 
     gpus = plan_placement(ctx.recipe).engine_gpus.get(role)
     engine = VllmEngine(role, policy, gpus=gpus, **settings)
@@ -53,24 +55,9 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
     return engine
 
 
-PLUGIN_KEYS = ("executor", "pipeline_parallel_size")
-EXECUTORS = ("uni", "mp", "ray")
-
-
-def _options(ctx: Any) -> dict[str, Any]:
-    """``plugins.vllm``: ``executor`` (uni | mp | ray; default: uni on CPU, mp on GPUs; ray spans nodes) and
-    ``pipeline_parallel_size`` (stages across nodes with ray)."""
-    from visplay.config import plugin_options
-
-    options = plugin_options(ctx.recipe, "vllm")
-    unknown = sorted(set(options) - set(PLUGIN_KEYS))
-    if unknown:
-        raise ValueError(f"unknown key plugins.vllm.{unknown[0]} (known: {', '.join(PLUGIN_KEYS)})")
-    if options.get("executor") not in (None, *EXECUTORS):
-        raise ValueError(f"plugins.vllm.executor must be one of {', '.join(EXECUTORS)}, got {options['executor']!r}")
-    if int(options.get("pipeline_parallel_size", 1)) < 1:
-        raise ValueError("plugins.vllm.pipeline_parallel_size must be >= 1")
-    return options
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"vllm": VllmOptions}
 
 
 def shutdown_engines() -> None:
@@ -85,7 +72,7 @@ atexit.register(shutdown_engines)
 
 @hookimpl
 def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
-    if ctx.recipe.sampler.get(role) != "vllm":
+    if ctx.recipe.sampler.get(role) != SAMPLER:
         return None
     if not hasattr(policy, "processor") or not hasattr(policy, "model"):
         raise TypeError(f"sampler 'vllm' needs an HFPolicy (model + processor), got {type(policy).__name__}")
@@ -93,7 +80,7 @@ def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
         from vllm import LLM  # noqa: F401  (not just `import vllm`: a stray folder named vllm would pass that)
     except ImportError as exc:
         raise RuntimeError(f"sampler.{role}=vllm needs vLLM: pip install 'visplay[vllm]' ({exc})") from exc
-    from visplay import distributed
+    from visplay.scale import distributed
     from visplay_vllm.sampler import VllmSampler
 
     if distributed.world_size() == 1:

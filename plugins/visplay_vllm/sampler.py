@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from visplay.seeding import derive_seed
+from visplay.loop.seeding import derive_seed
 from visplay.types import Generation, Prompt, SamplingParams
 
 log = logging.getLogger("visplay.vllm")

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models_fixtures import SMALL, digit_reward, prompts  # noqa: E402
+from support.models import SMALL, digit_reward, prompts  # noqa: E402
+from visplay_models.options import TinyModelConfig  # noqa: E402
 
-from visplay.config import TinyModelConfig  # noqa: E402
 from visplay.types import Rollout, SamplingParams  # noqa: E402
 
 SIZES = {

@@ -118,11 +118,10 @@ def test_weight_push_changes_outputs_as_the_new_weights_say(first, policy, sampl
 
 
 def test_lora_policy_is_pushed_merged(sampler, cache_dir, tmp_path_factory):
+    from visplay_models.options import TinyModelConfig
     from visplay_models.policy import load_policy
     from visplay_models.tiny import build_tiny_model
     from vllm_fixtures import SMALL
-
-    from visplay.config import TinyModelConfig
 
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0,
             "target_modules": r".*model\.language_model.*\.(q_proj|v_proj)"}

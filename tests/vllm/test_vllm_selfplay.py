@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("vllm.entrypoints.llm", reason="needs the vLLM environment (.ci/vllm_env.sh)")
-engine = pytest.importorskip("visplay.engine")
+engine = pytest.importorskip("visplay.loop.engine")
 
 from visplay.config import load_recipe  # noqa: E402
-from visplay.runlog import RunLog  # noqa: E402
+from visplay.log.runlog import RunLog  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # ~1-2 min: the tiny recipe's cold start + 2 engines
 
 OVERRIDES = [
-    "sampler.questioner=vllm", "sampler.reasoner=vllm", "sampler.vllm.max_model_len=512", "iterations=1",
+    "sampler.questioner=vllm", "sampler.reasoner=vllm", "plugins.vllm.max_model_len=512", "iterations=1",
     "questioner.steps=2", "questioner.images_per_step=2", "questioner.group_size=2", "questioner.votes=3",
     "reasoner.steps=2", "reasoner.questions_per_step=2", "reasoner.group_size=2", "reasoner.votes=3",
     "reasoner.set_images=8", "reasoner.filter.band=[0.0,1.0]", "data.num_images=8",

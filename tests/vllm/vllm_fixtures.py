@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from visplay_models.options import TinyModelConfig, load_recipe
 
-from visplay.config import TinyModelConfig, load_recipe
 from visplay.types import ImageRecord, Prompt, SamplingParams
 
 # head_dim 32 (vLLM's CPU attention needs >= 32); small enough for 2 shared cores.
@@ -33,7 +33,7 @@ def vllm_context(run_dir: Path, *overrides: str):
     from visplay.context import RunContext
     from visplay.plugins import get_plugin_manager
 
-    recipe = load_recipe("tiny", ["sampler.questioner=vllm", "sampler.reasoner=vllm", "sampler.vllm.max_model_len=512",
+    recipe = load_recipe("tiny", ["sampler.questioner=vllm", "sampler.reasoner=vllm", "plugins.vllm.max_model_len=512",
                                   *overrides])
     return RunContext(recipe=recipe, pm=get_plugin_manager(), run_dir=run_dir)
 

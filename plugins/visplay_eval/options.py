@@ -1,0 +1,33 @@
+"""The eval plugin's recipe section, ``plugins.eval``: settings of the model judges (``eval.judge``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EvalOptions:
+    """Judges of ``visplay eval``: ``local`` (a model folder) and ``endpoint`` (an OpenAI-compatible URL)."""
+
+    judge_model: str | None = None
+    """Model folder for the ``local`` judge."""
+    judge_sampler: str = "hf"
+    """Sampler the ``local`` judge generates with (a sampler plugin's name)."""
+    judge_url: str | None = None
+    """Base URL for the ``endpoint`` judge (e.g. http://127.0.0.1:8000/v1); nothing is contacted unless set."""
+    judge_model_name: str = "judge"
+    """The ``model`` field of the endpoint judge's requests."""
+    judge_max_new_tokens: int = 8
+    """Verdict length of the model judges."""
+    timeout_s: float = 30.0
+    """Seconds the endpoint judge waits for a reply."""
+    api_key_env: str | None = None
+    """Name of an environment variable holding the endpoint's bearer token; None: no token."""
+
+    def validate(self) -> dict[str, str]:
+        problems = {}
+        if self.judge_max_new_tokens < 1:
+            problems["judge_max_new_tokens"] = f"must be >= 1, got {self.judge_max_new_tokens}"
+        if not self.timeout_s > 0:
+            problems["timeout_s"] = f"must be > 0, got {self.timeout_s}"
+        return problems

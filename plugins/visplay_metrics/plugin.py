@@ -1,0 +1,133 @@
+"""The metrics plugin: fills ``visplay_log_metrics`` with the sinks chosen in ``plugins.metrics.sinks``.
+
+Each committed step's metrics are sent as ``<phase>/<name>`` scalars at the step's global step and wall time (both
+read back from the run log, so a resumed run continues its curves). With ``plugins.metrics.system`` (default on)
+every step also sends ``<phase>/system/step_seconds``, ``<phase>/system/tokens_per_s`` (tokens the step sampled,
+over the time since the previous step committed) and ``<phase>/system/peak_memory_mb`` (CUDA peak allocation on a
+GPU, else the process's peak resident memory). Only rank 0 of a multi-process run writes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from visplay.config import plugin_section
+from visplay.hookspecs import hookimpl
+from visplay_metrics.options import MetricsOptions
+from visplay_metrics.sinks import MlflowSink, Sink, TensorBoardSink, WandbSink
+
+_OPEN: dict[str, list[Sink]] = {}  # run directory -> its open sinks (one process may run several runs: tests)
+
+
+def options(ctx: Any) -> MetricsOptions:
+    """The recipe's ``plugins.metrics`` section (declared below, checked by the recipe loader)."""
+    return plugin_section(ctx.recipe, "metrics")
+
+
+@hookimpl
+def visplay_recipe_sections() -> dict[str, type]:
+    return {"metrics": MetricsOptions}
+
+
+def open_sinks(ctx: Any, opts: MetricsOptions) -> list[Sink]:
+    from omegaconf import OmegaConf
+
+    run_dir = Path(ctx.run_dir)
+    sinks: list[Sink] = []
+    for name in opts.sinks:
+        if name == "tensorboard":
+            sinks.append(TensorBoardSink(Path(opts.tensorboard_dir) if opts.tensorboard_dir
+                                         else run_dir / "tensorboard"))
+        elif name == "wandb":
+            config = OmegaConf.to_container(ctx.recipe, resolve=True)
+            sinks.append(WandbSink(project=opts.wandb_project, name=str(ctx.recipe.name), mode=opts.wandb_mode,
+                                   directory=Path(opts.wandb_dir) if opts.wandb_dir else run_dir, config=config))
+        elif name == "mlflow":
+            uri = opts.mlflow_tracking_uri or (run_dir / "mlruns").resolve().as_uri()
+            params = _flatten(OmegaConf.to_container(ctx.recipe, resolve=True))
+            sinks.append(MlflowSink(tracking_uri=uri, experiment=opts.mlflow_experiment, name=str(ctx.recipe.name),
+                                    params=params))
+    return sinks
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, sub in value.items():
+        out.update(_flatten(sub, f"{prefix}{key}." if isinstance(sub, dict) else f"{prefix}{key}"))
+    return out
+
+
+def _is_rank0() -> bool:
+    try:
+        from visplay.loop.runsetup import is_rank0
+    except ImportError:
+        return True
+    return is_rank0()
+
+
+def peak_memory_mb() -> float:
+    """CUDA's peak allocation when torch has used a GPU in this process, else the peak resident set size."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def system_scalars(runlog: Any, iteration: int, phase: str, step: int, clock: dict[str, Any]) -> dict[str, float]:
+    out = {"system/peak_memory_mb": peak_memory_mb()}
+    seconds = clock["seconds"]
+    if seconds is not None and seconds > 0:
+        out["system/step_seconds"] = seconds
+        out["system/tokens_per_s"] = runlog.step_tokens(iteration, phase, step) / seconds
+    return out
+
+
+@hookimpl(tryfirst=True)
+def visplay_run_start(ctx: Any, questioner: Any, reasoner: Any) -> None:
+    """Check ``plugins.metrics`` before the cold start, so a typo costs seconds, not a cold start."""
+    options(ctx)
+
+
+@hookimpl
+def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
+    if ctx.log is None or not _is_rank0():
+        return
+    opts = options(ctx)
+    if not opts.sinks:
+        return
+    key = f"{Path(ctx.run_dir).resolve()}#{id(ctx.log)}"  # a new RunLog: a new (or resumed, overwritten) run
+    if key not in _OPEN:
+        for stale in [k for k in _OPEN if k.split("#")[0] == key.split("#")[0]]:
+            close(stale)  # the same folder's earlier run stopped early (``stop``) or was overwritten
+        _OPEN[key] = open_sinks(ctx, opts)
+    clock = ctx.log.step_clock(iteration, phase, step)
+    if clock is None:  # not committed (cannot happen from the engine): nothing to place on the axis
+        return
+    scalars = {f"{phase}/{name}": float(value) for name, value in sorted(metrics.items())
+               if math.isfinite(float(value))}  # NaN/inf are reported on the terminal, not plotted
+    if opts.system:
+        scalars.update({f"{phase}/{k}": v for k, v in system_scalars(ctx.log, iteration, phase, step, clock).items()})
+    for sink in _OPEN[key]:
+        sink.log(scalars, clock["global_step"], clock["committed_at"])
+    if phase == "eval" and iteration == int(ctx.recipe.iterations):
+        close(key)  # the run's last step
+
+
+def close(key: str | None = None) -> None:
+    """Close the sinks of one run directory (all when None)."""
+    for k in [key] if key is not None else list(_OPEN):
+        for sink in _OPEN.pop(k, []):
+            sink.close()
+
+
+atexit.register(close)
+
+__all__ = ["MetricsOptions", "close", "options", "visplay_log_metrics"]

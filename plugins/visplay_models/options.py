@@ -1,0 +1,94 @@
+"""The models plugin's recipe section, ``plugins.models``: the embedded tiny model's size and LoRA.
+
+Declared through ``visplay_recipe_sections``, so the recipe loader validates these keys (unknown key, wrong type,
+closest-key hint, exit 2) and ``visplay recipe --explain`` documents them from the docstrings below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TinyModelConfig:
+    """Size of the embedded tiny model (``model.backend: tiny``), built in-process and cached by a hash of these
+    values and the seed."""
+
+    architecture: str = "qwen2_5_vl"
+    """``qwen2_5_vl`` or ``qwen2_vl``: which transformers architecture the tiny model uses."""
+    hidden_size: int = 128
+    """Text hidden size; hidden_size / num_heads (head_dim) must be >= 32 for vLLM's CPU kernels."""
+    num_layers: int = 2
+    """Text decoder layers."""
+    num_heads: int = 4
+    """Text attention heads."""
+    num_kv_heads: int = 2
+    """Text key/value heads (grouped-query attention)."""
+    intermediate_size: int = 256
+    """Text MLP width."""
+    vision_hidden_size: int = 64
+    """Vision tower width."""
+    vision_depth: int = 2
+    """Vision tower blocks."""
+    vision_heads: int = 2
+    """Vision tower attention heads."""
+    vocab_size: int = 1024
+    """Byte-level BPE vocabulary size (special tokens included)."""
+    cache_dir: str | None = None
+    """Where built tiny models are cached, keyed by a hash of this section and the seed; None:
+    $VISPLAY_CACHE/tiny, else ~/.cache/visplay/tiny."""
+
+    def validate(self) -> dict[str, str]:
+        problems = {}
+        if self.architecture not in ("qwen2_5_vl", "qwen2_vl"):
+            problems["architecture"] = f"must be 'qwen2_5_vl' or 'qwen2_vl', got {self.architecture!r}"
+        if self.num_heads < 1 or self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
+            problems["hidden_size"] = "hidden_size / num_heads must be an integer >= 32 (vLLM CPU kernels)"
+        elif (self.hidden_size // self.num_heads) % 8:
+            problems["hidden_size"] = "head_dim (hidden_size / num_heads) must be a multiple of 8 (mrope sections)"
+        if self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
+            problems["num_kv_heads"] = "num_heads must be a multiple of num_kv_heads"
+        for key in ("num_layers", "intermediate_size", "vision_depth"):
+            if getattr(self, key) < 1:
+                problems[key] = f"must be >= 1, got {getattr(self, key)}"
+        if self.vision_heads < 1 or self.vision_hidden_size % self.vision_heads \
+                or (self.vision_hidden_size // self.vision_heads) % 4:
+            problems["vision_hidden_size"] = "vision_hidden_size / vision_heads must be an integer multiple of 4"
+        return problems
+
+
+@dataclass
+class LoraConfig:
+    """LoRA through peft: adapters on the language model's projections; the reference model is the adapter
+    disabled."""
+
+    enabled: bool = False
+    """Train LoRA adapters (peft) instead of all weights; the reference model is the adapter disabled."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """LoRA dropout."""
+    target_modules: str = r".*model\.language_model.*\.(q_proj|v_proj)"
+    """Regex of module names that get adapters (default: the language model's q/v projections)."""
+
+    def validate(self) -> dict[str, str]:
+        problems = {key: f"must be >= 1, got {getattr(self, key)}" for key in ("r", "alpha") if getattr(self, key) < 1}
+        if not 0.0 <= self.dropout < 1.0:
+            problems["dropout"] = f"must be in [0, 1), got {self.dropout}"
+        return problems
+
+
+@dataclass
+class ModelsOptions:
+    """The models plugin (backends ``tiny`` and ``hf``, sampler ``hf``): the tiny model's size and LoRA."""
+
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Size of the embedded tiny model (backend ``tiny``)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings (both backends)."""
+
+    def validate(self) -> dict[str, str]:
+        return {**{f"tiny.{k}": v for k, v in self.tiny.validate().items()},
+                **{f"lora.{k}": v for k, v in self.lora.validate().items()}}

@@ -1,1 +1,0 @@
-"""visplay first-party plugin: replay."""

@@ -1,0 +1,38 @@
+"""The vllm plugin's recipe section, ``plugins.vllm``: engine settings for ``sampler.<role>: vllm``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXECUTORS = ("uni", "mp", "ray")
+
+
+@dataclass
+class VllmOptions:
+    """vLLM engines (one per role), used by a role whose ``sampler.<role>`` is ``vllm``."""
+
+    gpu_memory_utilization: float = 0.45
+    """Fraction of a GPU's memory the engine may take."""
+    tensor_parallel_size: int = 1
+    """GPUs per engine."""
+    max_model_len: int = 2048
+    """Context length of the engine."""
+    enforce_eager: bool = True
+    """Skip graph capture (needed on CPU; faster start-up)."""
+    cpu_kvcache_gb: int = 1
+    """KV-cache size on CPU (VLLM_CPU_KVCACHE_SPACE)."""
+    executor: str | None = None
+    """vLLM's distributed executor: ``uni``, ``mp`` or ``ray`` (spans nodes); None: uni on CPU, mp on GPUs."""
+    pipeline_parallel_size: int = 1
+    """Pipeline stages (across nodes with ray)."""
+
+    def validate(self) -> dict[str, str]:
+        problems = {}
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            problems["gpu_memory_utilization"] = f"must be in (0, 1], got {self.gpu_memory_utilization}"
+        for key in ("tensor_parallel_size", "max_model_len", "cpu_kvcache_gb", "pipeline_parallel_size"):
+            if getattr(self, key) < 1:
+                problems[key] = f"must be >= 1, got {getattr(self, key)}"
+        if self.executor not in (None, *EXECUTORS):
+            problems["executor"] = f"must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
+        return problems

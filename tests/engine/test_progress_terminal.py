@@ -1,0 +1,123 @@
+"""A terminal that tells the truth: warnings as they happen (also under -q), the plugins' own step counts on the
+bar (cold-start SFT), and the running reward in the bar's postfix."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from visplay.loop.progress import INVALID_WARN_SHARE, Progress
+
+engine_fixtures = pytest.importorskip("support.engine")
+engine = pytest.importorskip("visplay.loop.engine")
+
+
+def test_warnings_print_under_quiet_and_repeat_sparingly(capsys):
+    p = Progress(quiet=True, iterations=2)
+    for step in range(5):
+        p.on_event({"level": "warning", "kind": "empty_reasoner_set", "iteration": 1, "phase": "reasoner",
+                    "step": step, "message": "no question was kept"})
+    for k in range(6):
+        p.on_event({"level": "warning", "kind": "image_skipped", "message": f"bad{k}.png: truncated"})
+    p.on_event({"level": "info", "kind": "run_resumed", "message": "resumed"})
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "warning: [iter 1 train reasoner step 0] no question was kept"
+    assert sum("no question was kept" in line for line in err) == 1  # once per iteration is enough
+    assert [line for line in err if "bad" in line] == [f"warning: bad{k}.png: truncated" for k in range(3)]
+    assert err[-1] == "warning: further 'image_skipped' warnings are not printed (the run log has the details)"
+    assert not any("resumed" in line for line in err)
+
+
+def test_metric_checks_warn_about_nan_and_invalid_questions(capsys):
+    p = Progress(quiet=True)
+    p.check_metrics(1, "questioner", 3, {"actor/loss": math.nan, "reward/mean": 0.5,
+                                         "questions/valid_frac": 1 - INVALID_WARN_SHARE - 0.25})
+    p.check_metrics(1, "questioner", 4, {"actor/loss": math.inf, "questions/valid_frac": 0.0})  # same phase: quiet
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: [iter 1 train questioner step 3] actor/loss is nan",
+                   "warning: [iter 1 train questioner step 3] 75% of the questions did not parse (threshold 50%)"]
+
+
+def test_silent_ranks_print_nothing(capsys):
+    p = Progress(silent=True)
+    p.warn("x", "hidden")
+    assert capsys.readouterr().err == ""
+
+
+def test_substeps_replace_the_one_step_bar(capsys):
+    p = Progress(iterations=1)
+    p.phase(0, "cold_start", 1)
+    p.substep(10, 450, "sft step", {"q_loss": 2.5})
+    assert (p._bar.n, p._bar.total, p._bar.unit) == (10, 450, "sft step")
+    p.substep(449, 450, "sft step")
+    p.advance()
+    assert p._bar.n == 450
+    p.close()
+    assert "450/450" in capsys.readouterr().err
+
+
+def test_cold_start_reports_sft_steps_across_roles(tmp_path):
+    from support.games import make_ctx
+    from visplay_games import coldstart, pools
+    from visplay_games.plugin import image_size, options
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def substep(self, done, total, unit, postfix):
+            self.calls.append((done, total, unit, sorted(postfix or {})))
+
+    def sft(policy, pairs, *, steps, lr, batch_size, seed, on_step):
+        for k in range(steps):
+            on_step(k + 1, 1.0 / (k + 1))
+        return [1.0 / (k + 1) for k in range(steps)]
+
+    ctx = make_ctx(tmp_path, overrides=["plugins.games.cold_start_steps=2", "plugins.games.cold_start_images=4",
+                                        "plugins.games.cold_start_reasoner_steps=3"])
+    ctx.progress = Recorder()
+    opts = options(ctx)
+    pool = pools.cold_start_pool(ctx.seed, opts, image_size(ctx.recipe.data))
+    coldstart.cold_start(ctx, {"questioner": "Q", "reasoner": "R"}, pool, opts, sft)
+    assert [(d, t) for d, t, _, _ in ctx.progress.calls] == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert ctx.progress.calls[0][2:] == ("sft step", ["q_loss"]) and ctx.progress.calls[-1][3] == ["r_loss"]
+
+
+def test_empty_reasoner_set_warns_under_quiet_and_the_bar_shows_the_reward(tmp_path, capsys):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
+        # band [0, 0]: a voted question has confidence >= 1/m > 0, so the filters keep nothing
+        engine.run_recipe(engine_fixtures.standin_recipe(tmp_path / "q", ["reasoner.filter.band=[0.0,0.0]"]),
+                          quiet=True, extra_plugins=engine_fixtures.standin_plugins())
+        err = capsys.readouterr().err
+        engine.run_recipe(engine_fixtures.standin_recipe(tmp_path / "bars", ["iterations=1"]), quiet=False,
+                          extra_plugins=engine_fixtures.standin_plugins())
+        bars = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert "warning: iteration 1: the filters kept 0 of 4 questions; reasoner training is skipped " \
+           "(reasoner_v1 = reasoner_v0)" in lines
+    assert sum("kept 0 of" in line or "no question was kept" in line for line in lines) == 2  # one per iteration
+    assert "iter 1/1 train questioner" in bars and "reward=" in bars
+
+
+@pytest.mark.slow
+def test_cli_quiet_after_overrides_with_real_plugins(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", None)
+    args = ["run", "tiny", "-q", "name=x", f"run_dir={tmp_path / 'x'}", "iterations=1", "questioner.steps=1",
+            "reasoner.steps=1", "reasoner.set_images=4", "data.num_images=8", "reasoner.filter.band=[0.0,0.0]",
+            "plugins.games.cold_start_steps=0", "plugins.games.cold_start_reasoner_steps=0",
+            "plugins.games.held_out=0"]
+    done = subprocess.run([sys.executable, "-m", "visplay.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "warning: iteration 1: the filters kept 0 of" in done.stderr
+    assert "iteration 1/1:" in done.stdout and "%|" not in done.stderr  # no bars under -q
+    # the default sinks with the real entry-point plugins: TensorBoard holds exactly the run log's metrics
+    from support.metrics import assert_tensorboard_equals_run_log
+
+    assert assert_tensorboard_equals_run_log(tmp_path / "x" / "run.db") > 10

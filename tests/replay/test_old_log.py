@@ -1,0 +1,68 @@
+"""A run log written before the run-log schema gained its ``producer`` columns (schema version 1, made by the code
+of commit 051e6bd with the tiny recipe: 1 iteration, a 40-step cold start, 8 game images) still opens, reports,
+upgrades and replays bit for bit with today's code and plugins.
+
+The fixture (tests/replay/data/runlog_v1/) holds run.db and recipe.yaml only: a full replay needs no checkpoint
+files, it rebuilds everything from the logged recipe and generations.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from visplay.log.replay import format_report, replay_run
+from visplay.log.runlog import SCHEMA_VERSION, RunLog
+from visplay.report.build import collect, text_summary
+
+FIXTURE = Path(__file__).parent / "data" / "runlog_v1"
+
+
+@pytest.fixture
+def old_run(tmp_path: Path) -> Path:
+    run = tmp_path / "oldlog"
+    shutil.copytree(FIXTURE, run)
+    return run
+
+
+def _user_version(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_the_fixture_is_a_version_1_log_with_votes(old_run):
+    db = old_run / "run.db"
+    assert _user_version(db) == 1
+    with RunLog(db, readonly=True) as log:
+        assert "producer" not in log.db["rewards"].columns_dict
+        assert log.run()["status"] == "finished"
+        assert len(log.labels_of(1)) > 0 and len(log.rows("generations")) > 0
+
+
+def test_it_opens_and_reports_read_only(old_run, tmp_path):
+    db = old_run / "run.db"
+    summary = text_summary(collect(db))
+    assert "run oldlog [finished]" in summary
+    assert _user_version(db) == 1  # reading never upgrades
+
+
+def test_opening_for_writing_upgrades_it_in_place(old_run):
+    db = old_run / "run.db"
+    with RunLog(db) as log:
+        assert log.schema_version == SCHEMA_VERSION == 3
+        assert "producer" in log.db["rewards"].columns_dict and "producer" in log.db["filters"].columns_dict
+        assert {r["producer"] for r in log.rows("rewards")} == {None}
+        assert log.integrity_ok()
+
+
+@pytest.mark.slow
+def test_it_replays_bit_for_bit(old_run, tmp_path):
+    report = replay_run(old_run / "run.db", out=tmp_path / "replay" / "run.db")
+    text = format_report(report)
+    assert report.ok, text
+    assert "every value identical" in text
+    with RunLog(tmp_path / "replay" / "run.db", readonly=True) as new:  # the replay records producers
+        assert {r["producer"] for r in new.rows_matching("rewards", component="uncertainty")} == {"algorithm"}

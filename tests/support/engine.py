@@ -1,0 +1,111 @@
+"""Small real stand-in plugins for engine tests: a unigram "VLM", a REINFORCE optimizer and a toy algorithm.
+
+They live in visplay.testing (public, for plugin authors too) and fill every hook the engine calls with real (if
+tiny) behaviour: seeded sampling, log-probs, an Adam update of a logits tensor, safetensors checkpoints. That makes
+the engine's determinism and resume testable in seconds without the models and algorithm plugins. This module
+adds a crash switch and the subprocess driver. Run as a script to drive the engine in a subprocess:
+
+    python tests/support/engine.py run RUN_DIR [key=value ...]
+    python tests/support/engine.py resume RUN_DIR
+
+``VISPLAY_TEST_KILL=iteration:phase:step:where`` makes the process SIGKILL itself at that step, ``where`` being
+``sample`` (mid-step, before the commit) or ``commit`` (right after the step committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visplay.hookspecs import hookimpl
+from visplay.testing import (  # noqa: F401  (re-exported for the engine tests)
+    ANSWERS,
+    STANDIN_OVERRIDES,
+    VOCAB,
+    Reinforce,
+    StandinAlgorithm,
+    StandinModels,
+    UnigramPolicy,
+    UnigramSampler,
+)
+
+
+class Killer:
+    """SIGKILLs this process at ``VISPLAY_TEST_KILL=iteration:phase:step:where`` (a real crash, no cleanup)."""
+
+    plugin_name = "standin_killer"
+
+    def __init__(self, spec: str | None):
+        self.at = None
+        if spec:
+            it, phase, step, where = spec.split(":")
+            self.at = (int(it), phase, int(step), where)
+
+    def _maybe(self, ctx: Any, where: str) -> None:
+        if self.at == (ctx.iteration, ctx.phase, ctx.step, where):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    @hookimpl(tryfirst=True)
+    def visplay_sample_answers(self, ctx, sampler, questions, n, seeds, purpose):
+        self._maybe(ctx, "sample")
+
+    @hookimpl
+    def visplay_log_metrics(self, ctx, iteration, phase, step, metrics):
+        self._maybe(ctx, "commit")
+
+
+def standin_plugins(kill: str | None = None) -> tuple[Any, ...]:
+    import visplay_images.plugin as images
+
+    return (images, StandinModels(), StandinAlgorithm(), Killer(kill))
+
+
+def standin_recipe(run_dir: Path, extra: list[str] = ()):
+    from visplay.config import load_recipe
+
+    return load_recipe("tiny", [*STANDIN_OVERRIDES, f"run_dir={run_dir}", *extra], plugins=standin_plugins())
+
+
+def comparable_rows(db_path: Path) -> dict[str, list[tuple]]:
+    """Every table's rows, timestamps and the resume event left out, for run-to-run equality."""
+    from visplay.log.runlog import VOLATILE_COLUMNS, RunLog
+
+    out = {}
+    with RunLog(db_path, readonly=True) as log:
+        for table in log.tables():
+            if table.startswith("sqlite_"):
+                continue
+            rows = log.rows(table)
+            if table == "events":
+                rows = [r for r in rows if r["kind"] != "run_resumed"]
+                rows = [{k: v for k, v in r.items() if k != "id"} for r in rows]
+            out[table] = [tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE_COLUMNS)) for r in rows]
+    return out
+
+
+def main(argv: list[str]) -> int:
+    os.environ["VISPLAY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    torch.set_num_threads(1)
+    from visplay.loop.engine import run_recipe
+
+    command, run_dir, overrides = argv[0], Path(argv[1]), argv[2:]
+    plugins = standin_plugins(os.environ.get("VISPLAY_TEST_KILL"))
+    if command == "run":
+        run_recipe(standin_recipe(run_dir, overrides), extra_plugins=plugins, quiet=True)
+    else:
+        from visplay.config import load_recipe
+
+        run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
+                   extra_plugins=plugins, quiet=True)
+    print(json.dumps({"done": str(run_dir)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

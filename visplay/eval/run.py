@@ -1,0 +1,327 @@
+"""``visplay eval``: a model folder or a run's reasoner on local benchmark files, judged reproducibly.
+
+Flow: resolve what to evaluate (a model folder through backend ``hf``, or a run directory: its reasoner checkpoint
+of the highest iteration, or ``--iteration N``; 0 is the base model) -> load the policy and its sampler through the
+model hooks -> for each benchmark, prompt every item with the released solver instruction (answer in
+``\\boxed{}``), generate greedily in batches -> judge through the ``visplay_judge`` hook (``rule`` by default) ->
+write one row per item (``eval_items``: prompt, response, extracted answer, verdict, judge prompt and reply) and one
+per benchmark (``eval_scores``) into the run log, or into ./eval.db when no run is given. Evaluations are keyed by
+``eval_id = <model label>/<judge>``; re-running one replaces its rows, :func:`rejudge` re-scores stored responses
+with another judge without generating again.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from PIL import Image
+
+from visplay.context import RunContext
+from visplay.eval.benchmarks import (
+    CHOICE_LETTERS,
+    BenchmarkItem,
+    BenchmarkSpec,
+    image_id,
+    iter_items,
+    option_letters_in,
+    resolve_names,
+)
+from visplay.log.runlog import RunLog
+from visplay.types import ImageRecord, Prompt, SamplingParams
+
+log = logging.getLogger("visplay.eval.run")
+
+# The released solver instruction (train_examples/format_prompt/solver.jinja in the authors' code).
+SOLVER_TEMPLATE = ("{question}\nPlease reason step by step based on the question and image, and put your final "
+                   "answer within \\boxed{{}}.")
+
+EVAL_ITEMS = {
+    "key": str, "eval_id": str, "benchmark": str, "idx": int, "item_id": str, "image_id": str, "kind": str,
+    "question": str, "options": str, "letters": str, "reference": str, "prompt_user": str, "seed": int,
+    "response": str, "finish_reason": str, "extracted": str, "correct": int, "reason": str, "judge": str,
+    "judge_prompt": str, "verdict": str,
+}
+EVAL_SCORES = {
+    "eval_id": str, "benchmark": str, "title": str, "model": str, "iteration": int, "checkpoint": str,
+    "judge": str, "n": int, "correct": int, "accuracy": float, "no_answer": int,
+}
+NO_ANSWER_REASONS = ("empty_response", "no_boxed_answer")
+
+
+class EvalError(Exception):
+    """What to evaluate cannot be resolved (no such folder, no checkpoint, no plugin for a backend)."""
+
+
+def declare_tables(runlog: RunLog) -> None:
+    """Create the eval plugin's tables (documented in docs/evaluation.md) if missing."""
+    runlog.declare_table("eval_items", EVAL_ITEMS, pk="key")
+    runlog.declare_table("eval_scores", EVAL_SCORES, pk=("eval_id", "benchmark"))
+
+
+# --- what to evaluate ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalTarget:
+    """A resolved model to evaluate: its recipe, checkpoint (None: the recipe's base model) and where to log."""
+
+    label: str
+    recipe: DictConfig
+    init_from: str | None
+    iteration: int | None
+    checkpoint: str | None
+    run_dir: Path
+    db_path: Path
+
+
+def _recipe_from_yaml(text: str, overrides: Sequence[str]) -> DictConfig:
+    from visplay.config import load_recipe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run_recipe.yaml"
+        path.write_text(text)
+        return load_recipe(path, list(overrides))
+
+
+def _run_target(db_path: Path, recipe: str | None, overrides: Sequence[str], iteration: int | None,
+                db_arg: str | None) -> EvalTarget:
+    from visplay.config import load_recipe
+
+    run_dir = db_path.parent
+    with RunLog(db_path, readonly=True) as runlog:
+        run = runlog.run() or {}
+        # ``state/...`` rows are the engine's mid-phase resume states (removed once a phase ends), not versions
+        checkpoints = [c for c in runlog.checkpoint_rows(role="reasoner")
+                       if not str(c["name"]).startswith("state/")]
+    if recipe:
+        cfg = load_recipe(recipe, list(overrides))
+    elif run.get("recipe_yaml"):
+        cfg = _recipe_from_yaml(run["recipe_yaml"], overrides)
+    else:
+        raise EvalError(f"{db_path}: the run has no recipe recorded; pass --recipe")
+    if iteration is not None:
+        checkpoints = [c for c in checkpoints if c["iteration"] == iteration]
+    if not checkpoints:
+        if iteration == 0:  # the base model, which every run can rebuild from its recipe
+            return EvalTarget("base", cfg, None, 0, None, run_dir, Path(db_arg or db_path))
+        which = f"iteration {iteration}" if iteration is not None else "any iteration"
+        raise EvalError(f"{db_path}: no reasoner checkpoint for {which} in table checkpoints")
+    chosen = checkpoints[-1]
+    path = Path(chosen["path"])
+    if not path.is_absolute() and not path.exists():
+        path = run_dir / path
+    if not path.is_dir():
+        raise EvalError(f"{db_path}: checkpoint {chosen['name']!r} points to {path}, which is not a folder")
+    label = "base" if chosen["iteration"] == 0 else f"iter{chosen['iteration']}"
+    return EvalTarget(label, cfg, str(path), int(chosen["iteration"]), chosen["name"], run_dir,
+                      Path(db_arg or db_path))
+
+
+def resolve_target(model: str, *, recipe: str | None = None, overrides: Sequence[str] = (),
+                   iteration: int | None = None, db: str | None = None) -> EvalTarget:
+    """A run directory or run.db (its reasoner checkpoint) or a model folder (backend ``hf``)."""
+    from visplay.config import load_recipe
+
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".db":
+        return _run_target(path, recipe, overrides, iteration, db)
+    if path.is_dir() and (path / "run.db").is_file():
+        return _run_target(path / "run.db", recipe, overrides, iteration, db)
+    if not path.is_dir():
+        raise EvalError(f"{model}: neither a model folder nor a run directory (no such folder)")
+    if iteration is not None:
+        raise EvalError(f"{model}: --iteration applies to a run directory, not a model folder")
+    cfg = load_recipe(recipe or "tiny", [*overrides, "model.backend=hf", f"model.path={path.resolve()}"])
+    return EvalTarget(path.resolve().name, cfg, None, None, None, Path.cwd(), Path(db or "eval.db"))
+
+
+def load_sampler(ctx: RunContext, target: EvalTarget) -> Any:
+    """The reasoner policy of ``target`` and its sampler, through the model hooks."""
+    policy = ctx.hooks.load_policy("reasoner", target.init_from)
+    return ctx.hooks.make_sampler("reasoner", policy)
+
+
+# --- generation and judging ----------------------------------------------------------------------------------
+
+
+def fit_image(image: Image.Image, data: Any) -> Image.Image:
+    """Resize a benchmark image the way the recipe resizes training images (``data.resize``)."""
+    if data.resize == "fixed":
+        return image.resize((data.size, data.size), Image.BICUBIC)
+    if data.resize == "pixels":
+        pixels = image.width * image.height
+        bound = data.max_pixels if pixels > data.max_pixels else data.min_pixels if pixels < data.min_pixels else 0
+        if bound:
+            scale = (bound / pixels) ** 0.5
+            return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))),
+                                Image.BICUBIC)
+    return image
+
+
+def _prompt(item: BenchmarkItem, data: Any) -> tuple[Prompt, str | None]:
+    record = None
+    if item.image is not None:
+        image = fit_image(item.image, data)
+        record = ImageRecord(image_id=image_id(item.image), image=image, source=item.source)
+    return Prompt(user=SOLVER_TEMPLATE.format(question=item.prompt), image=record), (record.image_id
+                                                                                   if record else None)
+
+
+def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, quiet: bool = True) -> list[dict]:
+    """Greedy responses for ``items`` in batches of ``eval.batch_size``; one dict per item (prompt, response...)."""
+    from tqdm import tqdm
+
+    cfg = ctx.recipe.eval
+    out: list[dict] = []
+    batches = range(0, len(items), max(1, cfg.batch_size))
+    for start in tqdm(batches, desc=f"eval {items[0].benchmark if items else ''}", disable=quiet, unit="batch"):
+        batch = items[start:start + cfg.batch_size]
+        prompts, image_ids = zip(*(_prompt(item, ctx.recipe.data) for item in batch))
+        seeds = [ctx.seed_for("eval", item.benchmark, item.index) for item in batch]
+        params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, seed=s)
+                  for s in seeds]
+        generations = sampler.sample(list(prompts), params)
+        for prompt, img, seed, gens in zip(prompts, image_ids, seeds, generations):
+            out.append({"prompt_user": prompt.user, "image_id": img, "seed": seed, "response": gens[0].text,
+                        "finish_reason": gens[0].finish_reason})
+    return out
+
+
+def judge_items(ctx: RunContext, judge: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Verdicts from the judge plugin named ``judge`` (an error names the judge when no plugin has it)."""
+    verdicts = ctx.hooks.judge(judge, list(items))
+    if verdicts is None:
+        raise EvalError(f"no plugin provides the judge {judge!r} (built in: rule, local, endpoint)")
+    return verdicts
+
+
+def _judge_input(item: BenchmarkItem, spec: BenchmarkSpec, key: str, response: str) -> dict[str, Any]:
+    letters = [CHOICE_LETTERS[i] for i in range(len(item.options))] if item.options else \
+        option_letters_in(item.prompt)
+    return {"key": key, "benchmark": spec.name, "question": item.prompt, "answer": item.answer, "kind": item.kind,
+            "options": item.options, "letters": letters, "alternatives": spec.alternatives, "response": response}
+
+
+def _item_row(eval_id: str, judge: str, inp: dict, gen: dict, verdict: dict, idx: int, item_id: str) -> dict:
+    return {
+        "key": inp["key"], "eval_id": eval_id, "benchmark": inp["benchmark"], "idx": idx, "item_id": item_id,
+        "image_id": gen.get("image_id"), "kind": inp["kind"], "question": inp["question"],
+        "options": inp["options"], "letters": inp["letters"], "reference": inp["answer"],
+        "prompt_user": gen.get("prompt_user"), "seed": gen.get("seed"), "response": inp["response"],
+        "finish_reason": gen.get("finish_reason"), "extracted": verdict.get("extracted"),
+        "correct": int(bool(verdict["correct"])), "reason": verdict.get("reason", ""), "judge": judge,
+        "judge_prompt": verdict.get("prompt"), "verdict": verdict.get("verdict"),
+    }
+
+
+def score_row(eval_id: str, spec: BenchmarkSpec, target: EvalTarget | None, judge: str, rows: list[dict]) -> dict:
+    """The ``eval_scores`` row of one benchmark (accuracy in percent, as in the paper's table)."""
+    correct = sum(r["correct"] for r in rows)
+    return {
+        "eval_id": eval_id, "benchmark": spec.name, "title": spec.title,
+        "model": target.label if target else eval_id.split("/")[0],
+        "iteration": target.iteration if target else None, "checkpoint": target.checkpoint if target else None,
+        "judge": judge, "n": len(rows), "correct": correct,
+        "accuracy": round(100.0 * correct / len(rows), 4) if rows else 0.0,
+        "no_answer": sum(r["reason"] in NO_ANSWER_REASONS for r in rows),
+    }
+
+
+def evaluate(ctx: RunContext, sampler: Any, target: EvalTarget, specs: Sequence[BenchmarkSpec], data_dir: str,
+             *, judge: str = "rule", quiet: bool = True) -> list[dict]:
+    """Generate, judge and log every benchmark; returns the ``eval_scores`` rows written."""
+    eval_id = f"{target.label}/{judge}"
+    scores = []
+    for spec in specs:
+        items = list(iter_items(spec, data_dir, limit=ctx.recipe.eval.limit))
+        gens = generate(ctx, sampler, items, quiet=quiet)
+        inputs = [_judge_input(item, spec, f"{eval_id}/{spec.name}/{item.index}", g["response"])
+                  for item, g in zip(items, gens)]
+        verdicts = judge_items(ctx, judge, inputs)
+        rows = [_item_row(eval_id, judge, inp, g, v, it.index, it.item_id)
+                for inp, g, v, it in zip(inputs, gens, verdicts, items)]
+        score = score_row(eval_id, spec, target, judge, rows)
+        if ctx.log is not None:
+            with ctx.log.transaction():
+                ctx.log.insert("eval_items", rows, replace=True)
+                ctx.log.insert("eval_scores", [score], replace=True)
+        scores.append(score)
+    return scores
+
+
+def rejudge(ctx: RunContext, source_eval_id: str, judge: str) -> list[dict]:
+    """Re-score the responses stored under ``source_eval_id`` with another judge (no generation); the new rows
+    go under ``<label>/<judge>``. Returns the new ``eval_scores`` rows."""
+    import json
+
+    if ctx.log is None:
+        raise EvalError("rejudge needs a run log")
+    old_scores = ctx.log.rows_matching("eval_scores", eval_id=source_eval_id)
+    if not old_scores:
+        raise EvalError(f"{ctx.log.path}: no evaluation {source_eval_id!r} in table eval_scores")
+    label = source_eval_id.split("/")[0]
+    new_id, scores = f"{label}/{judge}", []
+    for old in old_scores:
+        spec = resolve_names([old["benchmark"]])[0]
+        stored = sorted(ctx.log.rows_matching("eval_items", eval_id=source_eval_id, benchmark=old["benchmark"]),
+                        key=lambda row: row["idx"])
+        inputs = [{"key": f"{new_id}/{r['benchmark']}/{r['idx']}", "benchmark": r["benchmark"],
+                   "question": r["question"], "answer": r["reference"], "kind": r["kind"],
+                   "options": json.loads(r["options"] or "[]"), "letters": json.loads(r["letters"] or "[]"),
+                   "alternatives": spec.alternatives, "response": r["response"] or ""} for r in stored]
+        verdicts = judge_items(ctx, judge, inputs)
+        rows = [_item_row(new_id, judge, inp, r, v, r["idx"], r["item_id"])
+                for inp, r, v in zip(inputs, stored, verdicts)]
+        score = score_row(new_id, spec, None, judge, rows)
+        score.update(model=old["model"], iteration=old["iteration"], checkpoint=old["checkpoint"])
+        with ctx.log.transaction():
+            ctx.log.insert("eval_items", rows, replace=True)
+            ctx.log.insert("eval_scores", [score], replace=True)
+        scores.append(score)
+    return scores
+
+
+# --- command line --------------------------------------------------------------------------------------------
+
+
+def format_scores(scores: Sequence[dict]) -> str:
+    """A small text table of ``eval_scores`` rows."""
+    lines = [f"{'benchmark':<16} {'n':>5} {'correct':>8} {'accuracy':>9} {'no answer':>10}"]
+    for s in scores:
+        lines.append(f"{s['title'] or s['benchmark']:<16} {s['n']:>5} {s['correct']:>8} {s['accuracy']:>8.2f}% "
+                     f"{s['no_answer']:>10}")
+    return "\n".join(lines)
+
+
+def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | None = None, judge: str | None = None,
+             recipe: str | None = None, overrides: Sequence[str] = (), iteration: int | None = None,
+             db: str | None = None, quiet: bool = True) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
+    """Evaluate a model folder or a run's reasoner on local benchmark files; returns (target, judge, scores).
+
+    Every benchmark file is checked before a model is loaded; errors are BenchmarkError / EvalError naming the
+    file, row or setting.
+    """
+    from visplay.plugins import get_plugin_manager
+
+    target = resolve_target(model, recipe=recipe, overrides=list(overrides), iteration=iteration, db=db)
+    cfg = target.recipe
+    specs = resolve_names(benchmarks or list(cfg.eval.benchmarks))
+    data_dir = data or cfg.eval.data
+    if not data_dir:
+        raise EvalError("no benchmark folder: pass --data DIR or set eval.data")
+    judge = judge or cfg.eval.judge
+    for spec in specs:  # fail on a bad file before a model is loaded
+        next(iter_items(spec, data_dir, limit=1))
+    with RunLog(target.db_path, create=True) as runlog:
+        declare_tables(runlog)
+        ctx = RunContext(recipe=cfg, pm=get_plugin_manager(), run_dir=target.run_dir, log=runlog,
+                         iteration=target.iteration or 0, phase="eval")
+        sampler = load_sampler(ctx, target)
+        scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet)
+    return target, judge, scores

@@ -1,0 +1,80 @@
+"""``visplay export RUN --format parquet|csv [--tables ...]``: a run log's tables and views as files.
+
+One file per table or view, ``<out>/<name>.parquet`` or ``<out>/<name>.csv``, columns in schema order. JSON columns
+stay JSON text (pandas/polars parse them when asked); image PNGs are bytes in parquet and base64 text in CSV.
+Everything is read through :class:`RunLog` opened read-only, so exporting a running or finished run is safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import difflib
+from pathlib import Path
+from typing import Any
+
+from visplay.log.runlog import RunLog, RunLogError
+
+FORMATS = ("parquet", "csv")
+
+
+class ExportError(Exception):
+    """A bad export request (unknown table, unknown format); the message names it."""
+
+
+def _db_path(run: str | Path) -> Path:
+    path = Path(run)
+    db = path / "run.db" if path.is_dir() else path
+    if not db.is_file():
+        raise RunLogError(f"{run}: no run.db here (pass a run directory or its run.db)")
+    return db
+
+
+def _select(log: RunLog, tables: list[str] | None) -> list[str]:
+    known = [t for t in log.tables() if not t.startswith("sqlite_")] + log.views()
+    if not tables:
+        return known
+    for name in tables:
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            raise ExportError(f"no table or view named {name!r} in {log.path}"
+                              + (f"; did you mean {hint[0]!r}?" if hint else "") + f" (known: {', '.join(known)})")
+    return tables
+
+
+def _rows(log: RunLog, name: str) -> list[dict[str, Any]]:
+    return log.view_rows(name) if name in log.views() else log.rows(name)
+
+
+def _write_parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({c: pa.array([r[c] for r in rows]) for c in columns})
+    pq.write_table(table, path)
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow(["" if r[c] is None else base64.b64encode(r[c]).decode() if isinstance(r[c], bytes)
+                             else r[c] for c in columns])
+
+
+def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parquet",
+               tables: list[str] | None = None) -> dict[str, Path]:
+    """Write the chosen tables/views (default: all); returns {name: file}."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    db = _db_path(run)
+    out_dir = Path(out) if out else db.parent / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    with RunLog(db, readonly=True) as log:
+        for name in _select(log, tables):
+            path = out_dir / f"{name}.{fmt}"
+            (_write_parquet if fmt == "parquet" else _write_csv)(path, log.columns(name), _rows(log, name))
+            written[name] = path
+    return written

@@ -1,0 +1,505 @@
+"""The run log: one SQLite database per run (runs/<name>/run.db). The only module in visplay that writes SQL.
+
+Everything needed to explain and replay a run goes here (docs/runlog.md documents every table). Writes belonging to
+one engine step happen inside ``RunLog.step(...)``: they commit together with the row in ``steps`` that marks the
+step done, so after a crash a step is either wholly in the log or wholly absent, and resume starts at the first
+absent step. The database is opened in WAL mode; the schema is created and upgraded by numbered migrations
+(``PRAGMA user_version``), and a database from a newer schema is refused, never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 3
+
+# Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
+# Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
+TABLES: dict[str, dict[str, Any]] = {
+    "runs": {
+        "columns": {
+            "run_id": str, "name": str, "status": str, "created_at": float, "finished_at": float,
+            "seed": int, "variant": str, "recipe_yaml": str, "recipe_sha256": str, "visplay_version": str,
+            "git_commit": str, "python": str, "platform": str, "torch": str, "transformers": str,
+            "vllm": str, "device": str,
+        },
+        "pk": "run_id",
+    },
+    "plugins": {
+        "columns": {"position": int, "name": str, "distribution": str, "version": str, "hooks": str},
+        "pk": "position",
+    },
+    "images": {
+        "columns": {"image_id": str, "source": str, "width": int, "height": int, "png": bytes, "meta": str},
+        "pk": "image_id",
+    },
+    "generations": {
+        "columns": {
+            "key": str, "iteration": int, "phase": str, "step": int, "role": str, "kind": str, "image_id": str,
+            "parent_key": str, "sample_index": int, "seed": int, "prompt_system": str, "prompt_user": str,
+            "text": str, "token_ids": str, "logprobs": str, "finish_reason": str,
+        },
+        "pk": "key",
+    },
+    "questions": {
+        "columns": {
+            "key": str, "iteration": int, "phase": str, "step": int, "image_id": str, "grp": str, "valid": int,
+            "qtype": str, "question": str, "stated_answer": str, "parse_reason": str,
+        },
+        "pk": "key",
+    },
+    "labels": {
+        "columns": {
+            "question_key": str, "iteration": int, "phase": str, "m": int, "answers": str, "answer_keys": str,
+            "silver_label": str, "silver_key": str, "confidence": float,
+        },
+        "pk": "question_key",
+    },
+    "filters": {
+        "columns": {"question_key": str, "iteration": int, "keep": int, "reason": str, "producer": str},
+        "pk": "question_key",
+    },
+    "answers": {
+        "columns": {
+            "key": str, "question_key": str, "iteration": int, "phase": str, "step": int, "grp": str,
+            "extracted": str, "answer_key": str, "silver_key": str,
+        },
+        "pk": "key",
+    },
+    "rewards": {
+        "columns": {"key": str, "component": str, "iteration": int, "role": str, "step": int, "value": float,
+                    "producer": str},
+        "pk": ("key", "component"),
+    },
+    "advantages": {
+        "columns": {"key": str, "iteration": int, "role": str, "step": int, "grp": str, "reward": float,
+                    "advantage": float},
+        "pk": "key",
+    },
+    "metrics": {
+        "columns": {"iteration": int, "phase": str, "step": int, "name": str, "value": float},
+        "pk": ("iteration", "phase", "step", "name"),
+    },
+    "checkpoints": {
+        "columns": {"name": str, "iteration": int, "role": str, "step": int, "path": str, "files": str},
+        "pk": "name",
+    },
+    "steps": {
+        "columns": {"iteration": int, "phase": str, "step": int, "committed_at": float},
+        "pk": ("iteration", "phase", "step"),
+    },
+    "events": {
+        "columns": {"id": int, "iteration": int, "phase": str, "step": int, "level": str, "kind": str,
+                    "source": str, "message": str, "payload": str},
+        "pk": "id",
+    },
+}
+
+# Columns added by a later migration than the first (so _migrate_1 keeps creating the schema of version 1); they
+# are NULL in rows written before, and comparisons skip them where one side has no value.
+ADDED_LATER = {("rewards", "producer"), ("filters", "producer")}
+
+# Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
+VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
+
+
+@dataclass(frozen=True)
+class KeptQuestion:
+    """A question of the reasoner's training set, read back from the log (so a resumed run trains on the same
+    set). ``gold`` is the answer when a plugin supplied the question with a known answer."""
+
+    key: str
+    image_id: str
+    question: str
+    silver_label: str | None
+    silver_key: str | None
+    gold: str | None = None
+
+
+class RunLogError(Exception):
+    """The file is not a run log this version can use. Nothing was modified."""
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def _check_is_sqlite(path: Path) -> None:
+    if not path.exists():
+        raise RunLogError(f"{path}: no such run log")
+    if not path.is_file():
+        raise RunLogError(f"{path}: not a file")
+    with path.open("rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        raise RunLogError(f"{path}: not an SQLite database (bad header); refusing to touch it")
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    for name, spec in TABLES.items():
+        columns = {c: t for c, t in spec["columns"].items() if (name, c) not in ADDED_LATER}
+        db[name].create(columns, pk=spec["pk"], not_null=None)
+    db["generations"].create_index(["iteration", "phase", "step"])
+    db["questions"].create_index(["iteration", "phase"])
+    db["answers"].create_index(["question_key"])
+    db["events"].create_index(["kind"])
+
+
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """The plugin that produced each reward component and filter decision (NULL in logs written before)."""
+    for table in ("rewards", "filters"):
+        if "producer" not in db[table].columns_dict:
+            db[table].add_column("producer", str)
+
+
+# Declared (not enforced: PRAGMA foreign_keys stays off, so a plugin's row order can never fail a step) links that
+# datasette and sqlite-utils follow. rewards/advantages keys point at a question or a rollout, so they have none.
+FOREIGN_KEYS = [
+    ("generations", "image_id", "images", "image_id"), ("generations", "parent_key", "questions", "key"),
+    ("questions", "image_id", "images", "image_id"), ("labels", "question_key", "questions", "key"),
+    ("filters", "question_key", "questions", "key"), ("answers", "question_key", "questions", "key"),
+]
+INDEXES = [
+    ("labels", ["iteration"]), ("filters", ["iteration", "keep"]), ("answers", ["iteration", "phase", "step"]),
+    ("rewards", ["iteration", "role", "step"]), ("advantages", ["iteration", "role", "step"]),
+    ("generations", ["parent_key"]), ("generations", ["image_id"]), ("questions", ["image_id"]),
+    ("metrics", ["name"]),
+]
+# Views join a question with everything decided about it (docs: visplay/log/schema_docs.py VIEW_DOCS).
+VIEWS = {
+    "question_outcomes": """
+        select q.key, q.iteration, q.phase, q.step, q.image_id, q.valid, q.qtype, q.question, q.parse_reason,
+               l.m, l.answers as votes, l.silver_label, l.confidence, f.keep, f.reason as filter_reason,
+               r.value as reward
+        from questions q
+        left join labels l on l.question_key = q.key
+        left join filters f on f.question_key = q.key
+        left join rewards r on r.key = q.key and r.component = 'total' and r.role = 'questioner'""",
+    "question_votes": """
+        select a.key as vote_key, a.question_key, a.iteration, a.phase, q.question, a.extracted, a.answer_key,
+               a.silver_key, a.answer_key is not null and a.answer_key = a.silver_key as agrees, g.text
+        from answers a
+        join generations g on g.key = a.key and g.kind = 'vote'
+        left join questions q on q.key = a.question_key""",
+    "reasoner_rollouts": """
+        select a.key, a.iteration, a.step, a.question_key, q.question, l.silver_label, a.extracted,
+               r.value as reward, v.advantage, g.text
+        from answers a
+        join generations g on g.key = a.key and g.kind = 'rollout'
+        left join questions q on q.key = a.question_key
+        left join labels l on l.question_key = a.question_key
+        left join rewards r on r.key = a.key and r.component = 'total' and r.role = 'reasoner'
+        left join advantages v on v.key = a.key""",
+}
+
+
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Foreign keys (tables rebuilt by sqlite-utils' transform, rows kept), indexes and views for browsing."""
+    by_table: dict[str, list[tuple[str, str, str]]] = {}
+    for table, column, other, other_column in FOREIGN_KEYS:
+        by_table.setdefault(table, []).append((column, other, other_column))
+    for table, fks in by_table.items():
+        db[table].transform(add_foreign_keys=fks)
+    for table, columns in INDEXES:
+        db[table].create_index(columns, if_not_exists=True)
+    for name, sql in VIEWS.items():
+        db.create_view(name, " ".join(sql.split()), replace=True)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+
+
+class RunLog:
+    """Open (creating if asked) a run database. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        if create and readonly:
+            raise ValueError("create and readonly exclude each other")
+        if not create:
+            _check_is_sqlite(self.path)
+            self._check_schema_readable()
+        elif self.path.exists():
+            _check_is_sqlite(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self.readonly = readonly
+        self.db = sqlite_utils.Database(conn)
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        self._step: tuple[int, str, int] | None = None
+        self.on_event: Any = None  # called with each events row as it is written (the terminal's warnings)
+
+    # --- schema ---------------------------------------------------------------------------------------------
+
+    def _check_schema_readable(self) -> None:
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"{self.path}: unreadable SQLite database ({exc}); refusing to touch it") from exc
+        if version > SCHEMA_VERSION:
+            raise RunLogError(
+                f"{self.path}: run log schema version {version} is newer than this visplay understands "
+                f"({SCHEMA_VERSION}); upgrade visplay to read it. Nothing was modified."
+            )
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise RunLogError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
+        for number in range(version, SCHEMA_VERSION):
+            with self.db.atomic():
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def declare_table(self, name: str, columns: dict[str, type], pk: str | tuple[str, ...] | None = None) -> None:
+        """Create a plugin-owned table if it does not exist (e.g. the games plugin's ``gold_truth``)."""
+        if name in TABLES:
+            raise ValueError(f"table {name!r} is a core table")
+        if not self.db[name].exists():
+            self.db[name].create(columns, pk=pk)
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def step(self, iteration: int, phase: str, step: int) -> Iterator[RunLog]:
+        """All writes inside commit together with the ``steps`` row that marks (iteration, phase, step) done."""
+        if self._step is not None:
+            raise RuntimeError(f"step {self._step} still open")
+        self._step = (iteration, phase, step)
+        try:
+            with self.db.atomic():
+                yield self
+                self.db["steps"].insert(
+                    {"iteration": iteration, "phase": phase, "step": step, "committed_at": time.time()},
+                    pk=("iteration", "phase", "step"),
+                )
+        finally:
+            self._step = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RunLog]:
+        """Writes that do not belong to a step (run metadata, images, events)."""
+        with self.db.atomic():
+            yield self
+
+    def insert(self, table: str, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> int:
+        """Insert rows (dicts, lists/dicts as JSON). Duplicate keys are an error unless ``replace``."""
+        rows = [{k: _json(v) for k, v in row.items()} for row in rows]
+        if not rows:
+            return 0
+        spec = TABLES.get(table)
+        if spec is None and not self.db[table].exists():
+            raise KeyError(f"unknown run-log table {table!r}; plugins call declare_table first")
+        if spec is not None:
+            unknown = set().union(*rows) - set(spec["columns"])
+            if unknown:
+                raise KeyError(f"table {table!r} has no column(s) {sorted(unknown)}")
+        with self.db.atomic():
+            self.db[table].insert_all(rows, replace=replace, ignore=False, batch_size=500)
+        if table == "events" and self.on_event is not None:
+            for row in rows:
+                self.on_event(row)
+        return len(rows)
+
+    def upsert_image(self, record: Any, *, store_bytes: bool) -> None:
+        """Record an image once, by content hash (ImageRecord from visplay.types)."""
+        row = {
+            "image_id": record.image_id, "source": record.source, "width": record.image.width,
+            "height": record.image.height, "png": record.png if store_bytes else None,
+            "meta": json.dumps(record.meta, sort_keys=True, default=str),
+        }
+        self.db["images"].insert(row, pk="image_id", ignore=True)
+
+    def event(self, kind: str, message: str, *, level: str = "warning", source: str = "visplay",
+              iteration: int | None = None, phase: str | None = None, step: int | None = None,
+              payload: Any = None) -> None:
+        """Record something that happened (a skipped image, a plugin error, a resume...)."""
+        if self._step is not None and iteration is None:
+            iteration, phase, step = self._step
+        row = {"iteration": iteration, "phase": phase, "step": step, "level": level, "kind": kind,
+               "source": source, "message": message, "payload": _json(payload)}
+        self.db["events"].insert(row, pk="id")
+        if self.on_event is not None:
+            self.on_event(row)
+
+    def metrics(self, iteration: int, phase: str, step: int, values: dict[str, float]) -> None:
+        self.insert("metrics", [
+            {"iteration": iteration, "phase": phase, "step": step, "name": k, "value": float(v)}
+            for k, v in sorted(values.items())
+        ], replace=True)
+
+    def set_run(self, **fields: Any) -> None:
+        """Write or update the single ``runs`` row."""
+        fields = {k: _json(v) for k, v in fields.items()}
+        existing = self.run()
+        with self.db.atomic():
+            if existing is None:
+                self.db["runs"].insert(fields, pk="run_id")
+            else:
+                self.db["runs"].update(existing["run_id"], fields)
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any] | None:
+        rows = list(self.db["runs"].rows) if self.db["runs"].exists() else []
+        return rows[0] if rows else None
+
+    def rows(self, table: str, where: str | None = None, params: Any = None,
+             order_by: str | None = None) -> list[dict[str, Any]]:
+        if not self.db[table].exists():
+            return []
+        order_by = order_by or ",".join(self._pk_columns(table))
+        return list(self.db[table].rows_where(where, params, order_by=order_by))
+
+    def rows_in(self, table: str, column: str, values: Iterable[Any], order_by: str | None = None
+                ) -> list[dict[str, Any]]:
+        """Rows whose ``column`` is one of ``values`` (e.g. the report's chosen questions), in key order."""
+        values = list(dict.fromkeys(values))
+        if column not in self.columns(table):
+            raise KeyError(f"table {table!r} has no column {column!r}")
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(values), 500):  # SQLite caps the number of bound parameters
+            chunk = values[start:start + 500]
+            out += self.rows(table, f"[{column}] in ({','.join('?' * len(chunk))})", chunk, order_by)
+        return out
+
+    def count(self, table: str, where: str | None = None, params: Any = None) -> int:
+        sql = f"select count(*) from [{table}]" + (f" where {where}" if where else "")
+        return self.db.execute(sql, params or []).fetchone()[0]
+
+    # --- named readers (the engine, report and replay ask these; no SQL text is written outside this module) ---
+
+    def metric_values(self, name: str, *, iteration: int | None = None, phase: str | None = None) -> list[float]:
+        """Values of metric ``name`` (optionally of one iteration and phase), in step order."""
+        where = {"name": name, "iteration": iteration, "phase": phase}
+        return [r["value"] for r in self._where("metrics", where, order_by="iteration, phase, step")]
+
+    def metrics_of(self, iteration: int, phase: str) -> dict[str, float]:
+        """{name: value} of one iteration's phase (the last step wins when a phase has several)."""
+        return {r["name"]: r["value"] for r in self._where("metrics", {"iteration": iteration, "phase": phase},
+                                                           order_by="step")}
+
+    def labels_of(self, iteration: int, phase: str = "reasoner_set") -> list[dict[str, Any]]:
+        """The silver labels voted in one iteration's phase."""
+        return self._where("labels", {"iteration": iteration, "phase": phase})
+
+    def filters_of(self, iteration: int) -> list[dict[str, Any]]:
+        """The filter decisions of one iteration's reasoner set."""
+        return self._where("filters", {"iteration": iteration})
+
+    def kept_set(self, iteration: int) -> list[KeptQuestion]:
+        """The reasoner's training set of an iteration: kept questions with their silver labels, in key order."""
+        from visplay.loop.keys import key_order
+
+        sql = ("select q.key, q.image_id, q.question, l.silver_label, l.silver_key, f.reason from questions q "
+               "join filters f on f.question_key = q.key join labels l on l.question_key = q.key "
+               "where q.iteration = ? and q.phase = 'reasoner_set' and f.keep = 1")
+        rows = self.db.execute(sql, [iteration]).fetchall()
+        return [KeptQuestion(key=key, image_id=image_id, question=question, silver_label=label, silver_key=skey,
+                             gold=label if reason == "gold" else None)
+                for key, image_id, question, label, skey, reason in sorted(rows, key=lambda r: key_order(r[0]))]
+
+    def checkpoint_rows(self, *, role: str | None = None, iteration: int | None = None,
+                        step: int | None = None) -> list[dict[str, Any]]:
+        """``checkpoints`` rows, optionally of one role / iteration / step, in (iteration, step, name) order."""
+        return self._where("checkpoints", {"role": role, "iteration": iteration, "step": step},
+                           order_by="iteration, step, name")
+
+    def rows_matching(self, table: str, **equal: Any) -> list[dict[str, Any]]:
+        """Rows of ``table`` whose columns equal the given values (None values are ignored)."""
+        return self._where(table, equal)
+
+    def generations_of(self, iteration: int, phase: str, step: int) -> list[dict[str, Any]]:
+        """The generations logged at one step."""
+        return self._where("generations", {"iteration": iteration, "phase": phase, "step": step})
+
+    def _where(self, table: str, equal: dict[str, Any], order_by: str | None = None) -> list[dict[str, Any]]:
+        if not self.db[table].exists():
+            return []
+        columns = set(self.db[table].columns_dict)
+        wanted = {k: v for k, v in equal.items() if v is not None}
+        unknown = set(wanted) - columns
+        if unknown:
+            raise KeyError(f"table {table!r} has no column(s) {sorted(unknown)}")
+        where = " and ".join(f"[{c}] = ?" for c in wanted) or None
+        return self.rows(table, where, list(wanted.values()), order_by=order_by)
+
+    def step_clock(self, iteration: int, phase: str, step: int) -> dict[str, Any] | None:
+        """Where a committed step sits in the run: ``global_step`` (its position among all committed steps, from
+        0; steps commit in order, so this is the row number of ``steps``), ``committed_at`` and ``seconds`` since
+        the step before it committed (None for the first). None when the step is not committed."""
+        row = self.db.execute("select rowid, committed_at from steps where iteration = ? and phase = ? and step = ?",
+                              [iteration, phase, step]).fetchone()
+        if row is None:
+            return None
+        before = self.db.execute("select committed_at from steps where rowid < ? order by rowid desc limit 1",
+                                 [row[0]]).fetchone()
+        return {"global_step": row[0] - 1, "committed_at": row[1],
+                "seconds": row[1] - before[0] if before else None}
+
+    def step_tokens(self, iteration: int, phase: str, step: int) -> int:
+        """Tokens sampled in a step (all its generations: questions, votes, rollouts)."""
+        row = self.db.execute("select coalesce(sum(json_array_length(token_ids)), 0) from generations "
+                              "where iteration = ? and phase = ? and step = ?", [iteration, phase, step]).fetchone()
+        return int(row[0])
+
+    def done_steps(self) -> set[tuple[int, str, int]]:
+        return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}
+
+    def tables(self) -> list[str]:
+        return sorted(self.db.table_names())
+
+    def views(self) -> list[str]:
+        return sorted(self.db.view_names())
+
+    def view_rows(self, view: str) -> list[dict[str, Any]]:
+        """Every row of a view (``question_outcomes``, ``question_votes``, ``reasoner_rollouts``), in key order."""
+        if view not in self.db.view_names():
+            return []
+        first = next(iter(self.db[view].columns_dict))
+        return list(self.db[view].rows_where(order_by=first))
+
+    def columns(self, name: str) -> list[str]:
+        """Column names of a table or view, in schema order."""
+        return [c.name for c in self.db[name].columns]
+
+    def _pk_columns(self, table: str) -> list[str]:
+        pks = self.db[table].pks
+        return [c for c in pks if c != "rowid"] or ["rowid"]
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

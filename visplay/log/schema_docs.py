@@ -1,0 +1,150 @@
+"""What every run-log table, view and column means: the one source of docs/runlog.md's table list and of the
+datasette metadata file written beside each run.db (``datasette runs/<name>/run.db -m runs/<name>/datasette.json``).
+
+``python -m visplay.log.schema_docs`` prints the markdown that docs/runlog.md holds between its ``tables`` markers;
+a test checks the page, these docs and the real schema agree column for column.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+# {table: (one row per ..., {column: meaning})}; columns in schema order.
+TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
+    "runs": ("run", {
+        "run_id": "unique id of the run", "name": "the recipe's name", "status": "running / finished / failed",
+        "created_at": "start (unix seconds)", "finished_at": "end (unix seconds)", "seed": "root seed",
+        "variant": "paper or released", "recipe_yaml": "the resolved recipe", "recipe_sha256": "hash of recipe_yaml",
+        "visplay_version": "package version", "git_commit": "checkout commit, if any", "python": "Python version",
+        "platform": "OS and machine", "torch": "torch version", "transformers": "transformers version",
+        "vllm": "vLLM version, if installed", "device": "where the models ran",
+    }),
+    "plugins": ("registered plugin, in registration order (hook call order is in `visplay plugins`)", {
+        "position": "registration order", "name": "plugin name", "distribution": "package that provides it",
+        "version": "its version", "hooks": "JSON list of the hooks it implements",
+    }),
+    "images": ("image, by content", {
+        "image_id": "sha256 of the decoded RGB PNG", "source": "path or generator", "width": "pixels",
+        "height": "pixels", "png": "PNG bytes for generated images, NULL for user files", "meta": "JSON",
+    }),
+    "generations": ("sampled response: question, vote or rollout", {
+        "key": "row key (see Row keys)", "iteration": "self-play iteration", "phase": "engine phase",
+        "step": "step in the phase", "role": "questioner or reasoner", "kind": "question / vote / rollout",
+        "image_id": "the image (images.image_id)", "parent_key": "the question of a vote or rollout (questions.key)",
+        "sample_index": "index in its group", "seed": "request seed passed to the sampler",
+        "prompt_system": "system prompt", "prompt_user": "user prompt", "text": "the sampled text",
+        "token_ids": "JSON list", "logprobs": "JSON list of sampling log-probs", "finish_reason": "stop / length",
+    }),
+    "questions": ("questioner generation, parsed", {
+        "key": "row key (= its generation's key, or a gold question's)", "iteration": "self-play iteration",
+        "phase": "questioner or reasoner_set", "step": "step in the phase", "image_id": "the image",
+        "grp": "GRPO group (prompt)", "valid": "1 when the parser accepted it", "qtype": "question type, if stated",
+        "question": "question text", "stated_answer": "the questioner's own answer (logged, never a label)",
+        "parse_reason": "why it is invalid, or ok / gold",
+    }),
+    "labels": ("voted question", {
+        "question_key": "questions.key", "iteration": "self-play iteration", "phase": "questioner or reasoner_set",
+        "m": "votes cast", "answers": "JSON list of the m extracted answers",
+        "answer_keys": "JSON list of their canonical keys", "silver_label": "majority answer",
+        "silver_key": "its canonical key", "confidence": "share of votes for the silver label",
+    }),
+    "filters": ("question of the reasoner's set, invalid ones included", {
+        "question_key": "questions.key", "iteration": "self-play iteration", "keep": "1 if kept for training",
+        "reason": "kept, gold, invalid_question, or the first rejecting filter's reason",
+        "producer": "the plugin whose decision it is (the first rejecting one; every deciding plugin for a kept "
+                    "question; engine for the core's own)",
+    }),
+    "answers": ("vote answer (frozen reasoner) or reasoner rollout", {
+        "key": "row key (= its generation's key)", "question_key": "questions.key", "iteration": "self-play iteration",
+        "phase": "questioner / reasoner_set (votes) or reasoner (rollouts)", "step": "step in the phase",
+        "grp": "GRPO group", "extracted": "final answer extracted from the text (NULL: none)",
+        "answer_key": "its canonical key", "silver_key": "the silver label's key it is scored against",
+    }),
+    "rewards": ("(scored item, component)", {
+        "key": "question key (questioner) or rollout key (reasoner)", "component": "`total` is the combined scalar",
+        "iteration": "self-play iteration", "role": "questioner or reasoner", "step": "training step",
+        "value": "component value",
+        "producer": "the plugin that returned the component (for total: the one that combined)",
+    }),
+    "advantages": ("training rollout", {
+        "key": "question or rollout key", "iteration": "self-play iteration", "role": "questioner or reasoner",
+        "step": "training step", "grp": "GRPO group", "reward": "total reward", "advantage": "normalised advantage",
+    }),
+    "metrics": ("(iteration, phase, step, name)", {
+        "iteration": "self-play iteration", "phase": "engine phase", "step": "step in the phase",
+        "name": "slashes, e.g. reward/mean, actor/kl, questions/valid_frac, gold/accuracy", "value": "the number",
+    }),
+    "checkpoints": ("saved model state", {
+        "name": "questioner_v{i}, reasoner_v{i}, or per-step state", "iteration": "self-play iteration",
+        "role": "questioner or reasoner", "step": "training step", "path": "folder, relative to the run",
+        "files": "JSON {file: sha256}",
+    }),
+    "steps": ("committed engine step", {
+        "iteration": "self-play iteration", "phase": "engine phase", "step": "step in the phase",
+        "committed_at": "unix seconds (its row number is the global step of the metrics sinks)",
+    }),
+    "events": ("something worth knowing", {
+        "id": "order of recording", "iteration": "where it happened", "phase": "engine phase",
+        "step": "step in the phase", "level": "info / warning / error",
+        "kind": "image_skipped, empty_reasoner_set, run_resumed, plugin_error, ...", "source": "who recorded it",
+        "message": "what happened", "payload": "JSON details",
+    }),
+}
+
+# Views (created by the run log's migrations) join a question with everything decided about it.
+VIEW_DOCS: dict[str, tuple[str, dict[str, str]]] = {
+    "question_outcomes": ("question, with its silver label, filter decision and questioner reward", {
+        "key": "questions.key", "iteration": "self-play iteration", "phase": "questioner or reasoner_set",
+        "step": "step in the phase", "image_id": "the image", "valid": "parsed as a question",
+        "qtype": "question type", "question": "question text", "parse_reason": "why invalid, or ok",
+        "m": "votes cast", "votes": "JSON list of the extracted vote answers", "silver_label": "majority answer",
+        "confidence": "share of votes for it", "keep": "filter decision (reasoner_set questions)",
+        "filter_reason": "why", "reward": "questioner total reward (questioner-phase questions)",
+    }),
+    "question_votes": ("vote of the frozen reasoner, beside its question", {
+        "vote_key": "answers.key", "question_key": "questions.key", "iteration": "self-play iteration",
+        "phase": "questioner or reasoner_set", "question": "question text", "extracted": "the vote's answer",
+        "answer_key": "its canonical key", "silver_key": "the silver label's key",
+        "agrees": "1 when the vote is the silver label", "text": "the full sampled text",
+    }),
+    "reasoner_rollouts": ("reasoner training rollout with its reward", {
+        "key": "answers.key", "iteration": "self-play iteration", "step": "reasoner step",
+        "question_key": "questions.key", "question": "question text", "silver_label": "the label it is scored on",
+        "extracted": "its answer", "reward": "total reward", "advantage": "normalised advantage",
+        "text": "the full sampled text",
+    }),
+}
+
+
+def markdown_tables() -> str:
+    """The table list of docs/runlog.md (tables, then views)."""
+    lines = ["| table | one row per | columns |", "|---|---|---|"]
+    for name, (row, columns) in TABLE_DOCS.items():
+        lines.append(f"| `{name}` | {row} | " + ", ".join(f"{c} ({d})" for c, d in columns.items()) + " |")
+    lines += ["", "| view | one row per | columns |", "|---|---|---|"]
+    for name, (row, columns) in VIEW_DOCS.items():
+        lines.append(f"| `{name}` | {row} | " + ", ".join(f"{c} ({d})" for c, d in columns.items()) + " |")
+    return "\n".join(lines)
+
+
+def datasette_metadata(database: str = "run") -> dict[str, Any]:
+    """Datasette's metadata: a title, and descriptions of every table, view and column."""
+    tables = {name: {"description": f"one row per {row}", "columns": dict(columns)}
+              for name, (row, columns) in {**TABLE_DOCS, **VIEW_DOCS}.items()}
+    return {"title": "visplay run log", "description": "docs/runlog.md explains every table",
+            "databases": {database: {"tables": tables}}}
+
+
+def write_datasette_metadata(db_path: str | Path) -> Path:
+    """``datasette.json`` beside a run.db (its database name in datasette is the file's stem)."""
+    db_path = Path(db_path)
+    out = db_path.parent / "datasette.json"
+    out.write_text(json.dumps(datasette_metadata(db_path.stem), indent=2, sort_keys=True) + "\n")
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(markdown_tables() + "\n")

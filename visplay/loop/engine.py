@@ -1,0 +1,333 @@
+"""The self-play engine: PAPER.md's loop, step by step, through hooks, into the run log.
+
+Iteration i = 1..K:
+  1. train questioner_i against the frozen reasoner_{i-1}      (phase ``questioner``,   steps 0..S_q-1)
+  2. build the reasoner's set: questioner_i asks, reasoner_{i-1} votes, filters keep   (``reasoner_set``)
+  3. train reasoner_i on the kept questions and silver labels  (phase ``reasoner``,     steps 0..S_r-1)
+  4. checkpoint questioner_v{i}/reasoner_v{i}; ``visplay_iteration_end``                (phase ``eval``)
+Before iteration 1 of a fresh run: ``visplay_run_start`` (phase ``cold_start``), then both roles are saved as v0.
+
+Every step commits atomically with its ``steps`` row, so the first step without one is where ``resume`` goes on;
+the training role's weights and optimizer state are checkpointed at every step (visplay/loop/checkpoints.py), so the
+resumed run continues bit-exactly. The step bodies live in visplay/loop/phases.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from omegaconf import DictConfig
+
+from visplay.config import ROLES, RecipeError, load_recipe
+from visplay.context import RunContext
+from visplay.log.runlog import KeptQuestion, RunLog
+from visplay.log.schema_docs import write_datasette_metadata
+from visplay.loop import phases
+from visplay.loop.checkpoints import Roles, state_name, version_name
+from visplay.loop.keys import rank
+from visplay.loop.progress import Progress, summary_line
+from visplay.loop.runsetup import RunExistsError, is_rank0, join_process_group, open_run, prepare_run_dir
+from visplay.plugins import get_plugin_manager
+from visplay.types import ImageRecord
+
+__all__ = ["RunExistsError", "SelfPlay", "iteration_summary", "resume_run_dir", "run_recipe", "start_run"]
+
+log = logging.getLogger("visplay.loop.engine")
+
+Step = tuple[int, str, int]
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+
+def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = None, db_path: str | Path | None = None,
+               extra_plugins: Iterable[Any] = (), overwrite: bool = False, resume: bool = False, quiet: bool = False,
+               start: Step | None = None, stop: Step | None = None,
+               plugin_names: Collection[str] | None = None) -> Path:
+    """Run (or resume) a recipe; return the path of its run.db.
+
+    :param recipe: a loaded recipe, or a recipe name/path.
+    :param run_dir: where run.db, checkpoints/ and report/ go (default: ``recipe.run_dir``).
+    :param db_path: the run log (default: ``<run_dir>/run.db``).
+    :param extra_plugins: plugin objects registered after the entry-point ones (tests, replay).
+    :param overwrite: delete an existing run directory first (fresh runs only).
+    :param resume: continue the run in ``run_dir`` from its first uncommitted step.
+    :param start: treat every step before this (iteration, phase, step) as done (its checkpoints must exist).
+    :param stop: return after committing this step (inclusive); the run is then left resumable.
+    :param plugin_names: load only these entry-point plugins (replay: the set the original run logged).
+    """
+    cfg = recipe if isinstance(recipe, DictConfig) else load_recipe(str(recipe))
+    run_dir = Path(run_dir or cfg.run_dir)
+    db_path = Path(db_path or run_dir / "run.db")
+    if resume:
+        if not db_path.is_file():
+            raise RecipeError(f"{db_path}: no run log to resume (start it with `visplay run`)")
+    elif is_rank0():
+        prepare_run_dir(run_dir, db_path, overwrite)
+    shadow = join_process_group(cfg, run_dir, db_path, resume)
+    if shadow is not None:  # a rank other than 0 runs the same loop in a private copy of the run
+        run_dir, db_path, quiet = shadow, shadow / "run.db", True
+    pm = get_plugin_manager(extra=tuple(extra_plugins), only=plugin_names)
+    try:
+        with RunLog(db_path, create=True) as runlog:
+            if shadow is None:
+                write_datasette_metadata(db_path)  # `datasette run.db -m datasette.json` documents every column
+            progress = Progress(quiet=quiet, iterations=cfg.iterations, silent=shadow is not None)
+            runlog.on_event = progress.on_event  # warnings (skipped images, empty sets...) reach the terminal
+            ctx = RunContext(recipe=cfg, pm=pm, run_dir=run_dir, log=runlog, progress=progress)
+            pool = open_run(ctx, resumed=resume)
+            finished = SelfPlay(ctx, pool, progress, start, stop).run()
+            if finished:
+                runlog.set_run(status="finished", finished_at=time.time())
+    finally:
+        if shadow is not None:
+            shutil.rmtree(shadow, ignore_errors=True)
+    return db_path
+
+
+# --- the loop ----------------------------------------------------------------------------------------------------
+
+
+class SelfPlay:
+    """Runs the schedule of steps, skipping committed ones, each step in one run-log transaction."""
+
+    def __init__(self, ctx: RunContext, pool: Iterable[ImageRecord], progress: Progress, start: Step | None,
+                 stop: Step | None):
+        # a plain list: the ImageSource protocol promises only len/iter, the engine also indexes
+        self.ctx, self.pool, self.progress = ctx, list(pool), progress
+        self.cfg = ctx.recipe
+        self.roles = Roles(ctx)
+        self.images_by_id = {record.image_id: record for record in self.pool}
+        self.done = ctx.log.done_steps()
+        self.start, self.stop = start, stop
+        self.keep_states = os.environ.get("VISPLAY_KEEP_STATES", "") not in ("", "0")
+        self._rewards: list[float] = []  # this phase's step rewards, for the bar's running mean
+
+    def run(self) -> bool:
+        """PAPER.md's loop. Returns False when it stopped at ``stop`` before the end."""
+        try:
+            self.cold_start()
+            self.end_iteration(0)  # the starting models are evaluated too (e.g. gold accuracy after the cold start)
+            for i in range(1, self.cfg.iterations + 1):
+                self.train_questioner(i)  # 1. questioner_i against the frozen reasoner_{i-1}
+                self.build_reasoner_set(i)  # 2. questioner_i asks, reasoner_{i-1} votes, the filters keep
+                self.train_reasoner(i)  # 3. reasoner_i on the kept questions and their silver labels
+                self.end_iteration(i)  # 4. <role>_v{i} are checkpointed; plugins evaluate the iteration
+                self.progress.say(summary_line(i, self.cfg.iterations, iteration_summary(self.ctx.log, i),
+                                               self.ctx.hooks.summary_fields(i)))
+        except _Stopped:
+            return False
+        finally:
+            self.progress.close()
+        return True
+
+    # --- phases ---------------------------------------------------------------------------------------------
+
+    def cold_start(self) -> None:
+        for _ in self.steps(0, "cold_start", 1):
+            questioner = self.roles.policy("questioner", None)
+            reasoner = self.roles.policy("reasoner", None)
+            # inside the step: rows the plugin writes (e.g. cold-start data) commit with the step, or not at all
+            with self.ctx.log.step(0, "cold_start", 0):
+                metrics = self.ctx.hooks.run_start(questioner, reasoner)
+                saved = {role: self.roles.save(role, version_name(role, 0), with_optimizer=False) for role in ROLES}
+                for role, (tmp, files) in saved.items():
+                    self.roles.commit(tmp, version_name(role, 0), role, 0, 0, self._with_hash(role, files))
+                self.ctx.log.metrics(0, "cold_start", 0, metrics)
+            self._committed(0, "cold_start", 0, metrics)
+
+    def train_questioner(self, i: int) -> None:
+        for s in self.steps(i, "questioner", self.cfg.questioner.steps):
+            self.commit_training("questioner", i, s,
+                                 phases.questioner_step(self.ctx, self.roles, self.pool, self.images_by_id))
+
+    def build_reasoner_set(self, i: int) -> None:
+        chunks = self.reasoner_set_chunks(i)
+        for s in self.steps(i, "reasoner_set", len(chunks)):
+            self.commit(i, "reasoner_set", s,
+                        phases.reasoner_set_step(self.ctx, self.roles, chunks[s], self.images_by_id))
+
+    def train_reasoner(self, i: int) -> None:
+        kept = self.kept_set(i)  # read back from the log, so a resumed run trains on the very same set
+        if not kept and not all(self.is_done((i, "reasoner", s)) for s in range(self.cfg.reasoner.steps)):
+            asked = self.ctx.log.count("filters", "iteration = ?", [i])
+            self.progress.warn(f"empty_reasoner_set/i{i}", f"iteration {i}: the filters kept 0 of {asked} questions; "
+                               f"reasoner training is skipped (reasoner_v{i} = reasoner_v{i - 1})", limit=1)
+        size = self.cfg.reasoner.questions_per_step
+        for s in self.steps(i, "reasoner", self.cfg.reasoner.steps):
+            batch = phases.reasoner_batches(self.ctx, kept, s, size)
+            self.commit_training("reasoner", i, s, phases.reasoner_step(self.ctx, self.roles, batch,
+                                                                        self.images_by_id))
+
+    def end_iteration(self, i: int) -> None:
+        for _ in self.steps(i, "eval", 1):
+            questioner = self.roles.frozen("questioner", version_name("questioner", i))
+            reasoner = self.roles.frozen("reasoner", version_name("reasoner", i))
+            with self.ctx.log.step(i, "eval", 0):  # plugin rows (e.g. gold evaluations) commit with the step
+                metrics = self.ctx.hooks.iteration_end(i, questioner, reasoner)
+                self.ctx.log.metrics(i, "eval", 0, metrics)
+            self._committed(i, "eval", 0, metrics)
+
+    # --- steps ----------------------------------------------------------------------------------------------
+
+    def steps(self, iteration: int, phase: str, total: int) -> Iterator[int]:
+        """The phase's uncommitted steps, with the context set and the progress bar advanced; raises _Stopped
+        once the ``stop`` step is committed."""
+        todo = [s for s in range(total) if not self.is_done((iteration, phase, s))]
+        self.progress.phase(iteration, phase, total, total - len(todo))
+        self._rewards: list[float] = []
+        for s in todo:
+            self.ctx.at(iteration, phase, s)
+            yield s
+            # the running mean of this phase's step rewards (steps run in this process)
+            self.progress.advance({"reward": fmean(self._rewards)} if self._rewards else None)
+            if self.stop is not None and (iteration, phase, s) == tuple(self.stop):
+                raise _Stopped
+
+    def commit_training(self, role: str, i: int, s: int, result: phases.StepResult) -> None:
+        """Commit a training step of ``role``: its rows and its checkpoint, in one transaction."""
+        last = s == self.cfg[role].steps - 1
+        name = version_name(role, i) if last else state_name(role, i, s)
+        self.roles.trained(role, i, s, name)
+        tmp, files = self.roles.save(role, name, with_optimizer=True)
+        with self.ctx.log.step(i, role, s):
+            self._write(result)
+            self.roles.commit(tmp, name, role, i, s, self._with_hash(role, files))
+        if not self.keep_states:
+            self.roles.prune_states(role, None if last else name)
+        self._committed(i, role, s, result.metrics)
+
+    def commit(self, i: int, phase: str, s: int, result: phases.StepResult) -> None:
+        with self.ctx.log.step(i, phase, s):
+            self._write(result)
+        self._committed(i, phase, s, result.metrics)
+
+    def is_done(self, step: Step) -> bool:
+        if step in self.done:
+            return True
+        return self.start is not None and _order(step) < _order(tuple(self.start))
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    def reasoner_set_chunks(self, i: int) -> list[list[ImageRecord]]:
+        """The set's images (a seeded permutation of the pool, cycled to ``set_images``) in step-sized chunks."""
+        import numpy as np
+
+        n, size = self.cfg.reasoner.set_images, max(1, self.cfg.questioner.images_per_step)
+        order = np.random.default_rng(self.ctx.seed_for(i, "reasoner_set", "images")).permutation(len(self.pool))
+        images = [self.pool[int(order[k % len(order)])] for k in range(n)]
+        return [images[k:k + size] for k in range(0, n, size)]
+
+    def kept_set(self, i: int) -> list[KeptQuestion]:
+        return self.ctx.log.kept_set(i)
+
+    def _write(self, result: phases.StepResult) -> None:
+        for table, rows in result.rows.items():
+            self.ctx.log.insert(table, rows)
+        self.ctx.log.metrics(self.ctx.iteration, self.ctx.phase, self.ctx.step, result.metrics)
+
+    def _with_hash(self, role: str, files: dict[str, str]) -> dict[str, str]:
+        return {**files, "weights_sha256": self.roles.held[role].policy.weights_sha256()}
+
+    def _committed(self, i: int, phase: str, s: int, metrics: dict[str, float]) -> None:
+        self.done.add((i, phase, s))
+        self.progress.check_metrics(i, phase, s, metrics)  # NaN/inf, a high share of invalid questions
+        if "reward/mean" in metrics and math.isfinite(metrics["reward/mean"]):
+            self._rewards.append(metrics["reward/mean"])
+        self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics)
+
+
+class _Stopped(Exception):
+    """The ``stop`` step was committed: the run returns early, resumable."""
+
+
+def _order(step: Step) -> tuple[int, int, int]:
+    return rank(step)
+
+
+def iteration_summary(runlog: RunLog, i: int) -> dict[str, float | None]:
+    """The core numbers of an iteration's summary line, read back from the log (so they survive a resume);
+    plugins add their own through ``visplay_summary_fields``."""
+    def metric(phase: str, name: str) -> float | None:
+        values = runlog.metric_values(name, iteration=i, phase=phase)
+        return fmean(values) if values else None
+
+    labels = runlog.labels_of(i)
+    filters = runlog.filters_of(i)
+    kept = sum(r["keep"] for r in filters)
+    return {
+        "questioner_reward": metric("questioner", "reward/mean"),
+        "confidence": fmean(r["confidence"] for r in labels) if labels else None,
+        "kept": kept, "set_size": len(filters), "kept_frac": kept / len(filters) if filters else None,
+        "reasoner_reward": metric("reasoner", "reward/mean"),
+    }
+
+
+# --- commands ------------------------------------------------------------------------------------------------------
+
+
+def start_run(cfg: DictConfig, *, nproc: int | None, overwrite: bool, quiet: bool, argv: list[str]) -> int:
+    """``visplay run``: relaunch under torchrun when ``nproc`` > 1, else run the recipe and write its report."""
+    from visplay.scale import distributed, placement
+
+    placement.validate_paths(cfg)  # before any relaunch: a missing model path is one clear error, not one per process
+    nproc = nproc if nproc is not None else cfg.distributed.nproc
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return int(distributed.relaunch_under_torchrun(argv, nproc))
+    run_dir = Path(cfg.run_dir)
+    started = time.time()
+    db_path = run_recipe(cfg, run_dir=run_dir, overwrite=overwrite, quiet=quiet)
+    if is_rank0():
+        _finish(cfg, run_dir, db_path, time.time() - started)
+    return 0
+
+
+def resume_run_dir(run_dir: Path, *, quiet: bool) -> int:
+    """``visplay resume runs/<name>``: continue from the first step without a ``steps`` row."""
+    recipe_file = run_dir / "recipe.yaml"
+    if not (run_dir / "run.db").is_file() or not recipe_file.is_file():
+        raise RecipeError(f"{run_dir}: not a visplay run directory (needs run.db and recipe.yaml)")
+    cfg = load_recipe(str(recipe_file))
+    with RunLog(run_dir / "run.db", readonly=True) as runlog:
+        row = runlog.run()
+        done = len(runlog.done_steps())
+    if row is not None and row["status"] == "finished":
+        print(f"{run_dir} already finished; nothing to resume")
+        return 0
+    print(f"resuming {run_dir} after {done} committed steps", file=sys.stderr)
+    started = time.time()
+    db_path = run_recipe(cfg, run_dir=run_dir, resume=True, quiet=quiet)
+    if is_rank0():
+        _finish(cfg, run_dir, db_path, time.time() - started)
+    return 0
+
+
+def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float) -> None:
+    """Write the report and say where everything went."""
+    report_note = _write_report(run_dir)
+    print(f"\nrun {cfg.name!r} finished in {seconds / 60:.1f} min ({math.ceil(seconds)} s)")
+    print(f"  run log:     {db_path}")
+    print(f"  checkpoints: {run_dir / 'checkpoints'}")
+    print(f"  report:      {report_note}")
+    print(f"  recipe:      {run_dir / 'recipe.yaml'}")
+    print(f"  next:        visplay replay {db_path}   |   sqlite3 {db_path} 'select * from metrics'")
+
+
+def _write_report(run_dir: Path) -> str:
+    from visplay.report.build import write_report
+
+    try:
+        out = write_report(run_dir)
+    except Exception as exc:  # the run is done and logged; a report failure must not hide that
+        log.warning("report failed: %s", exc)
+        return f"failed ({type(exc).__name__}: {exc}); retry with `visplay report {run_dir}`"
+    return str(out or run_dir / "report")

@@ -1,0 +1,283 @@
+"""The work of one engine step, for each phase of PAPER.md's loop, done through the typed hooks only.
+
+Each function computes a step and returns a :class:`StepResult`: the run-log rows it produced (table -> rows,
+made by visplay.log.rows) and its metrics. Nothing is written here; the engine writes a step's rows, its
+checkpoint and its ``steps`` row in one transaction. Row keys come from visplay.loop.keys; seeds are derived from
+those keys, so a row's randomness is named by the row.
+
+The data's way through a step: images -> questions (``generate_questions``, ``parse_question``) -> votes of the
+frozen reasoner (``sample_answers``, ``extract_answers``, ``answer_key``) -> silver labels and confidences
+(visplay.loop.votes) -> filter decisions or reward components and their combination -> advantages and the update
+(the optimizer).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from statistics import fmean
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from visplay.log import rows
+from visplay.loop.keys import Position, sample_key, vote_key
+from visplay.loop.votes import majority_vote
+from visplay.plugins import PluginError
+from visplay.types import AnswerItem, ImageRecord, Optimizer, QuestionItem, Rollout, Sampler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from visplay.context import RunContext
+    from visplay.log.runlog import KeptQuestion
+    from visplay.loop.checkpoints import Roles
+
+
+@dataclass
+class StepResult:
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def add(self, more: dict[str, list[dict[str, Any]]]) -> None:
+        for table, new in more.items():
+            self.rows[table].extend(new)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return fmean(values) if values else 0.0
+
+
+def _here(ctx: RunContext) -> Position:
+    return Position(ctx.iteration, ctx.phase, ctx.step)
+
+
+# --- shared pieces ---------------------------------------------------------------------------------------------
+
+
+def sample_images(ctx: RunContext, pool: Sequence[ImageRecord], n: int) -> list[ImageRecord]:
+    """``n`` distinct images of the pool (with replacement only when the pool is smaller than ``n``)."""
+    rng = np.random.default_rng(ctx.seed_for(ctx.iteration, ctx.phase, ctx.step, "images"))
+    picks = rng.choice(len(pool), size=n, replace=n > len(pool))
+    return [pool[int(k)] for k in picks]
+
+
+def ask(ctx: RunContext, sampler: Sampler, images: list[ImageRecord], n: int, out: StepResult) -> list[QuestionItem]:
+    """The questioner writes ``n`` questions per image; each generation is parsed."""
+    at = _here(ctx)
+    groups = [at.group(p) for p in range(len(images))]
+    seeds = [ctx.seed_for("generate", group) for group in groups]
+    gens = ctx.hooks.generate_questions(sampler, images, n, seeds)
+    items = []
+    for image, group, seed, samples in zip(images, groups, seeds, gens):
+        for g, gen in enumerate(samples):
+            item = QuestionItem(key=sample_key(group, g), image_id=image.image_id, group=group, generation=gen,
+                                parsed=ctx.hooks.parse_question(gen.text))
+            items.append(item)
+            out.add(rows.item_rows(at, item, seed))
+    return items
+
+
+def extract_and_key(ctx: RunContext, texts: list[str]) -> tuple[list[str | None], list[str | None]]:
+    """Final answers of reasoner generations and their canonical vote keys."""
+    answers = ctx.hooks.extract_answers(texts)
+    return answers, [None if answer is None else ctx.hooks.answer_key(answer) or answer for answer in answers]
+
+
+def vote(ctx: RunContext, sampler: Sampler, items: list[QuestionItem], images: dict[str, ImageRecord], m: int,
+         out: StepResult) -> None:
+    """The frozen reasoner answers each valid question ``m`` times; sets ``item.vote`` (silver label, confidence)."""
+    valid = [item for item in items if item.parsed.valid]
+    if not valid:
+        return
+    at = _here(ctx)
+    questions = [(images[item.image_id], item.parsed.question or "") for item in valid]
+    seeds = [ctx.seed_for("vote", item.key) for item in valid]
+    gens = ctx.hooks.sample_answers(sampler, questions, m, seeds, purpose="vote")
+    none_as_vote = bool(ctx.recipe.reward.none_as_vote)
+    for item, seed, samples in zip(valid, seeds, gens):
+        answers, keys = extract_and_key(ctx, [g.text for g in samples])
+        item.vote = ctx.hooks.vote(answers, keys) or majority_vote(answers, keys, none_as_vote=none_as_vote)
+        out.rows["labels"].append(rows.label_row(at, item.key, m, item.vote))
+        for j, (gen, answer, key) in enumerate(zip(samples, answers, keys)):
+            vkey = vote_key(item.key, j)
+            out.rows["generations"].append(rows.generation_row(at, vkey, "reasoner", "vote", item.image_id,
+                                                               item.key, gen, seed))
+            out.rows["answers"].append(rows.answer_row(at, vkey, item.key, item.key, answer, key,
+                                                       item.vote.silver_key))
+
+
+def score(ctx: RunContext, role: str, items: Sequence[QuestionItem] | Sequence[AnswerItem],
+          out: StepResult) -> list[float]:
+    """Named reward components from every reward plugin, combined into one scalar per item; all logged with the
+    plugin that produced them."""
+    at = _here(ctx)
+    produced = ctx.hooks.reward_components(role, items)
+    components = {name: values for name, (_, values) in produced.items()}
+    combiner, totals = ctx.hooks.combine_rewards(role, components, items)
+    for k, item in enumerate(items):
+        for name, (producer, values) in sorted(produced.items()):
+            out.rows["rewards"].append(rows.reward_row(at, item.key, name, role, values[k], producer))
+        out.rows["rewards"].append(rows.reward_row(at, item.key, "total", role, totals[k], combiner))
+    for name, values in components.items():
+        out.metrics[f"reward/{name}/mean"] = _mean(values)
+    out.metrics["reward/mean"] = _mean(totals)
+    return totals
+
+
+def update(ctx: RunContext, optimizer: Optimizer, role: str, items: Sequence[QuestionItem] | Sequence[AnswerItem],
+           totals: list[float], out: StepResult) -> None:
+    """One policy update on the step's rollouts; logs each rollout's advantage and the optimizer's metrics."""
+    at = _here(ctx)
+    rollouts = [Rollout(key=item.key, group=item.group, prompt=item.generation.prompt,
+                        token_ids=list(item.generation.token_ids), old_logprobs=list(item.generation.logprobs),
+                        reward=total) for item, total in zip(items, totals)]
+    result = optimizer.update(rollouts)
+    name = ctx.recipe.optimizer.name
+    for rollout in rollouts:
+        if rollout.key not in result.advantages:
+            raise PluginError(f"optimizer {name!r} returned no advantage for {rollout.key}")
+        out.rows["advantages"].append(rows.advantage_row(at, rollout.key, role, rollout.group, rollout.reward,
+                                                         float(result.advantages[rollout.key])))
+    out.metrics.update(finite_metrics(f"optimizer {name!r}", result.metrics))
+
+
+def finite_metrics(source: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """An update's metrics as floats; a non-finite loss stops the step before anything is committed."""
+    values = {str(k): float(v) for k, v in metrics.items()}
+    bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+    if bad:
+        raise PluginError(f"{source} produced non-finite metrics {bad}; the step was not committed (lower "
+                          f"optimizer.lr or check the rewards), and `visplay resume` retries it")
+    return values
+
+
+def question_metrics(items: list[QuestionItem], out: StepResult) -> None:
+    voted = [item.vote.confidence for item in items if item.vote is not None]
+    out.metrics["questions/valid_frac"] = _mean([float(item.parsed.valid) for item in items])
+    out.metrics["votes/confidence_mean"] = _mean(voted)
+
+
+# --- 1. questioner training step -------------------------------------------------------------------------------
+
+
+def questioner_step(ctx: RunContext, roles: Roles, pool: Sequence[ImageRecord],
+                    images_by_id: dict[str, ImageRecord]) -> StepResult:
+    """Train questioner_i one step against the frozen reasoner_{i-1} (PAPER.md, loop step 1)."""
+    cfg, out = ctx.recipe.questioner, StepResult()
+    _, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
+    roles.frozen("reasoner", f"reasoner_v{ctx.iteration - 1}")
+    images = sample_images(ctx, pool, cfg.images_per_step)
+    items = ask(ctx, roles.sampler("questioner"), images, cfg.group_size, out)
+    vote(ctx, roles.sampler("reasoner"), items, images_by_id, cfg.votes, out)
+    totals = score(ctx, "questioner", items, out)
+    update(ctx, optimizer, "questioner", items, totals, out)
+    question_metrics(items, out)
+    return out
+
+
+# --- 2. reasoner training-set step ------------------------------------------------------------------------------
+
+
+def reasoner_set_step(ctx: RunContext, roles: Roles, images: list[ImageRecord],
+                      images_by_id: dict[str, ImageRecord]) -> StepResult:
+    """questioner_i asks about a chunk of images, reasoner_{i-1} votes, the filters decide (loop step 2)."""
+    cfg, out = ctx.recipe.reasoner, StepResult()
+    gold = ctx.hooks.reasoner_questions(ctx.iteration, images)
+    if gold is not None:
+        return gold_set_step(ctx, *gold, out)
+    roles.frozen("questioner", f"questioner_v{ctx.iteration}")
+    roles.frozen("reasoner", f"reasoner_v{ctx.iteration - 1}")
+    items = ask(ctx, roles.sampler("questioner"), images, cfg.questions_per_image, out)
+    vote(ctx, roles.sampler("reasoner"), items, images_by_id, cfg.votes, out)
+    voted = [item for item in items if item.vote is not None]
+    decisions = {item.key: (False, "invalid_question", "engine") for item in items if item.vote is None}
+    decisions.update(filter_questions(ctx, voted))
+    at = _here(ctx)
+    for item in items:
+        out.rows["filters"].append(rows.filter_row(at, item.key, *decisions[item.key]))
+    question_metrics(items, out)
+    kept = sum(keep for keep, _, _ in decisions.values())
+    out.metrics["set/kept"] = float(kept)
+    out.metrics["set/kept_frac"] = kept / len(items) if items else 0.0
+    return out
+
+
+def gold_set_step(ctx: RunContext, producer: str, triples: list[tuple[ImageRecord, str, str]],
+                  out: StepResult) -> StepResult:
+    """A plugin supplied (image, question, gold answer) triples: they form the set as is (label = gold)."""
+    at = _here(ctx)
+    for k, (image, question, answer) in enumerate(triples):
+        out.add(rows.gold_question_rows(at, sample_key(at.group(k), 0), image.image_id, question, answer,
+                                        ctx.hooks.answer_key(answer) or answer, producer))
+    out.rows["events"].append(rows.event_row(at, "gold_reasoner_set", f"{len(triples)} gold questions from "
+                                             f"visplay_reasoner_questions (plugin {producer!r})", level="info"))
+    out.metrics["set/kept"] = float(len(triples))
+    out.metrics["set/kept_frac"] = 1.0
+    return out
+
+
+def filter_questions(ctx: RunContext, items: list[QuestionItem]) -> dict[str, tuple[bool, str, str]]:
+    """Keep a question iff no filter plugin rejects it; the first rejecting plugin's reason is kept.
+
+    Returns {question key: (keep, reason, producer)}; a kept question's producer is every deciding plugin.
+    """
+    if not items:
+        return {}
+    voters = ctx.hooks.filter_questions(items)
+    everyone = ",".join(plugin for plugin, _ in voters) or "engine"
+    decisions = {item.key: (True, "kept", everyone) for item in items}
+    for plugin, per_item in voters:
+        for item, decision in zip(items, per_item):
+            if decisions[item.key][0] and not decision.keep:
+                decisions[item.key] = (False, decision.reason, plugin)
+    return decisions
+
+
+# --- 3. reasoner training step ----------------------------------------------------------------------------------
+
+
+def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
+                  images_by_id: dict[str, ImageRecord]) -> StepResult:
+    """Train reasoner_i one step on kept questions; reward = agreement with the silver label (loop step 3)."""
+    cfg, out = ctx.recipe.reasoner, StepResult()
+    _, optimizer = roles.trainer("reasoner", ctx.iteration, ctx.step)
+    at = _here(ctx)
+    if not batch:  # nothing survived the filters: the reasoner stays as it is this step, and the log says why
+        out.rows["events"].append(rows.event_row(at, "empty_reasoner_set", "no question was kept for the "
+                                                 "reasoner's set; step skipped"))
+        out.metrics["set/empty"] = 1.0
+        return out
+    groups = [at.group(k) for k in range(len(batch))]
+    questions = [(images_by_id[q.image_id], q.question) for q in batch]
+    seeds = [ctx.seed_for("rollout", group) for group in groups]
+    gens = ctx.hooks.sample_answers(roles.sampler("reasoner"), questions, cfg.group_size, seeds, purpose="rollout")
+    items: list[AnswerItem] = []
+    for q, group, seed, samples in zip(batch, groups, seeds, gens):
+        answers, keys = extract_and_key(ctx, [g.text for g in samples])
+        for j, (gen, answer, key) in enumerate(zip(samples, answers, keys)):
+            item = AnswerItem(key=sample_key(group, j), question_key=q.key, group=group, generation=gen,
+                              extracted=answer, answer_key=key, silver_label=q.silver_label,
+                              silver_key=q.silver_key, gold=q.gold)
+            items.append(item)
+            out.rows["generations"].append(rows.generation_row(at, item.key, "reasoner", "rollout", q.image_id,
+                                                               q.key, gen, seed))
+            out.rows["answers"].append(rows.answer_row(at, item.key, q.key, group, answer, key, q.silver_key))
+    totals = score(ctx, "reasoner", items, out)
+    update(ctx, optimizer, "reasoner", items, totals, out)
+    out.metrics["answers/silver_match_frac"] = _mean([float(i.answer_key is not None and i.answer_key == i.silver_key)
+                                                     for i in items])
+    return out
+
+
+def reasoner_batches(ctx: RunContext, kept: list[KeptQuestion], step: int, size: int) -> list[KeptQuestion]:
+    """Step ``step``'s questions: the kept set in a seeded order, a fresh permutation per pass over it."""
+    if not kept:
+        return []
+    per_epoch = len(kept)
+    picks = []
+    for position in range(step * size, (step + 1) * size):
+        epoch, index = divmod(position, per_epoch)
+        order = np.random.default_rng(ctx.seed_for(ctx.iteration, "reasoner", "order", epoch)).permutation(per_epoch)
+        picks.append(kept[int(order[index])])
+    return picks
+

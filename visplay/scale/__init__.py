@@ -1,0 +1,1 @@
+"""Scale on one box: ``distributed`` (torch.distributed training processes), ``placement`` (GPU plan, dry runs)."""
