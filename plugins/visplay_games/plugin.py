@@ -7,6 +7,7 @@ gold reasoner set when ``plugins.games.gold_reward`` is on. Settings: ``recipe.p
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -101,8 +102,10 @@ def greedy_context(ctx: Any) -> Any:
     """The context with the reasoner's sampling temperature at 0 (the samplers' greedy decoding)."""
     from omegaconf import OmegaConf
 
-    recipe = OmegaConf.create(OmegaConf.to_container(ctx.recipe, resolve=True))
+    recipe = copy.deepcopy(ctx.recipe)  # a copy keeps the typed sections the plugins read back
+    OmegaConf.set_readonly(recipe, False)
     recipe.reasoner.sampling.temperature = 0.0
+    OmegaConf.set_readonly(recipe, True)
     return dataclasses.replace(ctx, recipe=recipe)
 
 
