@@ -144,7 +144,7 @@ def load_results(out: Path) -> list[dict[str, Any]]:
 
 
 def per_arm(results: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
-    """arm -> seed -> iteration -> metrics; ``floor`` repeats each seed's cold-start metrics (iteration 0)."""
+    """arm -> seed -> iteration -> metrics; ``floor`` is each seed's cold-start model (the paper run's iteration 0)."""
     arms: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
     for r in results:
         if r["eval"].get("0"):
@@ -171,6 +171,8 @@ def summarise(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     for arm in [a for a in ALL_ARMS if a in arms]:
         seeds = arms[arm]
         iterations = sorted({int(i) for ev in seeds.values() for i in ev})
+        if arm == "floor":  # the cold-start model: the same at every iteration, so one row (and no gain)
+            iterations = [0]
         for i in iterations:
             cells = []
             for name, _ in COLUMNS:
@@ -179,13 +181,13 @@ def summarise(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                 cells.append(cell(values))
             n = sum(1 for ev in seeds.values() if str(i) in ev)
             lines.append(f"| {arm} | {'cold start' if i == 0 else i} | {n} | " + " | ".join(cells) + " |")
-        last = str(iterations[-1])  # runs that have not finished get no gain (the floor: its paper run's)
-        source = "paper" if arm == "floor" else arm
-        gains = [ev[last]["gold/sample_accuracy"] - ev["0"]["gold/sample_accuracy"] for seed, ev in seeds.items()
-                 if last in ev and (source, seed) not in unfinished]
-        summary[arm]["gain"] = gains
+        if arm == "floor":
+            continue
+        last = str(iterations[-1])  # runs that have not finished get no gain
+        summary[arm]["gain"] = [ev[last]["gold/sample_accuracy"] - ev["0"]["gold/sample_accuracy"]
+                                for seed, ev in seeds.items() if last in ev and (arm, seed) not in unfinished]
     lines += ["", "| arm | pass@1 gain, cold start -> last iteration | seeds with a gain |", "|---|---|---|"]
-    for arm in [a for a in ALL_ARMS if a in summary]:
+    for arm in [a for a in ALL_ARMS if "gain" in summary.get(a, {})]:
         gains = summary[arm]["gain"]
         lines.append(f"| {arm} | {cell(gains)} | {sum(g > 0 for g in gains)}/{len(gains)} |")
     if unfinished:

@@ -33,9 +33,9 @@ def test_table_means_ranges_gains_and_floor(study):
     assert summary["paper"]["gain"] == pytest.approx([0.1, -0.05])
     assert "| paper | 0.025 [-0.050, 0.100] | 1/2 |" in table
     assert "| gold | 0.200 [0.200, 0.200] | 2/2 |" in table
-    # the floor is each seed's cold-start model at every iteration: no gain by construction
-    assert summary["floor"]["2"]["gold/sample_accuracy"] == [0.2, 0.1]
-    assert "| floor | 0.000 [0.000, 0.000] | 0/2 |" in table
+    # the floor is each seed's cold-start model: one row, no gain by construction
+    assert "| floor | cold start | 2 | 0.150 [0.100, 0.200] |" in table and "| floor | 1 |" not in table
+    assert summary["floor"]["0"]["gold/sample_accuracy"] == [0.2, 0.1] and "gain" not in summary["floor"]
     assert table.index("| floor |") < table.index("| paper |") < table.index("| gold |")
 
 
