@@ -3,6 +3,7 @@
     python reproduce/games_study.py --seeds 0 1 2 --out runs/games_study [--jobs 2] [--docs docs/games.md]
         [--arms paper,released,gold,frozen] [key=value ...]
     python reproduce/games_study.py --out runs/games_study --table-only --docs docs/games.md   # runs so far
+    python reproduce/games_study.py --out reproduce/games_study --table-only   # docs/games.md's table, from JSON
 
 Arms, each one run of the default tiny recipe per seed, all scored on the same held-out set:
 - ``floor``: the cold-start model only (reasoner_v0 of the ``paper`` run; every arm of a seed starts from it);
@@ -221,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_one:
         run_one(args.run_one[0], int(args.run_one[1]), out, list(args.overrides))
         return 0
-    if args.table_only:
-        results = load_results(out)
+    if args.table_only:  # the run folders in --out, else the runs recorded in its study.json
+        results = load_results(out) or json.loads((out / "study.json").read_text())["runs"]
     else:
         arms = args.arms.split(",")
         unknown = [a for a in arms if a not in ALL_ARMS]

@@ -68,3 +68,10 @@ def test_unfinished_runs_count_for_their_iterations_but_not_for_gains(study):
     assert "| paper | 1 | 2 | 0.375 [0.250, 0.500] |" in table and "| paper | 2 | 1 | 0.300 [0.300, 0.300] |" in table
     assert summary["paper"]["gain"] == pytest.approx([0.1])
     assert "Unfinished runs" in table and "paper seed 2" in table
+
+
+def test_table_only_reads_the_recorded_json_when_no_run_folders_exist(study, tmp_path, capsys):
+    runs = [{"finished": True, **result("paper", 0, [0.2, 0.3])}]
+    (tmp_path / "study.json").write_text(__import__("json").dumps({"runs": runs}))
+    assert study.main(["--out", str(tmp_path), "--table-only"]) == 0
+    assert "| paper | 0.100 [0.100, 0.100] | 1/1 |" in capsys.readouterr().out
