@@ -94,6 +94,16 @@ def _finite(plugin: str, hook: str, what: str, value: Any) -> float:
     return number
 
 
+def _field(plugin: str, hook: str, label: str, value: Any) -> float | tuple[float, float] | str:
+    """A summary field: a finite number, a (value, standard error) pair of finite numbers, or text."""
+    if isinstance(value, tuple) and len(value) == 2:
+        return (_finite(plugin, hook, f"field {label!r}", value[0]),
+                _finite(plugin, hook, f"field {label!r} (standard error)", value[1]))
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return _finite(plugin, hook, f"field {label!r}", value)
+    return str(value)
+
+
 def _numbers(plugin: str, hook: str, what: str, values: Any, n: int) -> list[float]:
     if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
         raise _fail(plugin, hook, f"{what} must be a list of {n} numbers, got {type(values).__name__}")
@@ -308,16 +318,15 @@ class Hooks:
     def iteration_end(self, iteration: int, questioner: Policy, reasoner: Policy) -> dict[str, float]:
         return self._merged("visplay_iteration_end", iteration=iteration, questioner=questioner, reasoner=reasoner)
 
-    def summary_fields(self, iteration: int) -> dict[str, float | str]:
+    def summary_fields(self, iteration: int) -> dict[str, float | tuple[float, float] | str]:
         """{label: value} for an iteration's console line and report, from every plugin, in call order."""
         hook = "visplay_summary_fields"
-        fields: dict[str, float | str] = {}
+        fields: dict[str, float | tuple[float, float] | str] = {}
         for plugin, result in self._each(hook, iteration=iteration):
             if not isinstance(result, dict):
                 raise _fail(plugin, hook, f"expected {{label: value}}, got {_short(result)}")
             for label, value in result.items():
-                number = isinstance(value, Real) and not isinstance(value, bool)
-                fields[str(label)] = _finite(plugin, hook, f"field {label!r}", value) if number else str(value)
+                fields[str(label)] = _field(plugin, hook, str(label), value)
         return fields
 
     def judge(self, name: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:

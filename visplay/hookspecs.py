@@ -282,12 +282,13 @@ def visplay_judge(ctx: RunContext, name: str, items: Sequence[dict[str, Any]]) -
 
 
 @hookspec
-def visplay_summary_fields(ctx: RunContext, iteration: int) -> dict[str, float | str] | None:
+def visplay_summary_fields(ctx: RunContext, iteration: int) -> dict[str, float | tuple[float, float] | str] | None:
     """A plugin's own numbers for an iteration's summary: the console line after each iteration and the report's
     per-iteration table (the core knows no plugin's metric names).
 
     :param iteration: the iteration just finished (0: the starting models), read from ``ctx.log``.
-    :return: {label: value} in display order (a float is printed with 3 decimals), or None.
+    :return: {label: value} in display order (a float is printed with 3 decimals; a (value, standard error) pair
+        as ``0.307±0.019`` and drawn with an error bar in the report), or None.
     """
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from visplay.types import Generation, ImageRecord, Prompt, SamplingParams
 from visplay_games.core import QA, GameState
 from visplay_games.options import GamesOptions
 
+log = logging.getLogger("visplay.games")
 DESCRIBE = "Describe the image."
 # Used only when no plugin answers the prompt hooks (e.g. the games plugin on its own in tests).
 FALLBACK_QUESTIONER = "Look at the image and ask one question about it that has a short, checkable answer."
@@ -109,10 +111,20 @@ def check_questioner_targets(ctx: Any, pairs: Sequence[tuple[Prompt, str]]) -> i
     return bad
 
 
-def _default_sft() -> Callable[..., list[float]]:
-    from visplay_models.sft import sft_train  # the models helper's SFT loop
+def _default_sft(use_cache: bool) -> Callable[..., list[float]]:
+    from visplay_models.sft import cached_sft_train, sft_train  # the models helper's SFT loop
 
-    return sft_train
+    if not use_cache:
+        return sft_train
+
+    def cached(policy: Any, pairs: Any, *, on_step: Callable[[int, float], None] | None = None,
+               **settings: Any) -> list[float]:
+        # nothing about the cache goes to the run log: a cached and a fresh build must log identical rows
+        losses, hit = cached_sft_train(policy, pairs, on_step=on_step, **settings)
+        log.info("cold start: %s %s", "loaded from the cache" if hit else "trained and cached", settings)
+        return losses
+
+    return cached
 
 
 def _role_steps(opts: GamesOptions, role: str) -> int:
@@ -130,7 +142,7 @@ def cold_start(ctx: Any, policies: dict[str, Any], pool: Sequence[tuple[GameStat
                opts: GamesOptions, sft: Callable[..., list[float]] | None = None) -> dict[str, float]:
     """Run the SFT for each role in ``opts.cold_start_roles``; returns ``cold_start/...`` metrics and logs the
     per-step losses in the plugin table ``cold_start_losses``."""
-    sft = sft or _default_sft()
+    sft = sft or _default_sft(opts.cold_start_cache)
     pairs = build_pairs(ctx, pool, str(ctx.recipe.variant), opts.cold_start_describe, opts.cold_start_think_chars)
     metrics: dict[str, float] = {"cold_start/images": float(len(pool))}
     rejected = check_questioner_targets(ctx, pairs["questioner"])

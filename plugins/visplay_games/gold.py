@@ -21,7 +21,8 @@ from visplay_games.generators import answer
 EVAL_TABLE = "gold_eval"
 EVAL_COLUMNS = {"key": str, "iteration": int, "image_id": str, "game": str, "difficulty": int, "kind": str,
                 "category": str, "question": str, "gold": str, "answers": str, "majority": str,
-                "confidence": float, "correct": int, "sample_accuracy": float}
+                "confidence": float, "correct": int, "sample_accuracy": float, "greedy": str,
+                "greedy_correct": int}
 SILVER_TABLE = "gold_silver"
 SILVER_COLUMNS = {"question_key": str, "iteration": int, "phase": str, "image_id": str, "game": str, "kind": str,
                   "question": str, "silver_label": str, "gold": str, "confidence": float, "correct": int,
@@ -36,9 +37,15 @@ class EvalItem:
 
 
 def eval_items(pool: Sequence[tuple[GameState, ImageRecord]], per_image: int) -> list[EvalItem]:
-    """``per_image`` QA pairs per held-out image, rotating through its pairs so every kind gets asked."""
+    """``per_image`` QA pairs per held-out image, rotating through its pairs so every kind gets asked. The
+    rotation counts the images of each game separately: pools cycle through the games, so a rotation by pool
+    position would ask every image of a game the same kinds whenever the number of games and of its pairs share
+    a factor."""
     items = []
-    for j, (gs, record) in enumerate(pool):
+    seen: Counter[str] = Counter()
+    for gs, record in pool:
+        j = seen[gs.game]
+        seen[gs.game] += 1
         for k in range(min(per_image, len(gs.qa))):
             items.append(EvalItem(gs, record, gs.qa[(j * per_image + k) % len(gs.qa)]))
     return items
@@ -55,8 +62,9 @@ def majority(answers: Sequence[str | None], keys: Sequence[str | None]) -> tuple
 
 
 def score_items(items: Sequence[EvalItem], answers: Sequence[Sequence[str | None]],
-                key_fn: Callable[[str], str | None], iteration: int) -> list[dict[str, Any]]:
-    """One ``gold_eval`` row per item from its m extracted answers."""
+                key_fn: Callable[[str], str | None], iteration: int,
+                greedy: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    """One ``gold_eval`` row per item from its m extracted answers (and its greedy answer, when given)."""
     rows = []
     for j, (item, item_answers) in enumerate(zip(items, answers)):
         keys = [key_fn(a) if a is not None else None for a in item_answers]
@@ -70,11 +78,25 @@ def score_items(items: Sequence[EvalItem], answers: Sequence[Sequence[str | None
             "correct": int(answers_match(top, item.qa.answer, item.qa.kind, key_fn)),
             "sample_accuracy": sum(hits) / max(1, len(hits)),
         })
+        if greedy is not None:
+            rows[-1]["greedy"] = greedy[j]
+            rows[-1]["greedy_correct"] = int(answers_match(greedy[j], item.qa.answer, item.qa.kind, key_fn))
     return rows
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of per-question values (sample standard deviation / sqrt(n)). Per-question
+    sample accuracies are averaged first, so the m answers to one question count as one observation (they are
+    not independent); for 0/1 values this is the binomial sqrt(p(1-p)/(n-1))."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = _mean(values)
+    return (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
 
 
 def gold_metrics(rows: Sequence[dict[str, Any]], band: Sequence[float] | None = None) -> dict[str, float]:
@@ -83,11 +105,16 @@ def gold_metrics(rows: Sequence[dict[str, Any]], band: Sequence[float] | None = 
     silver labels the loop would keep)."""
     if not rows:
         return {}
-    metrics = {"gold/accuracy": _mean([r["correct"] for r in rows]),
-               "gold/sample_accuracy": _mean([r["sample_accuracy"] for r in rows]),
+    correct = [float(r["correct"]) for r in rows]
+    sampled = [r["sample_accuracy"] for r in rows]
+    metrics = {"gold/accuracy": _mean(correct), "gold/accuracy_se": standard_error(correct),
+               "gold/sample_accuracy": _mean(sampled), "gold/sample_accuracy_se": standard_error(sampled),
+               # maj@m - pass@1 on the same questions: self-play can only help when this is positive
+               "gold/vote_margin": _mean(correct) - _mean(sampled),
+               "gold/vote_margin_se": standard_error([c - s for c, s in zip(correct, sampled)]),
                "gold/confidence_mean": _mean([r["confidence"] for r in rows]),
                "gold/answered": _mean([float(r["majority"] is not None) for r in rows]),
-               "gold/items": float(len(rows))}
+               "gold/items": float(len(rows)), "gold/votes": float(max(len(r["answers"]) for r in rows))}
     groups: dict[str, list[int]] = defaultdict(list)
     for r in rows:
         groups[f"gold/accuracy/{r['game']}"].append(r["correct"])
@@ -95,6 +122,10 @@ def gold_metrics(rows: Sequence[dict[str, Any]], band: Sequence[float] | None = 
         groups[f"gold/accuracy/category/{r['category']}"].append(r["correct"])
         groups[f"gold/accuracy/difficulty/{r['difficulty']}"].append(r["correct"])
     metrics.update({name: _mean(v) for name, v in sorted(groups.items())})
+    greedy = [float(r["greedy_correct"]) for r in rows if r.get("greedy_correct") is not None]
+    if greedy:
+        metrics["gold/greedy_accuracy"] = _mean(greedy)
+        metrics["gold/greedy_accuracy_se"] = standard_error(greedy)
     if band is not None:
         kept = [r["correct"] for r in rows if band[0] <= r["confidence"] <= band[1]]
         metrics["gold/heldout_band_fraction"] = len(kept) / len(rows)
@@ -139,6 +170,7 @@ def silver_metrics(labels: Sequence[dict], rows: Sequence[dict[str, Any]], kept:
         metrics["gold/silver_checked_fraction"] = len(rows) / len(labels)
     if rows:
         metrics["gold/silver_accuracy"] = _mean([r["correct"] for r in rows])
+        metrics["gold/silver_accuracy_se"] = standard_error([float(r["correct"]) for r in rows])
         kept_rows = [r["correct"] for r in rows if r["kept"]]
         if kept_rows:
             metrics["gold/silver_accuracy_kept"] = _mean(kept_rows)

@@ -32,7 +32,10 @@ class GamesOptions:
     held_out_questions: int = 2
     """Questions per held-out image (cycling through its templated QA pairs)."""
     eval_votes: int = 3
-    """Reasoner answers per held-out question; the majority is scored (and is a silver label in itself)."""
+    """Reasoner answers per held-out question, sampled as in the loop: their mean accuracy is pass@1 (sampled),
+    their majority's is maj@m (the majority is a silver label in itself)."""
+    eval_greedy: bool = True
+    """Also answer each held-out question once greedily (temperature 0): pass@1 greedy."""
     cold_start_steps: int = 0
     """SFT steps before iteration 1 (0: no cold start)."""
     cold_start_reasoner_steps: int | None = None
@@ -48,6 +51,9 @@ class GamesOptions:
     so the boxed answer fits the tiny recipe's response budget)."""
     cold_start_describe: bool = True
     """Also train the reasoner on "Describe the image." -> the state description (perception cold start)."""
+    cold_start_cache: bool = True
+    """Keep the cold-started weights in a cache keyed by a hash of everything they depend on (base weights,
+    pairs, settings; $VISPLAY_CACHE/sft, else ~/.cache/visplay/sft), so later runs load them bit-identically."""
     cold_start_roles: list[str] = field(default_factory=lambda: ["questioner", "reasoner"])
     """Which roles get the cold start."""
     gold_reward: bool = False
@@ -84,7 +90,7 @@ def problems_of(opts: GamesOptions) -> dict[str, str]:
         problems["cold_start_lr"] = f"must be > 0, got {opts.cold_start_lr!r}"
     if any(r not in ("questioner", "reasoner") for r in opts.cold_start_roles):
         problems["cold_start_roles"] = f"roles are questioner and reasoner, got {opts.cold_start_roles}"
-    for key in ("gold_reward", "cold_start_describe"):
+    for key in ("gold_reward", "cold_start_describe", "eval_greedy", "cold_start_cache"):
         if not isinstance(getattr(opts, key), bool):
             problems[key] = "must be true or false"
     return problems

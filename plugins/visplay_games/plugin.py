@@ -7,6 +7,8 @@ gold reasoner set when ``plugins.games.gold_reward`` is on. Settings: ``recipe.p
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,23 +90,40 @@ def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.
 # --- 2. gold evaluation ----------------------------------------------------------------------------------------
 
 
+def _answers(ctx: Any, sampler: Any, items: Sequence[gold.EvalItem], n: int, seeds: list[int]) -> list[list]:
+    """``n`` extracted answers per held-out item, through the run's own answer hooks."""
+    gens = ctx.hooks.sample_answers(sampler, [(it.record, it.qa.question) for it in items], n, seeds,
+                                    purpose="vote")
+    extracted = ctx.hooks.extract_answers([g.text for per_item in gens for g in per_item])
+    return [extracted[j * n:(j + 1) * n] for j in range(len(items))]
+
+
+def greedy_context(ctx: Any) -> Any:
+    """The context with the reasoner's sampling temperature at 0 (the samplers' greedy decoding)."""
+    from omegaconf import OmegaConf
+
+    recipe = copy.deepcopy(ctx.recipe)  # a copy keeps the typed sections the plugins read back
+    OmegaConf.set_readonly(recipe, False)
+    recipe.reasoner.sampling.temperature = 0.0
+    OmegaConf.set_readonly(recipe, True)
+    return dataclasses.replace(ctx, recipe=recipe)
+
+
 def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dict[str, float]:
-    """Score ``sampler`` (the reasoner) on the held-out set and the iteration's silver labels against gold."""
-    data = ctx.recipe.data
-    held = pools.held_out_pool(opts, image_size(data))
+    """Score ``sampler`` (the reasoner) on the held-out set and the iteration's silver labels against gold:
+    maj@m (``eval_votes`` samples), pass@1 sampled (their mean) and, with ``eval_greedy``, pass@1 greedy."""
+    held = pools.held_out_pool(opts, image_size(ctx.recipe.data))
     items = gold.eval_items(held, opts.held_out_questions)
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     if items:
         if hasattr(ctx, "report_progress"):  # the bar counts held-out questions, not the engine's one eval step
             ctx.report_progress(0, len(items), "question")
-        gens = ctx.hooks.sample_answers(sampler, [(it.record, it.qa.question) for it in items], opts.eval_votes,
-                                        [ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))],
-                                        purpose="vote")
-        texts = [g.text for per_item in gens for g in per_item]
-        extracted = ctx.hooks.extract_answers(texts)
-        answers = [extracted[j * opts.eval_votes:(j + 1) * opts.eval_votes] for j in range(len(items))]
-        rows = gold.score_items(items, answers, key_fn(ctx), iteration)
+        seeds = [ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))]
+        answers = _answers(ctx, sampler, items, opts.eval_votes, seeds)
+        greedy = ([a[0] for a in _answers(greedy_context(ctx), sampler, items, 1, seeds)]
+                  if opts.eval_greedy else None)
+        rows = gold.score_items(items, answers, key_fn(ctx), iteration, greedy)
         if hasattr(ctx, "report_progress"):
             ctx.report_progress(len(items), len(items), "question")
         band = list(ctx.recipe.reasoner.filter.band) if ctx.recipe.reasoner.filter.band is not None else None
@@ -148,17 +167,26 @@ def visplay_iteration_end(ctx: Any, iteration: int, questioner: Any, reasoner: A
 
 
 @hookimpl
-def visplay_summary_fields(ctx: Any, iteration: int) -> dict[str, float] | None:
-    """Gold accuracy of the reasoner and of the iteration's silver labels, for the console line and the report."""
+def visplay_summary_fields(ctx: Any, iteration: int) -> dict[str, float | tuple[float, float]] | None:
+    """pass@1 and maj@m of the reasoner on the held-out set and the accuracy of the iteration's silver labels, each
+    with its standard error, for the console line and the report."""
     if ctx.log is None:
         return None
     metrics = ctx.log.metrics_of(iteration, "eval")
-    fields = {label: metrics[name] for name, label in SUMMARY_METRICS.items() if name in metrics}
+    fields = {}
+    for name, label in SUMMARY_METRICS.items():
+        if name in metrics:
+            if name == "gold/accuracy" and metrics.get("gold/votes"):
+                label = f"maj@{int(metrics['gold/votes'])}"
+            se = metrics.get(f"{name}_se")
+            fields[label] = metrics[name] if se is None else (metrics[name], se)
     return fields or None
 
 
-SUMMARY_METRICS = {"gold/accuracy": "gold accuracy", "gold/silver_accuracy": "silver-label accuracy"}
-"""Metrics of this plugin shown in each iteration's summary line, with their labels."""
+SUMMARY_METRICS = {"gold/sample_accuracy": "gold pass@1", "gold/accuracy": "maj@m",
+                   "gold/silver_accuracy": "silver-label accuracy"}
+"""Metrics of this plugin shown in each iteration's summary line (with their standard errors), and their labels:
+pass@1 = mean accuracy of the sampled answers, maj@m = accuracy of their majority."""
 
 
 # --- 3. cold start ---------------------------------------------------------------------------------------------

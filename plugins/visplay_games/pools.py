@@ -27,24 +27,39 @@ def _spec(opts: GamesOptions, i: int) -> tuple[str, int]:
     return game, difficulty
 
 
+# A (game, difficulty) cell that yields no new picture in this many draws in a row is exhausted (e.g. only 12
+# clock faces exist on the hour); the pool then fills that slot from the next cell instead of failing.
+CELL_TRIES = 60
+
+
 @lru_cache(maxsize=32)
 def _pool(root: int, split: str, games: tuple, difficulties: tuple, n: int, size: int,
           exclude: frozenset = frozenset()) -> tuple[tuple[GameState, ImageRecord], ...]:
     opts = GamesOptions(games=list(games), difficulties=list(difficulties))
+    cells = len(games) * len(difficulties)
     out: list[tuple[GameState, ImageRecord]] = []
     seen: set[str] = set()
-    i = 0
+    exhausted: set[tuple[str, int]] = set()
+    i = misses = 0
     while len(out) < n:
-        if i > 20 * n + 100:
+        slot = len(out)
+        while _spec(opts, slot) in exhausted and slot < len(out) + cells:
+            slot += 1  # the next cell in the cycle keeps the pool as balanced as the pictures allow
+        if slot == len(out) + cells:
             raise RuntimeError(f"cannot draw {n} distinct {split} images from games {list(games)} at difficulties "
                                f"{list(difficulties)} (too few different pictures exist; lower data.num_images "
                                f"or add games/difficulties)")
-        game, difficulty = _spec(opts, len(out))
+        game, difficulty = _spec(opts, slot)
         gs = make_state(game, difficulty, derive_seed(root, "games", split, i), size)
         record = to_record(gs, f"{SOURCE}:{split}/{i}")
         i += 1
         if record.image_id in exclude or record.image_id in seen:
-            continue  # pictures are distinct within a pool and never equal to an excluded (held-out) one
+            misses += 1  # pictures are distinct within a pool and never equal to an excluded (held-out) one
+            if misses >= CELL_TRIES:
+                exhausted.add((game, difficulty))
+                misses = 0
+            continue
+        misses = 0
         seen.add(record.image_id)
         out.append((gs, record))
     return tuple(out)

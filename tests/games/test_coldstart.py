@@ -119,3 +119,32 @@ def test_reasoner_may_get_more_steps_and_a_role_with_zero_steps_is_skipped(no_au
     assert "cold_start/questioner/pairs" not in metrics
     pairs = coldstart.build_pairs(ctx, _pool(ctx), "paper", describe=False, think_chars=0)
     assert pairs["reasoner"][0][1].startswith("<think></think>")
+
+
+def test_cold_start_cache_gives_bit_identical_weights_and_losses(tmp_path):
+    """The real tiny model: a cached SFT result loads the very weights and losses a fresh SFT produces, and any
+    change of setting (here the step count) is a different entry."""
+    sft = pytest.importorskip("visplay_models.sft")
+    import torch
+
+    torch.set_num_threads(1)
+    from visplay.context import RunContext
+    from visplay.plugins import get_plugin_manager
+
+    recipe = make_ctx(overrides=["plugins.games.cold_start_images=6"]).recipe
+    ctx = RunContext(recipe=recipe, pm=get_plugin_manager(), run_dir=tmp_path)
+    pairs = coldstart.build_pairs(ctx, _pool(ctx), "paper")["reasoner"]
+    settings = {"steps": 3, "lr": 1e-3, "batch_size": 4, "seed": 7}
+
+    def fresh():
+        return ctx.call("visplay_load_policy", role="reasoner", init_from=None)
+
+    first, second, plain = fresh(), fresh(), fresh()
+    start = first.weights_sha256()
+    losses_a, hit_a = sft.cached_sft_train(first, pairs, cache_dir=tmp_path / "c", **settings)
+    losses_b, hit_b = sft.cached_sft_train(second, pairs, cache_dir=tmp_path / "c", **settings)
+    assert (hit_a, hit_b) == (False, True)
+    assert losses_a == losses_b == sft.sft_train(plain, pairs, **settings)
+    assert first.weights_sha256() == second.weights_sha256() == plain.weights_sha256() != start
+    _, hit_c = sft.cached_sft_train(fresh(), pairs, cache_dir=tmp_path / "c", **{**settings, "steps": 2})
+    assert not hit_c and len([p for p in (tmp_path / "c").iterdir() if not p.name.startswith(".")]) == 2

@@ -7,7 +7,8 @@ import pytest
 TINY = ["data.source=games", "iterations=1", "questioner.steps=1", "reasoner.steps=1",
         "questioner.images_per_step=2", "questioner.group_size=2", "questioner.votes=2", "reasoner.votes=2",
         "reasoner.set_images=2", "reasoner.questions_per_step=2", "reasoner.group_size=2", "data.num_images=12",
-        "plugins.games.cold_start_steps=2", "plugins.games.cold_start_images=6", "plugins.games.held_out=3",
+        "plugins.games.cold_start_steps=2", "plugins.games.cold_start_reasoner_steps=null",
+        "plugins.games.cold_start_images=6", "plugins.games.held_out=3",
         "plugins.games.held_out_questions=1", "plugins.games.eval_votes=2", "plugins.games.gold_reward=true",
         "reward.weights={game_points: 0.5}"]
 

@@ -155,3 +155,65 @@ def test_reward_components_only_for_reasoner_with_gold_reward(no_autoload):
     out = gold_ctx.call("visplay_reward_components", role="reasoner",
                         items=[_item(rec, qa.question, "", qa.answer, None)])
     assert out == [{"gold_accuracy": [1.0], "game_points": [0.0]}]
+
+
+def test_gold_eval_reports_pass1_maj_greedy_margin_and_standard_errors(no_autoload):
+    """pass@1 sampled = mean per-question sample accuracy, maj@m = majority accuracy, greedy = the one
+    temperature-0 answer (the stand-in's sample 0); standard errors over questions, worked out by hand here."""
+    ctx = make_ctx(overrides=["plugins.games.eval_votes=3"])
+    merged = ctx.call("visplay_iteration_end", iteration=1, questioner=None,
+                      reasoner=StandInPolicy(ScriptedSampler(perception_only(ctx))))[0]
+    items = gold.eval_items(pools.held_out_pool(options(ctx), 64), 2)
+    right = [float(it.qa.category == "perception") for it in items]  # the majority (a tie, first seen) is vote 0
+    n, p = len(right), sum(right) / len(right)
+    assert 0 < p < 1
+    assert merged["gold/greedy_accuracy"] == pytest.approx(p)
+    assert merged["gold/accuracy_se"] == pytest.approx((p * (1 - p) / (n - 1)) ** 0.5)
+    per_question = [r / 3 for r in right]
+    mean = sum(per_question) / n
+    assert merged["gold/sample_accuracy_se"] == pytest.approx(
+        (sum((x - mean) ** 2 for x in per_question) / (n - 1) / n) ** 0.5)
+    assert merged["gold/vote_margin"] == pytest.approx(p - p / 3)
+    assert merged["gold/votes"] == 3.0
+    off = make_ctx(overrides=["plugins.games.eval_votes=3", "plugins.games.eval_greedy=false"])
+    metrics = off.call("visplay_iteration_end", iteration=1, questioner=None,
+                       reasoner=StandInPolicy(ScriptedSampler(perception_only(off))))[0]
+    assert "gold/greedy_accuracy" not in metrics and metrics["gold/accuracy"] == merged["gold/accuracy"]
+
+
+def test_standard_error_values():
+    assert gold.standard_error([0.0, 1.0, 0.0, 1.0]) == pytest.approx((1 / 3 / 4) ** 0.5)
+    assert gold.standard_error([0.5, 0.5, 0.5]) == 0.0
+    assert gold.standard_error([1.0]) == 0.0
+
+
+def test_held_out_questions_rotate_through_every_kind_of_each_game():
+    """Six games cycle in the pool and bars have six QA pairs: rotating by pool position would ask every bar
+    chart the same two kinds; rotating per game covers them all."""
+    opts = options(make_ctx(overrides=["plugins.games.held_out=36"]))
+    items = gold.eval_items(pools.held_out_pool(opts, 64), 2)
+    kinds = {game: {it.qa.kind for it in items if it.state.game == game}
+             for game in ("2048", "shisen", "swap", "shapes", "bars", "clock")}
+    assert kinds["bars"] == {"bar_value", "extreme", "sum", "difference", "count_above"}
+    assert kinds["clock"] == {"time", "hour", "minute", "later", "earlier"}
+    assert all(len(k) >= 4 for k in kinds.values()), kinds
+
+
+def test_summary_fields_show_pass1_maj_and_silver_with_standard_errors(tmp_path):
+    """The console line's games fields: pass@1, maj@m (m from the eval) and silver-label accuracy, each with
+    the standard error logged beside it."""
+    import visplay_games.plugin as games_plugin
+
+    with RunLog(tmp_path / "run.db", create=True) as log:
+        ctx = make_ctx(tmp_path, log=log)
+        with log.step(1, "eval", 0):
+            log.metrics(1, "eval", 0, {"gold/sample_accuracy": 0.3071, "gold/sample_accuracy_se": 0.0194,
+                                       "gold/accuracy": 0.3467, "gold/accuracy_se": 0.0275, "gold/votes": 8.0,
+                                       "gold/silver_accuracy": 0.125})
+        fields = games_plugin.visplay_summary_fields(ctx, 1)
+        assert games_plugin.visplay_summary_fields(ctx, 2) is None
+    assert fields == {"gold pass@1": (0.3071, 0.0194), "maj@8": (0.3467, 0.0275), "silver-label accuracy": 0.125}
+    from visplay.loop.progress import summary_line
+
+    line = summary_line(1, 3, {}, fields)
+    assert "gold pass@1 0.307\u00b10.019 | maj@8 0.347\u00b10.028 | silver-label accuracy 0.125" in line

@@ -73,6 +73,19 @@ def test_training_and_cold_start_pools_skip_held_out_pictures():
         pools.train_pool(0, opts, 13, 64)
 
 
+def test_an_exhausted_game_cell_yields_its_slots_to_the_next_cell():
+    """Clocks on the hour have 12 pictures: a 40-image pool of clocks and shapes takes the clocks there are
+    (minus the held-out ones) and fills the rest with shapes, instead of failing."""
+    opts = parse_options({"games": ["clock", "shapes"], "difficulties": [1], "held_out": 4})
+    held = {r.image_id for _, r in pools.held_out_pool(opts, 64)}
+    pool = pools.train_pool(0, opts, 40, 64)
+    games = [gs.game for gs, _ in pool]
+    assert len(pool) == 40 and len({r.image_id for _, r in pool}) == 40 and not held & {r.image_id for _, r in pool}
+    assert 0 < games.count("clock") <= 12 - sum(1 for gs, _ in pools.held_out_pool(opts, 64) if gs.game == "clock")
+    assert games[:6] == ["clock", "shapes"] * 3  # balanced while both cells still have pictures
+    assert pools.train_pool(0, opts, 40, 64) == pool  # deterministic
+
+
 @pytest.mark.parametrize("raw, key", [
     ({"gamez": ["2048"]}, "plugins.games.gamez"),
     ({"games": ["chess"]}, "plugins.games.games"),

@@ -52,8 +52,8 @@ def test_report_html_sections_figures_and_svgs(run_db, capsys):
     assert "How many squares in image 1?" in page and "How many squares in image 0?" not in page  # kept first
     assert "src='http" not in page and "<script" not in page  # self-contained, nothing fetched
     assert "printed Avg 43.56, mean of the 7 scores 52.38" in page  # MiMo base row
-    # the games plugin's own numbers, through visplay_summary_fields (the core names no plugin metric)
-    assert "paper model: qwen2.5-vl-3b" in out and "gold accuracy: i1=0.400, i2=0.500" in out
+    # the games plugin's summary fields (maj@m: the fixture logs no gold/votes)
+    assert "paper model: qwen2.5-vl-3b" in out and "maj@m: i1=0.400, i2=0.500" in out
     assert "silver-label accuracy: i1=0.650, i2=0.600" in out and "gold/accuracy/2048:" not in out
     assert f"report: {index}" in out
 
@@ -136,3 +136,18 @@ def test_report_is_deterministic_and_the_cli_scripts_run(run_db, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "paper model: qwen2.5-vl-3b" in done.stdout and "note: MiMo-VL-7B-SFT iteration 0" in done.stdout
+
+
+def test_summary_fields_with_standard_errors_in_text_and_figure(tmp_path):
+    """A plugin's (value, standard error) fields: ``±`` in the text summary and an error bar in the figure."""
+    from visplay.report.build import text_summary
+
+    db = build_run(tmp_path / "run")
+    with RunLog(db) as log:
+        for it in (1, 2):
+            log.metrics(it, "eval", 1, {"gold/accuracy_se": 0.01 * it})
+    out = text_summary(collect(db))
+    assert "maj@m: i1=0.400\u00b10.010, i2=0.500\u00b10.020" in out
+    assert "silver-label accuracy: i1=0.650, i2=0.600" in out  # no standard error logged: a plain value
+    index = write_report(db, tmp_path / "report")
+    assert "0.400\u00b10.010" in index.read_text()  # the story table's cell

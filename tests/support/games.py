@@ -52,7 +52,9 @@ def make_ctx(tmp_path: Path | None = None, overrides: Sequence[str] = (), log=No
     recipe_overrides = ["data.source=games", "data.num_images=12", "data.size=64",
                         "plugins.games.held_out=6", "plugins.games.cold_start_steps=0",
                         "plugins.games.cold_start_reasoner_steps=null", "plugins.games.cold_start_images=48",
-                        "plugins.games.cold_start_think_chars=16", "plugins.games.cold_start_describe=true", *overrides]
+                        "plugins.games.cold_start_think_chars=16", "plugins.games.cold_start_describe=true",
+                        "plugins.games.games=[2048,shisen,swap,shapes,bars,clock]",
+                        "plugins.games.held_out_questions=2", "plugins.games.eval_votes=3", *overrides]
     extra = (games_plugin, StandInPlugin()) if standin else (games_plugin,)
     recipe = load_recipe("tiny", recipe_overrides, plugins=extra)
     pm = get_plugin_manager(autoload=False, extra=extra)

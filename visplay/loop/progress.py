@@ -130,10 +130,12 @@ def _where(iteration: Any, phase: Any, step: Any) -> str:
 
 
 def summary_line(iteration: int, iterations: int, s: dict[str, float | None],
-                 fields: dict[str, float | str] | None = None) -> str:
+                 fields: dict[str, float | tuple[float, float] | str] | None = None) -> str:
     """``iteration 1/2: questioner reward 0.41 | mean confidence 0.63 | kept 5/16 (31%) | reasoner reward 0.50``,
     then the plugins' own fields (``visplay_summary_fields``), e.g. ``gold accuracy 0.208``."""
-    def num(value: float | str | None) -> str:
+    def num(value: float | tuple[float, float] | str | None) -> str:
+        if isinstance(value, tuple):  # (value, standard error)
+            return f"{value[0]:.3f}\u00b1{value[1]:.3f}"
         return "n/a" if value is None else value if isinstance(value, str) else f"{value:.3f}"
 
     parts = [f"questioner reward {num(s.get('questioner_reward'))}", f"mean confidence {num(s.get('confidence'))}",

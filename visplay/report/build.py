@@ -155,8 +155,10 @@ def text_summary(data: ReportData) -> str:
     for s in iteration_summary(data):
         lines.append(f"{s['iteration']:<5}{s['questions']:>10}{_fmt(s['valid'], 2):>7}{_fmt(s['confidence'], 2):>7}"
                      f"{s['kept_n']:>9}{_fmt(s['questioner_reward']):>10}{_fmt(s['reasoner_reward']):>10}")
+    errors = _gold_errors(data)
     for name, points in _gold_series(data).items():
-        lines.append(f"{name}: " + ", ".join(f"i{p[0]}={p[2]:.3f}" for p in points))
+        lines.append(f"{name}: " + ", ".join(f"i{p[0]}=" + _with_error(p[2], errors.get(name, {}).get(p[0]))
+                                             for p in points))
     if data.eval_scores:
         lines.append("evaluation (accuracy %):")
         for s in data.eval_scores:
@@ -197,9 +199,25 @@ def _gold_series(data: ReportData) -> dict[str, list[tuple[int, int, float]]]:
     series: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
     for iteration, fields in sorted(data.fields.items()):
         for label, value in fields.items():
+            if isinstance(value, tuple):  # (value, standard error): the value here, the error in _gold_errors
+                value = value[0]
             if isinstance(value, float):
                 series[label].append((iteration, 0, value))
     return dict(series)
+
+
+def _gold_errors(data: ReportData) -> dict[str, dict[int, float]]:
+    """{label: {iteration: standard error}} of the fields a plugin gave as (value, standard error) pairs."""
+    errors: dict[str, dict[int, float]] = defaultdict(dict)
+    for iteration, fields in data.fields.items():
+        for label, value in fields.items():
+            if isinstance(value, tuple):
+                errors[label][iteration] = value[1]
+    return dict(errors)
+
+
+def _with_error(value: float | None, error: float | None) -> str:
+    return _fmt(value) + (f"\u00b1{error:.3f}" if value is not None and error is not None else "")
 
 
 def _story(data: ReportData, figures: dict[str, str]) -> dict[str, Any]:
@@ -213,11 +231,13 @@ def _story(data: ReportData, figures: dict[str, str]) -> dict[str, Any]:
     # at most three gold columns (the shortest names: the headline ones); the figure and panels have the rest
     shown = sorted(gold, key=lambda n: (len(n), n))[:3]
     gold_at = {name: {p[0]: p[2] for p in gold[name]} for name in shown}
+    errors = _gold_errors(data)
     headers = ["iteration", "questions", "valid share", "mean confidence", "kept", "questioner reward",
                "reasoner reward", *[n.replace("_", " ") for n in gold_at]]
     rows = [[s["iteration"], s["questions"], _fmt(s["valid"], 2), _fmt(s["confidence"], 2), s["kept_n"],
              _fmt(s["questioner_reward"]), _fmt(s["reasoner_reward"]),
-             *[_fmt(gold_at[n].get(s["iteration"])) for n in gold_at]] for s in summary]
+             *[_with_error(gold_at[n].get(s["iteration"]), errors.get(n, {}).get(s["iteration"])) for n in gold_at]]
+            for s in summary]
     warnings = [f"{kind} x{count}: {message}" for kind, (count, message) in sorted(data.warnings.items())]
     return {"facts": " · ".join(facts), "headers": headers, "rows": rows, "warnings": warnings,
             "figure": _fig("story", plots.plot_story(data.reward_totals, summary, gold),
@@ -270,7 +290,8 @@ def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
                 _fig("confidence", plots.plot_confidence_hist(data.labels, band),
                      "confidence histogram per iteration", figures),
                 _fig("kept_fraction", plots.plot_kept_fraction(data.filters), "kept fraction", figures)]
-    gold = _fig("gold_silver", plots.plot_named(_gold_series(data), "per iteration (visplay_summary_fields)"),
+    gold = _fig("gold_silver", plots.plot_named(_gold_series(data), "per iteration (visplay_summary_fields)",
+                                                 _gold_errors(data)),
                 "numbers the plugins report for each iteration, e.g. gold vs silver accuracy", figures)
     run_fields = [(k, run.get(k)) for k in ("run_id", "status", "variant", "seed", "visplay_version", "torch",
                                             "transformers", "device", "git_commit")]

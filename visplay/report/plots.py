@@ -142,13 +142,17 @@ def plot_rewards(totals: Sequence[Mapping[str, Any]]) -> str | None:
     return _svg(fig)
 
 
-def plot_named(series: Mapping[str, list[tuple[int, int, float]]], title: str) -> str | None:
-    """Several metrics on one axis against iteration (e.g. gold vs silver accuracy)."""
+def plot_named(series: Mapping[str, list[tuple[int, int, float]]], title: str,
+               errors: Mapping[str, Mapping[int, float]] | None = None) -> str | None:
+    """Several metrics on one axis against iteration (e.g. gold vs silver accuracy); ``errors`` (metric ->
+    iteration -> standard error) draws error bars where given."""
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for name, points in series.items():
-        ax.plot([p[0] + p[1] / 1000 for p in points], [p[2] for p in points], marker="o", label=name)
+        se = (errors or {}).get(name, {})
+        ax.errorbar([p[0] + p[1] / 1000 for p in points], [p[2] for p in points],
+                    yerr=[se.get(p[0], 0.0) for p in points] if se else None, marker="o", capsize=3, label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.legend(fontsize=8)
