@@ -16,6 +16,7 @@ import pytest
 
 from visplay.log.replay import format_report, replay_run
 from visplay.log.runlog import SCHEMA_VERSION, RunLog
+from visplay.loop.keys import phase_rank
 from visplay.report.build import collect, text_summary
 
 FIXTURE = Path(__file__).parent / "data" / "runlog_v1"
@@ -60,9 +61,20 @@ def test_opening_for_writing_upgrades_it_in_place(old_run):
 
 @pytest.mark.slow
 def test_it_replays_bit_for_bit(old_run, tmp_path):
-    report = replay_run(old_run / "run.db", out=tmp_path / "replay" / "run.db")
+    """Everything the loop computes replays bit for bit. The games plugin's own evaluation (its gold_* tables and
+    the eval-phase metrics) changed since the log was written (issue 15: greedy pass@1, maj@m, rotated held-out
+    questions), so those rows may differ, and only those."""
+    report = replay_run(old_run / "run.db", out=tmp_path / "replay" / "run.db", limit=500)
     text = format_report(report)
-    assert report.ok, text
-    assert "every value identical" in text
+    core = ("images", "generations", "questions", "labels", "filters", "answers", "rewards", "advantages",
+            "checkpoints", "steps")
+    for table in core:
+        stats = report.diff.tables[table]
+        assert stats.rows_a > 0 or table in ("labels",), (table, text)
+        assert stats.differing == stats.only_a == stats.only_b == 0, (table, text)
+    eval_rank = phase_rank("eval")
+    for div in report.diff.divergences:
+        assert div.table.startswith("gold_") or (div.table == "metrics" and div.position[1] == eval_rank), \
+            div.describe()
     with RunLog(tmp_path / "replay" / "run.db", readonly=True) as new:  # the replay records producers
         assert {r["producer"] for r in new.rows_matching("rewards", component="uncertainty")} == {"algorithm"}

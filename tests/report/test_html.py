@@ -44,7 +44,7 @@ def test_report_html_sections_figures_and_svgs(run_db, capsys):
         svg = (index.parent / f"{fig}.svg").read_text()
         assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
         assert f"<figure id='fig-{fig}'>{svg}" in page  # inlined as written
-    assert "gold accuracy" in page and "gold/accuracy" in page  # the story table's column, the metric panels
+    assert "maj@m" in page and "gold/accuracy" in page  # the story table's column (games plugin), the metric panels
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(embedded) == 4  # the sample browser's images; figures are SVG
     assert all(base64.b64decode(e).startswith(PNG_MAGIC) for e in embedded)
