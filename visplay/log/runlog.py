@@ -298,6 +298,26 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     _create_views(db)
 
 
+# Tables every schema version since 1 has had; an older log is checked for these before it is migrated.
+CORE_TABLES = ("runs", "steps", "checkpoints", "generations", "metrics", "images")
+
+
+def _run_log_problem(version: int, tables: dict[str, set[str]]) -> str | None:
+    """Why a database with this user_version and these {table: columns} is not a usable run log (None: it is)."""
+    if version == 0:
+        user_tables = [t for t in tables if not t.startswith("sqlite_")]
+        return f"not a visplay run log (user_version 0, tables: {', '.join(sorted(user_tables))})" \
+            if user_tables else None
+    if version > SCHEMA_VERSION:
+        return None  # refused with its own message by the schema check
+    expected = TABLES if version == SCHEMA_VERSION else {t: {} for t in CORE_TABLES}
+    for name, spec in expected.items():
+        if name not in tables:
+            return f"run log lacks its core table {name!r} (damaged or edited by hand)"
+        missing = [c for c in spec.get("columns", {}) if c not in tables[name]]
+        if missing:
+            return f"run log table {name!r} lacks column(s) {', '.join(missing)} (damaged or edited by hand)"
+    return None
 
 MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]  # MIGRATIONS[i] upgrades user_version i -> i + 1
 
@@ -322,6 +342,8 @@ class RunLog:
             _check_is_sqlite(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._check_is_run_log()
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         register_functions(conn)
@@ -351,6 +373,26 @@ class RunLog:
                 f"{self.path}: run log schema version {version} is newer than this visplay understands "
                 f"({SCHEMA_VERSION}); upgrade visplay to read it. Nothing was modified."
             )
+
+    def _check_is_run_log(self) -> None:
+        """Refuse, untouched, a SQLite file that is not a visplay run log or has lost core tables or columns.
+
+        Without this, writing would silently recreate a dropped table (sqlite-utils creates tables on insert) and a
+        foreign database would be adopted and migrated. An empty database (no tables, user_version 0) is one a
+        killed ``create`` left behind, and is taken.
+        """
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {name: {c[1] for c in conn.execute(f"PRAGMA table_info([{name}])")}
+                      for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"{self.path}: unreadable SQLite database ({exc}); refusing to touch it") from exc
+        finally:
+            conn.close()
+        problem = _run_log_problem(version, tables)
+        if problem:
+            raise RunLogError(f"{self.path}: {problem}; refusing to touch it. Nothing was modified.")
 
     @property
     def schema_version(self) -> int:
@@ -622,6 +664,17 @@ class RunLog:
         row = self.db.execute("select coalesce(sum(vp_len(token_ids)), 0) from generations "
                               "where iteration = ? and phase = ? and step = ?", [iteration, phase, step]).fetchone()
         return int(row[0])
+
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        """The ``checkpoints`` row of ``name`` (files: {relative path: sha256}), or None."""
+        rows = list(self.db["checkpoints"].rows_where("name = ?", [name]))
+        if not rows:
+            return None
+        return {**rows[0], "files": json.loads(rows[0]["files"] or "{}")}
+
+    def image_sources(self) -> dict[str, str]:
+        """{image_id: source} of the logged image pool: the pool's fingerprint, checked on resume."""
+        return {r["image_id"]: r["source"] for r in self.db["images"].rows_where(select="image_id, source")}
 
     def done_steps(self) -> set[tuple[int, str, int]]:
         return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}
