@@ -369,7 +369,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     cfg = _merge(OmegaConf.structured(schema_cls), data, where=str(path), keys=keys)
     _mark_required(cfg, data)
     for item, dot in dots:
-        cfg = _merge(cfg, dot, where=f"command-line override {item!r}", keys=keys)
+        cfg = _merge(cfg, dot, where=f"command-line override {item!r}", keys=keys, key=item.split("=", 1)[0])
     try:
         _apply_variant_defaults(cfg, str(path))
         missing = sorted(OmegaConf.missing_keys(cfg))
@@ -401,7 +401,9 @@ def _mark_required(cfg: DictConfig, data: DictConfig, prefix: str = "") -> None:
             _mark_required(cfg, data[key], dotted + ".")
 
 
-def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None = None) -> DictConfig:
+def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None = None,
+           key: str | None = None) -> DictConfig:
+    """``key``: the dotted key being set (an override's), named when OmegaConf's error does not say."""
     try:
         return OmegaConf.merge(base, new)
     except (ConfigKeyError, ConfigAttributeError) as exc:
@@ -414,12 +416,14 @@ def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None
                 f" ({parent} has: {', '.join(siblings)})" if siblings else "")
         raise RecipeError(f"{where}: unknown key {key!r}{tail}") from exc
     except (ValidationError, GrammarParseError, MissingMandatoryValue) as exc:
-        raise RecipeError(f"{where}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
+        named = _full_key(exc)
+        raise RecipeError(f"{where}: key {named if named != '?' else key or '?'!r}: {_describe(exc)}") from exc
     except OmegaConfBaseException as exc:
         raise RecipeError(f"{where}: {_describe(exc)}") from exc
     except TypeError as exc:  # OmegaConf: a list merged onto a mapping section (e.g. plugins=[1,2])
-        key = ", ".join(sorted(k for k in new.keys() if OmegaConf.is_list(new[k]) and OmegaConf.is_dict(base.get(k))))
-        raise RecipeError(f"{where}: key {key or '?'!r}: a list where a mapping of keys is expected") from exc
+        named = key or ", ".join(sorted(k for k in new.keys() if OmegaConf.is_list(new[k])
+                                        and OmegaConf.is_dict(base.get(k))))
+        raise RecipeError(f"{where}: key {named or '?'!r}: a list where a mapping of keys is expected") from exc
 
 
 def _full_key(exc: OmegaConfBaseException) -> str:

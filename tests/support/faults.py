@@ -1,10 +1,10 @@
-"""Helpers of the fault suite (tests/test_faults_*.py): small stand-in runs, a pausing plugin, file tampering.
+"""Helpers of the fault suite (tests/faults/): small stand-in runs, a pausing plugin, file tampering.
 
 Run as a script, like tests/engine_fixtures.py, with a pause: ``VISPLAY_TEST_PAUSE=DIR`` makes the run write
 ``DIR/paused`` (holding its pid) after its first committed step and wait until ``DIR/go`` exists, so a test can
 start a second process against the same run while the first is provably alive and mid-run.
 
-    python tests/faults_fixtures.py run|resume RUN_DIR [key=value ...]
+    PYTHONPATH=tests python tests/support/faults.py run|resume RUN_DIR [key=value ...]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine_fixtures import standin_plugins, standin_recipe
+from support.engine import standin_plugins, standin_recipe
 
 from visplay.hookspecs import hookimpl
 
@@ -51,8 +51,9 @@ def resume_in_process(run_dir: Path, **kw: Any) -> Path:
     from visplay.config import load_recipe
     from visplay.loop.engine import run_recipe
 
-    return run_recipe(load_recipe(str(run_dir / "recipe.yaml")), run_dir=run_dir, resume=True,
-                      extra_plugins=standin_plugins(), quiet=True, **kw)
+    plugins = standin_plugins()
+    return run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
+                      extra_plugins=plugins, quiet=True, **kw)
 
 
 def flip_byte(path: Path, offset: int = -1) -> None:
@@ -86,8 +87,8 @@ def main(argv: list[str]) -> int:
     if command == "run":
         run_recipe(standin_recipe(run_dir, overrides), extra_plugins=plugins, quiet=True)
     else:
-        run_recipe(load_recipe(str(run_dir / "recipe.yaml")), run_dir=run_dir, resume=True, extra_plugins=plugins,
-                   quiet=True)
+        run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
+                   extra_plugins=plugins, quiet=True)
     return 0
 
 

@@ -36,21 +36,22 @@ LATE = [  # (override, key named in the error, words of the reason)
     ("reasoner.sampling.top_k=-5", "reasoner.sampling.top_k", ">= 0"),
     ("reasoner.sampling.temperature=nan", "reasoner.sampling.temperature", "finite"),
     ("model.device=gpu", "model.device", "cpu, cuda or cuda:N"),
-    ("model.lora.dropout=1.5", "model.lora.dropout", "must be in"),
-    ("model.tiny.num_layers=0", "model.tiny.num_layers", ">= 1"),
+    ("plugins.models.lora.dropout=1.5", "plugins.models.lora.dropout", "must be in"),
+    ("plugins.models.tiny.num_layers=0", "plugins.models.tiny.num_layers", ">= 1"),
+    ("plugins.games.cold_start_lr=nan", "plugins.games.cold_start_lr", "> 0"),
     ("data.num_images=0", "data.num_images", ">= 1"),
     ("data.size=0", "data.size", ">= 1"),
     ("data.max_file_mb=-1", "data.max_file_mb", "must be in"),
     ("data.min_pixels=100", None, None),  # fine alone: the control case
     ("data.max_pixels=10", "data.max_pixels", "data.min_pixels"),
-    ("sampler.vllm.gpu_memory_utilization=1.5", "sampler.vllm.gpu_memory_utilization", "must be in"),
+    ("plugins.vllm.gpu_memory_utilization=nan", "plugins.vllm.gpu_memory_utilization", "must be in"),
     ("distributed.nproc=0", "distributed.nproc", ">= 1"),
     ("distributed.backend=mpi", "distributed.backend", "gloo"),
     ("eval.batch_size=0", "eval.batch_size", ">= 1"),
     ("seed=-1", "seed", ">= 0"),
     ("seed=100000000000000000000", "seed", "64-bit"),
-    ("plugins=[1,2]", "plugins", "mapping"),
-    ("plugins.games=3", "plugins.games", "mapping"),
+    ("plugins=[1,2]", "plugins", "PluginsConfig"),
+    ("plugins.games=3", "plugins.games", "GamesOptions"),
     ("name=../../x", "name", "not a path"),
     ("name=" + "a" * 300, "name", "300 characters"),
     ("run_dir=/dev/null", "run_dir", "not a folder"),
@@ -82,10 +83,10 @@ def test_every_problem_is_reported_at_once():
 
 def test_tilde_is_expanded_once_in_every_path_key(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
-    cfg = load_recipe("tiny", ["run_dir=~/runs/x", "data.images=~/imgs", "model.tiny.cache_dir=~/cache"])
+    cfg = load_recipe("tiny", ["run_dir=~/runs/x", "data.images=~/imgs", "plugins.models.tiny.cache_dir=~/cache"])
     assert cfg.run_dir == f"{tmp_path}/runs/x"
     assert cfg.data.images == f"{tmp_path}/imgs"
-    assert cfg.model.tiny.cache_dir == f"{tmp_path}/cache"
+    assert cfg.plugins.models.tiny.cache_dir == f"{tmp_path}/cache"
 
 
 def test_missing_gpu_is_refused_before_the_run_directory(tmp_path):

@@ -1,6 +1,6 @@
 """Fault suite, resume (issue 17, items 1-4): nothing on disk is trusted when a run is continued or overwritten.
 
-Small stand-in runs (tests/engine_fixtures.py), stopped after a committed step, then tampered with as a user
+Small stand-in runs (tests/support/engine.py), stopped after a committed step, then tampered with as a user
 could: flipped checkpoint bytes, a second process, a changed image folder, a dropped table, a foreign database,
 an unknown file in the run directory. Each case is refused naming what is wrong, and leaves the run log as it was.
 """
@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_fixtures import comparable_rows
-from faults_fixtures import flip_byte, resume_in_process, sql, stand_in_run
 from PIL import Image
+from support.engine import comparable_rows
+from support.faults import flip_byte, resume_in_process, sql, stand_in_run
 
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.loop.engine import RunExistsError
 
-SCRIPT = Path(__file__).parent / "faults_fixtures.py"
+SCRIPT = Path(__file__).parent.parent / "support" / "faults.py"
 STOP = (1, "questioner", 0)  # a committed training step: both v0 checkpoints and one step state exist
 
 
@@ -89,7 +89,9 @@ def test_lock_refuses_a_second_holder_naming_the_pid(tmp_path):
 
 
 def _drive(cwd: Path, *args: str, pause: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "VISPLAY_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
+    tests = str(SCRIPT.parent.parent)  # for ``support.engine``
+    env = {**os.environ, "VISPLAY_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
     env.pop("VISPLAY_TEST_PAUSE", None)
     if pause is not None:
         env["VISPLAY_TEST_PAUSE"] = str(pause)
