@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from support.engine import comparable_rows
-from support.faults import flip_byte, resume_in_process, sql, stand_in_run
+from support.faults import flip_byte, resume_in_process, same_computation, sql, stand_in_run
 
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.loop.engine import RunExistsError
@@ -36,11 +36,6 @@ def uninterrupted(tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
         return comparable_rows(stand_in_run(tmp_path_factory.mktemp("whole") / "run"))
-
-
-def _same_run(a: dict, b: dict) -> bool:
-    """Row-equal in every table but ``runs`` (whose recipe names the run's own directory)."""
-    return {k: v for k, v in a.items() if k != "runs"} == {k: v for k, v in b.items() if k != "runs"}
 
 
 def _sha(path: Path) -> str:
@@ -120,7 +115,7 @@ def test_two_concurrent_resumes_exactly_one_proceeds(tmp_path, uninterrupted):
         (pause / "go").write_text("")
         _, first_err = first.communicate(timeout=120)
     assert first.returncode == 0, first_err
-    assert _same_run(comparable_rows(run_dir / "run.db"), uninterrupted)
+    assert same_computation(comparable_rows(run_dir / "run.db"), uninterrupted)
 
 
 # --- 3. the image pool must be the logged one --------------------------------------------------------------------
@@ -211,4 +206,4 @@ def test_overwrite_replaces_a_run_of_its_own(tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
     stand_in_run(run_dir, stop=STOP)
     db = stand_in_run(run_dir, overwrite=True)
-    assert _same_run(comparable_rows(db), uninterrupted)
+    assert same_computation(comparable_rows(db), uninterrupted)

@@ -9,7 +9,10 @@ start a second process against the same run while the first is provably alive an
 
 from __future__ import annotations
 
+import hashlib
 import os
+import resource
+import signal
 import sqlite3
 import sys
 import time
@@ -19,6 +22,7 @@ from typing import Any
 from support.engine import standin_plugins, standin_recipe
 
 from visplay.hookspecs import hookimpl
+from visplay.testing import StandinModels, UnigramPolicy
 
 
 class Pauser:
@@ -40,11 +44,38 @@ class Pauser:
         self.folder = None
 
 
-def stand_in_run(run_dir: Path, *extra: str, **kw: Any) -> Path:
+class PaddedPolicy(UnigramPolicy):
+    """A stand-in policy whose checkpoint also holds 1 MB of padding: a checkpoint larger than the run log."""
+
+    def save(self, directory: str) -> dict[str, str]:
+        import torch
+        from safetensors.torch import save_file
+
+        files = super().save(directory)
+        save_file({"pad": torch.zeros(256 * 1024)}, str(Path(directory) / "pad.safetensors"))
+        return {**files, "pad.safetensors": hashlib.sha256((Path(directory) / "pad.safetensors").read_bytes())
+                .hexdigest()}
+
+
+class PaddedModels(StandinModels):
+    """``model.backend=standin`` with PaddedPolicy (replaces StandinModels)."""
+
+    @hookimpl
+    def visplay_load_policy(self, ctx: Any, role: str, init_from: str | None) -> Any:
+        policy = super().visplay_load_policy(ctx, role, init_from)
+        return PaddedPolicy(role, policy.logits.detach()) if policy is not None else None
+
+
+def padded_plugins() -> tuple[Any, ...]:
+    return tuple(PaddedModels() if isinstance(p, StandinModels) else p for p in standin_plugins())
+
+
+def stand_in_run(run_dir: Path, *extra: str, plugins: tuple[Any, ...] | None = None, **kw: Any) -> Path:
     """A whole (or, with ``stop``, partial) stand-in run in this process; returns its run.db."""
     from visplay.loop.engine import run_recipe
 
-    return run_recipe(standin_recipe(run_dir, list(extra)), extra_plugins=standin_plugins(), quiet=True, **kw)
+    return run_recipe(standin_recipe(run_dir, list(extra)), extra_plugins=plugins or standin_plugins(), quiet=True,
+                      **kw)
 
 
 def resume_in_process(run_dir: Path, **kw: Any) -> Path:
@@ -54,6 +85,15 @@ def resume_in_process(run_dir: Path, **kw: Any) -> Path:
     plugins = standin_plugins()
     return run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
                       extra_plugins=plugins, quiet=True, **kw)
+
+
+def same_computation(a: dict, b: dict) -> bool:
+    """comparable_rows equal in every table but ``runs`` (its recipe names the run's own directory) and
+    ``plugins`` (which test plugins the process registered)."""
+    def strip(rows: dict) -> dict:
+        return {k: v for k, v in rows.items() if k not in ("runs", "plugins")}
+
+    return strip(a) == strip(b)
 
 
 def flip_byte(path: Path, offset: int = -1) -> None:
@@ -79,16 +119,27 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from visplay.config import load_recipe
+    from visplay.config import RecipeError, load_recipe
+    from visplay.log.runlog import RunLogError
     from visplay.loop.engine import run_recipe
+    from visplay.plugins import PluginError
 
     command, run_dir, overrides = argv[0], Path(argv[1]), argv[2:]
-    plugins = (*standin_plugins(), Pauser(os.environ.get("VISPLAY_TEST_PAUSE")))
-    if command == "run":
-        run_recipe(standin_recipe(run_dir, overrides), extra_plugins=plugins, quiet=True)
-    else:
-        run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
-                   extra_plugins=plugins, quiet=True)
+    models = padded_plugins() if os.environ.get("VISPLAY_TEST_PAD") else standin_plugins()
+    plugins = (*models, Pauser(os.environ.get("VISPLAY_TEST_PAUSE")))
+    if os.environ.get("VISPLAY_TEST_FSIZE"):  # a file-size limit: writes beyond it fail as on a full disk
+        limit = int(os.environ["VISPLAY_TEST_FSIZE"])
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an EFBIG error instead of a killing signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        if command == "run":
+            run_recipe(standin_recipe(run_dir, overrides), extra_plugins=plugins, quiet=True)
+        else:
+            run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
+                       extra_plugins=plugins, quiet=True)
+    except (RecipeError, PluginError, RunLogError) as exc:  # as visplay.cli.main reports them
+        print(f"visplay: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

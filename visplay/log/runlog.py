@@ -423,7 +423,7 @@ class RunLog:
             raise RuntimeError(f"step {self._step} still open")
         self._step = (iteration, phase, step)
         try:
-            with self.db.atomic():
+            with self._writing(f"step ({iteration}, {phase}, {step})"), self.db.atomic():
                 yield self
                 self.db["steps"].insert(
                     {"iteration": iteration, "phase": phase, "step": step, "committed_at": time.time()},
@@ -433,9 +433,21 @@ class RunLog:
             self._step = None
 
     @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """A full disk (or a file-size limit, or an I/O error) while writing becomes a RunLogError naming the file:
+        the transaction was rolled back, so the run stays resumable once there is space."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if not any(word in str(exc) for word in ("full", "I/O error")):
+                raise
+            raise RunLogError(f"{self.path}: cannot write the run log ({exc}); {what} was not committed: free disk "
+                              f"space, then `visplay resume {self.path.parent}`") from exc
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[RunLog]:
         """Writes that do not belong to a step (run metadata, images, events)."""
-        with self.db.atomic():
+        with self._writing("the transaction"), self.db.atomic():
             yield self
 
     def insert(self, table: str, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> int:

@@ -131,15 +131,22 @@ class Roles:
     def save(self, role: str, name: str, *, with_optimizer: bool) -> tuple[Path, dict[str, str]]:
         """Write the role's policy (and optimizer) under a temporary directory; return it and {file: sha256}."""
         tmp = self.root / ".tmp" / name.replace("/", "__")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        files = dict(self.held[role].policy.save(str(tmp)))
-        if with_optimizer:
-            optimizer = self.held[role].optimizer
-            assert optimizer is not None, f"{role} has no optimizer to save (not a training step)"
-            optimizer_files = optimizer.save(str(tmp / "optimizer"))
-            files.update({f"optimizer/{k}": v for k, v in optimizer_files.items()})
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            files = dict(self.held[role].policy.save(str(tmp)))
+            if with_optimizer:
+                optimizer = self.held[role].optimizer
+                assert optimizer is not None, f"{role} has no optimizer to save (not a training step)"
+                optimizer_files = optimizer.save(str(tmp / "optimizer"))
+                files.update({f"optimizer/{k}": v for k, v in optimizer_files.items()})
+        except Exception as exc:
+            if not is_write_failure(exc):
+                raise
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {name} under {tmp} ({type(exc).__name__}: {exc}); nothing of this step "
+                f"was committed: free disk space, then `visplay resume {self.root.parent}`") from exc
         return tmp, files
 
     def commit(self, tmp: Path, name: str, role: str, iteration: int, step: int, files: dict[str, str]) -> None:
@@ -186,6 +193,17 @@ class Roles:
             verify_checkpoint(self.ctx.log, name, path)
             self.verified.add(name)
         return path
+
+
+class CheckpointWriteError(RunLogError):
+    """A checkpoint could not be written (disk full, file too large, I/O error); the step is not committed."""
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """An OSError, or safetensors' error wrapping one (it raises its own type, with the OS error in the text)."""
+    if isinstance(exc, OSError):
+        return True
+    return type(exc).__name__ == "SafetensorError" and ("os error" in str(exc) or "I/O error" in str(exc))
 
 
 class CheckpointMismatch(RunLogError):
