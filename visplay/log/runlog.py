@@ -23,7 +23,7 @@ import sqlite_utils
 
 from visplay.log import arrays
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
 # Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
@@ -49,7 +49,7 @@ TABLES: dict[str, dict[str, Any]] = {
         "columns": {
             "key": str, "iteration": int, "phase": str, "step": int, "role": str, "kind": str, "image_id": str,
             "parent_key": str, "sample_index": int, "seed": int, "prompt": str, "text": str,
-            "token_ids": bytes, "logprobs": bytes, "finish_reason": str,
+            "token_ids": bytes, "logprobs": bytes, "finish_reason": str, "digest": str,
         },
         "pk": "key",
     },
@@ -113,7 +113,7 @@ TABLES: dict[str, dict[str, Any]] = {
 
 # Columns added by a later migration than the first (so _migrate_1 keeps creating the schema of version 1); they
 # are NULL in rows written before, and comparisons skip them where one side has no value.
-ADDED_LATER = {("rewards", "producer"), ("filters", "producer")}
+ADDED_LATER = {("rewards", "producer"), ("filters", "producer"), ("generations", "digest")}
 
 # What a ``generations`` row looks like to writers and readers: prompts as text, arrays as lists. On disk the
 # prompt is a reference into ``prompts`` and the arrays are BLOBs (visplay.log.arrays); RunLog converts both ways,
@@ -142,6 +142,12 @@ class KeptQuestion:
 
 class RunLogError(Exception):
     """The file is not a run log this version can use. Nothing was modified."""
+
+
+def generation_digest(text: str, token_ids: Iterable[int]) -> str:
+    """sha256 over a generation's text and token ids together (``generations.digest``)."""
+    payload = json.dumps([text, [int(t) for t in token_ids]], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _json(value: Any) -> Any:
@@ -319,7 +325,16 @@ def _run_log_problem(version: int, tables: dict[str, set[str]]) -> str | None:
             return f"run log table {name!r} lacks column(s) {', '.join(missing)} (damaged or edited by hand)"
     return None
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+
+def _migrate_issue17(db: sqlite_utils.Database) -> None:
+    """``generations.digest``: sha256 of a generation's text and token ids, so a replay notices an edited text
+    (NULL in logs written before; those are served unchecked)."""
+    if "digest" not in db["generations"].columns_dict:
+        db["generations"].add_column("digest", str)
+
+
+# MIGRATIONS[i] upgrades user_version i -> i + 1
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_issue17]
 
 
 def register_functions(conn: sqlite3.Connection) -> None:
