@@ -44,7 +44,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
                    help="recipe overrides as dotted keys, e.g. questioner.steps=2 reasoner.filter.band=[0.3,0.8]")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing run directory of the same name first (otherwise refuse and say how to "
-                        "resume it)")
+                        "resume it); only a visplay run's folder holding nothing else is deleted")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; summary lines and warnings still print")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe and paths, print the plan (iterations, steps, batch sizes, placement, "
