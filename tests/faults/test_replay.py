@@ -24,7 +24,8 @@ def _no_entry_points(no_autoload):
 def run_db(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
-        return stand_in_run(tmp_path_factory.mktemp("replay") / "run")
+        # votes' log-probs logged too: the stand-in's replay serves them back (main's default leaves them out)
+        return stand_in_run(tmp_path_factory.mktemp("replay") / "run", "log.vote_logprobs=true")
 
 
 def _copy(run_db, tmp_path):

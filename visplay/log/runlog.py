@@ -119,9 +119,11 @@ ADDED_LATER = {("rewards", "producer"), ("filters", "producer"), ("generations",
 # prompt is a reference into ``prompts`` and the arrays are BLOBs (visplay.log.arrays); RunLog converts both ways,
 # and reads run logs of schema 1 (prompt text and JSON arrays in the row) the same way.
 GENERATION_COLUMNS = ("key", "iteration", "phase", "step", "role", "kind", "image_id", "parent_key", "sample_index",
-                      "seed", "prompt_system", "prompt_user", "text", "token_ids", "logprobs", "finish_reason")
+                      "seed", "prompt_system", "prompt_user", "text", "token_ids", "logprobs", "finish_reason",
+                      "digest")
 # Schema 1's ``generations`` columns (what _migrate_1 creates; _migrate_3 converts them).
-_V1_GENERATIONS = {c: int if c in ("iteration", "step", "sample_index", "seed") else str for c in GENERATION_COLUMNS}
+_V1_GENERATIONS = {c: int if c in ("iteration", "step", "sample_index", "seed") else str for c in GENERATION_COLUMNS
+                   if ("generations", c) not in ADDED_LATER}
 
 # Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
 VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
@@ -223,8 +225,9 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     """
     db["prompts"].create(TABLES["prompts"]["columns"], pk="prompt", not_null=None)
     db.execute("ALTER TABLE generations RENAME TO generations_v1")
-    db["generations"].create(TABLES["generations"]["columns"], pk="key", not_null=None)
-    columns = list(TABLES["generations"]["columns"])
+    # the schema-3 shape: columns added by later migrations (ADDED_LATER) come with those
+    columns = [c for c in TABLES["generations"]["columns"] if ("generations", c) not in ADDED_LATER]
+    db["generations"].create({c: TABLES["generations"]["columns"][c] for c in columns}, pk="key", not_null=None)
     insert = f"INSERT INTO generations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     cursor = db.execute("SELECT * FROM generations_v1 ORDER BY key")
     names = [d[0] for d in cursor.description]
