@@ -38,9 +38,9 @@ def _is_int(value: Any) -> bool:
 
 def int_at_least(value: Any, low: int) -> str | None:
     """None when ``value`` is an integer >= low, else the problem."""
-    if not _is_int(value) or value < low:
-        return f"must be an integer >= {low}, got {value!r}"
-    return None
+    if not _is_int(value):
+        return f"must be an integer, got {value!r}"
+    return f"must be >= {low}, got {value!r}" if value < low else None
 
 
 def optional_int_at_least(value: Any, low: int) -> str | None:
@@ -235,7 +235,7 @@ def _cuda_device_count() -> int:
 def distributed_problems(dist: Any) -> Problems:
     # the GPU lists are checked against each other and the machine by visplay.scale.placement
     return _collect("distributed.", {
-        "nproc": int_at_least(dist.nproc, 1),
+        "nproc": int_at_least(dist.nproc, 0),  # 0: one process per training GPU
         "strategy": one_of(dist.strategy, ("ddp", "fsdp")),
         "backend": one_of(dist.backend, ("auto", "gloo", "nccl")),
     })

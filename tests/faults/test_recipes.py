@@ -45,7 +45,7 @@ LATE = [  # (override, key named in the error, words of the reason)
     ("data.min_pixels=100", None, None),  # fine alone: the control case
     ("data.max_pixels=10", "data.max_pixels", "data.min_pixels"),
     ("plugins.vllm.gpu_memory_utilization=nan", "plugins.vllm.gpu_memory_utilization", "must be in"),
-    ("distributed.nproc=0", "distributed.nproc", ">= 1"),
+    ("distributed.nproc=-1", "distributed.nproc", ">= 0"),  # 0 means one process per training GPU
     ("distributed.backend=mpi", "distributed.backend", "gloo"),
     ("eval.batch_size=0", "eval.batch_size", ">= 1"),
     ("seed=-1", "seed", ">= 0"),
