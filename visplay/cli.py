@@ -44,7 +44,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
                    help="recipe overrides as dotted keys, e.g. questioner.steps=2 reasoner.filter.band=[0.3,0.8]")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing run directory of the same name first (otherwise refuse and say how to "
-                        "resume it)")
+                        "resume it); only a visplay run's folder holding nothing else is deleted")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars; summary lines and warnings still print")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe and paths, print the plan (iterations, steps, batch sizes, placement, "
@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an uninterrupted run's.")
     p.add_argument("run_dir", help="the run directory, e.g. runs/tiny")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--accept-changed-images", action="store_true",
+                   help="continue although the image pool differs from the one the run started with (the change "
+                        "is logged as an image_pool_changed event); by default resume refuses, naming the image")
 
     p = sub.add_parser("replay", help="re-execute a run from its log and check every value",
                        description="Feed the logged generations back through the same plugins and recompute "
@@ -261,7 +264,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from visplay.loop.engine import resume_run_dir
 
-    return resume_run_dir(Path(args.run_dir), quiet=args.quiet)
+    return resume_run_dir(Path(args.run_dir), quiet=args.quiet, accept_changed_images=args.accept_changed_images)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -369,12 +369,12 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     cfg = _merge(OmegaConf.structured(schema_cls), data, where=str(path), keys=keys)
     _mark_required(cfg, data)
     for item, dot in dots:
-        cfg = _merge(cfg, dot, where=f"command-line override {item!r}", keys=keys)
-    _apply_variant_defaults(cfg, str(path))
+        cfg = _merge(cfg, dot, where=f"command-line override {item!r}", keys=keys, key=item.split("=", 1)[0])
     try:
+        _apply_variant_defaults(cfg, str(path))
         missing = sorted(OmegaConf.missing_keys(cfg))
-    except OmegaConfBaseException as exc:
-        raise RecipeError(f"{path}: {exc}") from exc
+    except OmegaConfBaseException as exc:  # e.g. ${nonexistent.key} met while reading a key
+        raise RecipeError(f"{path}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
     if missing:
         setup = f"\n{cfg.setup.strip()}" if cfg.get("setup") else ""
         raise RecipeError(f"{path}: required key(s) missing: {', '.join(missing)} (set them in the recipe or as "
@@ -382,7 +382,8 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     try:
         OmegaConf.resolve(cfg)
     except (OmegaConfBaseException, ValueError) as exc:
-        raise RecipeError(f"{path}: {_describe(exc)}") from exc
+        raise RecipeError(f"{path}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
+    _expand_user(cfg)
     _validate(cfg, str(path))
     _validate_sections(cfg, sections, str(path))
     OmegaConf.set_readonly(cfg, True)
@@ -400,7 +401,9 @@ def _mark_required(cfg: DictConfig, data: DictConfig, prefix: str = "") -> None:
             _mark_required(cfg, data[key], dotted + ".")
 
 
-def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None = None) -> DictConfig:
+def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None = None,
+           key: str | None = None) -> DictConfig:
+    """``key``: the dotted key being set (an override's), named when OmegaConf's error does not say."""
     try:
         return OmegaConf.merge(base, new)
     except (ConfigKeyError, ConfigAttributeError) as exc:
@@ -413,9 +416,14 @@ def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None
                 f" ({parent} has: {', '.join(siblings)})" if siblings else "")
         raise RecipeError(f"{where}: unknown key {key!r}{tail}") from exc
     except (ValidationError, GrammarParseError, MissingMandatoryValue) as exc:
-        raise RecipeError(f"{where}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
+        named = _full_key(exc)
+        raise RecipeError(f"{where}: key {named if named != '?' else key or '?'!r}: {_describe(exc)}") from exc
     except OmegaConfBaseException as exc:
         raise RecipeError(f"{where}: {_describe(exc)}") from exc
+    except TypeError as exc:  # OmegaConf: a list merged onto a mapping section (e.g. plugins=[1,2])
+        named = key or ", ".join(sorted(k for k in new.keys() if OmegaConf.is_list(new[k])
+                                        and OmegaConf.is_dict(base.get(k))))
+        raise RecipeError(f"{where}: key {named or '?'!r}: a list where a mapping of keys is expected") from exc
 
 
 def _full_key(exc: OmegaConfBaseException) -> str:
@@ -467,38 +475,24 @@ def _apply_variant_defaults(cfg: DictConfig, where: str) -> None:
 
 
 def _validate(cfg: DictConfig, where: str) -> None:
-    def fail(key: str, why: str) -> None:
-        raise RecipeError(f"{where}: key {key!r}: {why}")
+    """Every rule of visplay/recipe_rules.py; all problems are reported at once, each naming its key."""
+    from visplay.recipe_rules import recipe_problems
 
-    band = list(cfg.reasoner.filter.band)
-    if len(band) != 2 or not (0.0 <= band[0] <= band[1] <= 1.0):
-        fail("reasoner.filter.band", f"must be [low, high] with 0 <= low <= high <= 1, got {band}")
-    for role in ROLES:
-        section = cfg[role]
-        for key in ("steps", "group_size", "votes"):
-            if section[key] < 1:
-                fail(f"{role}.{key}", f"must be >= 1, got {section[key]}")
-        if section.sampling.temperature < 0:
-            fail(f"{role}.sampling.temperature", "must be >= 0")
-        if not 0 < section.sampling.top_p <= 1:
-            fail(f"{role}.sampling.top_p", "must be in (0, 1]")
-    if cfg.iterations < 1:
-        fail("iterations", "must be >= 1")
-    if cfg.optimizer.loss_agg not in ("token_mean", "seq_mean_token_mean"):
-        fail("optimizer.loss_agg", "must be 'token_mean' or 'seq_mean_token_mean'")
-    if cfg.reward.diversity_scope not in ("image", "batch"):
-        fail("reward.diversity_scope", "must be 'image' or 'batch'")
-    if cfg.data.resize not in ("fixed", "pixels", "none"):
-        fail("data.resize", "must be 'fixed', 'pixels' or 'none'")
-    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
-        fail("model.dtype", "must be float32, bfloat16 or float16")
-    if cfg.distributed.strategy not in ("ddp", "fsdp"):
-        fail("distributed.strategy", "must be 'ddp' or 'fsdp'")
-    if cfg.data.image_cache < 1:
-        fail("data.image_cache", f"must be >= 1, got {cfg.data.image_cache}")
-    for key in ("every", "keep"):
-        if cfg.checkpoint[key] < 1:
-            fail(f"checkpoint.{key}", f"must be >= 1, got {cfg.checkpoint[key]}")
+    problems = recipe_problems(cfg)
+    if problems:
+        raise RecipeError("\n".join(f"{where}: key {key!r}: {why}" for key, why in problems.items()))
+
+
+# Keys holding local paths: ``~`` is expanded here, once, so every consumer sees the same absolute-home path.
+PATH_KEYS = ("run_dir", "model.path", "plugins.models.tiny.cache_dir", "data.images", "eval.data",
+             "plugins.eval.judge_model")
+
+
+def _expand_user(cfg: DictConfig) -> None:
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str) and value.startswith("~"):
+            OmegaConf.update(cfg, key, str(Path(value).expanduser()), merge=False)
 
 
 def recipe_yaml(cfg: DictConfig) -> str:

@@ -11,6 +11,8 @@ One ``update(rollouts)`` call is one GRPO step over a rollout batch (EasyR1's de
    ``loss_agg="token_mean"``: each micro-batch is weighted by its share of the update batch's tokens, so the loss
    is the token-mean over the whole update batch (EasyR1 HEAD); ``"seq_mean_token_mean"``: each rollout's
    token-mean, averaged over the update batch's rollouts (the released fork at micro-batch 1).
+   A non-finite loss, gradient norm or weight raises NonFiniteUpdate there and then, so the engine never
+   commits the step (EasyR1 skips such an update instead, which hides it).
 
 Data-parallel (torchrun, ``visplay.scale.distributed.world_size() > 1``): every rank holds the same rollouts; each computes
 the old/reference log-probs of its shard (gathered in rank order) and back-propagates its shard of every update batch
@@ -33,6 +35,7 @@ from typing import Any
 
 import torch
 
+from visplay.plugins import PluginError
 from visplay.scale import distributed as dist
 from visplay.types import Rollout, UpdateResult
 from visplay_grpo.core_algos import (
@@ -47,6 +50,12 @@ from visplay_grpo.core_algos import (
 )
 
 STATE_FORMAT = 1
+NOT_COMMITTED = ("; the step was not committed (the run log and checkpoints hold the previous step): lower "
+                 "optimizer.lr or check the rewards, then `visplay resume` retries it")
+
+
+class NonFiniteUpdate(PluginError):
+    """A GRPO update met a non-finite loss, gradient norm or weight; raised before the step can be committed."""
 
 
 class GRPOOptimizer:
@@ -180,6 +189,12 @@ class GRPOOptimizer:
                 ref_t, _ = pad_rows([ref[i].to(device) for i in mb])
                 kl = average(kl_penalty(logp, ref_t, self.kl_type), mask)
             loss = pg + self.kl_coef * kl
+            # A rank alone must not raise mid-update under several processes (the others would wait in the
+            # all-reduce): there the global gradient norm below, NaN on every rank alike, stops the step.
+            if world == 1 and not torch.isfinite(loss):
+                raise NonFiniteUpdate(f"GRPO update {self.updates}: the loss is {float(loss.detach())} (pg_loss "
+                                      f"{float(pg.detach())}, kl {float(kl.detach())}) on rollouts "
+                                      f"{[mb[0], mb[-1]]}{NOT_COMMITTED}")
             # The micro-batch's weight in the update batch: its tokens (token-mean) or its rollouts (seq-mean);
             # ``weight`` 0 marks an FSDP padding pass (a copy that only keeps the ranks in step).
             share = weight * (float(mask.sum()) / total_tokens if self.loss_agg == "token_mean" else len(mb) / len(idx))
@@ -198,11 +213,25 @@ class GRPOOptimizer:
             grad_norm = dist.clip_grad_norm_(params, self.grad_clip)
         else:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        if torch.isfinite(grad_norm):
-            self.optim.step()
+        if not torch.isfinite(grad_norm):  # EasyR1 skips such an update; a run that hides it cannot be trusted
+            raise NonFiniteUpdate(f"GRPO update {self.updates}: the gradient norm is {float(grad_norm)}"
+                                  f"{NOT_COMMITTED}")
+        self.optim.step()
+        self._check_weights()
         self.updates += 1
         sums["actor/grad_norm"] = float(grad_norm)
         return sums
+
+    def _check_weights(self) -> None:
+        """After a step: every trainable weight finite (an lr of 1e30 makes finite gradients into inf weights).
+        Under several processes (FSDP shards) the ranks agree first, so they all stop together."""
+        bad = next((name for name, param in self.policy.trainable_parameters()
+                    if not bool(torch.isfinite(param).all())), None)
+        anywhere = dist.global_sum(float(bad is not None)) if dist.world_size() > 1 else float(bad is not None)
+        if anywhere:
+            raise NonFiniteUpdate(f"GRPO update {self.updates}: weight {bad or '(on another rank)'} is non-finite "
+                                  f"after the AdamW step (optimizer.lr={self.optim.param_groups[0]['lr']})"
+                                  f"{NOT_COMMITTED}")
 
     # --- state -----------------------------------------------------------------------------------------------------
 

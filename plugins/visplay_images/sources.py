@@ -110,15 +110,23 @@ def open_folder(path: str, limits: DecodeLimits, on_skip: SkipCallback, max_imag
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 yield str(file), BadImage(f"not an image file name (suffix {file.suffix or 'none'!r})"), None
                 continue
-            stat = os.stat(file)
-            if stat.st_size > limits.max_file_mb * 1024 * 1024:  # checked before reading it into memory
-                yield (str(file), BadImage(f"file is {stat.st_size / 2**20:.1f} MB > "
-                                           f"data.max_file_mb={limits.max_file_mb}"), None)
-                continue
-            loader = FileLoader(str(file), limits, stat.st_size, stat.st_mtime_ns)
-            yield str(file), file.read_bytes(), loader
+            yield (str(file), *_read(file, limits))
 
     return _collect(items(), limits, on_skip, str(root), max_images, keep_png=False, cache_size=cache_size)
+
+
+def _read(file: Path, limits: DecodeLimits) -> tuple[bytes | BadImage, FileLoader | None]:
+    """The file's bytes and its loader, or why not: too large (checked before reading it into memory) or
+    unreadable (an I/O error, no permission, vanished), which skips the file like a corrupt one instead of ending
+    the run."""
+    try:
+        stat = os.stat(file)
+        if stat.st_size > limits.max_file_mb * 1024 * 1024:
+            return BadImage(f"file is {stat.st_size / 2**20:.1f} MB > data.max_file_mb={limits.max_file_mb}"), None
+        data = file.read_bytes()
+    except OSError as exc:
+        return BadImage(f"cannot read the file ({type(exc).__name__}: [Errno {exc.errno}] {exc.strerror})"), None
+    return data, FileLoader(str(file), limits, stat.st_size, stat.st_mtime_ns)
 
 
 # --- parquet ---------------------------------------------------------------------------------------------------

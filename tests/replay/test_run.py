@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from support.replay import EveryTextIsAQuestion, make_run, sha256_file, tamper
 
 from visplay.hookspecs import hookimpl
 from visplay.log.replay import format_report, plan_slice, replay_run, resolve_start
-from visplay.log.runlog import RunLog
+from visplay.log.runlog import RunLog, generation_digest
 
 PARSER = (EveryTextIsAQuestion(),)
 
@@ -76,10 +77,14 @@ def test_tampered_reward_confidence_and_loss_are_named_exactly(run_db, tmp_path)
 
 def test_tampered_generation_reports_downstream_changes(run_db, tmp_path):
     # a vote of a unanimous question gets one more character: the test extractor's answer (length parity) flips
+    # (with its digest made to match: an edit of the text alone is refused as a damaged log, tests/faults/test_replay.py)
     with RunLog(run_db, readonly=True) as log:
         question = next(r["question_key"] for r in log.rows("labels", "phase = 'questioner'") if r["confidence"] == 1)
+        row = log.rows_matching("generations", key=f"{question}/v0")[0]
     vote = f"{question}/v0"
-    copy = tamper(run_db, tmp_path / "gen.db", "update generations set text = text || 'x' where key = ?", (vote,))
+    digest = generation_digest(row["text"] + "x", json.loads(row["token_ids"]))
+    copy = tamper(run_db, tmp_path / "gen.db", "update generations set text = text || 'x', digest = ? where key = ?",
+                  (digest, vote))
     report = replay_run(copy, out=tmp_path / "out" / "run.db", extra_plugins=PARSER, limit=50)
     assert not report.ok
     first = report.diff.first

@@ -72,7 +72,8 @@ def test_generations_store_prompts_once_and_arrays_at_8_bytes_per_token(tmp_path
         assert {s[0] for s in stored} == {prompt_ref(rows[0]["prompt_system"], f"question {p}") for p in (0, 1)}
         assert all(ids == 1 + 4 * 300 and lps == 1 + 4 * 300 for _, ids, lps in stored)  # 8 bytes/token + 2
         back = log.rows("generations")
-    assert back == sorted(rows, key=lambda r: r["key"])
+    assert [{k: v for k, v in r.items() if k != "digest"} for r in back] == sorted(rows, key=lambda r: r["key"])
+    assert {r["digest"] for r in back} == {None}  # written by hand without one (the engine's rows carry it)
 
 
 def test_sql_functions_and_the_decoded_view(tmp_path):
@@ -124,7 +125,8 @@ def downgrade_to_schema_1(src, dst):
     db["generations"].drop()
     db["prompts"].drop()
     db["generations"].create(_V1_GENERATIONS, pk="key")
-    db["generations"].insert_all([{**r, "token_ids": json.dumps(r["token_ids"], separators=(",", ":")),
+    db["generations"].insert_all([{**{k: v for k, v in r.items() if k != "digest"},  # schema 5 (issue 17)
+                                   "token_ids": json.dumps(r["token_ids"], separators=(",", ":")),
                                    "logprobs": None if r["logprobs"] is None
                                    else json.dumps(r["logprobs"], separators=(",", ":"))} for r in rows])
     db.execute("PRAGMA user_version = 1")
@@ -141,8 +143,8 @@ def test_schema_1_log_opens_migrates_diffs_and_replays(tmp_path):
         assert log.schema_version == 1
         assert isinstance(log.db.execute("select token_ids from generations").fetchone()[0], str)
         legacy_rows = log.rows("generations")
-    with RunLog(db, readonly=True) as log:
-        assert legacy_rows == log.rows("generations")
+    with RunLog(db, readonly=True) as log:  # (schema 1 had no generations.digest: compared without it)
+        assert legacy_rows == [{**r, "digest": None} for r in log.rows("generations")]
     assert diff_runs(old, db).equal  # decoded values compared, bit for bit
     report = replay_run(old, extra_plugins=(EveryTextIsAQuestion(),))
     assert report.ok, format_report(report)

@@ -223,7 +223,8 @@ def default_out(db: Path) -> Path:
 
 # What a replay's run directory may hold; anything else means it is a user's folder, which we never delete.
 _OURS = {"run.db", "run.db-wal", "run.db-shm", "recipe.yaml", "checkpoints", "report",
-         "tensorboard", "wandb", "mlruns", "datasette.json"}  # metrics sinks, datasette metadata
+         "tensorboard", "wandb", "mlruns", "datasette.json",  # metrics sinks, datasette metadata
+         "run.lock"}  # the engine's lock on its run directory (visplay.loop.runsetup.run_lock)
 
 
 def _prepare_out(db: Path, out: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from visplay.log.runlog import generation_digest
 from visplay.loop.keys import Position
 from visplay.types import Generation, ParsedQuestion, QuestionItem, Vote
 
@@ -23,7 +24,7 @@ def generation_row(at: Position, key: str, role: str, kind: str, image_id: str |
         "prompt_system": gen.prompt.system, "prompt_user": gen.prompt.user, "text": gen.text,
         "token_ids": list(gen.token_ids),
         "logprobs": [float(x) for x in gen.logprobs] if keep_logprobs else None,
-        "finish_reason": gen.finish_reason,
+        "finish_reason": gen.finish_reason, "digest": generation_digest(gen.text, gen.token_ids),
     }
 
 

@@ -23,7 +23,7 @@ import sqlite_utils
 
 from visplay.log import arrays
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
 # Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
@@ -49,7 +49,7 @@ TABLES: dict[str, dict[str, Any]] = {
         "columns": {
             "key": str, "iteration": int, "phase": str, "step": int, "role": str, "kind": str, "image_id": str,
             "parent_key": str, "sample_index": int, "seed": int, "prompt": str, "text": str,
-            "token_ids": bytes, "logprobs": bytes, "finish_reason": str,
+            "token_ids": bytes, "logprobs": bytes, "finish_reason": str, "digest": str,
         },
         "pk": "key",
     },
@@ -113,15 +113,17 @@ TABLES: dict[str, dict[str, Any]] = {
 
 # Columns added by a later migration than the first (so _migrate_1 keeps creating the schema of version 1); they
 # are NULL in rows written before, and comparisons skip them where one side has no value.
-ADDED_LATER = {("rewards", "producer"), ("filters", "producer")}
+ADDED_LATER = {("rewards", "producer"), ("filters", "producer"), ("generations", "digest")}
 
 # What a ``generations`` row looks like to writers and readers: prompts as text, arrays as lists. On disk the
 # prompt is a reference into ``prompts`` and the arrays are BLOBs (visplay.log.arrays); RunLog converts both ways,
 # and reads run logs of schema 1 (prompt text and JSON arrays in the row) the same way.
 GENERATION_COLUMNS = ("key", "iteration", "phase", "step", "role", "kind", "image_id", "parent_key", "sample_index",
-                      "seed", "prompt_system", "prompt_user", "text", "token_ids", "logprobs", "finish_reason")
+                      "seed", "prompt_system", "prompt_user", "text", "token_ids", "logprobs", "finish_reason",
+                      "digest")
 # Schema 1's ``generations`` columns (what _migrate_1 creates; _migrate_3 converts them).
-_V1_GENERATIONS = {c: int if c in ("iteration", "step", "sample_index", "seed") else str for c in GENERATION_COLUMNS}
+_V1_GENERATIONS = {c: int if c in ("iteration", "step", "sample_index", "seed") else str for c in GENERATION_COLUMNS
+                   if ("generations", c) not in ADDED_LATER}
 
 # Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
 VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
@@ -142,6 +144,12 @@ class KeptQuestion:
 
 class RunLogError(Exception):
     """The file is not a run log this version can use. Nothing was modified."""
+
+
+def generation_digest(text: str, token_ids: Iterable[int]) -> str:
+    """sha256 over a generation's text and token ids together (``generations.digest``)."""
+    payload = json.dumps([text, [int(t) for t in token_ids]], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _json(value: Any) -> Any:
@@ -217,8 +225,9 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     """
     db["prompts"].create(TABLES["prompts"]["columns"], pk="prompt", not_null=None)
     db.execute("ALTER TABLE generations RENAME TO generations_v1")
-    db["generations"].create(TABLES["generations"]["columns"], pk="key", not_null=None)
-    columns = list(TABLES["generations"]["columns"])
+    # the schema-3 shape: columns added by later migrations (ADDED_LATER) come with those
+    columns = [c for c in TABLES["generations"]["columns"] if ("generations", c) not in ADDED_LATER]
+    db["generations"].create({c: TABLES["generations"]["columns"][c] for c in columns}, pk="key", not_null=None)
     insert = f"INSERT INTO generations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     cursor = db.execute("SELECT * FROM generations_v1 ORDER BY key")
     names = [d[0] for d in cursor.description]
@@ -298,8 +307,37 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     _create_views(db)
 
 
+# Tables every schema version since 1 has had; an older log is checked for these before it is migrated.
+CORE_TABLES = ("runs", "steps", "checkpoints", "generations", "metrics", "images")
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]  # MIGRATIONS[i] upgrades user_version i -> i + 1
+
+def _run_log_problem(version: int, tables: dict[str, set[str]]) -> str | None:
+    """Why a database with this user_version and these {table: columns} is not a usable run log (None: it is)."""
+    if version == 0:
+        user_tables = [t for t in tables if not t.startswith("sqlite_")]
+        return f"not a visplay run log (user_version 0, tables: {', '.join(sorted(user_tables))})" \
+            if user_tables else None
+    if version > SCHEMA_VERSION:
+        return None  # refused with its own message by the schema check
+    expected = TABLES if version == SCHEMA_VERSION else {t: {} for t in CORE_TABLES}
+    for name, spec in expected.items():
+        if name not in tables:
+            return f"run log lacks its core table {name!r} (damaged or edited by hand)"
+        missing = [c for c in spec.get("columns", {}) if c not in tables[name]]
+        if missing:
+            return f"run log table {name!r} lacks column(s) {', '.join(missing)} (damaged or edited by hand)"
+    return None
+
+
+def _migrate_issue17(db: sqlite_utils.Database) -> None:
+    """``generations.digest``: sha256 of a generation's text and token ids, so a replay notices an edited text
+    (NULL in logs written before; those are served unchecked)."""
+    if "digest" not in db["generations"].columns_dict:
+        db["generations"].add_column("digest", str)
+
+
+# MIGRATIONS[i] upgrades user_version i -> i + 1
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_issue17]
 
 
 def register_functions(conn: sqlite3.Connection) -> None:
@@ -322,6 +360,8 @@ class RunLog:
             _check_is_sqlite(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._check_is_run_log()
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         register_functions(conn)
@@ -352,6 +392,26 @@ class RunLog:
                 f"({SCHEMA_VERSION}); upgrade visplay to read it. Nothing was modified."
             )
 
+    def _check_is_run_log(self) -> None:
+        """Refuse, untouched, a SQLite file that is not a visplay run log or has lost core tables or columns.
+
+        Without this, writing would silently recreate a dropped table (sqlite-utils creates tables on insert) and a
+        foreign database would be adopted and migrated. An empty database (no tables, user_version 0) is one a
+        killed ``create`` left behind, and is taken.
+        """
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {name: {c[1] for c in conn.execute(f"PRAGMA table_info([{name}])")}
+                      for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"{self.path}: unreadable SQLite database ({exc}); refusing to touch it") from exc
+        finally:
+            conn.close()
+        problem = _run_log_problem(version, tables)
+        if problem:
+            raise RunLogError(f"{self.path}: {problem}; refusing to touch it. Nothing was modified.")
+
     @property
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -381,7 +441,7 @@ class RunLog:
             raise RuntimeError(f"step {self._step} still open")
         self._step = (iteration, phase, step)
         try:
-            with self.db.atomic():
+            with self._writing(f"step ({iteration}, {phase}, {step})"), self.db.atomic():
                 yield self
                 self.db["steps"].insert(
                     {"iteration": iteration, "phase": phase, "step": step, "committed_at": time.time()},
@@ -391,9 +451,21 @@ class RunLog:
             self._step = None
 
     @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """A full disk (or a file-size limit, or an I/O error) while writing becomes a RunLogError naming the file:
+        the transaction was rolled back, so the run stays resumable once there is space."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if not any(word in str(exc) for word in ("full", "I/O error")):
+                raise
+            raise RunLogError(f"{self.path}: cannot write the run log ({exc}); {what} was not committed: free disk "
+                              f"space, then `visplay resume {self.path.parent}`") from exc
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[RunLog]:
         """Writes that do not belong to a step (run metadata, images, events)."""
-        with self.db.atomic():
+        with self._writing("the transaction"), self.db.atomic():
             yield self
 
     def insert(self, table: str, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> int:
@@ -622,6 +694,17 @@ class RunLog:
         row = self.db.execute("select coalesce(sum(vp_len(token_ids)), 0) from generations "
                               "where iteration = ? and phase = ? and step = ?", [iteration, phase, step]).fetchone()
         return int(row[0])
+
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        """The ``checkpoints`` row of ``name`` (files: {relative path: sha256}), or None."""
+        rows = list(self.db["checkpoints"].rows_where("name = ?", [name]))
+        if not rows:
+            return None
+        return {**rows[0], "files": json.loads(rows[0]["files"] or "{}")}
+
+    def image_sources(self) -> dict[str, str]:
+        """{image_id: source} of the logged image pool: the pool's fingerprint, checked on resume."""
+        return {r["image_id"]: r["source"] for r in self.db["images"].rows_where(select="image_id, source")}
 
     def done_steps(self) -> set[tuple[int, str, int]]:
         return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}

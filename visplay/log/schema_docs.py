@@ -39,6 +39,7 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "token_ids": "BLOB: int32 ids (decoded: RunLog, vp_json(), the generations_json view)",
         "logprobs": "BLOB: sampling log-probs, float32 (NULL for votes unless log.vote_logprobs)",
         "finish_reason": "stop / length",
+        "digest": "sha256 of [text, token_ids] as compact JSON; replay checks it (NULL before schema 5)",
     }),
     "prompts": ("distinct prompt", {
         "prompt": "128 bits of sha256 over [system, user] as JSON, hex", "system": "system prompt",

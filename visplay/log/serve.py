@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from visplay.hookspecs import hookimpl
+from visplay.log.runlog import generation_digest
 from visplay.types import Generation, Prompt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,9 +90,18 @@ class ReplayPlugin:
                     self.sampled_fresh[role] += len(images)
                     return None  # the ordinary sampling plugin answers this whole request
                 raise ReplayError(problem)
-            out.append([_generation(row, image) for row in found])
+            out.append([_generation(self._checked(row), image) for row in found])
         self.served[role] += sum(len(g) for g in out)
         return out
+
+    def _checked(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row, if its text and token ids still hash to the digest logged with them (older logs have none):
+        an edited text would otherwise be served, re-parsed and re-logged as if the model had written it."""
+        if row.get("digest") and row["digest"] != generation_digest(row["text"] or "", _as_list(row["token_ids"])):
+            raise ReplayError(f"{self.log.path}: generations row {row['key']!r}: its text (or token_ids) no longer "
+                              f"matches the digest logged with it; the run log was edited after the run. Replay "
+                              f"the untouched log, or use --resample to sample afresh instead")
+        return row
 
     def _problem(self, ctx: RunContext, role: str, image: ImageRecord, seed: int, n: int,
                  found: list[dict | None]) -> str | None:

@@ -19,6 +19,7 @@ as the released code restarts training per iteration) and, mid-phase, overlays t
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from visplay.log.runlog import RunLog, RunLogError
 from visplay.types import Optimizer, Policy, RefreshableSampler, Sampler
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +62,7 @@ class Roles:
         self.ctx = ctx
         self.root = Path(ctx.run_dir) / "checkpoints"
         self.held: dict[str, Held] = {}
+        self.verified: set[str] = set()  # checkpoints whose files matched the log's sha256 (checked once each)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -128,15 +131,22 @@ class Roles:
     def save(self, role: str, name: str, *, with_optimizer: bool) -> tuple[Path, dict[str, str]]:
         """Write the role's policy (and optimizer) under a temporary directory; return it and {file: sha256}."""
         tmp = self.root / ".tmp" / name.replace("/", "__")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        files = dict(self.held[role].policy.save(str(tmp)))
-        if with_optimizer:
-            optimizer = self.held[role].optimizer
-            assert optimizer is not None, f"{role} has no optimizer to save (not a training step)"
-            optimizer_files = optimizer.save(str(tmp / "optimizer"))
-            files.update({f"optimizer/{k}": v for k, v in optimizer_files.items()})
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            files = dict(self.held[role].policy.save(str(tmp)))
+            if with_optimizer:
+                optimizer = self.held[role].optimizer
+                assert optimizer is not None, f"{role} has no optimizer to save (not a training step)"
+                optimizer_files = optimizer.save(str(tmp / "optimizer"))
+                files.update({f"optimizer/{k}": v for k, v in optimizer_files.items()})
+        except Exception as exc:
+            if not is_write_failure(exc):
+                raise
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {name} under {tmp} ({type(exc).__name__}: {exc}); nothing of this step "
+                f"was committed: free disk space, then `visplay resume {self.root.parent}`") from exc
         return tmp, files
 
     def commit(self, tmp: Path, name: str, role: str, iteration: int, step: int, files: dict[str, str]) -> None:
@@ -146,6 +156,7 @@ class Roles:
             shutil.rmtree(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(final)
+        self.verified.add(name)  # written by this process from its own weights: nothing to re-hash
         self.ctx.log.insert("checkpoints", [{
             "name": name, "iteration": iteration, "role": role, "step": step,
             "path": str(Path("checkpoints") / name), "files": json.dumps(files, sort_keys=True),
@@ -178,7 +189,54 @@ class Roles:
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint {name!r} not found at {path}; the run directory is incomplete "
                                     f"(was it moved or pruned?)")
+        if name not in self.verified:
+            verify_checkpoint(self.ctx.log, name, path)
+            self.verified.add(name)
         return path
+
+
+class CheckpointWriteError(RunLogError):
+    """A checkpoint could not be written (disk full, file too large, I/O error); the step is not committed."""
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """An OSError, or safetensors' error wrapping one (it raises its own type, with the OS error in the text)."""
+    if isinstance(exc, OSError):
+        return True
+    return type(exc).__name__ == "SafetensorError" and ("os error" in str(exc) or "I/O error" in str(exc))
+
+
+class CheckpointMismatch(RunLogError):
+    """A checkpoint file differs from the sha256 the run log recorded when it was written."""
+
+
+def verify_checkpoint(runlog: RunLog | None, name: str, path: Path) -> None:
+    """Check every file the ``checkpoints`` row of ``name`` lists against its logged sha256, before any is loaded.
+
+    A checkpoint the log does not know (a replay's copied prefix, a log-less context) is not checked.
+    """
+    row = runlog.checkpoint(name) if runlog is not None else None
+    if row is None:
+        return
+    for relative, logged in sorted(row["files"].items()):
+        if relative == "weights_sha256":  # a hash of the live weights, not of a file
+            continue
+        file = path / relative
+        found = _sha256(file) if file.is_file() else None
+        if found != logged:
+            what = "is missing" if found is None else f"has sha256 {found[:16]}..., the log recorded {logged[:16]}..."
+            raise CheckpointMismatch(
+                f"checkpoint file {file} {what}: it changed after the run wrote it, so resuming would silently "
+                f"continue from other weights. Restore the file from a backup (or undo the edit) and resume "
+                f"again, or start the run over with `visplay run <recipe> --overwrite`.")
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _state_order(path: Path) -> tuple[int, int]:

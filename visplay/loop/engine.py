@@ -15,6 +15,7 @@ from the run log (``SelfPlay.catch_up``), so the resumed run continues bit-exact
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -36,7 +37,15 @@ from visplay.loop import phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
 from visplay.loop.keys import rank
 from visplay.loop.progress import Progress, summary_line
-from visplay.loop.runsetup import RunExistsError, is_rank0, join_process_group, open_run, prepare_run_dir
+from visplay.loop.runsetup import (
+    RunExistsError,
+    is_rank0,
+    join_process_group,
+    open_run,
+    preflight,
+    prepare_run_dir,
+    run_lock,
+)
 from visplay.plugins import get_plugin_manager
 from visplay.types import ImageRecord
 
@@ -53,7 +62,7 @@ Step = tuple[int, str, int]
 def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = None, db_path: str | Path | None = None,
                extra_plugins: Iterable[Any] = (), overwrite: bool = False, resume: bool = False, quiet: bool = False,
                start: Step | None = None, stop: Step | None = None,
-               plugin_names: Collection[str] | None = None) -> Path:
+               plugin_names: Collection[str] | None = None, accept_changed_images: bool = False) -> Path:
     """Run (or resume) a recipe; return the path of its run.db.
 
     :param recipe: a loaded recipe, or a recipe name/path.
@@ -65,11 +74,13 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
     :param start: treat every step before this (iteration, phase, step) as done (its checkpoints must exist).
     :param stop: return after committing this step (inclusive); the run is then left resumable.
     :param plugin_names: load only these entry-point plugins (replay: the set the original run logged).
+    :param accept_changed_images: on resume, continue although the image pool differs from the logged one.
     """
     cfg = recipe if isinstance(recipe, DictConfig) else load_recipe(str(recipe), plugins=extra_plugins)
     cfg = with_plugin_sections(cfg, extra_plugins, plugin_names)  # the sections of plugins registered by hand
     run_dir = Path(run_dir or cfg.run_dir)
     db_path = Path(db_path or run_dir / "run.db")
+    preflight(cfg)
     if resume:
         if not db_path.is_file():
             raise RecipeError(f"{db_path}: no run log to resume (start it with `visplay run`)")
@@ -80,13 +91,15 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
         run_dir, db_path, quiet = shadow, shadow / "run.db", True
     pm = get_plugin_manager(extra=tuple(extra_plugins), only=plugin_names)
     try:
-        with RunLog(db_path, create=True) as runlog:
+        # one writer per run directory, for the run's whole life (rank 0 holds it for every rank)
+        with run_lock(run_dir) if shadow is None else contextlib.nullcontext(), \
+                RunLog(db_path, create=True) as runlog:
             if shadow is None:
                 write_datasette_metadata(db_path)  # `datasette run.db -m datasette.json` documents every column
             progress = Progress(quiet=quiet, iterations=cfg.iterations, silent=shadow is not None)
             runlog.on_event = progress.on_event  # warnings (skipped images, empty sets...) reach the terminal
             ctx = RunContext(recipe=cfg, pm=pm, run_dir=run_dir, log=runlog, progress=progress)
-            pool = open_run(ctx, resumed=resume)
+            pool = open_run(ctx, resumed=resume, accept_changed_images=accept_changed_images)
             finished = SelfPlay(ctx, pool, progress, start, stop).run()
             if finished:
                 runlog.set_run(status="finished", finished_at=time.time())
@@ -364,7 +377,7 @@ def start_run(cfg: DictConfig, *, nproc: int | None, overwrite: bool, quiet: boo
     return 0
 
 
-def resume_run_dir(run_dir: Path, *, quiet: bool) -> int:
+def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = False) -> int:
     """``visplay resume runs/<name>``: continue from the first step without a ``steps`` row."""
     recipe_file = run_dir / "recipe.yaml"
     if not (run_dir / "run.db").is_file() or not recipe_file.is_file():
@@ -378,7 +391,8 @@ def resume_run_dir(run_dir: Path, *, quiet: bool) -> int:
         return 0
     print(f"resuming {run_dir} after {done} committed steps", file=sys.stderr)
     started = time.time()
-    db_path = run_recipe(cfg, run_dir=run_dir, resume=True, quiet=quiet)
+    db_path = run_recipe(cfg, run_dir=run_dir, resume=True, quiet=quiet,
+                         accept_changed_images=accept_changed_images)
     if is_rank0():
         _finish(cfg, run_dir, db_path, time.time() - started)
     return 0

@@ -4,11 +4,14 @@ the process group. Used by visplay/loop/engine.py; nothing here runs the loop.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from visplay.config import RecipeError, recipe_sha256, recipe_yaml
 from visplay.context import RunContext
+from visplay.log.runlog import RunLogError
 from visplay.plugins import PluginError, plugin_infos
 from visplay.types import ImageSource
 
 
 class RunExistsError(RecipeError):
     """A fresh run would overwrite an existing run directory."""
+
+
+LOCK_NAME = "run.lock"
 
 
 # --- several processes (torchrun) ---------------------------------------------------------------------------------
@@ -68,19 +75,89 @@ def join_process_group(cfg: DictConfig, run_dir: Path, db_path: Path, resume: bo
     return shadow
 
 
+def preflight(cfg: DictConfig) -> None:
+    """What the recipe loader cannot know, checked before a run creates anything: the training device exists."""
+    from visplay.recipe_rules import missing_device
+
+    why = missing_device(cfg.model.device)
+    if why:
+        raise RecipeError(f"recipe {cfg.name!r}: key 'model.device': {why}")
+
+
+# What visplay itself puts in a run directory; --overwrite deletes a folder holding nothing else.
+RUN_DIR_CHILDREN = {"run.db", "run.db-wal", "run.db-shm", "recipe.yaml", "checkpoints", "report", "replay",
+                    LOCK_NAME, "datasette.json", "tensorboard", "wandb", "mlruns"}  # + metrics sinks' folders
+
+
 def prepare_run_dir(run_dir: Path, db_path: Path, overwrite: bool) -> None:
+    """Make an empty run directory; with ``overwrite``, first delete a previous run there (only a visplay run)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"run_dir {run_dir} exists and is not a folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise RunExistsError(f"{run_dir} already exists. Continue it with `visplay resume {run_dir}`, or start "
                                  f"over with --overwrite (deletes it)")
-        if not (run_dir / "run.db").exists() and not db_path.exists():
-            raise RunExistsError(f"{run_dir} is not a visplay run directory (no run.db); refusing to delete it")
-        shutil.rmtree(run_dir)
+        _check_overwritable(run_dir, db_path)
+        with run_lock(run_dir):  # never delete a run that a live process is writing
+            shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def open_run(ctx: RunContext, *, resumed: bool) -> ImageSource:
-    """Record the run (recipe, versions, plugins, image pool) once; on resume only reopen the image pool."""
+def _check_overwritable(run_dir: Path, db_path: Path) -> None:
+    """Refuse unless ``run_dir`` holds a valid run log and nothing but what a run writes."""
+    from visplay.log.runlog import RunLog, RunLogError
+
+    db = run_dir / "run.db" if (run_dir / "run.db").exists() else db_path
+    if not db.is_file():
+        raise RunExistsError(f"{run_dir} is not a visplay run directory (no run.db); refusing to delete it")
+    try:
+        with RunLog(db, readonly=True) as runlog:
+            is_run = runlog.run() is not None
+    except (RunLogError, OSError) as exc:
+        raise RunExistsError(f"{run_dir}: {db} is not a valid visplay run log ({exc}); refusing to delete "
+                             f"the folder") from exc
+    if not is_run:
+        raise RunExistsError(f"{run_dir}: {db} records no run; refusing to delete the folder")
+    unknown = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_CHILDREN)
+    if unknown:
+        raise RunExistsError(f"{run_dir} holds {run_dir / unknown[0]}, which visplay did not write"
+                             f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}; refusing to "
+                             f"delete the folder. Move it away, or choose another run_dir")
+
+
+# --- one writer per run directory ---------------------------------------------------------------------------------
+
+
+class RunLockedError(RunLogError):
+    """Another live process holds the run directory's lock."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>/run.lock`` (an exclusive flock) for the block; refuse at once if a process holds it.
+
+    flock dies with its process, so a killed run never leaves a stale lock; the file keeps the holder's pid only
+    so that a refusal can name it.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RunLockedError(f"{run_dir} is in use by process {holder} (it holds {path}); wait for it to end "
+                                 f"or stop it, then try again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = False) -> ImageSource:
+    """Record the run (recipe, versions, plugins, image pool) once; on resume only reopen the image pool, which
+    must be the logged one (unless ``accept_changed_images``: then the change is logged and new images recorded)."""
     runlog = ctx.log
     fresh = runlog.run() is None
     if resumed and not fresh:
@@ -88,10 +165,20 @@ def open_run(ctx: RunContext, *, resumed: bool) -> ImageSource:
         if previous["recipe_sha256"] != recipe_sha256(ctx.recipe):
             raise RecipeError(f"{runlog.path}: the recipe differs from the one this run started with; resume takes "
                               f"the run's own recipe ({ctx.run_dir}/recipe.yaml)")
-        runlog.event("run_resumed", f"resumed after {len(runlog.done_steps())} committed steps", level="info",
-                      source="engine")
         # The pool's events and image rows were recorded when the run started; reopen it without logging twice.
-        return _open_pool(RunContext(recipe=ctx.recipe, pm=ctx.pm, run_dir=ctx.run_dir, log=None))
+        pool = _open_pool(RunContext(recipe=ctx.recipe, pm=ctx.pm, run_dir=ctx.run_dir, log=None))
+        change = pool_change(runlog.image_sources(), pool)
+        if change and not accept_changed_images:
+            raise RunLogError(f"{runlog.path}: the image pool changed since the run started: {change}. Restore the "
+                              f"images, or resume with --accept-changed-images to continue on the new pool")
+        with runlog.transaction():
+            if change:
+                runlog.event("image_pool_changed", change, source="engine")
+                for record in pool:
+                    runlog.upsert_image(record, store_bytes=record.png is not None)
+            runlog.event("run_resumed", f"resumed after {len(runlog.done_steps())} committed steps", level="info",
+                         source="engine")
+        return pool
     (Path(ctx.run_dir) / "recipe.yaml").write_text(recipe_yaml(ctx.recipe))
     with runlog.transaction():
         runlog.set_run(**run_row(ctx.recipe))
@@ -104,6 +191,19 @@ def open_run(ctx: RunContext, *, resumed: bool) -> ImageSource:
             runlog.upsert_image(record, store_bytes=record.png is not None)
         _log_placement(ctx)
     return pool
+
+
+def pool_change(logged: dict[str, str], pool: Any) -> str | None:
+    """The first difference between the logged pool ({image_id: source}) and ``pool``, in pool order; None if
+    the same images (by content hash) are there."""
+    current = {record.image_id: record.source for record in pool}
+    for image_id, source in current.items():
+        if image_id not in logged:
+            return f"image {source} (id {image_id[:12]}) is not in the run log"
+    for image_id, source in logged.items():
+        if image_id not in current:
+            return f"logged image {source} (id {image_id[:12]}) is no longer in the pool"
+    return None
 
 
 def _open_pool(ctx: RunContext) -> ImageSource:

@@ -1,0 +1,55 @@
+"""Fault suite, replay (issue 17, item 5): a generation's text edited in the log is named by a plain replay.
+
+Before: the replay served the edited text back, recomputed everything from it and reported every value identical
+(only --resample noticed). Each generation row now carries a digest of its text and token ids; the replay checks it
+before serving the row.
+"""
+
+from __future__ import annotations
+
+import pytest
+from support.engine import standin_plugins
+from support.faults import sql, stand_in_run
+
+from visplay.log.replay import format_report, replay_run
+from visplay.log.runlog import RunLog
+
+
+@pytest.fixture(autouse=True)
+def _no_entry_points(no_autoload):
+    yield
+
+
+@pytest.fixture(scope="module")
+def run_db(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
+        # votes' log-probs logged too: the stand-in's replay serves them back (main's default leaves them out)
+        return stand_in_run(tmp_path_factory.mktemp("replay") / "run", "log.vote_logprobs=true")
+
+
+def _copy(run_db, tmp_path):
+    target = tmp_path / "orig" / "run.db"
+    target.parent.mkdir()
+    with RunLog(run_db, readonly=True) as log:
+        log.db.execute(f"vacuum into '{target}'")
+    return target
+
+
+def test_clean_replay_still_agrees(run_db, tmp_path):
+    report = replay_run(_copy(run_db, tmp_path), extra_plugins=standin_plugins())
+    assert report.ok, format_report(report)
+
+
+@pytest.mark.parametrize("kind,edit", [
+    ("question", "update generations set text = text || ' what' where key = ?"),
+    ("vote", "update generations set text = replace(text, ' ', '  ') where key = ?"),
+    ("question", "update generations set token_ids = '[0]' where key = ?"),
+])
+def test_edited_generation_is_named_without_resample(run_db, tmp_path, kind, edit):
+    db = _copy(run_db, tmp_path)
+    with RunLog(db, readonly=True) as log:
+        key = next(r["key"] for r in log.rows("generations") if r["kind"] == kind and r["iteration"] == 1)
+    sql(db, edit.replace("?", f"'{key}'"))
+    with pytest.raises(Exception, match=rf"generations row '{key}'.*no longer matches the digest"):
+        replay_run(db, extra_plugins=standin_plugins())
