@@ -100,6 +100,8 @@ def cached_sft_train(policy: Any, pairs: Sequence[tuple[Prompt, str]], *, cache_
     """
     from safetensors.torch import load_file, save_file
 
+    if getattr(policy, "sharded", False):  # FSDP: parameters are shards (DTensors) on several ranks; train as is
+        return sft_train(policy, pairs, on_step=on_step, **settings), False
     folder = Path(cache_dir) if cache_dir is not None else default_sft_cache_dir()
     entry = folder / sft_cache_key(policy, pairs, **settings)
     if (entry / "losses.json").is_file():

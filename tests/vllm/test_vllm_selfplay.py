@@ -38,7 +38,7 @@ def test_one_iteration_with_vllm_samplers(tmp_path):
         assert log.run()["status"] == "finished"
         gens = log.rows("generations")
         assert gens and {g["role"] for g in gens} == {"questioner", "reasoner"}
-        assert all(g["logprobs"] and g["token_ids"] for g in gens)
+        assert all(g["token_ids"] and (g["logprobs"] or g["kind"] == "vote") for g in gens)  # votes: log.vote_logprobs
         assert log.count("steps", "phase = ?", ["reasoner"]) == 2
         placement = log.rows("events", "kind = ?", ["placement"])
         assert placement and "questioner: vllm, reasoner: vllm" in placement[0]["message"]

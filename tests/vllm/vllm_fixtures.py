@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from visplay_models.options import TinyModelConfig, load_recipe
+from visplay_models.options import TinyModelConfig
 
+from visplay.config import load_recipe
 from visplay.types import ImageRecord, Prompt, SamplingParams
 
 # head_dim 32 (vLLM's CPU attention needs >= 32); small enough for 2 shared cores.

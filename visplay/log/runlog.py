@@ -329,7 +329,7 @@ def _run_log_problem(version: int, tables: dict[str, set[str]]) -> str | None:
     return None
 
 
-def _migrate_issue17(db: sqlite_utils.Database) -> None:
+def _migrate_5(db: sqlite_utils.Database) -> None:
     """``generations.digest``: sha256 of a generation's text and token ids, so a replay notices an edited text
     (NULL in logs written before; those are served unchecked)."""
     if "digest" not in db["generations"].columns_dict:
@@ -337,7 +337,7 @@ def _migrate_issue17(db: sqlite_utils.Database) -> None:
 
 
 # MIGRATIONS[i] upgrades user_version i -> i + 1
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_issue17]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
 
 
 def register_functions(conn: sqlite3.Connection) -> None:
