@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -82,7 +81,7 @@ def test_tampered_generation_reports_downstream_changes(run_db, tmp_path):
         question = next(r["question_key"] for r in log.rows("labels", "phase = 'questioner'") if r["confidence"] == 1)
         row = log.rows_matching("generations", key=f"{question}/v0")[0]
     vote = f"{question}/v0"
-    digest = generation_digest(row["text"] + "x", json.loads(row["token_ids"]))
+    digest = generation_digest(row["text"] + "x", list(row["token_ids"]))  # RunLog decodes the arrays
     copy = tamper(run_db, tmp_path / "gen.db", "update generations set text = text || 'x', digest = ? where key = ?",
                   (digest, vote))
     report = replay_run(copy, out=tmp_path / "out" / "run.db", extra_plugins=PARSER, limit=50)
