@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import inspect
 import logging
+import sys
 import textwrap
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
@@ -672,6 +673,9 @@ def explain_docs(sections: dict[str, type]) -> dict[str, str]:
     """{dotted key: documentation} of the core schema and every plugin section, for ``recipe --explain``."""
     docs = field_docs()
     for name, section in sections.items():
-        docs[f"plugins.{name}"] = " ".join((inspect.getdoc(section) or "").split())
+        doc = inspect.getdoc(section) or ""
+        if doc.startswith(f"{section.__name__}("):  # dataclass's generated signature: the module says more
+            doc = inspect.getdoc(sys.modules.get(section.__module__)) or doc
+        docs[f"plugins.{name}"] = " ".join(doc.split())
         docs.update(field_docs(section, f"plugins.{name}."))
     return docs
