@@ -153,3 +153,12 @@ def test_diff_never_writes(tmp_path, pair):
     assert (sha256_file(a), sha256_file(b)) == before
     with RunLog(a, readonly=True) as log:
         assert log.integrity_ok()
+
+
+def test_tolerance_applies_to_decoded_arrays():
+    """Log-probs come back from the binary run log as lists: a tolerance compares them element by element."""
+    from visplay.log.diff import values_equal
+
+    assert values_equal([-0.003727038623765111, -1.5], [-0.0037268009036779404, -1.5], 1e-3)
+    assert not values_equal([-0.003727038623765111, -1.5], [-0.0037268009036779404, -1.5], 0.0)
+    assert not values_equal([0.1, 0.2], [0.1, 0.3], 1e-3) and not values_equal([0.1], [0.1, 0.2], 1e-3)

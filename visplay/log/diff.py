@@ -128,6 +128,8 @@ def values_equal(a: Any, b: Any, tolerance: float = 0.0) -> bool:
         return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
     if a == b:
         return True
+    if tolerance and isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):  # decoded arrays (log-probs)
+        return _json_close(list(a), list(b), tolerance)
     if tolerance and isinstance(a, str) and isinstance(b, str) and a[:1] in "[{" and b[:1] in "[{":
         try:
             return _json_close(json.loads(a), json.loads(b), tolerance)
