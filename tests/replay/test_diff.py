@@ -162,3 +162,4 @@ def test_tolerance_applies_to_decoded_arrays():
     assert values_equal([-0.003727038623765111, -1.5], [-0.0037268009036779404, -1.5], 1e-3)
     assert not values_equal([-0.003727038623765111, -1.5], [-0.0037268009036779404, -1.5], 0.0)
     assert not values_equal([0.1, 0.2], [0.1, 0.3], 1e-3) and not values_equal([0.1], [0.1, 0.2], 1e-3)
+    assert not values_equal("[900,901]", "[900,902]", 1e-2)  # token ids (ints) never within a tolerance

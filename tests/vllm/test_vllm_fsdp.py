@@ -31,7 +31,10 @@ from visplay.log.runlog import RunLog  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.dist, pytest.mark.slow]  # ~3-6 min on 2 shared cores
 
-TOLERANCE = 1e-3  # relative/absolute, as `visplay diff --tolerance`: vLLM log-probs (measured up to 1.1e-3 abs, tokens equal)
+# relative/absolute, as `visplay diff --tolerance`, for floats only (token ids compare exactly): the sampling
+# log-probs of the FSDP run differ from the one-process run's by up to 1.1e-3 (issue 14b's recipe) and 2.7e-3 (the
+# tiny recipe after issue 15), every token equal; float summation order (DRIFT below), not a bug.
+TOLERANCE = 5e-3
 HASHES = {("checkpoints", "files"), ("checkpoints", "sha256"), ("steps", "weights_sha256"),
           ("checkpoints", "weights_sha256")}  # weight hashes: equal weights to ~1e-6, never bit for bit
 OVERRIDES = [
