@@ -164,10 +164,11 @@ TEMPLATES = [
 def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
     board = state["board"]
     side = len(board)
-    filled = [(r + 1, c + 1) for r in range(side) for c in range(side) if board[r][c]]
+    cells = [(r + 1, c + 1) for r in range(side) for c in range(side)]
     moves = [MOVES[int(i)] for i in rng.permutation(4)]
     out: list[tuple[str, tuple]] = [("empty_cells", ()), ("largest_tile", ())]
-    out += [("tile_at", rc) for rc in cell_choice(rng, filled, 2)]
+    # any cell, empty ones too: a questioner can ask about any cell, so the cold start and the held-out set must
+    out += [("tile_at", rc) for rc in cell_choice(rng, cells, 2)]
     out += [("merges", (moves[0],)), ("points", (moves[1],)), ("can_move", (moves[2],))]
     horizontal, vertical = ("left", "right")[int(rng.integers(2))], ("up", "down")[int(rng.integers(2))]
     # dropped by build_qa on a tie

@@ -106,6 +106,8 @@ def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
     present = state["shapes"]
     pick = present[int(rng.integers(len(present)))]
     a, b = (PLURAL[SHAPES[int(i)]] for i in rng.permutation(3)[:2])
-    return [("total", ()), ("colour_count", (pick["colour"],)), ("shape_count", (PLURAL[pick["shape"]],)),
+    # any colour: a questioner asks about colours that are not there too (answer 0)
+    colour = tuple(COLOURS)[int(rng.integers(len(COLOURS)))]
+    return [("total", ()), ("colour_count", (colour,)), ("shape_count", (PLURAL[pick["shape"]],)),
             ("colour_shape_count", (pick["colour"], PLURAL[pick["shape"]])), ("more_than", (a, b)),
             ("most_colour", ())]

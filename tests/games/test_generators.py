@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import io
 import re
+from collections import Counter
 from itertools import combinations, product
 
 import pytest
@@ -59,6 +60,28 @@ def test_every_question_parses_back_to_its_answer(game):
             assert (template.kind, ans) == (q.kind, q.answer)
             # the parser tolerates case, spacing and a missing question mark
             assert answer_question(module, gs.state, "  " + q.question.upper().rstrip("?"))[1] == q.answer
+
+
+def test_proposals_cover_the_answers_a_questioner_can_ask_for():
+    # A questioner may write any templated question: about an empty cell, a colour or letter that is not there, two
+    # tiles with different letters. The cold start and the held-out set ask those too (else the reasoner never
+    # learns "none", "0" or "no" for them and its silver labels are wrong whenever the questioner asks one).
+    answers: dict[tuple[str, str], Counter] = {}
+    for seed, game in product(range(60), ["2048", "shisen", "shapes"]):
+        for q in make_state(game, 1, seed, 64).qa:
+            answers.setdefault((game, q.kind), Counter())[q.answer] += 1
+    assert answers[("2048", "tile_at")]["0"] >= 20  # empty cells (3x3 boards are about half empty)
+    assert answers[("shisen", "letter_at")]["none"] >= 10  # removed tiles
+    assert answers[("shisen", "connect")]["no"] > answers[("shisen", "connect")]["yes"] > 20  # different letters
+    assert answers[("shapes", "colour_count")]["0"] >= 10  # colours not in the scene
+    for seed in range(20):  # a different-letter pair is never connectable
+        gs = make_state("shisen", 1, seed, 64)
+        for q in gs.qa:
+            if q.kind == "connect":
+                r1, c1, r2, c2 = map(int, re.findall(r"\d+", q.question))
+                grid = gs.state["grid"]
+                if grid[r1 - 1][c1 - 1] != grid[r2 - 1][c2 - 1]:
+                    assert q.answer == "no"
 
 
 def test_unparseable_or_out_of_range_questions_are_none():
