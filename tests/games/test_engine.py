@@ -14,7 +14,7 @@ TINY = ["data.source=games", "iterations=1", "questioner.steps=1", "reasoner.ste
 
 
 @pytest.mark.slow
-def test_gold_reward_run_through_the_engine(tmp_path):
+def test_gold_reward_run_through_the_engine(tmp_path, capsys):
     engine = pytest.importorskip("visplay.loop.engine")
     pytest.importorskip("visplay_models.sft")
     import torch
@@ -38,3 +38,10 @@ def test_gold_reward_run_through_the_engine(tmp_path):
             assert q["question"] in train[q["image_id"]]["qa"]  # a gold QA pair of that very image
         components = {r["component"] for r in log.rows("rewards", "role = 'reasoner'")}
         assert {"gold_accuracy", "game_points", "total"} <= components
+        start = log.metrics_of(0, "eval")
+    # the starting models' line comes before iteration 1's, with the cold-start model's pass@1 and maj@m
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("start (questioner_v0, reasoner_v0): "))
+    assert f"gold pass@1 {start['gold/sample_accuracy']:.3f}\u00b1{start['gold/sample_accuracy_se']:.3f}" in line
+    assert "maj@2 " in line and "silver-label" not in line  # no silver labels before iteration 1
+    assert out.index("start (questioner_v0") < out.index("iteration 1/1:")

@@ -217,3 +217,8 @@ def test_summary_fields_show_pass1_maj_and_silver_with_standard_errors(tmp_path)
 
     line = summary_line(1, 3, {}, fields)
     assert "gold pass@1 0.307\u00b10.019 | maj@8 0.347\u00b10.028 | silver-label accuracy 0.125" in line
+    from visplay.loop.progress import start_line
+
+    assert start_line(fields) == ("start (questioner_v0, reasoner_v0): gold pass@1 0.307\u00b10.019 | "
+                                  "maj@8 0.347\u00b10.028 | silver-label accuracy 0.125")
+    assert start_line({}) is None and start_line(None) is None

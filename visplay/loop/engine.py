@@ -36,7 +36,7 @@ from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
 from visplay.loop.keys import rank
-from visplay.loop.progress import Progress, summary_line
+from visplay.loop.progress import Progress, start_line, summary_line
 from visplay.loop.runsetup import (
     RunExistsError,
     is_rank0,
@@ -132,6 +132,8 @@ class SelfPlay:
         try:
             self.cold_start()
             self.end_iteration(0)  # the starting models are evaluated too (e.g. gold accuracy after the cold start)
+            if (line := start_line(self.ctx.hooks.summary_fields(0))) is not None:
+                self.progress.say(line)
             for i in range(1, self.cfg.iterations + 1):
                 self.train_questioner(i)  # 1. questioner_i against the frozen reasoner_{i-1}
                 self.build_reasoner_set(i)  # 2. questioner_i asks, reasoner_{i-1} votes, the filters keep
