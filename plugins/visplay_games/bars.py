@@ -87,7 +87,7 @@ TEMPLATES = [
 ]
 
 
-def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
+def propose(state: dict, rng: np.random.Generator, full: bool = True) -> list[tuple[str, tuple]]:
     labels = state["labels"]
     a, b = (labels[int(i)] for i in rng.permutation(len(labels))[:2])
     threshold = int(sorted(state["values"])[len(labels) // 2])

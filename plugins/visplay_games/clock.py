@@ -84,7 +84,7 @@ TEMPLATES = [
 ]
 
 
-def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
+def propose(state: dict, rng: np.random.Generator, full: bool = True) -> list[tuple[str, tuple]]:
     minutes = int(rng.choice([15, 20, 30, 45]))
     hours = int(rng.integers(2, 6))
     return [("time", ()), ("hour", ()), ("minute", ()), ("later", (minutes, "minutes")),

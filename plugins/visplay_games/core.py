@@ -87,12 +87,13 @@ def answer_question(module: ModuleType, state: dict[str, Any], text: str) -> tup
     return None
 
 
-def build_qa(module: ModuleType, state: dict[str, Any], rng: np.random.Generator) -> list[QA]:
+def build_qa(module: ModuleType, state: dict[str, Any], rng: np.random.Generator, full: bool = True) -> list[QA]:
     """The state's QA pairs: the module proposes (kind, args); each is written from its template and answered
-    through :func:`answer_question`, so the parse path and the generation path cannot disagree."""
+    through :func:`answer_question`, so the parse path and the generation path cannot disagree. ``full``: over the
+    templates' whole question space (``plugins.games.full_question_space``)."""
     by_kind = {t.kind: t for t in module.TEMPLATES}
     qa: list[QA] = []
-    for kind, args in module.propose(state, rng):
+    for kind, args in module.propose(state, rng, full):
         text = build_question(by_kind[kind], args)
         solved = answer_question(module, state, text)
         if solved is None:

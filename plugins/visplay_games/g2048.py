@@ -161,13 +161,13 @@ TEMPLATES = [
 ]
 
 
-def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
+def propose(state: dict, rng: np.random.Generator, full: bool = True) -> list[tuple[str, tuple]]:
     board = state["board"]
     side = len(board)
-    cells = [(r + 1, c + 1) for r in range(side) for c in range(side)]
+    # full: any cell, empty ones too (a questioner can ask about any cell); else filled cells only (before issue 15)
+    cells = [(r + 1, c + 1) for r in range(side) for c in range(side) if full or board[r][c]]
     moves = [MOVES[int(i)] for i in rng.permutation(4)]
     out: list[tuple[str, tuple]] = [("empty_cells", ()), ("largest_tile", ())]
-    # any cell, empty ones too: a questioner can ask about any cell, so the cold start and the held-out set must
     out += [("tile_at", rc) for rc in cell_choice(rng, cells, 2)]
     out += [("merges", (moves[0],)), ("points", (moves[1],)), ("can_move", (moves[2],))]
     horizontal, vertical = ("left", "right")[int(rng.integers(2))], ("up", "down")[int(rng.integers(2))]

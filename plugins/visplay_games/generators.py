@@ -20,8 +20,10 @@ def game_module(game: str) -> ModuleType:
     return GAMES[game]
 
 
-def make_state(game: str, difficulty: int, seed: int, size: int) -> GameState:
-    """Generate, render and annotate one state. Deterministic: same arguments, same PNG bytes and truth."""
+def make_state(game: str, difficulty: int, seed: int, size: int, full: bool = True) -> GameState:
+    """Generate, render and annotate one state. Deterministic: same arguments, same PNG bytes and truth.
+    ``full``: QA pairs over the templates' whole question space (else the proposals before issue 15); the picture
+    does not depend on it."""
     module = game_module(game)
     check_difficulty(difficulty)
     if not MIN_SIZE <= int(size) <= MAX_SIZE:
@@ -29,7 +31,7 @@ def make_state(game: str, difficulty: int, seed: int, size: int) -> GameState:
     rng = np.random.default_rng(int(seed))
     state = module.generate(rng, difficulty)
     image = module.render(state, int(size))
-    qa = build_qa(module, state, rng)
+    qa = build_qa(module, state, rng, full)
     return GameState(game=game, difficulty=int(difficulty), seed=int(seed), state=state,
                      description=module.describe(state), qa=qa, image=image)
 

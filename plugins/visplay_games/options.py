@@ -61,6 +61,12 @@ class GamesOptions:
     ``game_points`` reward components are returned."""
     gold_questions_per_image: int = 1
     """Gold QA pairs per training image in the reasoner's set when gold_reward is on."""
+    full_question_space: bool = False
+    """QA pairs over the templates' whole question space, as a self-play questioner asks them: the number at an
+    empty 2048 cell, the letter at an empty Shisen-Sho cell, a letter or shape colour that is not there, two tiles
+    with different letters (the tiny recipe: true). False keeps the narrower proposals of run logs written before
+    issue 15 (occupied cells, present colours, same-letter pairs), so those replay bit for bit; the pictures are
+    the same either way."""
 
     def validate(self) -> dict[str, str]:
         """The recipe loader's check of this section (see problems_of)."""
@@ -90,7 +96,7 @@ def problems_of(opts: GamesOptions) -> dict[str, str]:
         problems["cold_start_lr"] = f"must be > 0, got {opts.cold_start_lr!r}"
     if any(r not in ("questioner", "reasoner") for r in opts.cold_start_roles):
         problems["cold_start_roles"] = f"roles are questioner and reasoner, got {opts.cold_start_roles}"
-    for key in ("gold_reward", "cold_start_describe", "eval_greedy", "cold_start_cache"):
+    for key in ("gold_reward", "cold_start_describe", "eval_greedy", "cold_start_cache", "full_question_space"):
         if not isinstance(getattr(opts, key), bool):
             problems[key] = "must be true or false"
     return problems

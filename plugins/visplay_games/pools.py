@@ -34,7 +34,7 @@ CELL_TRIES = 60
 
 @lru_cache(maxsize=32)
 def _pool(root: int, split: str, games: tuple, difficulties: tuple, n: int, size: int,
-          exclude: frozenset = frozenset()) -> tuple[tuple[GameState, ImageRecord], ...]:
+          exclude: frozenset = frozenset(), full: bool = True) -> tuple[tuple[GameState, ImageRecord], ...]:
     opts = GamesOptions(games=list(games), difficulties=list(difficulties))
     cells = len(games) * len(difficulties)
     out: list[tuple[GameState, ImageRecord]] = []
@@ -50,7 +50,7 @@ def _pool(root: int, split: str, games: tuple, difficulties: tuple, n: int, size
                                f"{list(difficulties)} (too few different pictures exist; lower data.num_images "
                                f"or add games/difficulties)")
         game, difficulty = _spec(opts, slot)
-        gs = make_state(game, difficulty, derive_seed(root, "games", split, i), size)
+        gs = make_state(game, difficulty, derive_seed(root, "games", split, i), size, full)
         record = to_record(gs, f"{SOURCE}:{split}/{i}")
         i += 1
         if record.image_id in exclude or record.image_id in seen:
@@ -69,7 +69,7 @@ def held_out_pool(opts: GamesOptions, size: int):
     """The held-out set: fixed seeds (``held_out_seed``, not the run's seed), so every run is scored on the same
     items whatever its seed."""
     return _pool(int(opts.held_out_seed), "heldout", tuple(opts.games), tuple(opts.difficulties),
-                 int(opts.held_out), int(size))
+                 int(opts.held_out), int(size), full=bool(opts.full_question_space))
 
 
 def _held_out_ids(opts: GamesOptions, size: int) -> frozenset:
@@ -80,13 +80,13 @@ def train_pool(seed: int, opts: GamesOptions, n: int, size: int) -> tuple[tuple[
     """The self-play image pool: ``n`` states from the run's root seed, skipping any picture that is also in
     the held-out set (few clock faces exist on the hour, so collisions do happen)."""
     return _pool(int(seed), "train", tuple(opts.games), tuple(opts.difficulties), int(n), int(size),
-                 _held_out_ids(opts, size))
+                 _held_out_ids(opts, size), bool(opts.full_question_space))
 
 
 def cold_start_pool(seed: int, opts: GamesOptions, size: int):
     """Fresh states for cold-start SFT (their own seed path; held-out pictures skipped)."""
     return _pool(int(seed), "coldstart", tuple(opts.games), tuple(opts.difficulties), int(opts.cold_start_images),
-                 int(size), _held_out_ids(opts, size))
+                 int(size), _held_out_ids(opts, size), bool(opts.full_question_space))
 
 
 def truth_rows(split: str, pool) -> list[dict[str, Any]]:

@@ -102,12 +102,12 @@ TEMPLATES = [
 ]
 
 
-def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
+def propose(state: dict, rng: np.random.Generator, full: bool = True) -> list[tuple[str, tuple]]:
     present = state["shapes"]
     pick = present[int(rng.integers(len(present)))]
     a, b = (PLURAL[SHAPES[int(i)]] for i in rng.permutation(3)[:2])
-    # any colour: a questioner asks about colours that are not there too (answer 0)
-    colour = tuple(COLOURS)[int(rng.integers(len(COLOURS)))]
+    # full: any colour, since a questioner asks about colours that are not there too (answer 0); else a present one
+    colour = tuple(COLOURS)[int(rng.integers(len(COLOURS)))] if full else pick["colour"]
     return [("total", ()), ("colour_count", (colour,)), ("shape_count", (PLURAL[pick["shape"]],)),
             ("colour_shape_count", (pick["colour"], PLURAL[pick["shape"]])), ("more_than", (a, b)),
             ("most_colour", ())]

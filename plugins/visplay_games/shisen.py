@@ -163,21 +163,24 @@ TEMPLATES = [
 ]
 
 
-def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
+def propose(state: dict, rng: np.random.Generator, full: bool = True) -> list[tuple[str, tuple]]:
     grid = state["grid"]
     cells = [(r, c) for r in range(len(grid)) for c in range(len(grid[0]))]
     tiles = [(r, c) for r, c in cells if grid[r][c]]
     out: list[tuple[str, tuple]] = [("tile_count", ()), ("removable_pairs", ())]
-    # The whole space a questioner can write in: empty cells ("none"), letters no longer on the board ("0") and
-    # pairs of different letters ("no") are asked too, or the reasoner never learns those answers.
-    out += [("letter_at", (r + 1, c + 1)) for r, c in cell_choice(rng, cells, 2)]
-    used = LETTERS[: LETTERS.index(max(v for row in grid for v in row if v)) + 1]
-    out.append(("letter_count", (used[int(rng.integers(len(used)))],)))
-    # A same-letter pair that connects, one that does not, and two different letters (never connectable).
+    if not full:  # the proposals before issue 15 (run logs written then replay with them): tiles only
+        out += [("letter_at", (r + 1, c + 1)) for r, c in cell_choice(rng, tiles, 2)]
+        pick = tiles[int(rng.integers(len(tiles)))]
+        out.append(("letter_count", (grid[pick[0]][pick[1]],)))
+    else:  # the whole space a questioner writes in: empty cells ("none") and letters no longer there ("0") too
+        out += [("letter_at", (r + 1, c + 1)) for r, c in cell_choice(rng, cells, 2)]
+        used = LETTERS[: LETTERS.index(max(v for row in grid for v in row if v)) + 1]
+        out.append(("letter_count", (used[int(rng.integers(len(used)))],)))
+    # A same-letter pair that connects, one that does not, and (full) two different letters (never connectable).
     same = [(a, b) for a, b in combinations(tiles, 2) if grid[a[0]][a[1]] == grid[b[0]][b[1]]]
     yes = [p for p in same if connectable(grid, *p)]
     no = [p for p in same if not connectable(grid, *p)]
-    other = [(a, b) for a, b in combinations(tiles, 2) if grid[a[0]][a[1]] != grid[b[0]][b[1]]]
+    other = [(a, b) for a, b in combinations(tiles, 2) if full and grid[a[0]][a[1]] != grid[b[0]][b[1]]]
     for pool in (yes, no, other):
         if pool:
             a, b = pool[int(rng.integers(len(pool)))]

@@ -139,7 +139,7 @@ TEMPLATES = [
 ]
 
 
-def propose(state: dict, rng: np.random.Generator) -> list[tuple[str, tuple]]:
+def propose(state: dict, rng: np.random.Generator, full: bool = True) -> list[tuple[str, tuple]]:
     grid = state["grid"]
     side = len(grid)
     cells = [(r + 1, c + 1) for r in range(side) for c in range(side)]

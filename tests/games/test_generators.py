@@ -74,6 +74,14 @@ def test_proposals_cover_the_answers_a_questioner_can_ask_for():
     assert answers[("shisen", "letter_at")]["none"] >= 10  # removed tiles
     assert answers[("shisen", "connect")]["no"] > answers[("shisen", "connect")]["yes"] > 20  # different letters
     assert answers[("shapes", "colour_count")]["0"] >= 10  # colours not in the scene
+    for seed, game in product(range(20), ["2048", "shisen", "shapes"]):  # full=False: the proposals before that
+        narrow, full = make_state(game, 1, seed, 64, full=False), make_state(game, 1, seed, 64)
+        assert png_bytes(narrow.image) == png_bytes(full.image)  # the same picture either way
+        for q in narrow.qa:
+            assert q.answer not in ("none",) and not (q.kind in ("tile_at", "colour_count") and q.answer == "0")
+            if q.kind == "connect":
+                r1, c1, r2, c2 = map(int, re.findall(r"\d+", q.question))
+                assert narrow.state["grid"][r1 - 1][c1 - 1] == narrow.state["grid"][r2 - 1][c2 - 1]
     for seed in range(20):  # a different-letter pair is never connectable
         gs = make_state("shisen", 1, seed, 64)
         for q in gs.qa:
