@@ -283,8 +283,9 @@ def visplay_judge(ctx: RunContext, name: str, items: Sequence[dict[str, Any]]) -
 
 @hookspec
 def visplay_summary_fields(ctx: RunContext, iteration: int) -> dict[str, float | tuple[float, float] | str] | None:
-    """A plugin's own numbers for an iteration's summary: the console line after each iteration and the report's
-    per-iteration table (the core knows no plugin's metric names).
+    """A plugin's own numbers for an iteration's summary: the console line after each iteration (for iteration 0,
+    the ``start (questioner_v0, reasoner_v0): ...`` line) and the report's per-iteration table (the core knows
+    no plugin's metric names).
 
     :param iteration: the iteration just finished (0: the starting models), read from ``ctx.log``.
     :return: {label: value} in display order (a float is printed with 3 decimals; a (value, standard error) pair
