@@ -2,7 +2,8 @@
 
 A game module (``g2048``, ``shisen``, ``swap``, ``scenes``) provides ``generate(rng, difficulty) -> state`` (a
 JSON-able dict: the engine state), ``render(state, size) -> PIL image``, ``describe(state) -> str``,
-``TEMPLATES`` (question templates with solvers) and ``propose(state, rng) -> [(kind, args)]``. A question's
+``TEMPLATES`` (question templates with solvers) and ``propose(state, rng, full) -> [(kind, args)]`` (``full``: over
+the templates' whole question space, see ``plugins.games.full_question_space``). A question's
 text is written from its template and its answer computed by the template's solver on the engine state; the same
 template parses the text back, so any templated question - including one the questioner writes - is answerable
 (:func:`answer_question`). Nothing is hand-labelled.

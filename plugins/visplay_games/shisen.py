@@ -180,7 +180,7 @@ def propose(state: dict, rng: np.random.Generator, full: bool = True) -> list[tu
     same = [(a, b) for a, b in combinations(tiles, 2) if grid[a[0]][a[1]] == grid[b[0]][b[1]]]
     yes = [p for p in same if connectable(grid, *p)]
     no = [p for p in same if not connectable(grid, *p)]
-    other = [(a, b) for a, b in combinations(tiles, 2) if full and grid[a[0]][a[1]] != grid[b[0]][b[1]]]
+    other = [(a, b) for a, b in combinations(tiles, 2) if grid[a[0]][a[1]] != grid[b[0]][b[1]]] if full else []
     for pool in (yes, no, other):
         if pool:
             a, b = pool[int(rng.integers(len(pool)))]

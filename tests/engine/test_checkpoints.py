@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from support.engine import comparable_rows
+from support.engine import comparable_rows, kill_and_resume
 from support.engine import drive as _drive
 from support.replay import tamper
 
@@ -56,14 +56,7 @@ def test_snapshots_every_three_steps_and_the_final_versions(uninterrupted):
 ])
 def test_killed_between_snapshots_resumes_to_the_uninterrupted_log(tmp_path, uninterrupted, kills, recomputed):
     whole, _ = uninterrupted
-    first = _drive(tmp_path, "run", "runs/x", *EVERY_3, kill=kills[0])
-    assert first.returncode == -signal.SIGKILL, first.stderr
-    for kill in kills[1:]:
-        again = _drive(tmp_path, "resume", "runs/x", kill=kill)
-        assert again.returncode == -signal.SIGKILL, again.stderr
-    final = _drive(tmp_path, "resume", "runs/x")
-    assert final.returncode == 0, final.stderr
-    db = tmp_path / "runs/x/run.db"
+    db = kill_and_resume(tmp_path, kills, *EVERY_3)
     with RunLog(db, readonly=True) as log:
         assert log.integrity_ok() and log.run()["status"] == "finished"
         events = log.rows("events", "kind = 'steps_recomputed'")

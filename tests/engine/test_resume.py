@@ -7,10 +7,8 @@ old step state is pruned). No cleanup code runs on SIGKILL, so this is the crash
 
 from __future__ import annotations
 
-import signal
-
 import pytest
-from support.engine import comparable_rows, drive
+from support.engine import comparable_rows, drive, kill_and_resume
 
 from visplay.log.runlog import RunLog
 
@@ -35,14 +33,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     ["1:reasoner:0:commit", "2:questioner:0:sample"],      # after a commit (before pruning), then mid-step
 ])
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, uninterrupted, kills):
-    first = _drive(tmp_path, "run", "runs/x", kill=kills[0])
-    assert first.returncode == -signal.SIGKILL, first.stderr
-    for kill in kills[1:]:
-        again = _drive(tmp_path, "resume", "runs/x", kill=kill)
-        assert again.returncode == -signal.SIGKILL, again.stderr
-    final = _drive(tmp_path, "resume", "runs/x")
-    assert final.returncode == 0, final.stderr
-    db = tmp_path / "runs/x/run.db"
+    db = kill_and_resume(tmp_path, kills)
     with RunLog(db, readonly=True) as log:
         assert log.integrity_ok()
         assert log.count("events", "kind = 'run_resumed'") == len(kills)

@@ -119,5 +119,18 @@ def drive(cwd: Path, *args: str, kill: str | None = None) -> subprocess.Complete
                           capture_output=True, text=True, timeout=120)
 
 
+def kill_and_resume(cwd: Path, kills: list[str], *run_args: str) -> Path:
+    """``run runs/x *run_args`` killed at ``kills[0]``, ``resume`` killed at each further point, then a resume to the
+    end (each kill must land: the process dies of SIGKILL); returns the run log's path."""
+    first = drive(cwd, "run", "runs/x", *run_args, kill=kills[0])
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    for kill in kills[1:]:
+        again = drive(cwd, "resume", "runs/x", kill=kill)
+        assert again.returncode == -signal.SIGKILL, again.stderr
+    final = drive(cwd, "resume", "runs/x")
+    assert final.returncode == 0, final.stderr
+    return cwd / "runs/x/run.db"
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

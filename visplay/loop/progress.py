@@ -129,29 +129,33 @@ def _where(iteration: Any, phase: Any, step: Any) -> str:
     return f"[iter {iteration} {PHASE_TITLES.get(phase, phase)} step {step}] "
 
 
+Fields = dict[str, float | tuple[float, float] | str]
+
+
 def _num(value: float | tuple[float, float] | str | None) -> str:
     if isinstance(value, tuple):  # (value, standard error)
         return f"{value[0]:.3f}\u00b1{value[1]:.3f}"
     return "n/a" if value is None else value if isinstance(value, str) else f"{value:.3f}"
 
 
-def start_line(fields: dict[str, float | tuple[float, float] | str] | None) -> str | None:
-    """``start (questioner_v0, reasoner_v0): gold pass@1 0.409±0.022 | maj@8 0.470±0.029``: the plugins' fields for
+def _field_parts(fields: Fields | None) -> list[str]:
+    """The plugins' own fields (``visplay_summary_fields``) as ``label value`` texts, in their order."""
+    return [f"{label} {_num(value)}" for label, value in (fields or {}).items()]
+
+
+def start_line(fields: Fields | None) -> str | None:
+    """``start (questioner_v0, reasoner_v0): gold pass@1 0.409±0.019 | maj@8 0.470±0.029``: the plugins' fields for
     the starting models (after any cold start), so each iteration's line can be read against them; None when no
     plugin gives any."""
-    if not fields:
-        return None
-    return "start (questioner_v0, reasoner_v0): " + " | ".join(f"{label} {_num(v)}" for label, v in fields.items())
+    return "start (questioner_v0, reasoner_v0): " + " | ".join(_field_parts(fields)) if fields else None
 
 
-def summary_line(iteration: int, iterations: int, s: dict[str, float | None],
-                 fields: dict[str, float | tuple[float, float] | str] | None = None) -> str:
+def summary_line(iteration: int, iterations: int, s: dict[str, float | None], fields: Fields | None = None) -> str:
     """``iteration 1/2: questioner reward 0.41 | mean confidence 0.63 | kept 5/16 (31%) | reasoner reward 0.50``,
     then the plugins' own fields (``visplay_summary_fields``), e.g. ``gold accuracy 0.208``."""
-    num = _num
-    parts = [f"questioner reward {num(s.get('questioner_reward'))}", f"mean confidence {num(s.get('confidence'))}",
+    parts = [f"questioner reward {_num(s.get('questioner_reward'))}", f"mean confidence {_num(s.get('confidence'))}",
              f"kept {int(s.get('kept') or 0)}/{int(s.get('set_size') or 0)}"
              + (f" ({100 * s['kept_frac']:.0f}%)" if s.get("kept_frac") is not None else ""),
-             f"reasoner reward {num(s.get('reasoner_reward'))}"]
-    parts += [f"{label} {num(value)}" for label, value in (fields or {}).items()]
+             f"reasoner reward {_num(s.get('reasoner_reward'))}"]
+    parts += _field_parts(fields)
     return f"iteration {iteration}/{iterations}: " + " | ".join(parts)
