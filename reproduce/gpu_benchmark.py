@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from visplay_grpo.optimizer import GRPOOptimizer
     from visplay_models.policy import load_policy
 
-    from visplay.loop.seeding import derive_seed
+    from visplay.seeding import derive_seed
     from visplay.types import Rollout, SamplingParams
 
     torch.set_num_threads(args.threads)

@@ -29,7 +29,7 @@ ROOT = HERE.parent
 PLANS = {
     "3b": dict(bench=["--batch", "32", "--n", "8", "--max-new-tokens", "512", "--steps", "2",
                       "--micro-batch-size", "4", "--gpu-memory-utilization", "0.5"],
-               selfplay=["optimizer.micro_batch_size=2", "plugins.vllm.gpu_memory_utilization=0.2",
+               selfplay=["plugins.grpo.micro_batch_size=2", "plugins.vllm.gpu_memory_utilization=0.2",
                          "questioner.sampling.max_new_tokens=128", "reasoner.sampling.max_new_tokens=128",
                          "plugins.vllm.max_model_len=2048", "plugins.vllm.enforce_eager=true"]),
     "tiny": dict(bench=["--batch", "2", "--n", "2", "--max-new-tokens", "5", "--steps", "1"],

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -41,7 +42,7 @@ def _setup_environment() -> None:
 def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
     p.add_argument("recipe", help=recipe_help)
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="recipe overrides as dotted keys, e.g. questioner.steps=2 reasoner.filter.band=[0.3,0.8]")
+                   help="recipe overrides as dotted keys, e.g. questioner.steps=2 seed=1 plugins.grpo.lr=1e-5")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing run directory of the same name first (otherwise refuse and say how to "
                         "resume it); only a visplay run's folder holding nothing else is deleted")
@@ -66,7 +67,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (warnings still print)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> argparse.ArgumentParser:
+    """The ``visplay`` parser. Plugin commands come from ``session``'s plugins (built here only when asked); a
+    plugin that fails to load never breaks the parser: ``--help`` names it and lists the core's commands."""
     parser = argparse.ArgumentParser(prog="visplay", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verbose", "-v", action="count", default=0, help="more logging on stderr (-vv: debug)")
@@ -164,20 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     p.add_argument("--tables", default="", help="comma-separated tables/views (default: all)")
     p.add_argument("--out", help="output folder (default: <run>/export)")
-    plugin_commands = _plugin_commands(sub)
+    plugin_commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+    if with_plugin_commands and session is not None:
+        from visplay.plugins import PluginError
+
+        try:
+            plugin_commands = _plugin_commands(sub, session.pm)
+        except PluginError as exc:  # --help and the core's commands still work; the message names the plugin
+            parser.epilog = f"note: plugin commands are missing because {exc}"
     for p in {id(p): p for p in sub.choices.values()}.values():  # an alias shares its command's parser
         _common(p)
     parser.set_defaults(_commands=sub.choices, plugin_commands=plugin_commands)
     return parser
 
 
-def _plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
+def _plugin_commands(sub: argparse._SubParsersAction, pm: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Subcommands the plugins add through ``visplay_add_commands``; a name the core uses is refused."""
     from visplay.hooks import call_each
-    from visplay.plugins import PluginError, get_plugin_manager
+    from visplay.plugins import PluginError
 
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
-    for plugin, added in call_each(get_plugin_manager(), "visplay_add_commands", {"subparsers": sub}):
+    for plugin, added in call_each(pm, "visplay_add_commands", {"subparsers": sub}):
         for name, handler in dict(added).items():
             if name in COMMANDS or name in commands or not callable(handler):
                 raise PluginError(f"plugin {plugin!r}: command {name!r} is taken or its handler is not callable")
@@ -185,11 +195,15 @@ def _plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[arg
     return commands
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None, session: Any = None) -> argparse.Namespace:
     """Options anywhere: top-level options before the command, the command's options intermixed with its
-    positionals and key=value overrides (``visplay run tiny -q name=x``), -v/-q on either side."""
-    parser = build_parser()
+    positionals and key=value overrides (``visplay run tiny -q name=x``), -v/-q on either side.
+
+    The plugins are loaded to find their commands only when the command line names no core command (a core
+    command never waits for plugin imports to parse, and a broken plugin cannot break it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    core = any(a in COMMANDS for a in argv)
+    parser = build_parser(session, with_plugin_commands=not core)
     commands = parser.get_default("_commands")
     at = next((i for i, a in enumerate(argv) if a in commands), None)
     if at is None:
@@ -213,18 +227,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _setup_environment()
-    args = parse_args(argv)
+    from visplay.config import RecipeError
+    from visplay.log.errors import RunLogError
+    from visplay.plugins import PluginError
+    from visplay.session import PluginSession
+
+    session = PluginSession()  # the command's one plugin session: its manager is built on first use
+    args = parse_args(argv, session)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if os.environ.get("VISPLAY_TRACE_HOOKS"):
-        logging.getLogger("visplay.hooks").setLevel(logging.INFO)
     if not args.command:
-        build_parser().print_help()
+        build_parser(session).print_help()
         return EXIT_USAGE
-    from visplay.config import RecipeError
-    from visplay.log.runlog import RunLogError
-    from visplay.plugins import PluginError
-
+    args.session = session
     try:
         handler = COMMANDS.get(args.command) or args.plugin_commands[args.command]
         return int(handler(args) or 0)
@@ -245,18 +260,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``visplay run`` / ``visplay reproduce``: load and validate the recipe, then plan it or run it."""
-    from visplay.config import load_recipe
-
+    session = args.session
     if args.dry_run:  # plans without weights, for a box of --gpus GPUs (visplay/scale/plan.py)
         from visplay.scale import plan
 
-        cfg = plan.load_for_dry_run(args.recipe, list(args.overrides or []))
-        print(plan.dry_run(cfg, args.gpus, args.gpu_memory, args.nproc))
+        cfg = session.load_recipe(args.recipe, plan.dry_run_overrides(list(args.overrides or [])))
+        print(plan.dry_run(session.context(cfg), args.gpus, args.gpu_memory, args.nproc))
         return EXIT_OK
-    cfg = load_recipe(args.recipe, list(args.overrides or []))
+    cfg = session.load_recipe(args.recipe, list(args.overrides or []))
     from visplay.loop.engine import start_run
 
-    return start_run(cfg, nproc=args.nproc, overwrite=args.overwrite, quiet=args.quiet, argv=sys.argv[1:])
+    return start_run(cfg, session=session, nproc=args.nproc, overwrite=args.overwrite, quiet=args.quiet,
+                     argv=sys.argv[1:])
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -264,12 +279,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from visplay.loop.engine import resume_run_dir
 
-    return resume_run_dir(Path(args.run_dir), quiet=args.quiet, accept_changed_images=args.accept_changed_images)
+    return resume_run_dir(Path(args.run_dir), quiet=args.quiet, accept_changed_images=args.accept_changed_images,
+                          session=args.session)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Exit 0 when the replay agrees with the log (or for a what-if report), else 1."""
-    from visplay.log.replay import format_report, replay_run
+    from visplay.loop.replay import format_report, replay_run
 
     report = replay_run(args.db, overrides=args.overrides or (), iteration=args.iteration, role=args.role,
                         step=args.step, resample=args.resample, out=args.out, quiet=args.quiet,
@@ -293,8 +309,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from visplay.report.build import collect, text_summary, write_report
 
     path = Path(args.run)
-    index = write_report(path, args.out)
-    print(text_summary(collect(path / "run.db" if path.is_dir() else path)))
+    index = write_report(path, args.out, session=args.session)
+    print(text_summary(collect(path / "run.db" if path.is_dir() else path, args.session)))
     print(f"report: {index}")
     return EXIT_OK
 
@@ -306,7 +322,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         target, judge, scores = run_eval(args.model, benchmarks=args.benchmarks, data=args.data, judge=args.judge,
                                          recipe=args.recipe, overrides=args.overrides or (),
-                                         iteration=args.iteration, db=args.db, quiet=not sys.stderr.isatty())
+                                         iteration=args.iteration, db=args.db, quiet=not sys.stderr.isatty(),
+                                         session=args.session)
     except (BenchmarkError, EvalError) as exc:
         print(f"visplay eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -330,9 +347,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from visplay.plugins import get_plugin_manager, hook_table, plugin_infos
+    from visplay.plugins import hook_table, plugin_infos
 
-    pm = get_plugin_manager()
+    pm = args.session.pm
     print("hook points (plugins in call order):")
     for hook, names in hook_table(pm).items():
         print(f"  {hook:<28} {', '.join(names) if names else '(empty)'}")
@@ -348,19 +365,29 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_recipe(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from visplay.config import explain_docs, load_recipe, plugin_sections, recipe_yaml
+    from visplay.config import recipe_yaml
+    from visplay.loader import explain_docs
 
-    cfg = load_recipe(args.recipe, args.overrides)
+    cfg = args.session.load_recipe(args.recipe, args.overrides)
     if not args.explain:
         print(recipe_yaml(cfg), end="")
         return EXIT_OK
-    for key, doc in explain_docs(plugin_sections()).items():
+    for key, doc in explain_docs(args.session.declared.sections).items():
         value = OmegaConf.select(cfg, key)
-        if OmegaConf.is_config(value):
+        if OmegaConf.is_dict(value) and _has_sections(key, cfg):
             print(f"{key}:  # {doc}")
-        else:
-            print(f"{key} = {value!r}\n    {doc}")
+        else:  # lists and mappings print their values too, not just their key
+            shown = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            print(f"{key} = {shown!r}\n    {doc}")
     return EXIT_OK
+
+
+def _has_sections(key: str, cfg: Any) -> bool:
+    """Whether ``key`` is a section of the schema (its keys are printed one by one), not a mapping value."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, key)
+    return OmegaConf.get_type(node) is not dict
 
 
 COMMANDS = {

@@ -1,9 +1,17 @@
-"""Recipes: the structured schema (nested dataclasses) and the loader.
+"""Recipes: the core's structured schema (nested dataclasses), the section protocol of plugins, and small helpers.
 
-Load order (as in EasyR1): schema defaults -> recipe YAML -> ``key=value`` overrides -> variant defaults ->
-validation. Unknown keys, wrong types and missing required values raise :class:`RecipeError`, which names the file
-(or the command-line override) and the dotted key, and suggests the closest valid key; the CLI exits with status 2.
-Each field's docstring (the string under it) is its documentation: ``visplay recipe --explain`` prints them.
+A recipe is the core's schema (this file) plus one section per plugin at ``plugins.<name>``, declared by the plugin
+through ``visplay_recipe_sections`` (see :class:`SectionProtocol`). The core's schema holds only what the core reads:
+the loop's shape (iterations, steps, batch sizes, votes, sampling), which plugin serves each role (``model.backend``,
+``data.source``, ``sampler.<role>``, ``optimizer.name``), placement, evaluation, logging and checkpoints. Every
+setting of the method itself (rewards, the reasoner set's filter, the optimizer's loss, image decoding...) lives in the plugin
+that reads it.
+
+Loading (schema -> YAML -> overrides -> legacy keys -> variant defaults -> validation) is visplay/loader.py, driven
+by a :class:`visplay.session.PluginSession`; :func:`load_recipe` here is the one-call convenience. Unknown keys,
+wrong types and missing required values raise :class:`RecipeError`, which names the file (or the command-line
+override) and the dotted key, and suggests the closest valid key; the CLI exits with status 2. Each field's
+docstring (the string under it) is its documentation: ``visplay recipe --explain`` prints them.
 """
 
 from __future__ import annotations
@@ -12,25 +20,14 @@ import ast
 import difflib
 import hashlib
 import inspect
-import logging
-import sys
 import textwrap
+import weakref
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import (
-    ConfigAttributeError,
-    ConfigKeyError,
-    GrammarParseError,
-    MissingMandatoryValue,
-    OmegaConfBaseException,
-    ValidationError,
-)
-
-log = logging.getLogger("visplay.config")
 
 VARIANTS = ("paper", "released")
 ROLES = ("questioner", "reasoner")
@@ -75,37 +72,12 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = "procedural"
-    """Image source plugin: ``procedural`` (built in), ``games`` (visual games), ``folder`` or ``parquet``."""
+    """Image source plugin, by the name a source answers to (built in: ``procedural``, ``folder``, ``parquet``
+    from the images plugin, whose decoding settings are ``plugins.images``; ``games`` from the games plugin)."""
     images: str | None = None
     """Folder of images or a parquet file with an ``images`` column (sources ``folder`` / ``parquet``)."""
     num_images: int = 64
     """Pool size for generated sources (``procedural``, ``games``)."""
-    max_images: int | None = None
-    """Use at most this many images from a folder or parquet file (in sorted order); None: all."""
-    resize: str = "fixed"
-    """``fixed`` (size x size, the paper), ``pixels`` (min/max pixels, the released code) or ``none``."""
-    size: int = 224
-    """Side length for ``resize: fixed``."""
-    min_pixels: int = 262144
-    """Lower pixel bound for ``resize: pixels`` (released: 262144)."""
-    max_pixels: int = 4194304
-    """Upper pixel bound for ``resize: pixels`` (released: 4194304)."""
-    max_file_mb: float = 64.0
-    """Files larger than this are skipped (logged as events)."""
-    max_decode_pixels: int = 100_000_000
-    """Images with more pixels than this are skipped before decoding (decompression-bomb guard)."""
-    image_cache: int = 256
-    """Decoded images kept in memory (an LRU); the pool itself holds only ids, sources and sizes, and decodes
-    pixels on demand (~150 kB per 224 px image)."""
-
-
-@dataclass
-class FilterConfig:
-    band: list[float] | None = None
-    """Inclusive confidence band [low, high] for the reasoner's set; None: the variant's (paper 0.25-0.75,
-    released 0.3-0.8)."""
-    released_skip_rules: bool | None = None
-    """Also apply the released code's extra skip rules (docs/algorithm.md); None: the variant's (released: on)."""
 
 
 @dataclass
@@ -137,70 +109,21 @@ class ReasonerConfig:
     questions_per_image: int = 1
     """Questions generated per image for the reasoner's set."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    """Sampling settings for answers."""
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    """Which voted questions enter the training set."""
-
-
-@dataclass
-class RewardConfig:
-    combine: str | None = None
-    """Combination rule for the scalar reward: ``paper``, ``released`` or ``weighted``; None: the variant's."""
-    weights: dict[str, float] = field(default_factory=dict)
-    """Extra components (e.g. from a third-party plugin) weighted into the total: {component: weight}."""
-    diversity_lambda: float = 1.0
-    """lambda of the diversity penalty (released: 1)."""
-    diversity_scope: str | None = None
-    """Cluster the questions of ``image`` (paper) or of the whole ``batch`` (released); None: the variant's."""
-    bleu_threshold: float = 0.5
-    """Agglomerative clustering distance threshold on 1 - BLEU."""
-    none_as_vote: bool | None = None
-    """A missing \\boxed{} counts as the vote "None" (the released code's behaviour); None: the variant's
-    (released: on, paper: off)."""
-    format_weight: float | None = None
-    """Reasoner format reward weight (released: 0.1, accuracy 0.9); None: the variant's (paper: 0)."""
+    """Sampling settings for answers. Which voted questions enter the set is the filter plugins' choice (the
+    algorithm plugin's: ``plugins.algorithm.filter``)."""
 
 
 @dataclass
 class OptimizerConfig:
     name: str = "grpo"
-    """Optimizer plugin name."""
-    lr: float = 1e-6
-    """AdamW learning rate (released: 1e-6)."""
-    weight_decay: float = 1e-2
-    """AdamW weight decay."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip."""
-    clip_low: float = 0.2
-    """PPO ratio clip below 1."""
-    clip_high: float = 0.3
-    """PPO ratio clip above 1."""
-    dual_clip: float = 3.0
-    """Dual-clip constant for negative advantages."""
-    kl_coef: float = 1e-2
-    """Coefficient of the KL term in the loss (0 disables the reference model)."""
-    kl_type: str = "low_var_kl"
-    """KL estimator: ``low_var_kl`` (k3, clamped to [-10, 10]), ``kl`` (k1) or ``mse`` (k2)."""
-    adv_eps: float = 1e-6
-    """epsilon in (r - mean) / (std + epsilon)."""
-    micro_batch_size: int = 8
-    """Rollouts per forward/backward (gradient accumulation over the update batch)."""
-    update_batch_size: int | None = None
-    """Prompts per optimizer update, as EasyR1's ``global_batch_size``: one update takes update_batch_size x
-    group_size rollouts (released: 128 prompts = 1,024 rollouts, 4 updates per 512-prompt step); None: the whole
-    rollout batch."""
-    loss_agg: str | None = None
-    """How the loss averages over an update batch: ``token_mean`` (every token weighs the same; EasyR1 HEAD) or
-    ``seq_mean_token_mean`` (each rollout's token-mean, averaged over rollouts: the released fork's per-micro-batch
-    mean at its scripts' micro-batch size 1); None: the variant's (paper token_mean, released
-    seq_mean_token_mean)."""
+    """Optimizer plugin, by the name it answers to (built in: ``grpo``, whose settings are ``plugins.grpo``)."""
 
 
 @dataclass
 class SamplerConfig:
     questioner: str = "hf"
-    """Sampler for the questioner, by the name a sampler plugin answers to (built in: ``hf``, ``vllm``; vLLM
-    engine settings: ``plugins.vllm``)."""
+    """Sampler for the questioner, by the name a sampler plugin answers to (built in: ``hf`` from the models
+    plugin, ``vllm`` from the vllm plugin, whose engine settings are ``plugins.vllm``)."""
     reasoner: str = "hf"
     """Sampler for the reasoner (as ``questioner``)."""
 
@@ -282,10 +205,8 @@ class RecipeConfig:
     """Questioner training."""
     reasoner: ReasonerConfig = field(default_factory=ReasonerConfig)
     """Reasoner training-set construction and training."""
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    """Reward components and their combination."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    """Policy optimisation (both roles)."""
+    """Policy optimisation (both roles): which optimizer plugin; its settings are in its own section."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     """Sampling engines per role."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
@@ -301,18 +222,33 @@ class RecipeConfig:
     ``visplay_recipe_sections`` and validated like the core's."""
 
 
-# Values that depend on the variant (PAPER.md, "paper vs. released code"); used where the recipe says None.
-VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "paper": {"reasoner.filter.band": [0.25, 0.75], "reward.combine": "paper", "reward.diversity_scope": "image",
-              "reward.format_weight": 0.0, "reward.none_as_vote": False, "reasoner.filter.released_skip_rules": False,
-              "optimizer.loss_agg": "token_mean"},
-    "released": {"reasoner.filter.band": [0.3, 0.8], "reward.combine": "released",
-                 "reward.diversity_scope": "batch", "reward.format_weight": 0.1, "reward.none_as_vote": True,
-                 "reasoner.filter.released_skip_rules": True, "optimizer.loss_agg": "seq_mean_token_mean"},
-}
+# --- the section protocol of plugins --------------------------------------------------------------------------
 
 
-# --- loading ---------------------------------------------------------------------------------------------------
+class SectionProtocol(Protocol):
+    """What a plugin's recipe section may declare besides its fields (a dataclass; everything here optional).
+
+    - ``validate(self) -> dict[str, str]``: {key under the section: problem}, checked at load (exit 2).
+    - ``legacy_keys``: {old dotted recipe key: key under this section ("" for the whole section)}; a recipe or a
+      run log written before the setting moved here still loads (the value is moved, with one warning); the old
+      and the new key both given is an error. Several sections may claim one old key (each gets the value).
+    - ``variant_defaults``: {variant: {key under this section: value}}, applied where the section's value is None
+      (PAPER.md's paper/released differences live with the plugin that implements them).
+    - ``path_keys``: keys under this section that hold local paths (``~`` is expanded; ``$VAR`` is refused).
+    """
+
+    legacy_keys: ClassVar[dict[str, str]]
+    variant_defaults: ClassVar[dict[str, dict[str, Any]]]
+    path_keys: ClassVar[tuple[str, ...]]
+
+    def validate(self) -> dict[str, str]: ...
+
+
+CORE_PATH_KEYS = ("run_dir", "model.path", "data.images", "eval.data")
+"""Core keys holding local paths; plugins add theirs through ``path_keys``."""
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
 
 
 def recipe_dirs() -> list[Path]:
@@ -327,8 +263,11 @@ def find_recipe(name_or_path: str) -> Path:
     """A YAML path, or a recipe name looked up in :func:`recipe_dirs`. A folder is never taken for a recipe: a
     bare name is looked up by name even when ``./<name>/`` exists."""
     path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise RecipeError(f"{name_or_path[:80]}...: not a recipe name or file ({exc.strerror})") from exc
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path or name_or_path.startswith("."):
         raise RecipeError(f"{path}: " + ("is a directory, not a recipe file" if path.is_dir()
                                          else "recipe file not found"))
@@ -337,106 +276,24 @@ def find_recipe(name_or_path: str) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.yaml")})
-    hint = _closest(name_or_path, known)
+    hint = closest_key(name_or_path, known)
     raise RecipeError(
         f"no recipe named {name_or_path!r} (known: {', '.join(known) or 'none'})" + (f"; did you mean {hint!r}?"
                                                                                    if hint else "")
     )
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-                plugins: Iterable[Any] = (), only: Collection[str] | None = None) -> DictConfig:
-    """Schema (the core's and the plugins' sections) -> YAML -> overrides -> variant defaults -> validation.
+def load_recipe(name_or_path: str | Path | DictConfig, overrides: list[str] | tuple[str, ...] = (), *,
+                plugins: Iterable[Any] = (), only: Collection[str] | None = None,
+                autoload: bool | None = None) -> DictConfig:
+    """Load a recipe with a plugin session of its own (see :meth:`visplay.session.PluginSession.load_recipe`):
+    the entry-point plugins (``only``: these names; ``autoload=False``: none) and ``plugins``."""
+    from visplay.session import PluginSession
 
-    :param plugins: plugin objects registered next to the entry-point plugins (their sections count too).
-    :param only: the entry-point plugins to consult (default: every installed one; see get_plugin_manager).
-    :return: a resolved, read-only config.
-    """
-    path = find_recipe(str(name_or_path))
-    try:
-        text = path.read_text()
-        data = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
-    except Exception as exc:  # yaml's errors do not share a base class with OmegaConf's
-        raise RecipeError(f"{path}: cannot parse recipe: {' '.join(str(exc).split())}") from exc
-    if not isinstance(data, DictConfig):
-        raise RecipeError(f"{path}: a recipe is a mapping of keys, got a {type(data).__name__}")
-    data = upgrade_legacy_keys(data, str(path))
-    dots = [(item, _parse_override(item)) for item in overrides]
-    sections = plugin_sections(plugins, only)
-    absent = _absent_sections([(str(path), data), *((f"command-line override {item!r}", dot) for item, dot in dots)],
-                              sections)
-    schema_cls = recipe_schema(sections, absent)
-    keys = all_keys(schema_cls, sections=sections)
-    cfg = _merge(OmegaConf.structured(schema_cls), data, where=str(path), keys=keys)
-    _mark_required(cfg, data)
-    for item, dot in dots:
-        cfg = _merge(cfg, dot, where=f"command-line override {item!r}", keys=keys, key=item.split("=", 1)[0])
-    try:
-        _apply_variant_defaults(cfg, str(path))
-        missing = sorted(OmegaConf.missing_keys(cfg))
-    except OmegaConfBaseException as exc:  # e.g. ${nonexistent.key} met while reading a key
-        raise RecipeError(f"{path}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
-    if missing:
-        setup = f"\n{cfg.setup.strip()}" if cfg.get("setup") else ""
-        raise RecipeError(f"{path}: required key(s) missing: {', '.join(missing)} (set them in the recipe or as "
-                          f"key=value on the command line){setup}")
-    try:
-        OmegaConf.resolve(cfg)
-    except (OmegaConfBaseException, ValueError) as exc:
-        raise RecipeError(f"{path}: key {_full_key(exc)!r}: {_describe(exc)}") from exc
-    _expand_user(cfg)
-    _validate(cfg, str(path))
-    _validate_sections(cfg, sections, str(path))
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
+    return PluginSession(extra=tuple(plugins), only=only, autoload=autoload).load_recipe(name_or_path, overrides)
 
 
-def _mark_required(cfg: DictConfig, data: DictConfig, prefix: str = "") -> None:
-    """Keep ``???`` from the recipe YAML: OmegaConf's merge ignores a MISSING value over a schema default, but a
-    recipe writes ``model.path: ???`` to make a key required (an override then fills it)."""
-    for key in data.keys():
-        dotted = f"{prefix}{key}"
-        if OmegaConf.is_missing(data, key):
-            OmegaConf.update(cfg, dotted, MISSING, merge=False)
-        elif isinstance(data[key], DictConfig):
-            _mark_required(cfg, data[key], dotted + ".")
-
-
-def _merge(base: DictConfig, new: DictConfig, where: str, keys: list[str] | None = None,
-           key: str | None = None) -> DictConfig:
-    """``key``: the dotted key being set (an override's), named when OmegaConf's error does not say."""
-    try:
-        return OmegaConf.merge(base, new)
-    except (ConfigKeyError, ConfigAttributeError) as exc:
-        key = _full_key(exc)
-        known = keys if keys is not None else all_keys()
-        hint = _closest(key, [k for k in known if k.count(".") == key.count(".")])
-        parent = key.rpartition(".")[0]
-        siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent and parent]
-        tail = (f"; did you mean {hint!r}?" if hint else
-                f" ({parent} has: {', '.join(siblings)})" if siblings else "")
-        raise RecipeError(f"{where}: unknown key {key!r}{tail}") from exc
-    except (ValidationError, GrammarParseError, MissingMandatoryValue) as exc:
-        named = _full_key(exc)
-        raise RecipeError(f"{where}: key {named if named != '?' else key or '?'!r}: {_describe(exc)}") from exc
-    except OmegaConfBaseException as exc:
-        raise RecipeError(f"{where}: {_describe(exc)}") from exc
-    except TypeError as exc:  # OmegaConf: a list merged onto a mapping section (e.g. plugins=[1,2])
-        named = key or ", ".join(sorted(k for k in new.keys() if OmegaConf.is_list(new[k])
-                                        and OmegaConf.is_dict(base.get(k))))
-        raise RecipeError(f"{where}: key {named or '?'!r}: a list where a mapping of keys is expected") from exc
-
-
-def _full_key(exc: OmegaConfBaseException) -> str:
-    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
-    return str(key)
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc).split("\n")[0]
-
-
-def _closest(key: str, candidates: list[str]) -> str | None:
+def closest_key(key: str, candidates: list[str]) -> str | None:
     """The valid key a misspelled one most likely meant: a sibling with a similar name, a key elsewhere with a
     similar path, or the one key elsewhere with the same name."""
     parent, _, leaf = key.rpartition(".")
@@ -466,48 +323,16 @@ def all_keys(cls: type = RecipeConfig, prefix: str = "", *, sections: dict[str, 
     return list(dict.fromkeys(keys))
 
 
-def _apply_variant_defaults(cfg: DictConfig, where: str) -> None:
-    variant = cfg.get("variant")
-    if variant not in VARIANTS:
-        raise RecipeError(f"{where}: key 'variant': must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    for key, value in VARIANT_DEFAULTS[variant].items():
-        if OmegaConf.select(cfg, key) is None:
-            OmegaConf.update(cfg, key, value, merge=False)
-
-
-def _validate(cfg: DictConfig, where: str) -> None:
-    """Every rule of visplay/recipe_rules.py; all problems are reported at once, each naming its key."""
-    from visplay.recipe_rules import recipe_problems
-
-    problems = recipe_problems(cfg)
-    if problems:
-        raise RecipeError("\n".join(f"{where}: key {key!r}: {why}" for key, why in problems.items()))
-
-
-# Keys holding local paths: ``~`` is expanded here, once, so every consumer sees the same absolute-home path.
-PATH_KEYS = ("run_dir", "model.path", "plugins.models.tiny.cache_dir", "data.images", "eval.data",
-             "plugins.eval.judge_model")
-
-
-def _expand_user(cfg: DictConfig) -> None:
-    for key in PATH_KEYS:
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, str) and value.startswith("~"):
-            OmegaConf.update(cfg, key, str(Path(value).expanduser()), merge=False)
-
-
-def recipe_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, sort_keys=True)
-
-
-def recipe_sha256(cfg: DictConfig) -> str:
-    return hashlib.sha256(recipe_yaml(cfg).encode()).hexdigest()
-
-
-def plugin_options(cfg: DictConfig, plugin: str) -> dict[str, Any]:
-    """A plugin's own settings (``plugins.<name>``) as a plain dict; empty when absent (see plugin_section)."""
-    value = cfg.plugins.get(plugin) if cfg.get("plugins") is not None else None
-    return OmegaConf.to_container(value, resolve=True) if value is not None else {}
+def open_keys(cls: type, prefix: str = "") -> list[str]:
+    """Keys of the schema whose values are free-form mappings (``dict`` fields): anything below them is allowed."""
+    keys = []
+    for f in fields(cls):
+        sub = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        if is_dataclass(sub):
+            keys.extend(open_keys(type(sub), f"{prefix}{f.name}."))
+        elif isinstance(sub, dict) or str(f.type).startswith("dict"):
+            keys.append(f"{prefix}{f.name}")
+    return keys
 
 
 def field_docs(cls: type = RecipeConfig, prefix: str = "") -> dict[str, str]:
@@ -526,156 +351,37 @@ def field_docs(cls: type = RecipeConfig, prefix: str = "") -> dict[str, str]:
     return docs
 
 
-# --- sections owned by plugins ---------------------------------------------------------------------------------
-
-# Keys that moved from the core recipe into a plugin's section: {old dotted key: new dotted key}. A recipe (or a
-# run log's stored recipe) written before the move still loads.
-LEGACY_KEYS = {
-    "model.tiny": "plugins.models.tiny",
-    "model.lora": "plugins.models.lora",
-    "sampler.vllm": "plugins.vllm",
-    "eval.judge_model": "plugins.eval.judge_model",
-    "eval.judge_url": "plugins.eval.judge_url",
-}
+def recipe_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, sort_keys=True)
 
 
-def plugin_sections(plugins: Iterable[Any] = (), only: Collection[str] | None = None) -> dict[str, type]:
-    """{section name: dataclass} from every plugin's ``visplay_recipe_sections`` (entry points + ``plugins``)."""
-    from visplay.hooks import call_each
-    from visplay.plugins import get_plugin_manager
-
-    pm = get_plugin_manager(extra=tuple(plugins), only=only)
-    sections: dict[str, type] = {}
-    owners: dict[str, str] = {}
-    for plugin, declared in call_each(pm, "visplay_recipe_sections", {}):
-        for name, section in dict(declared).items():
-            if not (isinstance(section, type) and is_dataclass(section)):
-                raise RecipeError(f"plugin {plugin!r}: recipe section {name!r} must be a dataclass type")
-            if name in sections:
-                raise RecipeError(f"recipe section plugins.{name} is declared by two plugins: {owners[name]}, {plugin}")
-            sections[name], owners[name] = section, plugin
-    return dict(sorted(sections.items()))
+def recipe_sha256(cfg: DictConfig) -> str:
+    return hashlib.sha256(recipe_yaml(cfg).encode()).hexdigest()
 
 
-def recipe_schema(sections: dict[str, type], absent: Iterable[str] = ()) -> type:
-    """The recipe schema with a typed ``plugins`` section per plugin, and an unchecked mapping for each section of
-    a plugin that is not installed (``absent``)."""
-    typed = [(name, section, field(default_factory=section)) for name, section in sections.items()]
-    untyped = [(name, dict[str, Any], field(default_factory=dict)) for name in sorted(absent)]
-    plugins_cls = make_dataclass("PluginsConfig", typed + untyped)
-    return make_dataclass("Recipe", [("plugins", plugins_cls, field(default_factory=plugins_cls))],
-                          bases=(RecipeConfig,))
-
-
-def with_plugin_sections(cfg: DictConfig, plugins: Iterable[Any] = (),
-                         only: Collection[str] | None = None) -> DictConfig:
-    """``cfg`` checked against a plugin set that may declare sections it was loaded without (e.g. plugin objects a
-    run registers by hand): unchanged when every declared section is there and typed, else the resolved recipe is
-    loaded again with those plugins, so their sections get their defaults and checks."""
-    import tempfile
-
-    sections = plugin_sections(plugins, only)
-    given = cfg.get("plugins") or {}
-    if all(name in given and OmegaConf.get_type(given, name) is section for name, section in sections.items()):
-        return cfg
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(recipe_yaml(cfg))
-    try:
-        return load_recipe(f.name, plugins=plugins, only=only)
-    finally:
-        Path(f.name).unlink(missing_ok=True)
-
-
-def _parse_override(item: str) -> DictConfig:
-    if "=" not in item:
-        raise RecipeError(f"command line: override {item!r} is not key=value")
-    try:
-        return upgrade_legacy_keys(OmegaConf.from_dotlist([item]), f"command-line override {item!r}")
-    except (OmegaConfBaseException, ValueError) as exc:
-        raise RecipeError(f"command line: cannot parse override {item!r}: {exc}") from exc
-
-
-def _absent_sections(sources: list[tuple[str, DictConfig]], sections: dict[str, type]) -> set[str]:
-    """Plugin sections a recipe sets for plugins that are not installed: kept unchecked, with a warning; a name
-    close to an installed plugin's section is a typo and an error."""
-    absent: set[str] = set()
-    for where, data in sources:
-        given = data.get("plugins") if isinstance(data, DictConfig) else None
-        for name in (given.keys() if isinstance(given, DictConfig) else []):
-            if name in sections or name in absent:
-                continue
-            hint = difflib.get_close_matches(str(name), list(sections), n=1, cutoff=0.75)
-            if hint:
-                raise RecipeError(f"{where}: unknown key 'plugins.{name}'; did you mean 'plugins.{hint[0]}'?")
-            log.warning("%s: no installed plugin declares plugins.%s; its settings are kept unchecked", where, name)
-            absent.add(str(name))
-    return absent
+def plugin_options(cfg: DictConfig, plugin: str) -> dict[str, Any]:
+    """A plugin's own settings (``plugins.<name>``) as a plain dict; empty when absent (see plugin_section)."""
+    value = cfg.plugins.get(plugin) if cfg.get("plugins") is not None else None
+    return OmegaConf.to_container(value, resolve=True) if value is not None else {}
 
 
 def plugin_section(cfg: DictConfig, name: str) -> Any:
-    """A plugin's own section (``plugins.<name>``) as its dataclass instance (cached per loaded recipe)."""
-    node = cfg.plugins.get(name) if "plugins" in cfg else None
-    cache_key = (id(cfg), name)
-    cached = _SECTIONS.get(cache_key)
-    if cached is None or cached[0] is not cfg:
+    """A plugin's own section (``plugins.<name>``) as its dataclass instance, converted once per loaded recipe."""
+    sections = _SECTIONS.get(id(cfg))
+    if sections is None or sections[0]() is not cfg:
+        sections = (weakref.ref(cfg), {})
+        _SECTIONS[id(cfg)] = sections
+        weakref.finalize(cfg, _SECTIONS.pop, id(cfg), None)
+    cache = sections[1]
+    if name not in cache:
+        node = cfg.plugins.get(name) if "plugins" in cfg else None
         section = OmegaConf.to_object(node) if node is not None else None
         if not is_dataclass(section):
             raise RecipeError(f"plugins.{name}: this recipe was loaded without the plugin that declares the section "
                               f"(load it with that plugin installed, or pass it: load_recipe(..., plugins=[...]))")
-        cached = (cfg, section)
-        _SECTIONS[cache_key] = cached
-    return cached[1]
+        cache[name] = section
+    return cache[name]
 
 
-_SECTIONS: dict[tuple[int, str], tuple[DictConfig, Any]] = {}
-
-
-def upgrade_legacy_keys(data: DictConfig, where: str) -> DictConfig:
-    """Move keys that became plugin settings (LEGACY_KEYS) to their new place, with a warning."""
-    container = OmegaConf.to_container(data, resolve=False)
-    moved = False
-    for old, new in LEGACY_KEYS.items():
-        head, _, leaf = old.rpartition(".")
-        parent = _dig(container, head.split("."))
-        if not isinstance(parent, dict) or leaf not in parent:
-            continue
-        value = parent.pop(leaf)
-        target = _dig(container, new.split(".")[:-1], create=True)
-        existing = target.get(new.rsplit(".", 1)[1])
-        if isinstance(existing, dict) and isinstance(value, dict):
-            value = {**value, **existing}
-        target[new.rsplit(".", 1)[1]] = value
-        log.warning("%s: %s is now %s (a plugin's setting); moved", where, old, new)
-        moved = True
-    return OmegaConf.create(container) if moved else data
-
-
-def _dig(tree: Any, path: list[str], create: bool = False) -> Any:
-    for part in path:
-        if not isinstance(tree, dict):
-            return None
-        if part not in tree and create:
-            tree[part] = {}
-        tree = tree.get(part)
-    return tree
-
-
-def _validate_sections(cfg: DictConfig, sections: dict[str, type], where: str) -> None:
-    """Run each plugin section's own ``validate()``; a problem names the file and the dotted key."""
-    for name in sections:
-        section = plugin_section(cfg, name)
-        check = getattr(section, "validate", None)
-        for key, problem in (check() if callable(check) else {}).items():
-            raise RecipeError(f"{where}: key 'plugins.{name}.{key}': {problem}")
-
-
-def explain_docs(sections: dict[str, type]) -> dict[str, str]:
-    """{dotted key: documentation} of the core schema and every plugin section, for ``recipe --explain``."""
-    docs = field_docs()
-    for name, section in sections.items():
-        doc = inspect.getdoc(section) or ""
-        if doc.startswith(f"{section.__name__}("):  # dataclass's generated signature: the module says more
-            doc = inspect.getdoc(sys.modules.get(section.__module__)) or doc
-        docs[f"plugins.{name}"] = " ".join(doc.split())
-        docs.update(field_docs(section, f"plugins.{name}."))
-    return docs
+# id(recipe) -> (a weak reference to it, {section name: dataclass instance}); an entry goes with its recipe
+_SECTIONS: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}

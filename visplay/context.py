@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visplay.hooks import Hooks
-from visplay.loop.seeding import PathPart, derive_seed
-from visplay.plugins import call_hook
+from visplay.seeding import PathPart, derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     import pluggy
@@ -35,6 +34,7 @@ class RunContext:
     phase: str = ""
     step: int = 0
     progress: Any = None  # the terminal's Progress during a run (visplay/loop/progress.py); None elsewhere
+    session: Any = None  # the visplay.session.PluginSession that built ``pm`` (None: a context made by hand)
 
     @property
     def variant(self) -> str:
@@ -45,7 +45,7 @@ class RunContext:
         return int(self.recipe.seed)
 
     def seed_for(self, *path: PathPart) -> int:
-        """A seed for the draw named by ``path`` (see visplay.loop.seeding)."""
+        """A seed for the draw named by ``path`` (see visplay.seeding)."""
         return derive_seed(self.seed, *path)
 
     @cached_property
@@ -53,17 +53,20 @@ class RunContext:
         """The typed hook calls of this run (visplay.hooks): ``ctx.hooks.generate_questions(...)`` and so on."""
         return Hooks(self)
 
-    def call(self, hook: str, /, **kwargs: Any) -> Any:
-        """A raw pluggy call of ``hook`` with this context (pluggy's result: a list for gathering hooks), for
-        scripts and tests; the loop and the plugins use :attr:`hooks`. A plugin's exception becomes a PluginError
-        naming plugin and hook."""
-        return call_hook(self.pm, hook, ctx=self, **kwargs)
-
     def report_progress(self, done: int, total: int, unit: str = "step", **postfix: float) -> None:
         """Say how far long work inside one engine step is (a cold-start SFT step, evaluation items); the terminal's
         bar shows these counts. A no-op outside a run."""
         if self.progress is not None:
             self.progress.substep(done, total, unit, postfix or None)
+
+    def with_overrides(self, overrides: list[str], **changes: Any) -> RunContext:
+        """This context with ``key=value`` overrides applied to its recipe, checked against the same plugins (a
+        judge model loaded through the model hooks, a greedy variant of the sampling settings...)."""
+        from visplay import loader
+        from visplay.session import declare
+
+        declared = self.session.declared if self.session is not None else declare(self.pm)
+        return replace(self, recipe=loader.load(self.recipe, overrides, declared), **changes)
 
     def at(self, iteration: int, phase: str, step: int) -> RunContext:
         self.iteration, self.phase, self.step = iteration, phase, step

@@ -22,12 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from visplay.plugins import PluginError
+from visplay.config import RecipeError
+from visplay.plugins import PluginError, env_flag
 from visplay.types import (
+    AskedQuestion,
+    EngineNeeds,
     FilterDecision,
+    Footprint,
     Generation,
     ImageRecord,
     ImageSource,
+    ModelFacts,
     Optimizer,
     ParsedQuestion,
     Policy,
@@ -41,6 +46,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 trace_log = logging.getLogger("visplay.hooks")
 
+
+def trace_level() -> int | None:
+    """The level hook calls are traced at: WARNING (always shown) under ``VISPLAY_TRACE_HOOKS`` (on by the one
+    rule of visplay.plugins.env_flag), DEBUG when that logger shows debug (``-vv``), else None (not traced)."""
+    if env_flag("VISPLAY_TRACE_HOOKS"):
+        return logging.WARNING
+    return logging.DEBUG if trace_log.isEnabledFor(logging.DEBUG) else None
+
 RESERVED_COMPONENTS = frozenset({"total"})
 """Reward component names the core writes itself (``rewards.component = 'total'`` is the combined reward)."""
 
@@ -50,17 +63,17 @@ def call_each(pm: pluggy.PluginManager, name: str, kwargs: dict[str, Any], *,
     """Call every implementation of hook ``name`` in pluggy's order; return ``(plugin, result)`` for the non-None
     results (only the first one when ``first``). An exception becomes a PluginError naming plugin and hook."""
     out: list[tuple[str, Any]] = []
-    tracing = trace_log.isEnabledFor(logging.INFO)
+    level = trace_level()
     for impl in reversed(getattr(pm.hook, name).get_hookimpls()):
         try:
             result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-        except PluginError:
+        except (PluginError, RecipeError):  # already names what is wrong (a recipe key, a plugin)
             raise
         except Exception as exc:
             raise PluginError(f"plugin {impl.plugin_name!r} failed in hook {name}: {type(exc).__name__}: {exc}") \
                 from exc
-        if tracing:
-            trace_log.info("%s <- %s: %s", name, impl.plugin_name, _short(result))
+        if level is not None:
+            trace_log.log(level, "%s <- %s: %s", name, impl.plugin_name, _short(result))
         if result is not None:
             out.append((impl.plugin_name, result))
             if first:
@@ -159,9 +172,11 @@ class Hooks:
             raise NoAnswerError(f"no plugin answered {hook} (see `visplay plugins`)")
         return _groups(plugin, hook, result, len(images), n)
 
-    def sample_answers(self, sampler: Sampler, questions: Sequence[tuple[ImageRecord, str]], n: int,
+    def sample_answers(self, sampler: Sampler, questions: Sequence[AskedQuestion], n: int,
                        seeds: Sequence[int], purpose: str) -> list[list[Generation]]:
         hook = "visplay_sample_answers"
+        if not all(isinstance(q, AskedQuestion) for q in questions):
+            raise TypeError(f"{hook}: questions must be AskedQuestion (image, text, qtype)")
         plugin, result = self._first(hook, sampler=sampler, questions=questions, n=n, seeds=seeds, purpose=purpose)
         if plugin is None:
             raise NoAnswerError(f"no plugin answered {hook} (see `visplay plugins`)")
@@ -344,3 +359,41 @@ class Hooks:
         for plugin, result in self._each(hook, **kwargs):
             merged.update(_metrics(plugin, hook, result))
         return merged
+
+    # --- planning -----------------------------------------------------------------------------------------
+
+    def model_facts(self) -> ModelFacts:
+        hook = "visplay_model_facts"
+        plugin, facts = self._first(hook)
+        if plugin is None:
+            raise NoAnswerError(f"no plugin describes model.backend={self.ctx.recipe.model.backend!r} for planning "
+                                f"(hook {hook})")
+        if not isinstance(facts, ModelFacts):
+            raise _fail(plugin, hook, f"expected ModelFacts, got {type(facts).__name__}")
+        return facts
+
+    def engine_needs(self, role: str) -> EngineNeeds | None:
+        hook = "visplay_engine_needs"
+        plugin, needs = self._first(hook, role=role)
+        if plugin is not None and (not isinstance(needs, EngineNeeds) or needs.gpus < 1
+                                   or not 0.0 < needs.memory_fraction <= 1.0):
+            raise _fail(plugin, hook, f"expected EngineNeeds with gpus >= 1 and 0 < memory_fraction <= 1, got "
+                                      f"{_short(needs)}")
+        return needs
+
+    def footprint(self, facts: ModelFacts, placement: Any, nproc: int, gpu_memory_gib: float
+                  ) -> list[tuple[str, Footprint]]:
+        hook = "visplay_footprint"
+        out = []
+        for plugin, part in self._each(hook, facts=facts, placement=placement, nproc=nproc,
+                                       gpu_memory_gib=gpu_memory_gib):
+            if not isinstance(part, Footprint):
+                raise _fail(plugin, hook, f"expected a Footprint, got {type(part).__name__}")
+            for item in part.items:
+                _finite(plugin, hook, f"memory item {item.name!r}", item.gib)
+            out.append((plugin, part))
+        return out
+
+    def check_inputs(self, skip: frozenset[str] = frozenset()) -> list[str]:
+        """Every line of what the plugins checked (they raise RecipeError when something is missing)."""
+        return [str(line) for _, lines in self._each("visplay_check_inputs", skip=skip) for line in lines]

@@ -23,10 +23,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from visplay.context import RunContext
     from visplay.types import (
         AnswerItem,
+        AskedQuestion,
+        EngineNeeds,
         FilterDecision,
+        Footprint,
         Generation,
         ImageRecord,
         ImageSource,
+        ModelFacts,
         Optimizer,
         ParsedQuestion,
         Policy,
@@ -67,13 +71,14 @@ def visplay_generate_questions(
 
 @hookspec(firstresult=True)
 def visplay_sample_answers(
-    ctx: RunContext, sampler: Sampler, questions: Sequence[tuple[ImageRecord, str]], n: int,
+    ctx: RunContext, sampler: Sampler, questions: Sequence[AskedQuestion], n: int,
     seeds: Sequence[int], purpose: str,
 ) -> list[list[Generation]] | None:
-    """Sample ``n`` reasoner answers for each (image, question).
+    """Sample ``n`` reasoner answers for each question.
 
     :param sampler: the reasoner's sampler (frozen reasoner_{i-1} for votes, the training reasoner for rollouts).
-    :param questions: (image, question text) pairs, in order.
+    :param questions: :class:`~visplay.types.AskedQuestion` (image, text, qtype: what the question-parsing hook
+        said of it), in order.
     :param n: answers per question (m for votes, the rollout group size for training).
     :param seeds: one request seed per question.
     :param purpose: ``"vote"`` (silver labels) or ``"rollout"`` (reasoner training); a plugin may prompt alike.
@@ -195,7 +200,23 @@ def visplay_recipe_sections() -> dict[str, type] | None:
         validated by the loader exactly like the core's sections (unknown key, wrong type, closest-key hint,
         exit 2 before anything is created); field docstrings are what ``visplay recipe --explain`` prints. A
         dataclass may define ``validate(self) -> dict[str, str]`` returning {key under the section: problem}.
-        Read a section with ``visplay.config.plugin_section(recipe, name)``. Called without a run context.
+        A section may also declare ``legacy_keys``, ``variant_defaults`` and ``path_keys`` (class attributes;
+        :class:`visplay.config.SectionProtocol`). Read a section with ``visplay.api.plugin_section(recipe, name)``.
+        Called without a run context.
+    """
+
+
+@hookspec
+def visplay_names() -> dict[str, list[str]] | None:
+    """The names this plugin serves, by kind, so a recipe naming something nobody serves is refused at load.
+
+    :return: {kind: [names]}, kinds ``backend`` (``model.backend``), ``image_source`` (``data.source``),
+        ``sampler`` (``sampler.<role>``), ``optimizer`` (``optimizer.name``), ``judge`` (``eval.judge``),
+        ``reward_component`` (the components of ``visplay_reward_components``, for weights naming them); or None.
+        A kind is checked only when every plugin implementing its serving hook (``visplay_load_policy``,
+        ``visplay_image_source``, ``visplay_make_sampler``, ``visplay_make_optimizer``, ``visplay_judge``,
+        ``visplay_reward_components``)
+        declares names for it. Called without a run context.
     """
 
 
@@ -307,3 +328,53 @@ def visplay_add_commands(subparsers: Any) -> dict[str, Any] | None:
 @hookspec
 def visplay_log_metrics(ctx: RunContext, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
     """Observe metrics after they are committed to the run log (a sink: TensorBoard, W&B, a CSV...)."""
+
+
+# -------------------------------------------------------------------------------------------------------------
+# planning: what a recipe needs of a box (``--dry-run``), asked of the plugins that serve it
+# -------------------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def visplay_model_facts(ctx: RunContext) -> ModelFacts | None:
+    """Describe the recipe's model without loading weights (the backend plugin of ``model.backend``): parameter
+    counts, bytes, and the per-token figures the planner multiplies (KV cache, activations, prompt allowance).
+
+    ``ctx.log`` is None. ``model.path`` may be ``visplay.api.NOT_GIVEN`` (a dry run that was not given it): answer
+    from built-in facts, or raise RecipeError naming the key. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_engine_needs(ctx: RunContext, role: str) -> EngineNeeds | None:
+    """What the sampler serving ``sampler.<role>`` needs of the GPUs when it runs in processes of its own (a vLLM
+    engine: GPUs per engine, the share of each GPU's memory it reserves); None when it samples inside the training
+    processes (or the name is not this plugin's). Placement (visplay/scale/placement.py) splits the box from this.
+    Stops at first non-None result.
+    """
+
+
+@hookspec
+def visplay_footprint(ctx: RunContext, facts: ModelFacts, placement: Any, nproc: int,
+                      gpu_memory_gib: float) -> Footprint | None:
+    """Report this plugin's share of the recipe's memory and the plan lines only it can write.
+
+    :param facts: the model's facts (``visplay_model_facts``).
+    :param placement: the :class:`visplay.scale.placement.Placement` (which GPUs sample, which train).
+    :param nproc: training processes.
+    :param gpu_memory_gib: memory of each GPU.
+    :return: a :class:`~visplay.types.Footprint`: memory items per place (``training`` per training GPU,
+        ``sampling/<role>`` per engine GPU, ``disk/snapshot`` and ``disk/weights``), each with the recipe key that
+        shrinks it; extra plan lines; and problems that make the plan impossible (each naming a key). All plugins
+        are called; the planner adds the items up and places them. ``ctx.log`` is None.
+    """
+
+
+@hookspec
+def visplay_check_inputs(ctx: RunContext, skip: frozenset[str]) -> list[str] | None:
+    """Check the local files this plugin's settings name, before anything is created (a run, a dry run).
+
+    :param skip: dotted keys not to check (a dry run that was not given them).
+    :return: one line per thing checked (``"model.path /models/x (config.json found)"``), or None; raise
+        RecipeError naming the key (with the recipe's ``setup`` text) when a file is missing. ``ctx.log`` is None.
+    """

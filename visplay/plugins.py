@@ -6,7 +6,10 @@ else's). Environment switches:
 
 - ``VISPLAY_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points (tests then register plugins by hand);
 - ``VISPLAY_PLUGINS=a,b``: load only these entry-point names;
-- ``VISPLAY_TRACE_HOOKS=1``: log every hook call and result to stderr (logger ``visplay.hooks``).
+- ``VISPLAY_TRACE_HOOKS=1``: log every hook call and result to stderr (logger ``visplay.hooks``; visplay/hooks.py
+  calls every implementation itself, so this is the one tracing mechanism).
+
+A switch is on when its value is 1, true, yes or on (any case): :func:`env_flag`, the one rule for all of them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import pluggy
 from visplay import hookspecs
 
 log = logging.getLogger("visplay.plugins")
-trace_log = logging.getLogger("visplay.hooks")
 
 ENTRY_POINT_GROUP = "visplay"
 
@@ -41,8 +43,26 @@ class PluginInfo:
     hooks: tuple[str, ...]
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+def env_flag(name: str) -> bool:
+    """Whether environment switch ``name`` is on: 1, true, yes or on, in any case (anything else is off)."""
+    return (os.environ.get(name) or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def autoload_enabled() -> bool:
+    return not env_flag("VISPLAY_DISABLE_PLUGIN_AUTOLOAD")
+
+
+def allowed_plugins(only: Collection[str] | None = None) -> set[str] | None:
+    """The entry-point names to load: ``VISPLAY_PLUGINS`` intersected with ``only`` (None: all)."""
+    allow = os.environ.get("VISPLAY_PLUGINS")
+    allowed = {n.strip() for n in allow.split(",") if n.strip()} if allow else None
+    if only is not None:
+        allowed = set(only) if allowed is None else allowed & set(only)
+    return allowed
+
+
+MANAGERS_BUILT = 0
+"""Plugin managers built in this process (a run builds one; tests count them)."""
 
 
 def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] = (),
@@ -52,10 +72,12 @@ def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] =
     ``check_pending`` runs at the end, so a hookimpl whose name matches no hookspec (a typo) fails here.
     ``only``: load just these entry-point names (replay takes the plugin set the run logged).
     """
+    global MANAGERS_BUILT
+    MANAGERS_BUILT += 1
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if autoload is None:
-        autoload = not _truthy(os.environ.get("VISPLAY_DISABLE_PLUGIN_AUTOLOAD"))
+        autoload = autoload_enabled()
     if autoload:
         _load_entry_points(pm, only)
     for plugin in extra:
@@ -69,8 +91,6 @@ def get_plugin_manager(*, autoload: bool | None = None, extra: tuple[Any, ...] =
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc} (is a hook name misspelled? known hooks: {', '.join(hook_names())})") from exc
     _refuse_wrappers(pm)
-    if _truthy(os.environ.get("VISPLAY_TRACE_HOOKS")):
-        enable_tracing(pm)
     return pm
 
 
@@ -86,10 +106,7 @@ def _refuse_wrappers(pm: pluggy.PluginManager) -> None:
 
 
 def _load_entry_points(pm: pluggy.PluginManager, only: Collection[str] | None = None) -> None:
-    allow = os.environ.get("VISPLAY_PLUGINS")
-    allowed = {n.strip() for n in allow.split(",") if n.strip()} if allow else None
-    if only is not None:
-        allowed = set(only) if allowed is None else allowed & set(only)
+    allowed = allowed_plugins(only)
     eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
     for ep in eps:
         if allowed is not None and ep.name not in allowed:
@@ -138,20 +155,6 @@ def hook_table(pm: pluggy.PluginManager) -> dict[str, list[str]]:
     return table
 
 
-def enable_tracing(pm: pluggy.PluginManager) -> None:
-    def before(hook_name: str, impls: list, kwargs: dict) -> None:
-        trace_log.info("call %s -> %s", hook_name, [i.plugin_name for i in impls])
-
-    def after(outcome: Any, hook_name: str, impls: list, kwargs: dict) -> None:
-        exc = outcome.exception
-        if exc is not None:
-            trace_log.info("  %s raised %r", hook_name, exc)
-        else:
-            trace_log.info("  %s returned %s", hook_name, _short(outcome.get_result()))
-
-    pm.add_hookcall_monitoring(before, after)
-
-
 def hook_reference_markdown() -> str:
     """The hook reference for docs/plugins.md, generated from the hookspec docstrings (a test keeps it current)."""
     import inspect
@@ -167,40 +170,8 @@ def hook_reference_markdown() -> str:
     return "\n".join(lines)
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def call_hook(pm: pluggy.PluginManager, name: str, /, **kwargs: Any) -> Any:  # '/': hooks take a `name` too
-    """Call a hook; an exception from a plugin becomes a PluginError naming the plugin and the hook."""
-    caller = getattr(pm.hook, name)
-    try:
-        return caller(**kwargs)
-    except PluginError:
-        raise
-    except Exception as exc:
-        culprit = _find_culprit(caller, exc) or "?"
-        raise PluginError(f"plugin {culprit!r} failed in hook {name}: {type(exc).__name__}: {exc}") from exc
-
-
-def _find_culprit(caller: Any, exc: BaseException) -> str | None:
-    """The plugin whose hook implementation is on the exception's traceback (pluggy does not say which one
-    raised); found from the traceback alone, so no implementation runs twice."""
-    codes = {}
-    for impl in caller.get_hookimpls():
-        code = getattr(impl.function, "__code__", None)
-        if code is not None:
-            codes[code] = impl.plugin_name
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code in codes:
-            return codes[tb.tb_frame.f_code]
-        tb = tb.tb_next
-    return None
-
-DOCS_START, DOCS_END = "<!-- hook reference: start (generated by `python -m visplay.plugins`) -->", \
-    "<!-- hook reference: end -->"
+DOCS_START = "<!-- hook reference: start (generated by `python -m visplay.plugins`) -->"
+DOCS_END = "<!-- hook reference: end -->"
 
 
 def render_plugin_docs(text: str) -> str:

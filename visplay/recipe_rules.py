@@ -1,13 +1,12 @@
-"""The recipe's value rules: every range, enum and cross-field rule that can be checked without loading a model.
+"""The core recipe's value rules: every range, enum and cross-field rule of the core's own keys.
 
 ``recipe_problems(cfg)`` returns {dotted key: problem} for a merged, resolved recipe of the core sections;
-``visplay.config`` turns them into one RecipeError naming the file and each key (exit 2) before any run directory
-exists. Plugin sections (``plugins.<name>``) check themselves in their dataclass's ``validate()``; the value
-helpers here (``int_at_least``, ``number_in``, ``one_of``) are public so that they can use the same wording.
-
-What is *not* checked here, and where it is checked instead: names that only a plugin can resolve
-(``model.backend``, ``data.source``, ``optimizer.name``, ``eval.judge``) are refused by the engine when no plugin
-claims them (PluginError naming the hook), after the run directory exists; whether a GPU exists is checked by
+visplay/loader.py turns them into one RecipeError naming the file and each key (exit 2) before any run directory
+exists. This file knows no plugin's settings or vocabulary: plugin sections (``plugins.<name>``) check themselves in
+their dataclass's ``validate()``, with the value helpers here (``int_at_least``, ``number_in``, ``one_of``, public
+so that every message reads alike). Names that a plugin serves (``model.backend``, ``data.source``,
+``sampler.<role>``, ``optimizer.name``, ``eval.judge``) are checked against what the installed plugins declare
+(``visplay_names``; loader.validate_names). Whether a GPU exists is checked by
 ``visplay.loop.runsetup.preflight`` before anything is created (a GPU recipe must still load and dry-run on a
 laptop).
 """
@@ -21,8 +20,6 @@ from typing import Any
 
 Problems = dict[str, str]
 
-KL_TYPES = ("low_var_kl", "kl", "mse")  # the estimators of OptimizerConfig.kl_type (EasyR1's names)
-COMBINE_RULES = ("paper", "released", "weighted")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_NAME_LENGTH = 100  # well under the 255-byte file-name limit once suffixes like "-rank3-..." are added
@@ -100,11 +97,17 @@ def name_problem(name: Any) -> str | None:
 def path_problem(run_dir: Any) -> str | None:
     """A run directory is a folder (or not there yet) whose nearest existing ancestor is a folder."""
     path = Path(str(run_dir))
-    if path.exists() and not path.is_dir():
-        return f"{path} exists and is not a folder"
-    for parent in path.parents:
-        if parent.exists():
-            return None if parent.is_dir() else f"{parent} (a parent of {path}) is not a folder"
+    too_long = [part for part in path.parts if len(part.encode()) > 255]
+    if too_long:
+        return f"a folder name of {len(too_long[0].encode())} bytes is longer than file systems allow (255)"
+    try:
+        if path.exists() and not path.is_dir():
+            return f"{path} exists and is not a folder"
+        for parent in path.parents:
+            if parent.exists():
+                return None if parent.is_dir() else f"{parent} (a parent of {path}) is not a folder"
+    except OSError as exc:  # e.g. a path longer than PATH_MAX
+        return f"cannot be used as a folder ({exc.strerror})"
     return None
 
 
@@ -132,69 +135,29 @@ def role_problems(cfg: Any) -> Problems:
     })
     for role in ("questioner", "reasoner"):
         problems |= sampling_problems(f"{role}.sampling.", cfg[role].sampling)
-        problems |= _collect("sampler.", {role: one_of(cfg.sampler[role], ("hf", "vllm"))})
-    band = list(r.filter.band)
-    if len(band) != 2 or not all(number_in(b, 0.0, 1.0) is None for b in band) or band[0] > band[1]:
-        problems["reasoner.filter.band"] = f"must be [low, high] with 0 <= low <= high <= 1, got {band}"
+        problems |= _collect("sampler.", {role: _named(cfg.sampler[role], "a sampler plugin")})
     return problems
 
 
-def reward_problems(reward: Any) -> Problems:
-    problems = _collect("reward.", {
-        "combine": one_of(reward.combine, COMBINE_RULES),
-        "diversity_scope": one_of(reward.diversity_scope, ("image", "batch")),
-        "diversity_lambda": number_in(reward.diversity_lambda, 0.0),
-        "bleu_threshold": number_in(reward.bleu_threshold, 0.0, 1.0),
-        "format_weight": number_in(reward.format_weight, 0.0, 1.0),
-    })
-    for component, weight in reward.weights.items():
-        why = number_in(weight)
-        if why:
-            problems[f"reward.weights.{component}"] = why
-    return problems
+def _named(value: Any, what: str) -> str | None:
+    """A plugin-served name must at least be a non-empty name (which names exist: loader.validate_names)."""
+    return None if str(value).strip() else f"must name {what}, got ''"
 
 
 def optimizer_problems(opt: Any) -> Problems:
-    return _collect("optimizer.", {
-        "lr": number_in(opt.lr, 0.0),
-        "weight_decay": number_in(opt.weight_decay, 0.0),
-        "grad_clip": number_in(opt.grad_clip, 0.0, low_open=True),
-        "clip_low": number_in(opt.clip_low, 0.0, 1.0, high_open=True),
-        "clip_high": number_in(opt.clip_high, 0.0),
-        "dual_clip": number_in(opt.dual_clip, 1.0, low_open=True),  # EasyR1: clip_ratio_dual > 1
-        "kl_coef": number_in(opt.kl_coef, 0.0),
-        "kl_type": one_of(opt.kl_type, KL_TYPES),
-        "loss_agg": one_of(opt.loss_agg, ("token_mean", "seq_mean_token_mean")),
-        "adv_eps": number_in(opt.adv_eps, 0.0, low_open=True),
-        "micro_batch_size": int_at_least(opt.micro_batch_size, 1),
-        "update_batch_size": optional_int_at_least(opt.update_batch_size, 1),
-        "name": None if str(opt.name).strip() else "must name an optimizer plugin, got ''",
-    })
+    return _collect("optimizer.", {"name": _named(opt.name, "an optimizer plugin")})
 
 
 def data_problems(data: Any) -> Problems:
-    problems = _collect("data.", {
-        "resize": one_of(data.resize, ("fixed", "pixels", "none")),
-        "num_images": int_at_least(data.num_images, 1),
-        "max_images": optional_int_at_least(data.max_images, 1),
-        "size": int_at_least(data.size, 1),
-        "min_pixels": int_at_least(data.min_pixels, 1),
-        "max_pixels": int_at_least(data.max_pixels, 1),
-        "max_file_mb": number_in(data.max_file_mb, 0.0, low_open=True),
-        "max_decode_pixels": int_at_least(data.max_decode_pixels, 1),
-        "image_cache": int_at_least(data.image_cache, 1),
-        "source": None if str(data.source).strip() else "must name an image source plugin, got ''",
-    })
-    if "data.min_pixels" not in problems and "data.max_pixels" not in problems and data.min_pixels > data.max_pixels:
-        problems["data.max_pixels"] = f"must be >= data.min_pixels ({data.min_pixels}), got {data.max_pixels}"
-    return problems
+    return _collect("data.", {"num_images": int_at_least(data.num_images, 1),
+                              "source": _named(data.source, "an image source plugin")})
 
 
 def model_problems(model: Any) -> Problems:
     problems = _collect("model.", {
         "dtype": one_of(model.dtype, ("float32", "bfloat16", "float16")),
         "device": device_problem(model.device),
-        "backend": None if str(model.backend).strip() else "must name a model backend plugin, got ''",
+        "backend": _named(model.backend, "a model backend plugin"),
     })
     return problems
 
@@ -226,12 +189,6 @@ def _cuda_device_count() -> int:
     return torch.cuda.device_count()
 
 
-
-
-
-
-
-
 def distributed_problems(dist: Any) -> Problems:
     # the GPU lists are checked against each other and the machine by visplay.scale.placement
     return _collect("distributed.", {
@@ -249,15 +206,12 @@ def eval_problems(ev: Any) -> Problems:
     })
 
 
-
-
 def recipe_problems(cfg: Any) -> Problems:
     """Every problem of a merged, resolved recipe, in schema order: {dotted key: why}."""
     problems = run_problems(cfg)
     problems |= model_problems(cfg.model)
     problems |= data_problems(cfg.data)
     problems |= role_problems(cfg)
-    problems |= reward_problems(cfg.reward)
     problems |= optimizer_problems(cfg.optimizer)
     problems |= distributed_problems(cfg.distributed)
     problems |= eval_problems(cfg.eval)

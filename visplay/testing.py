@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from visplay.config import load_recipe
+from visplay.config import plugin_section
 from visplay.context import RunContext
 from visplay.hookspecs import hookimpl
-from visplay.loop.seeding import derive_seed
+from visplay.keys import sample_key
 from visplay.loop.votes import majority_vote
-from visplay.plugins import get_plugin_manager
+from visplay.seeding import derive_seed
+from visplay.session import PluginSession
 from visplay.types import (
     AnswerItem,
     FilterDecision,
@@ -45,15 +47,14 @@ from visplay.types import (
 
 def make_context(overrides: Sequence[str] = (), *, plugins: Iterable[Any] = (), recipe: str | Path = "tiny",
                  autoload: bool = False, run_dir: str | Path = ".", log: Any = None) -> RunContext:
-    """A RunContext over ``recipe`` (+ ``key=value`` overrides) with ``plugins`` registered.
+    """A RunContext over ``recipe`` (+ ``key=value`` overrides) with ``plugins`` registered, through one plugin
+    session (the recipe's plugin sections are those of the same plugins; sections of others stay unchecked).
 
     :param autoload: also load the installed entry-point plugins (default: only ``plugins``, so a test sees exactly
         the plugins it names).
     """
-    plugins = tuple(plugins)
-    cfg = load_recipe(str(recipe), list(overrides), plugins=plugins)
-    pm = get_plugin_manager(autoload=autoload, extra=plugins)
-    return RunContext(recipe=cfg, pm=pm, run_dir=Path(run_dir), log=log)
+    session = PluginSession(extra=tuple(plugins), autoload=autoload)
+    return session.context(session.load_recipe(str(recipe), list(overrides)), run_dir, log=log)
 
 
 def generation(text: str, prompt: Prompt | None = None, seed: int = 0, sample_index: int = 0) -> Generation:
@@ -73,9 +74,9 @@ def question_items(ctx: RunContext, texts: Sequence[str], votes: Sequence[Sequen
         vote = None
         if answers is not None:
             keys = [None if a is None else ctx.hooks.answer_key(a) or a for a in answers]
-            vote = majority_vote(list(answers), keys, none_as_vote=bool(ctx.recipe.reward.none_as_vote))
-        items.append(QuestionItem(key=f"{group}/g{k}", image_id="image", group=group, generation=generation(text),
-                                  parsed=ctx.hooks.parse_question(text), vote=vote))
+            vote = ctx.hooks.vote(list(answers), keys) or majority_vote(list(answers), keys)
+        items.append(QuestionItem(key=sample_key(group, k), image_id="image", group=group,
+                                  generation=generation(text), parsed=ctx.hooks.parse_question(text), vote=vote))
     return items
 
 
@@ -83,7 +84,7 @@ def answer_items(texts: Sequence[str], silver: str | None = None, *, extracted: 
                  group: str = "i1/reasoner/s0/p0") -> list[AnswerItem]:
     """Reasoner rollouts for one question whose silver label is ``silver`` (keys are the answers themselves)."""
     extracted = list(extracted) if extracted is not None else [None] * len(texts)
-    return [AnswerItem(key=f"{group}/g{k}", question_key="i1/reasoner_set/s0/p0/g0", group=group,
+    return [AnswerItem(key=sample_key(group, k), question_key="i1/reasoner_set/s0/p0/g0", group=group,
                        generation=generation(text), extracted=answer, answer_key=answer, silver_label=silver,
                        silver_key=silver) for k, (text, answer) in enumerate(zip(texts, extracted))]
 
@@ -129,12 +130,12 @@ VOCAB = ["what", "how", "many", "color", "is", "the", "shape", "?", "red", "blue
 ANSWERS = {"red", "blue", "green", "1", "2", "3", "circle", "square"}
 
 STANDIN_OVERRIDES = [
-    "model.backend=standin", "optimizer.name=standin", "optimizer.lr=0.05", "data.source=procedural",
-    "data.num_images=12", "data.size=32", "iterations=2",
+    "model.backend=standin", "optimizer.name=standin", "plugins.standin.lr=0.05", "data.source=procedural",
+    "data.num_images=12", "plugins.images.size=32", "iterations=2",
     "questioner.steps=2", "questioner.images_per_step=2", "questioner.group_size=3", "questioner.votes=4",
     "questioner.sampling.max_new_tokens=6", "reasoner.steps=2", "reasoner.questions_per_step=2",
     "reasoner.group_size=3", "reasoner.votes=4", "reasoner.set_images=4", "reasoner.sampling.max_new_tokens=4",
-    "reasoner.filter.band=[0.0,1.0]",
+    "plugins.standin.band=[0.0,1.0]",
 ]
 """Overrides of the tiny recipe that make a run of the stand-in plugins take seconds."""
 
@@ -254,10 +255,36 @@ class Reinforce:
         self.opt.load_state_dict(state)
 
 
+@dataclass
+class StandinOptions:
+    """The stand-in plugins' settings (``plugins.standin``)."""
+
+    lr: float = 0.05
+    """REINFORCE's Adam learning rate (optimizer ``standin``)."""
+    band: list[float] = field(default_factory=lambda: [0.25, 0.75])
+    """Inclusive confidence band of the stand-in filter."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Extra reward components (a third party's) weighted into the stand-in total: {component: weight}."""
+
+    legacy_keys = {"reward.weights": "weights"}  # what the algorithm plugin reads, for tests written against it
+
+
+def _standin(ctx: Any) -> StandinOptions:
+    return plugin_section(ctx.recipe, "standin")
+
+
 class StandinModels:
     """Model backend ``standin`` (a UnigramPolicy), its sampler, and optimizer ``standin`` (REINFORCE)."""
 
     plugin_name = "standin_models"
+
+    @hookimpl
+    def visplay_recipe_sections(self) -> dict[str, type]:
+        return {"standin": StandinOptions}
+
+    @hookimpl
+    def visplay_names(self) -> dict[str, list[str]]:
+        return {"backend": ["standin"], "optimizer": ["standin"]}
 
     @hookimpl
     def visplay_load_policy(self, ctx: Any, role: str, init_from: str | None) -> Any:
@@ -279,7 +306,7 @@ class StandinModels:
     def visplay_make_optimizer(self, ctx: Any, role: str, policy: Any) -> Any:
         if ctx.recipe.optimizer.name != "standin":
             return None
-        return Reinforce(policy, float(ctx.recipe.optimizer.lr))
+        return Reinforce(policy, float(_standin(ctx).lr))
 
 
 def _params(section: Any, n: int, seed: int) -> SamplingParams:
@@ -300,7 +327,7 @@ class StandinAlgorithm:
 
     @hookimpl
     def visplay_sample_answers(self, ctx, sampler, questions, n, seeds, purpose):
-        prompts = [Prompt(user=q, image=img) for img, q in questions]
+        prompts = [Prompt(user=q.text, image=q.image) for q in questions]
         return sampler.sample(prompts, [_params(ctx.recipe.reasoner, n, s) for s in seeds])
 
     @hookimpl
@@ -335,7 +362,7 @@ class StandinAlgorithm:
             total = [v * max(u, 0.0) for v, u in zip(components["valid"], components["uncertainty"])]
         else:
             total = list(components["accuracy"])
-        weights = ctx.recipe.reward.weights or {}
+        weights = _standin(ctx).weights or {}
         for name, weight in weights.items():  # extra components (e.g. a third party's) weighted in
             if name in components and name not in ("valid", "uncertainty", "accuracy"):
                 total = [t + float(weight) * v for t, v in zip(total, components[name])]
@@ -343,16 +370,20 @@ class StandinAlgorithm:
 
     @hookimpl
     def visplay_filter_questions(self, ctx, items):
-        low, high = ctx.recipe.reasoner.filter.band
+        low, high = _standin(ctx).band
         return [FilterDecision(keep=low <= i.vote.confidence <= high, reason="kept" if low <= i.vote.confidence
                                <= high else "confidence_out_of_band") for i in items]
 
 
 def standin_plugins() -> tuple[Any, ...]:
-    """The built-in image plugin (procedural images) and the stand-ins for models and algorithm."""
-    import visplay_images.plugin as images
+    """The stand-ins for models and algorithm, and the installed image source plugin (procedural images), found
+    through its entry point like any plugin (the core imports no plugin)."""
+    from importlib import metadata
 
-    return (images, StandinModels(), StandinAlgorithm())
+    from visplay.plugins import ENTRY_POINT_GROUP
+
+    images = [ep.load() for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == "images"]
+    return (*images, StandinModels(), StandinAlgorithm())
 
 
 def run_standin(run_dir: str | Path, overrides: Sequence[str] = (), *, plugins: Iterable[Any] = ()) -> Path:
@@ -360,18 +391,8 @@ def run_standin(run_dir: str | Path, overrides: Sequence[str] = (), *, plugins: 
 
     Only the named plugins take part (entry-point plugins are not loaded), so a plugin's effect is its own.
     """
-    import os
-
     from visplay.loop.engine import run_recipe
 
-    everything = (*standin_plugins(), *plugins)
-    previous = os.environ.get("VISPLAY_DISABLE_PLUGIN_AUTOLOAD")
-    os.environ["VISPLAY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    try:
-        cfg = load_recipe("tiny", [*STANDIN_OVERRIDES, f"run_dir={run_dir}", *overrides], plugins=everything)
-        return run_recipe(cfg, extra_plugins=everything, quiet=True)
-    finally:
-        if previous is None:
-            os.environ.pop("VISPLAY_DISABLE_PLUGIN_AUTOLOAD")
-        else:
-            os.environ["VISPLAY_DISABLE_PLUGIN_AUTOLOAD"] = previous
+    session = PluginSession(extra=(*standin_plugins(), *plugins), autoload=False)
+    cfg = session.load_recipe("tiny", [*STANDIN_OVERRIDES, f"run_dir={run_dir}", *overrides])
+    return run_recipe(cfg, session=session, quiet=True)

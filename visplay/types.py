@@ -155,6 +155,17 @@ class ParsedQuestion:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class AskedQuestion:
+    """A question sent to the reasoner (``visplay_sample_answers``): its image, its text, and what the question-
+    parsing hook said its type is (None when unknown, e.g. a gold question), so a prompt that depends on the type
+    gets this question's own type."""
+
+    image: ImageRecord
+    text: str
+    qtype: str | None = None
+
+
 @dataclass
 class Vote:
     """The reasoner's m answers to one question and their majority."""
@@ -234,3 +245,54 @@ class Optimizer(Protocol):
     def load(self, directory: str) -> None:
         """Restore the state written by ``save``."""
         ...
+
+
+# --- planning (``--dry-run``): what plugins report of a recipe's needs ----------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A model described without loading it (``visplay_model_facts``): counts, bytes and per-token figures."""
+
+    model_type: str
+    source: str  # where the facts came from, e.g. "model.path", "built-in facts of Qwen/Qwen2.5-VL-3B-Instruct"
+    parameters: int
+    text_parameters: int
+    vision_parameters: int
+    trainable_parameters: int  # all of them, or the LoRA adapters'
+    dtype_bytes: int
+    kv_bytes_per_token: int  # K and V of every layer, one token, at dtype_bytes
+    activation_bytes_per_token: float  # held for the backward pass, per token of a training forward
+    prompt_tokens: int  # the allowance per sequence for the chat template, the question and the image
+    reference_bytes: int = 0  # a frozen copy of the starting weights (0 when the reference costs nothing: LoRA)
+    config: dict[str, Any] = field(default_factory=dict)  # the config.json facts, for plugins that need more
+
+
+@dataclass(frozen=True)
+class EngineNeeds:
+    """A sampler that runs in processes of its own (``visplay_engine_needs``)."""
+
+    gpus: int  # GPUs per engine (tensor x pipeline parallel)
+    memory_fraction: float  # the share of each of its GPUs' memory it reserves
+    gpus_setting: str = ""  # the recipe setting that decides ``gpus``, named in errors (e.g. "plugins.vllm.x=2")
+    memory_setting: str = ""  # likewise for ``memory_fraction``
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One thing in memory or on disk: where (``training``: per training GPU; ``sampling/<role>``: per engine GPU;
+    ``disk/snapshot``, ``disk/weights``), what, how much, and the recipe change that shrinks it."""
+
+    where: str
+    name: str
+    gib: float
+    fix: str = ""
+
+
+@dataclass
+class Footprint:
+    """A plugin's share of a plan (``visplay_footprint``)."""
+
+    items: list[MemoryItem] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # plan lines only this plugin can write
+    problems: list[str] = field(default_factory=list)  # why the plan cannot work, each naming a key

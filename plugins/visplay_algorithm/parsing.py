@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from visplay.types import ParsedQuestion
+from visplay.api import ParsedQuestion
 
 _BOX = "\\boxed{"
 _WS_RUN = re.compile(r"\s+")

@@ -1,20 +1,16 @@
 """visplay algorithm plugin: the VisPlay method (paper and released variants) as hook implementations.
 
-Settings come from the recipe: ``variant``, ``reward.*``, ``reasoner.filter.*``, ``questioner.sampling`` and
-``reasoner.sampling``. Optional prompt overrides: the plugin's own section ``plugins.algorithm`` (AlgorithmOptions).
+Settings: the plugin's own section ``plugins.algorithm`` (visplay_algorithm/options.py: rewards, the filter band,
+prompt texts, each with its variant default), the recipe's ``variant``, and the core's ``questioner.sampling`` and
+``reasoner.sampling``.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from visplay.config import plugin_section
-from visplay.hookspecs import hookimpl
-from visplay.loop.votes import majority_vote
-from visplay.types import (
+from visplay.api import (
     AnswerItem,
     FilterDecision,
     ParsedQuestion,
@@ -22,10 +18,14 @@ from visplay.types import (
     QuestionItem,
     SamplingParams,
     Vote,
+    hookimpl,
+    majority_vote,
+    plugin_section,
 )
 from visplay_algorithm import prompts, released_prompts
 from visplay_algorithm.answer_key import canonical_key
 from visplay_algorithm.diversity import cluster_shares
+from visplay_algorithm.options import AlgorithmOptions, FilterOptions
 from visplay_algorithm.parsing import extract_answer, parse_question, reasoner_format_ok, spacing_edit
 from visplay_algorithm.released_grader import (
     released_accuracy,
@@ -40,36 +40,22 @@ from visplay_algorithm.rewards import (
     REASONER_COMPONENTS,
     combine_questioner,
     combine_reasoner,
-    in_band,
     uncertainty,
 )
-
-
-@dataclass
-class AlgorithmOptions:
-    """Prompt texts of the VisPlay algorithm plugin; None keeps the variant's built-in prompt."""
-
-    questioner_system: str | None = None
-    """System text of the questioner's prompt."""
-    questioner_user: str | None = None
-    """User text of the questioner's prompt (the image comes first)."""
-    reasoner_system: str | None = None
-    """System text of the reasoner's prompt."""
-    reasoner_suffix: str | None = None
-    """Text appended to each question in the reasoner's prompt."""
-    prompt_dir: str | None = None
-    """A folder of the released code's templates (``visplay prompts import-released``), used instead of all texts."""
-
 
 RELEASED_VOTE_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 40}
 """How the released code samples votes (start_vllm_server.py:51-58, evaluate.py:98-105); rollouts use the recipe's."""
 _load_templates = released_prompts.cached_loader()
-_question_types = released_prompts.StepQuestionTypes()
 
 
 @hookimpl
 def visplay_recipe_sections() -> dict[str, type]:
     return {"algorithm": AlgorithmOptions}
+
+
+@hookimpl
+def visplay_names() -> dict[str, list[str]]:
+    return {"reward_component": [*QUESTIONER_COMPONENTS, *REASONER_COMPONENTS]}
 
 
 @hookimpl
@@ -90,10 +76,6 @@ def _params(section: Any, n: int, seed: int, **override: float) -> SamplingParam
 def _templates(options: AlgorithmOptions) -> dict[str, str] | None:
     folder = options.prompt_dir
     return _load_templates(folder) if folder else None
-
-
-def _where(ctx: Any) -> tuple:
-    return (id(ctx.recipe), ctx.iteration, ctx.phase, ctx.step)
 
 
 def _check_seeds(what: str, items: Sequence[Any], seeds: Sequence[int]) -> None:
@@ -126,20 +108,19 @@ def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
     """n reasoner samples per (image, question): think, then ``\\boxed{}``; same prompt for votes and rollouts.
 
     ``released``: votes sample with top_k 40, top_p 1, temperature 1; with ``prompt_dir`` each purpose and phase
-    has its released template (the vote's ``{qtype}`` is the type the question was parsed with).
+    has its released template (the vote's ``{qtype}`` is the question's own type, ``AskedQuestion.qtype``).
     """
     _check_seeds("visplay_sample_answers", questions, seeds)
     options = _options(ctx)
     templates = _templates(options)
     if templates is not None:
-        texts = [released_prompts.released_prompt_texts(templates, purpose, ctx.phase, question,
-                                                        _question_types.get(_where(ctx), question))
-                 for _, question in questions]
-        batch = [Prompt(user=user, image=image, system=system) for (image, _), (system, user) in zip(questions, texts)]
+        texts = [released_prompts.released_prompt_texts(templates, purpose, ctx.phase, q.text, q.qtype or "")
+                 for q in questions]
+        batch = [Prompt(user=user, image=q.image, system=system) for q, (system, user) in zip(questions, texts)]
     else:
         system = prompts.REASONER_SYSTEM if options.reasoner_system is None else options.reasoner_system
         suffix = prompts.REASONER_SUFFIX if options.reasoner_suffix is None else options.reasoner_suffix
-        batch = [Prompt(user=f"{question}{suffix}", image=image, system=system) for image, question in questions]
+        batch = [Prompt(user=f"{q.text}{suffix}", image=q.image, system=system) for q in questions]
     override = RELEASED_VOTE_SAMPLING if ctx.variant == "released" and purpose == "vote" else {}
     params = [_params(ctx.recipe.reasoner.sampling, n, seed, **override) for seed in seeds]
     return sampler.sample(batch, params)
@@ -151,10 +132,7 @@ def visplay_sample_answers(ctx, sampler, questions, n, seeds, purpose):
 @hookimpl
 def visplay_parse_question(ctx, text) -> ParsedQuestion:
     """Validity per variant (and, for ``released``, per phase); the stated answer is kept, never a label."""
-    parsed = parse_question(text, ctx.variant, ctx.phase)
-    if parsed.valid:
-        _question_types.remember(_where(ctx), parsed.question, parsed.qtype)
-    return parsed
+    return parse_question(text, ctx.variant, ctx.phase)
 
 
 @hookimpl
@@ -164,7 +142,7 @@ def visplay_extract_answers(ctx, texts) -> list[str | None]:
     ``released``: mathruler's extraction (the last ``\\boxed{`` even if unclosed: then "None"); an empty box is
     None (skipped by the released vote loops).
     """
-    none_as_vote = bool(ctx.recipe.reward.none_as_vote)
+    none_as_vote = bool(_options(ctx).reward.none_as_vote)
     if ctx.variant == "released":
         return [released_answer(text, none_as_vote=none_as_vote) for text in texts]
     return [extract_answer(text, none_as_vote=none_as_vote) for text in texts]
@@ -185,9 +163,10 @@ def visplay_answer_key(ctx, answer) -> str | None:
 def visplay_vote(ctx, answers, keys) -> Vote | None:
     """``released``: distinct keys merged by the released pairwise test; confidence over all m samples in
     questioner training (start_vllm_server.py:240) and over the answered ones for the reasoner's set
-    (evaluate.py:153, 200). ``paper``: None (the core's count of equal keys)."""
+    (evaluate.py:153, 200). ``paper``: the count of equal keys, a missing answer voting "None" under
+    ``reward.none_as_vote``."""
     if ctx.variant != "released":
-        return None
+        return majority_vote(answers, keys, none_as_vote=bool(_options(ctx).reward.none_as_vote))
     denominator = "answered" if ctx.phase == "reasoner_set" else "samples"
     return majority_vote(answers, keys, equivalent=released_equivalent, denominator=denominator)
 
@@ -209,7 +188,7 @@ def diversity_penalties(questions: Sequence[str], scopes: Sequence[str], lam: fl
 
 
 def questioner_components(ctx: Any, items: Sequence[QuestionItem]) -> dict[str, list[float]]:
-    reward = ctx.recipe.reward
+    reward = _options(ctx).reward
     valid = [1.0 if item.parsed.valid else 0.0 for item in items]
     unc = [uncertainty(item.vote.confidence, ctx.variant) if item.parsed.valid and item.vote is not None else 0.0
            for item in items]
@@ -253,61 +232,12 @@ def visplay_reward_components(ctx, role, items) -> dict[str, list[float]] | None
     return None
 
 
-# plugin manager -> every component name its reward plugins return (weak: a finished run's manager goes away)
-_KNOWN_COMPONENTS: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-
-
-def known_components(ctx: Any) -> set[str] | None:
-    """Every reward component name of either role, asked once per run from all reward plugins with no items
-    (a plugin returns its names with empty lists); None when a plugin cannot answer an empty batch."""
-    key = ctx.pm
-    if key not in _KNOWN_COMPONENTS:
-        names = set(QUESTIONER_COMPONENTS + REASONER_COMPONENTS)
-        try:
-            for role in ("questioner", "reasoner"):
-                names.update(ctx.hooks.reward_components(role, []))
-        except Exception:  # noqa: BLE001 - a plugin that needs items: then only a clash with this call is checked
-            return None
-        _KNOWN_COMPONENTS[key] = names
-    return _KNOWN_COMPONENTS[key]
-
-
-def check_weight_names(ctx: Any, components: dict[str, list[float]]) -> None:
-    """An unknown name in ``reward.weights`` is an error naming the known components (never silently ignored)."""
-    import difflib
-
-    weights = [str(k) for k in (ctx.recipe.reward.weights or {})]
-    if not weights:
-        return
-    known = known_components(ctx)
-    if known is None:
-        known = set(QUESTIONER_COMPONENTS + REASONER_COMPONENTS) | set(components)
-    for name in weights:
-        if name not in known:
-            hint = difflib.get_close_matches(name, sorted(known), n=1)
-            raise ValueError(f"reward.weights.{name}: no reward component of that name"
-                             + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                             + f"; known components: {', '.join(sorted(known))}")
-
-
 def _extra_weights(ctx: Any, components: dict[str, list[float]]) -> dict[str, float]:
-    """recipe ``reward.weights`` for this call's extra (non-built-in) components.
-
-    A weight naming a component this role does not produce is skipped (it may be the other role's). A weight on a
-    built-in component only means something under ``reward.combine: weighted``; elsewhere it is an error.
-    """
-    reward = ctx.recipe.reward
-    extra = {}
-    for name, weight in (reward.weights or {}).items():
-        name = str(name)
-        if name in QUESTIONER_COMPONENTS + REASONER_COMPONENTS:
-            if reward.combine != "weighted":
-                raise ValueError(f"reward.weights.{name}: built-in components are weighted only under "
-                                 f"reward.combine=weighted (this recipe combines with {reward.combine!r})")
-            continue
-        if name in components:
-            extra[name] = float(weight)
-    return extra
+    """``reward.weights`` of this call's extra (non-built-in) components; a weight naming a component this role
+    does not produce is the other role's (names are checked at load: AlgorithmOptions.validate)."""
+    builtin = QUESTIONER_COMPONENTS + REASONER_COMPONENTS
+    return {str(name): float(weight) for name, weight in (_options(ctx).reward.weights or {}).items()
+            if str(name) in components and str(name) not in builtin}
 
 
 @hookimpl
@@ -323,8 +253,7 @@ def visplay_combine_rewards(ctx, role, components, items) -> list[float] | None:
     if missing:
         raise ValueError(f"{role} reward: built-in component(s) {missing} missing (is the algorithm plugin "
                          f"blocked?)")
-    check_weight_names(ctx, components)
-    reward = ctx.recipe.reward
+    reward = _options(ctx).reward
     rule = str(reward.combine)
     weights = {str(k): float(v) for k, v in (reward.weights or {}).items()}
     if role == "questioner":
@@ -354,7 +283,7 @@ def released_skip_reason(question: str, label: str) -> str | None:
     return None
 
 
-def filter_decision(item: QuestionItem, band: Sequence[float], skip_rules: bool) -> FilterDecision:
+def filter_decision(item: QuestionItem, band: FilterOptions) -> FilterDecision:
     """Keep a question for the reasoner's set only if valid, voted, labelled and inside the confidence band."""
     if not item.parsed.valid:
         return FilterDecision(False, f"invalid question: {item.parsed.reason}")
@@ -363,20 +292,19 @@ def filter_decision(item: QuestionItem, band: Sequence[float], skip_rules: bool)
     label = item.vote.silver_label
     if label is None or not label.strip():
         return FilterDecision(False, "empty silver label")
-    if skip_rules:
+    if band.released_skip_rules:
         reason = released_skip_reason(item.parsed.question or "", label)
         if reason:
             return FilterDecision(False, reason)
     c = item.vote.confidence
-    if not in_band(c, band):
-        side = "below" if c < float(band[0]) else "above"
-        return FilterDecision(False, f"confidence {c:.4f} {side} band [{float(band[0])}, {float(band[1])}]")
+    if not band.keeps(c):
+        low, high = float(band.band[0]), float(band.band[1])
+        return FilterDecision(False, f"confidence {c:.4f} {'below' if c < low else 'above'} band [{low}, {high}]")
     return FilterDecision(True, "kept")
 
 
 @hookimpl
 def visplay_filter_questions(ctx, items) -> list[FilterDecision]:
     """Confidence band (inclusive), validity, empty labels, and optionally the released skip rules."""
-    band = list(ctx.recipe.reasoner.filter.band)
-    skip_rules = bool(ctx.recipe.reasoner.filter.released_skip_rules)
-    return [filter_decision(item, band, skip_rules) for item in items]
+    band = _options(ctx).filter
+    return [filter_decision(item, band) for item in items]

@@ -50,9 +50,3 @@ def combine_reasoner(rule: str, accuracy: Sequence[float], fmt: Sequence[float],
         w = {"accuracy": 1.0 - format_weight, "format": format_weight, **(weights or {})}
         return [w["accuracy"] * a + w["format"] * f for a, f in zip(accuracy, fmt)]
     raise ValueError(f"reward.combine must be one of {', '.join(COMBINE_RULES)}, got {rule!r}")
-
-
-def in_band(confidence: float, band: Sequence[float]) -> bool:
-    """Inclusive band test with a 1e-9 tolerance, so c = 3/10 is inside [0.3, 0.8] whatever the rounding."""
-    low, high = float(band[0]), float(band[1])
-    return low - 1e-9 <= confidence <= high + 1e-9

@@ -16,12 +16,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from visplay.config import plugin_section
-from visplay.context import RunContext
-from visplay.eval.scoring import extract_boxed, fallback_key, rule_verdict
-from visplay.types import Prompt, SamplingParams
+from visplay.api import Prompt, RunContext, SamplingParams, plugin_section, scoring
 
 JUDGE_SYSTEM = "You are a strict grader of answers to benchmark questions."
 JUDGE_TEMPLATE = (
@@ -42,7 +37,7 @@ def answer_key_fn(ctx: RunContext) -> Callable[[str], str | None]:
 
     def key(answer: str) -> str | None:
         got = ctx.hooks.answer_key(answer)
-        return got if got is not None else fallback_key(answer)
+        return got if got is not None else scoring.fallback_key(answer)
 
     return key
 
@@ -52,7 +47,7 @@ def rule_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[st
     key = answer_key_fn(ctx)
     out = []
     for item in items:
-        verdict = rule_verdict(item, key)
+        verdict = scoring.rule_verdict(item, key)
         out.append({"correct": verdict.correct, "extracted": verdict.extracted, "reason": verdict.reason,
                     "prompt": None, "verdict": None})
     return out
@@ -61,7 +56,7 @@ def rule_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[st
 def judge_prompt(item: dict[str, Any]) -> str:
     """The fixed judge prompt for one item."""
     response = item.get("response") or ""
-    shown = extract_boxed(response)
+    shown = scoring.extract_boxed(response)
     if shown is None:
         shown = response.strip()[-RESPONSE_CHARS:]
     return JUDGE_TEMPLATE.format(question=item["question"], answer=item["answer"], response=shown or "(empty)")
@@ -80,7 +75,7 @@ def _model_verdicts(items: Sequence[dict[str, Any]], prompts: list[str], replies
     for item, prompt, reply in zip(items, prompts, replies):
         parsed = parse_verdict(reply)
         out.append({
-            "correct": bool(parsed), "extracted": extract_boxed(item.get("response")),
+            "correct": bool(parsed), "extracted": scoring.extract_boxed(item.get("response")),
             "reason": "unparsed_verdict" if parsed is None else ("judged_correct" if parsed else "judged_wrong"),
             "prompt": f"[system] {JUDGE_SYSTEM}\n[user] {prompt}", "verdict": reply,
         })
@@ -96,13 +91,10 @@ def _local_sampler(ctx: RunContext, model_dir: str) -> Any:
     sampler_name = plugin_section(ctx.recipe, "eval").judge_sampler
     cache_key = (str(model_dir), sampler_name, ctx.recipe.model.dtype)
     if cache_key not in _LOCAL_SAMPLERS:
-        recipe = OmegaConf.to_container(ctx.recipe, resolve=True)
-        recipe["model"].update({"backend": "hf", "path": str(model_dir)})
-        recipe["plugins"].setdefault("models", {}).setdefault("lora", {})["enabled"] = False
-        recipe["sampler"]["reasoner"] = sampler_name
-        judge_cfg = OmegaConf.create(recipe)
-        OmegaConf.set_readonly(judge_cfg, True)
-        jctx = RunContext(recipe=judge_cfg, pm=ctx.pm, run_dir=ctx.run_dir, log=None, phase="eval")
+        overrides = ["model.backend=hf", f"model.path={model_dir}", f"sampler.reasoner={sampler_name}"]
+        if "models" in ctx.recipe.plugins:
+            overrides.append("plugins.models.lora.enabled=false")
+        jctx = ctx.with_overrides(overrides, log=None, phase="eval")
         policy = jctx.hooks.load_policy("reasoner", None)
         sampler = jctx.hooks.make_sampler("reasoner", policy)
         _LOCAL_SAMPLERS[cache_key] = sampler

@@ -24,6 +24,9 @@ class EvalOptions:
     api_key_env: str | None = None
     """Name of an environment variable holding the endpoint's bearer token; None: no token."""
 
+    legacy_keys = {"eval.judge_model": "judge_model", "eval.judge_url": "judge_url"}
+    path_keys = ("judge_model",)
+
     def validate(self) -> dict[str, str]:
         problems = {}
         if self.judge_max_new_tokens < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from visplay.hookspecs import hookimpl
+from visplay.api import hookimpl
 from visplay_eval.judges import JUDGES, JudgeError
 from visplay_eval.options import EvalOptions
 
@@ -17,6 +17,11 @@ from visplay_eval.options import EvalOptions
 @hookimpl
 def visplay_recipe_sections() -> dict[str, type]:
     return {"eval": EvalOptions}
+
+
+@hookimpl
+def visplay_names() -> dict[str, list[str]]:
+    return {"judge": sorted(JUDGES)}
 
 
 @hookimpl

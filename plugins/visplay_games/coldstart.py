@@ -16,8 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from visplay.hooks import NoAnswerError
-from visplay.types import Generation, ImageRecord, Prompt, SamplingParams
+from visplay.api import AskedQuestion, Generation, ImageRecord, NoAnswerError, Prompt, SamplingParams
 from visplay_games.core import QA, GameState
 from visplay_games.options import GamesOptions
 
@@ -52,8 +51,8 @@ def loop_prompts(ctx: Any, records: Sequence[ImageRecord], questions: Sequence[s
     except NoAnswerError:
         q_prompts = [Prompt(user=FALLBACK_QUESTIONER, image=r) for r in records]
     try:
-        gens = ctx.hooks.sample_answers(RecordingSampler(), list(zip(records, questions)), 1, seeds,
-                                        purpose="rollout")
+        asked = [AskedQuestion(record, question) for record, question in zip(records, questions)]
+        gens = ctx.hooks.sample_answers(RecordingSampler(), asked, 1, seeds, purpose="rollout")
         r_prompts = [g[0].prompt for g in gens]
     except NoAnswerError:
         r_prompts = [Prompt(user=FALLBACK_REASONER.format(question=q), image=r) for r, q in zip(records, questions)]
@@ -67,7 +66,7 @@ def _qtype(answer: str) -> str:
 def questioner_target(variant: str, qa: QA) -> str:
     """A templated question in the variant's questioner format (PAPER.md: validity)."""
     try:  # the algorithm helper's formatter, when it offers one, is the authority on the format
-        from visplay_algorithm.prompts import format_question  # type: ignore[import-not-found]
+        from visplay_algorithm.api import format_question  # type: ignore[import-not-found]
     except ImportError:
         format_question = None
     if format_question is not None:
@@ -81,7 +80,7 @@ def reasoner_target(state: GameState, qa: QA, think_chars: int = THINK_CHARS) ->
     """``<think>`` + the start of the state description + ``</think>`` + ``\\boxed{answer}``."""
     think = state.description[:think_chars].rstrip()
     try:  # the algorithm helper's formatter is the authority on the reasoner's format
-        from visplay_algorithm.prompts import reasoner_target as formatted  # type: ignore[import-not-found]
+        from visplay_algorithm.api import reasoner_target as formatted  # type: ignore[import-not-found]
     except ImportError:
         return f"<think>{think}</think>\\boxed{{{qa.answer}}}"
     return formatted(think, qa.answer)
@@ -112,7 +111,7 @@ def check_questioner_targets(ctx: Any, pairs: Sequence[tuple[Prompt, str]]) -> i
 
 
 def _default_sft(use_cache: bool) -> Callable[..., list[float]]:
-    from visplay_models.sft import cached_sft_train, sft_train  # the models helper's SFT loop
+    from visplay_models.api import cached_sft_train, sft_train  # the models plugin's SFT loop
 
     if not use_cache:
         return sft_train

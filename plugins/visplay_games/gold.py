@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from visplay.types import ImageRecord
+from visplay.api import ImageRecord
 from visplay_games.core import QA, GameState, answers_match
 from visplay_games.generators import answer
 
@@ -99,10 +99,11 @@ def standard_error(values: Sequence[float]) -> float:
     return (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
 
 
-def gold_metrics(rows: Sequence[dict[str, Any]], band: Sequence[float] | None = None) -> dict[str, float]:
+def gold_metrics(rows: Sequence[dict[str, Any]], band: Any = None) -> dict[str, float]:
     """``gold/accuracy`` (majority vs gold) overall and per game, kind, category and difficulty, plus per-sample
     accuracy, mean confidence, and the accuracy of the majorities whose confidence lies in the filter band (the
-    silver labels the loop would keep)."""
+    silver labels the loop would keep; ``band``: the algorithm plugin's FilterOptions, whose ``keeps`` is the one
+    inclusive test)."""
     if not rows:
         return {}
     correct = [float(r["correct"]) for r in rows]
@@ -127,7 +128,7 @@ def gold_metrics(rows: Sequence[dict[str, Any]], band: Sequence[float] | None = 
         metrics["gold/greedy_accuracy"] = _mean(greedy)
         metrics["gold/greedy_accuracy_se"] = standard_error(greedy)
     if band is not None:
-        kept = [r["correct"] for r in rows if band[0] <= r["confidence"] <= band[1]]
+        kept = [r["correct"] for r in rows if band.keeps(r["confidence"])]
         metrics["gold/heldout_band_fraction"] = len(kept) / len(rows)
         if kept:
             metrics["gold/heldout_band_accuracy"] = _mean(kept)

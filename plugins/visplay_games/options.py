@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from visplay_games.core import DIFFICULTIES
-from visplay_games.generators import GAMES
+from visplay_games.generators import GAMES, MAX_SIZE, MIN_SIZE
 
 
 class GamesConfigError(ValueError):
@@ -68,6 +68,12 @@ class GamesOptions:
     issue 15 (occupied cells, present colours, same-letter pairs), so those replay bit for bit; the pictures are
     the same either way."""
 
+    image_size: int = 224
+    """Side length (pixels) the games render their pictures at (48..1024)."""
+
+    # before issue 21 the games rendered at the core's data.size (when they were the recipe's source)
+    legacy_keys = {"data.size": ("image_size", {"data.source": "games"})}
+
     def validate(self) -> dict[str, str]:
         """The recipe loader's check of this section (see problems_of)."""
         return problems_of(self)
@@ -75,7 +81,7 @@ class GamesOptions:
 
 _INT_MIN = {"held_out": 0, "held_out_questions": 1, "eval_votes": 1, "cold_start_steps": 0,
             "cold_start_batch_size": 1, "cold_start_images": 1,
-            "cold_start_think_chars": 0, "gold_questions_per_image": 1}
+            "cold_start_think_chars": 0, "gold_questions_per_image": 1, "image_size": MIN_SIZE}
 
 
 def problems_of(opts: GamesOptions) -> dict[str, str]:
@@ -89,6 +95,8 @@ def problems_of(opts: GamesOptions) -> dict[str, str]:
         value = getattr(opts, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             problems[key] = f"must be an integer >= {low}, got {value!r}"
+    if isinstance(opts.image_size, int) and opts.image_size > MAX_SIZE:
+        problems["image_size"] = f"must be <= {MAX_SIZE} pixels, got {opts.image_size}"
     steps = opts.cold_start_reasoner_steps
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
         problems["cold_start_reasoner_steps"] = f"must be an integer >= 0, got {steps!r}"

@@ -14,16 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from visplay.config import plugin_section
-from visplay.hookspecs import hookimpl
-from visplay.types import ImageRecord
+from visplay.api import AskedQuestion, ImageRecord, hookimpl, plugin_section
 from visplay_games import coldstart, gold, pools, rewards
 from visplay_games.core import GameState
-from visplay_games.generators import MAX_SIZE, MIN_SIZE
 from visplay_games.options import GamesOptions
-
-DEFAULT_SIZE = 128  # used when data.resize is not "fixed"
-
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -37,12 +31,9 @@ def visplay_recipe_sections() -> dict[str, type]:
     return {"games": GamesOptions}
 
 
-def image_size(data: Any) -> int:
-    """The side the games render at: ``data.size`` for ``resize: fixed``, else 128."""
-    size = int(data["size"]) if data["resize"] == "fixed" else DEFAULT_SIZE
-    if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"data.size: the games source renders 48..1024 pixel images, got {size}")
-    return size
+@hookimpl
+def visplay_names() -> dict[str, list[str]]:
+    return {"image_source": [pools.SOURCE], "reward_component": list(rewards.COMPONENTS)}
 
 
 def _uses_games(ctx: Any) -> bool:
@@ -50,7 +41,7 @@ def _uses_games(ctx: Any) -> bool:
 
 
 def train_pool(ctx: Any, opts: GamesOptions):
-    return pools.train_pool(ctx.seed, opts, int(ctx.recipe.data.num_images), image_size(ctx.recipe.data))
+    return pools.train_pool(ctx.seed, opts, int(ctx.recipe.data.num_images), opts.image_size)
 
 
 def states_by_id(ctx: Any, opts: GamesOptions) -> dict[str, GameState]:
@@ -79,11 +70,10 @@ def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.
     n = int(options.get("num_images", 0))
     if n < 1:
         raise ValueError(f"data.num_images: the games source needs at least 1 image, got {n}")
-    size = image_size(options)
-    pool = pools.train_pool(ctx.seed, opts, n, size)
+    pool = pools.train_pool(ctx.seed, opts, n, opts.image_size)
     _log_truth(ctx, "train", pool)
     if opts.held_out:
-        _log_truth(ctx, "heldout", pools.held_out_pool(opts, size))
+        _log_truth(ctx, "heldout", pools.held_out_pool(opts, opts.image_size))
     return pools.GamesImageSource(pool)
 
 
@@ -92,7 +82,7 @@ def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.
 
 def _answers(ctx: Any, sampler: Any, items: Sequence[gold.EvalItem], n: int, seeds: list[int]) -> list[list]:
     """``n`` extracted answers per held-out item, through the run's own answer hooks."""
-    gens = ctx.hooks.sample_answers(sampler, [(it.record, it.qa.question) for it in items], n, seeds,
+    gens = ctx.hooks.sample_answers(sampler, [AskedQuestion(it.record, it.qa.question) for it in items], n, seeds,
                                     purpose="vote")
     extracted = ctx.hooks.extract_answers([g.text for per_item in gens for g in per_item])
     return [extracted[j * n:(j + 1) * n] for j in range(len(items))]
@@ -112,7 +102,7 @@ def greedy_context(ctx: Any) -> Any:
 def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dict[str, float]:
     """Score ``sampler`` (the reasoner) on the held-out set and the iteration's silver labels against gold:
     maj@m (``eval_votes`` samples), pass@1 sampled (their mean) and, with ``eval_greedy``, pass@1 greedy."""
-    held = pools.held_out_pool(opts, image_size(ctx.recipe.data))
+    held = pools.held_out_pool(opts, opts.image_size)
     items = gold.eval_items(held, opts.held_out_questions)
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
@@ -126,8 +116,7 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
         rows = gold.score_items(items, answers, key_fn(ctx), iteration, greedy)
         if hasattr(ctx, "report_progress"):
             ctx.report_progress(len(items), len(items), "question")
-        band = list(ctx.recipe.reasoner.filter.band) if ctx.recipe.reasoner.filter.band is not None else None
-        metrics.update(gold.gold_metrics(rows, band))
+        metrics.update(gold.gold_metrics(rows, _filter_band(ctx)))
     if ctx.log is not None:
         if rows:
             ctx.log.declare_table(gold.EVAL_TABLE, gold.EVAL_COLUMNS, pk="key")
@@ -135,6 +124,15 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
         if _uses_games(ctx):
             metrics.update(silver_eval(ctx, iteration, opts))
     return metrics
+
+
+def _filter_band(ctx: Any) -> Any:
+    """The algorithm plugin's filter (its ``keeps`` test), when that plugin is installed."""
+    try:
+        from visplay_algorithm.api import filter_options
+    except ImportError:
+        return None
+    return filter_options(ctx.recipe)
 
 
 def silver_eval(ctx: Any, iteration: int, opts: GamesOptions) -> dict[str, float]:
@@ -197,7 +195,7 @@ def visplay_run_start(ctx: Any, questioner: Any, reasoner: Any) -> dict[str, flo
     opts = options(ctx)
     if opts.cold_start_steps <= 0 and not opts.cold_start_reasoner_steps:
         return None
-    pool = pools.cold_start_pool(ctx.seed, opts, image_size(ctx.recipe.data))
+    pool = pools.cold_start_pool(ctx.seed, opts, opts.image_size)
     _log_truth(ctx, "coldstart", pool)
     return coldstart.cold_start(ctx, {"questioner": questioner, "reasoner": reasoner}, pool, opts)
 

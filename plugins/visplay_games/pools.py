@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from visplay.loop.seeding import derive_seed
-from visplay.types import ImageRecord
+from visplay.api import ImageRecord, derive_seed
 from visplay_games.core import GameState
 from visplay_games.generators import make_state, to_record
 from visplay_games.options import GamesOptions

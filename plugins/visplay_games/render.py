@@ -14,7 +14,7 @@ import io
 
 from PIL import Image, ImageDraw
 
-from visplay.types import ImageRecord
+from visplay.api import ImageRecord
 
 # 3 columns x 5 rows per glyph; "1" = ink. Digits, capitals and the few punctuation marks the games print.
 _GLYPHS: dict[str, tuple[str, ...]] = {

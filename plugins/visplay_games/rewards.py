@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from visplay.types import AnswerItem
+from visplay.api import AnswerItem
 from visplay_games import g2048, swap
 from visplay_games.core import QA, GameState, answers_match, canonical_answer
+
+COMPONENTS = ("gold_accuracy", "game_points")
+"""The reward components this plugin returns (gold_reward on)."""
 
 
 def find_qa(state: GameState, prompt_text: str) -> QA | None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-KL_TYPES = ("low_var_kl", "kl", "mse")
+from visplay_grpo.options import KL_TYPES  # the names live without torch, for recipe checks
 
 
 def group_advantages(rewards: torch.Tensor, groups: Sequence[str], eps: float = 1e-6) -> torch.Tensor:
@@ -56,7 +56,6 @@ def seq_mean_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return rows.mean()
 
 
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean")
 
 
 def policy_loss_terms(old_logp: torch.Tensor, logp: torch.Tensor, advantages: torch.Tensor, clip_low: float,
@@ -110,7 +109,7 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "low_var_
         return logp - ref_logp
     if kind == "mse":
         return 0.5 * (logp - ref_logp).square()
-    raise ValueError(f"optimizer.kl_type must be one of {', '.join(KL_TYPES)}, got {kind!r}")
+    raise ValueError(f"plugins.grpo.kl_type must be one of {', '.join(KL_TYPES)}, got {kind!r}")
 
 
 def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,12 +35,9 @@ from typing import Any
 
 import torch
 
-from visplay.plugins import PluginError
-from visplay.scale import distributed as dist
-from visplay.types import Rollout, UpdateResult
+from visplay.api import PluginError, Rollout, UpdateResult, file_hashes
+from visplay.api import distributed as dist
 from visplay_grpo.core_algos import (
-    KL_TYPES,
-    LOSS_AGGS,
     group_advantages,
     kl_penalty,
     masked_mean,
@@ -48,10 +45,11 @@ from visplay_grpo.core_algos import (
     policy_loss_terms,
     seq_mean_token_mean,
 )
+from visplay_grpo.options import KL_TYPES, LOSS_AGGS
 
 STATE_FORMAT = 1
 NOT_COMMITTED = ("; the step was not committed (the run log and checkpoints hold the previous step): lower "
-                 "optimizer.lr or check the rewards, then `visplay resume` retries it")
+                 "plugins.grpo.lr or check the rewards, then `visplay resume` retries it")
 
 
 class NonFiniteUpdate(PluginError):
@@ -67,13 +65,13 @@ class GRPOOptimizer:
                  update_batch_size: int | None = None, temperature: float = 1.0, old_logprobs: str = "recompute",
                  seed: int = 0, loss_agg: str = "token_mean"):
         if kl_type not in KL_TYPES:
-            raise ValueError(f"optimizer.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
+            raise ValueError(f"plugins.grpo.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
         if loss_agg not in LOSS_AGGS:
-            raise ValueError(f"optimizer.loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
+            raise ValueError(f"plugins.grpo.loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
         if old_logprobs not in ("recompute", "sampler"):
             raise ValueError(f"plugins.grpo.old_logprobs must be 'recompute' or 'sampler', got {old_logprobs!r}")
         if micro_batch_size < 1 or (update_batch_size is not None and update_batch_size < 1):
-            raise ValueError("optimizer.micro_batch_size and optimizer.update_batch_size must be >= 1")
+            raise ValueError("plugins.grpo.micro_batch_size and plugins.grpo.update_batch_size must be >= 1")
         self.policy = policy
         self.grad_clip, self.clip_low, self.clip_high, self.dual_clip = grad_clip, clip_low, clip_high, dual_clip
         self.kl_coef, self.kl_type, self.adv_eps = kl_coef, kl_type, adv_eps
@@ -230,7 +228,7 @@ class GRPOOptimizer:
         anywhere = dist.global_sum(float(bad is not None)) if dist.world_size() > 1 else float(bad is not None)
         if anywhere:
             raise NonFiniteUpdate(f"GRPO update {self.updates}: weight {bad or '(on another rank)'} is non-finite "
-                                  f"after the AdamW step (optimizer.lr={self.optim.param_groups[0]['lr']})"
+                                  f"after the AdamW step (plugins.grpo.lr={self.optim.param_groups[0]['lr']})"
                                   f"{NOT_COMMITTED}")
 
     # --- state -----------------------------------------------------------------------------------------------------
@@ -238,7 +236,6 @@ class GRPOOptimizer:
     def save(self, directory: str | Path) -> dict[str, str]:
         """AdamW moments as safetensors (keyed by parameter name) + hyper-parameters/step counts as JSON."""
         from safetensors.torch import save_file
-        from visplay_models.checkpoint import file_hashes
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -1,35 +1,20 @@
 """visplay grpo plugin: hook implementations (see visplay/hookspecs.py).
 
 ``visplay_make_optimizer`` answers optimizer name ``grpo`` with a :class:`visplay_grpo.optimizer.GRPOOptimizer`
-configured from ``recipe.optimizer`` and the plugin's own section ``plugins.grpo`` (GrpoOptions).
-``optimizer.update_batch_size`` counts prompts, as EasyR1's ``global_batch_size``: the optimizer gets it times the
-role's ``group_size`` rollouts (hiyouga/EasyR1 verl/workers/fsdp_workers.py:143, bruno686/VisPlay
-verl/workers/fsdp_workers.py:128-129: ``config.global_batch_size *= self.config.rollout.n``).
+configured from the plugin's own section ``plugins.grpo`` (visplay_grpo/options.py). ``update_batch_size`` counts
+prompts, as EasyR1's ``global_batch_size``: the optimizer gets it times the role's ``group_size`` rollouts
+(hiyouga/EasyR1 verl/workers/fsdp_workers.py:143, bruno686/VisPlay verl/workers/fsdp_workers.py:128-129:
+``config.global_batch_size *= self.config.rollout.n``). ``visplay_footprint`` reports the optimizer's memory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from visplay.config import plugin_section
-from visplay.hookspecs import hookimpl
+from visplay.api import GIB, Footprint, MemoryItem, hookimpl, plugin_section
+from visplay_grpo.options import GrpoOptions
 
-OLD_LOGPROBS = ("recompute", "sampler")
-
-
-@dataclass
-class GrpoOptions:
-    """The GRPO optimizer (``optimizer.name: grpo``); the loss settings themselves are the core's ``optimizer``."""
-
-    old_logprobs: str = "recompute"
-    """Log-probs of the sampling policy in the PPO ratio: ``recompute`` (teacher-forced before the update, as
-    EasyR1) or ``sampler`` (the sampler's own, as logged)."""
-
-    def validate(self) -> dict[str, str]:
-        if self.old_logprobs not in OLD_LOGPROBS:
-            return {"old_logprobs": f"must be one of {', '.join(OLD_LOGPROBS)}, got {self.old_logprobs!r}"}
-        return {}
+NAME = "grpo"
 
 
 @hookimpl
@@ -38,12 +23,21 @@ def visplay_recipe_sections() -> dict[str, type]:
 
 
 @hookimpl
+def visplay_names() -> dict[str, list[str]]:
+    return {"optimizer": [NAME]}
+
+
+def options(ctx: Any) -> GrpoOptions:
+    return plugin_section(ctx.recipe, "grpo")
+
+
+@hookimpl
 def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
-    opt = ctx.recipe.optimizer
-    if opt.name != "grpo":
+    if ctx.recipe.optimizer.name != NAME:
         return None
     from visplay_grpo.optimizer import GRPOOptimizer
 
+    opt = options(ctx)
     section = ctx.recipe.get(role)
     temperature = float(section.sampling.temperature) if section is not None else 1.0
     group_size = int(section.group_size) if section is not None else 1
@@ -53,6 +47,53 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
         kl_coef=float(opt.kl_coef), kl_type=str(opt.kl_type), adv_eps=float(opt.adv_eps),
         micro_batch_size=int(opt.micro_batch_size),
         update_batch_size=None if opt.update_batch_size is None else int(opt.update_batch_size) * group_size,
-        temperature=temperature, old_logprobs=plugin_section(ctx.recipe, "grpo").old_logprobs,
+        temperature=temperature, old_logprobs=opt.old_logprobs,
         seed=ctx.seed_for("grpo", role), loss_agg=str(opt.loss_agg or "token_mean"),
     )
+
+
+# --- planning ------------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memory_gib: float) -> Footprint | None:
+    """Per training process: AdamW's two moments, the frozen reference (when the KL term needs one) and one
+    micro-batch's activations at full length (an upper bound); the updates each step makes."""
+    if ctx.recipe.optimizer.name != NAME:
+        return None
+    opt, recipe = options(ctx), ctx.recipe
+    shards = nproc if recipe.distributed.strategy == "fsdp" else 1
+    adamw = 2 * facts.trainable_parameters * facts.dtype_bytes
+    reference = facts.reference_bytes if opt.kl_coef > 0 else 0
+    longest = max(recipe.questioner.sampling.max_new_tokens, recipe.reasoner.sampling.max_new_tokens)
+    tokens = int(opt.micro_batch_size) * (facts.prompt_tokens + int(longest))
+    half = max(int(opt.micro_batch_size) // 2, 1)
+    out = Footprint(items=[
+        MemoryItem("training", "adamw", adamw / shards / GIB, "distributed.strategy=fsdp"),
+        MemoryItem("training", "reference", reference / shards / GIB, "plugins.grpo.kl_coef=0"),
+        MemoryItem("training", "activations", tokens * facts.activation_bytes_per_token / GIB,
+                   f"plugins.grpo.micro_batch_size={half}" if opt.micro_batch_size > 1 else ""),
+        MemoryItem("disk/snapshot", "adamw", adamw / GIB),
+    ])
+    for role, (rollouts, updates) in updates_per_step(recipe, opt).items():
+        batch = int(opt.update_batch_size) * int(recipe[role].group_size) if opt.update_batch_size else rollouts
+        per_rank = -(-batch // nproc)
+        out.lines.append(f"updates per step ({role}): {rollouts} rollouts / update batch {batch} rollouts "
+                         f"= {updates} AdamW updates, each {-(-per_rank // opt.micro_batch_size)} micro-batch(es) "
+                         f"of <= {opt.micro_batch_size} per process")
+    out.lines.append(f"optimizer grpo: lr {opt.lr}, update batch "
+                     f"{f'{opt.update_batch_size} prompts' if opt.update_batch_size else 'whole rollout batch'}, "
+                     f"micro batch {opt.micro_batch_size}, kl {opt.kl_type} x {opt.kl_coef}, loss {opt.loss_agg}")
+    return out
+
+
+def updates_per_step(recipe: Any, opt: GrpoOptions) -> dict[str, tuple[int, int]]:
+    """{role: (rollouts per step, optimizer updates per step)}: ``update_batch_size`` counts prompts, as EasyR1's
+    ``global_batch_size`` (times rollout.n, the role's group size); None: the whole rollout batch."""
+    q, r = recipe.questioner, recipe.reasoner
+    rollouts = {"questioner": q.images_per_step * q.group_size, "reasoner": r.questions_per_step * r.group_size}
+    out = {}
+    for role, n in rollouts.items():
+        size = int(opt.update_batch_size) * int(recipe[role].group_size) if opt.update_batch_size else None
+        out[role] = (n, -(-n // size) if size else 1)
+    return out

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from visplay.config import DataConfig
-
-RESIZE_MODES = ("fixed", "pixels", "none")
+from visplay_images.options import RESIZE_MODES, ImagesOptions
 
 
 class BadImage(Exception):
@@ -26,22 +24,23 @@ class BadImage(Exception):
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """What the recipe allows (``recipe.data``): resize mode and the guards against hostile files."""
+    """What the recipe allows (``plugins.images``): resize mode and the guards against hostile files."""
 
-    # the recipe schema's defaults, not a second copy of them
-    resize: str = DataConfig.resize
-    size: int = DataConfig.size
-    min_pixels: int = DataConfig.min_pixels
-    max_pixels: int = DataConfig.max_pixels
-    max_file_mb: float = DataConfig.max_file_mb
-    max_decode_pixels: int = DataConfig.max_decode_pixels
+    # the section's defaults, not a second copy of them
+    resize: str = ImagesOptions.resize
+    size: int = ImagesOptions.size
+    min_pixels: int = ImagesOptions.min_pixels
+    max_pixels: int = ImagesOptions.max_pixels
+    max_file_mb: float = ImagesOptions.max_file_mb
+    max_decode_pixels: int = ImagesOptions.max_decode_pixels
 
     @classmethod
-    def from_options(cls, options: dict) -> DecodeLimits:
+    def from_options(cls, options: ImagesOptions | dict) -> DecodeLimits:
+        values = options if isinstance(options, dict) else vars(options)
         keys = ("resize", "size", "min_pixels", "max_pixels", "max_file_mb", "max_decode_pixels")
-        limits = cls(**{k: options[k] for k in keys if options.get(k) is not None})
+        limits = cls(**{k: values[k] for k in keys if values.get(k) is not None})
         if limits.resize not in RESIZE_MODES:
-            raise ValueError(f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {limits.resize!r}")
+            raise ValueError(f"plugins.images.resize must be one of {', '.join(RESIZE_MODES)}, got {limits.resize!r}")
         return limits
 
 
@@ -50,9 +49,9 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     if not data:
         raise BadImage("empty file (0 bytes)")
     if len(data) > limits.max_file_mb * 1024 * 1024:
-        raise BadImage(f"file is {len(data) / 2**20:.1f} MB > data.max_file_mb={limits.max_file_mb}")
+        raise BadImage(f"file is {len(data) / 2**20:.1f} MB > plugins.images.max_file_mb={limits.max_file_mb}")
     with warnings.catch_warnings():
-        # PIL's own bomb guard (a warning, or an error at open) is replaced by data.max_decode_pixels below,
+        # PIL's own bomb guard (a warning, or an error at open) is replaced by plugins.images.max_decode_pixels below,
         # checked on the header's dimensions before any pixel is decoded.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -66,7 +65,7 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
         if width <= 0 or height <= 0:
             raise BadImage(f"invalid dimensions {width}x{height}")
         if width * height > limits.max_decode_pixels:
-            raise BadImage(f"{width}x{height} = {width * height} pixels > data.max_decode_pixels="
+            raise BadImage(f"{width}x{height} = {width * height} pixels > plugins.images.max_decode_pixels="
                            f"{limits.max_decode_pixels}; not decoded")
         try:
             img.load()

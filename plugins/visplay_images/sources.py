@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from visplay.types import ImageRecord
+from visplay.api import ImageRecord
 from visplay_images.decode import BadImage, DecodeLimits, decode_image, image_id, png_bytes
 from visplay_images.stream import (
     DEFAULT_CACHE_SIZE,
@@ -122,7 +122,7 @@ def _read(file: Path, limits: DecodeLimits) -> tuple[bytes | BadImage, FileLoade
     try:
         stat = os.stat(file)
         if stat.st_size > limits.max_file_mb * 1024 * 1024:
-            return BadImage(f"file is {stat.st_size / 2**20:.1f} MB > data.max_file_mb={limits.max_file_mb}"), None
+            return BadImage(f"file is {stat.st_size / 2**20:.1f} MB > plugins.images.max_file_mb={limits.max_file_mb}"), None
         data = file.read_bytes()
     except OSError as exc:
         return BadImage(f"cannot read the file ({type(exc).__name__}: [Errno {exc.errno}] {exc.strerror})"), None

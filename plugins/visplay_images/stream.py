@@ -3,7 +3,7 @@
 A paper-scale pool (Vision-47K: ~47k images) decoded up front holds gigabytes of pixels for the whole run, while a
 step touches a few hundred images. Here each record keeps only what identifies its image (content id, source,
 size, and the bytes of generated images, which exist nowhere else) plus a small picklable *loader*; ``record.image``
-decodes through the pool's bounded LRU cache (:class:`ImageCache`, ``data.image_cache`` entries).
+decodes through the pool's bounded LRU cache (:class:`ImageCache`, ``plugins.images.image_cache`` entries).
 
 Reloading must give the very pixels whose hash is the image id: loaders decode with the same function as the
 pool did when it opened (visplay_images.decode), and a folder loader refuses a file whose size or modification
@@ -23,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from visplay.types import ImageRecord
+from visplay.api import ImageRecord
 from visplay_images.decode import BadImage, DecodeLimits, decode_image
 
 DEFAULT_CACHE_SIZE = 256  # decoded images; at 224 px ~150 kB each, ~38 MB

@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from visplay.config import plugin_section
-from visplay.hookspecs import hookimpl
+from visplay.api import hookimpl, plugin_section
 from visplay_metrics.options import MetricsOptions
 from visplay_metrics.sinks import MlflowSink, Sink, TensorBoardSink, WandbSink
 
@@ -65,11 +64,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _is_rank0() -> bool:
-    try:
-        from visplay.loop.runsetup import is_rank0
-    except ImportError:
-        return True
-    return is_rank0()
+    from visplay.api import distributed
+
+    return distributed.is_rank0()
 
 
 def peak_memory_mb() -> float:

@@ -1,26 +1,12 @@
-"""Checkpoints: safetensors model folders with a sha256 per file. Nothing here unpickles anything."""
+"""Checkpoints: safetensors model folders (their sha256 per file: visplay.api.file_hashes). Nothing here unpickles
+anything."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_hashes(directory: str | Path) -> dict[str, str]:
-    """{path relative to directory: sha256} for every file under it, sorted by path."""
-    root = Path(directory)
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def merged_lora_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:

@@ -9,6 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def setting(lora_cfg: Any, key: str, default: Any = None) -> Any:
+    """A LoRA setting from the section (LoraConfig), a DictConfig or a plain dict."""
+    getter = getattr(lora_cfg, "get", None)
+    return getter(key, default) if callable(getter) else getattr(lora_cfg, key, default)
+
+
 def add_lora(model: Any, lora_cfg: Any) -> Any:
     """Wrap ``model`` in a peft LoRA model built from ``lora_cfg`` (r, alpha, dropout, target_modules regex).
 
@@ -19,11 +25,11 @@ def add_lora(model: Any, lora_cfg: Any) -> Any:
     from peft import LoraConfig, get_peft_model
 
     for key in ("r", "alpha"):
-        if int(lora_cfg.get(key, 1)) < 1:
-            raise ValueError(f"plugins.models.lora.{key} must be >= 1, got {lora_cfg.get(key)}")
+        if int(setting(lora_cfg, key, 1)) < 1:
+            raise ValueError(f"plugins.models.lora.{key} must be >= 1, got {setting(lora_cfg, key)}")
     config = LoraConfig(
-        r=int(lora_cfg.get("r", 8)), lora_alpha=int(lora_cfg.get("alpha", 16)),
-        lora_dropout=float(lora_cfg.get("dropout", 0.0)), target_modules=str(lora_cfg.get("target_modules")),
+        r=int(setting(lora_cfg, "r", 8)), lora_alpha=int(setting(lora_cfg, "alpha", 16)),
+        lora_dropout=float(setting(lora_cfg, "dropout", 0.0)), target_modules=str(setting(lora_cfg, "target_modules")),
         bias="none",
     )
     try:

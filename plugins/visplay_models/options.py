@@ -88,6 +88,12 @@ class ModelsOptions:
     """Size of the embedded tiny model (backend ``tiny``)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA settings (both backends)."""
+    plan_as: str | None = None
+    """A hub id whose built-in facts (visplay_models/facts.py) plan a ``--dry-run`` when ``model.path`` is not
+    given (the paper recipes name theirs); a local ``model.path`` always wins."""
+
+    legacy_keys = {"model.tiny": "tiny", "model.lora": "lora"}
+    path_keys = ("tiny.cache_dir",)
 
     def validate(self) -> dict[str, str]:
         return {**{f"tiny.{k}": v for k, v in self.tiny.validate().items()},

@@ -1,7 +1,8 @@
 """HFPolicy: a transformers Qwen2-VL-family model in one role, and loading one from a local folder.
 
-The reference model (for the KL term) is the role's weights *as loaded*: a frozen copy for full fine-tuning, the
-adapter disabled under LoRA. Loading is offline (``local_files_only``) and never runs code from the folder unless
+The reference model (for the KL term) is the role's weights *as loaded*: a frozen copy for full fine-tuning (loaded
+again from the same folder the first time an optimizer asks for reference log-probs, so a run that needs none never
+holds one), the adapter disabled under LoRA. Loading is offline (``local_files_only``) and never runs code from the folder unless
 ``recipe.model.trust_remote_code`` is true.
 """
 
@@ -17,8 +18,8 @@ from typing import Any
 
 import torch
 
-from visplay.types import Prompt
-from visplay_models.checkpoint import file_hashes, save_model
+from visplay.api import Prompt, file_hashes
+from visplay_models.checkpoint import save_model
 from visplay_models.forward import token_logprobs
 from visplay_models.processor import VLProcessor
 from visplay_models.sampler import HFSampler
@@ -35,7 +36,8 @@ class HFPolicy:
     """A trainable model for one role (implements visplay.types.Policy)."""
 
     def __init__(self, model: Any, processor: VLProcessor, role: str, *, device: str | torch.device = "cpu",
-                 keep_reference: bool = True, lora: bool = False, source: str = ""):
+                 keep_reference: bool = True, lora: bool = False, source: str = "",
+                 reference_loader: Any = None):
         self.model = model
         self.processor = processor
         self.role = role
@@ -48,10 +50,9 @@ class HFPolicy:
         self.stop_ids: set[int] = {processor.im_end_id, *eos}
         # Without LoRA the reference is a frozen copy of the starting weights; with LoRA it is the adapter disabled.
         self._reference = None
+        self._reference_loader = None if lora else reference_loader
         if keep_reference and not lora:
-            self._reference = copy.deepcopy(model).eval()
-            for p in self._reference.parameters():
-                p.requires_grad_(False)
+            self._reference = _frozen(copy.deepcopy(model))
 
     # --- Policy API ------------------------------------------------------------------------------------------------
 
@@ -108,6 +109,12 @@ class HFPolicy:
                 with self.model.disable_adapter():
                     yield self.model
             return disabled()
+        if self._reference is None and self._reference_loader is not None:
+            self._reference = _frozen(self._reference_loader())
+            if self.sharded:
+                from visplay.api import distributed
+
+                distributed.parallelize(self._reference, "fsdp")
         if self._reference is None:
             raise ValueError("this policy keeps no reference model (loaded with keep_reference=False)")
         return contextlib.nullcontext(self._reference)
@@ -121,7 +128,7 @@ class HFPolicy:
     def shard(self) -> None:
         """Shard the model and its frozen reference over the training processes with FSDP2 (a no-op for one
         process). Every later gather (weights_sha256, save, full_state_dict) is a collective: all ranks call it."""
-        from visplay.scale import distributed
+        from visplay.api import distributed
 
         if distributed.world_size() == 1:
             return
@@ -211,9 +218,9 @@ class HFPolicy:
 def _every_rank_writes(model: Any) -> Any:
     """transformers' save_pretrained writes only on rank 0 once torch.distributed is initialised; every visplay rank
     keeps its own (throwaway) copy of the run and reloads from it, so every rank must write its folder."""
-    from visplay.scale.distributed import world_size
+    from visplay.api import distributed
 
-    if world_size() == 1:
+    if distributed.world_size() == 1:
         yield
         return
     model.should_save_on_this_rank = lambda is_main_process=True: True  # instance attribute shadows the method
@@ -221,6 +228,13 @@ def _every_rank_writes(model: Any) -> Any:
         yield
     finally:
         del model.should_save_on_this_rank
+
+
+def _frozen(model: Any) -> Any:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -274,12 +288,17 @@ def load_hf_model(path: str | Path, *, dtype: str = "float32", device: str = "cp
 
 
 def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: str = "cpu",
-                trust_remote_code: bool = False, lora_cfg: Any = None, keep_reference: bool = True,
+                trust_remote_code: bool = False, lora_cfg: Any = None, keep_reference: bool | None = True,
                 seed: int = 0, fsdp: bool = False) -> HFPolicy:
     """An HFPolicy from a local folder; with ``lora_cfg.enabled`` a fresh LoRA adapter (initialised from
-    ``seed``) is attached; with ``fsdp`` under several processes the model and its reference are sharded (FSDP2)."""
+    ``seed``) is attached; with ``fsdp`` under several processes the model and its reference are sharded (FSDP2).
+
+    ``keep_reference``: True copies the starting weights now, False keeps no reference, None loads them from
+    ``path`` again on first use (what a run does: only an optimizer with a KL term asks)."""
     model, processor = load_hf_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    lora = bool(lora_cfg is not None and lora_cfg.get("enabled", False))
+    from visplay_models.lora import setting
+
+    lora = bool(lora_cfg is not None and setting(lora_cfg, "enabled", False))
     if lora:
         from visplay_models.lora import add_lora
 
@@ -287,8 +306,11 @@ def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: 
             torch.manual_seed(seed)
             model = add_lora(model, lora_cfg)
     model.train()
-    policy = HFPolicy(model, processor, role, device=device, keep_reference=keep_reference, lora=lora,
-                      source=str(path))
+    def reference() -> Any:
+        return load_hf_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)[0]
+
+    policy = HFPolicy(model, processor, role, device=device, keep_reference=bool(keep_reference), lora=lora,
+                      source=str(path), reference_loader=reference if keep_reference is None else None)
     if fsdp:
         policy.shard()
     return policy

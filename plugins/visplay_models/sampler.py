@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from visplay.loop.seeding import derive_seed
-from visplay.types import Generation, Prompt, SamplingParams
+from visplay.api import Generation, Prompt, SamplingParams, derive_seed
 from visplay_models.forward import decode_step, inner_model, prefill
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from visplay.types import Prompt
+from visplay.api import Prompt
 
 
 def target_ids(policy: Any, text: str) -> list[int]:

@@ -50,12 +50,12 @@ def state_dict_for_push(policy: Any) -> dict[str, Any]:
     Under FSDP every training rank must call this (each sharded tensor is gathered with ``full_tensor()``, a
     collective); only rank 0, which pushes, keeps the gathered tensors (copied to CPU), the others get {}.
     """
-    from visplay.scale import distributed
+    from visplay.api import distributed
 
     keep = distributed.is_rank0()
     model = policy.model
     if getattr(policy, "lora", False):
-        from visplay_models.checkpoint import merged_lora_state_dict
+        from visplay_models.api import merged_lora_state_dict
 
         state = merged_lora_state_dict(model)
     else:
@@ -214,7 +214,7 @@ def _visible_devices(gpus: list[int] | None):
     if not gpus:
         yield
         return
-    from visplay.scale.placement import cuda_visible_devices
+    from visplay.api import cuda_visible_devices
 
     old = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(gpus)

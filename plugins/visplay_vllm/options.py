@@ -29,6 +29,8 @@ class VllmOptions:
     """Keep the engine in the training process (CPU, one training process only); None: in-process there, in its own
     processes on GPUs and under torchrun (where it always runs apart)."""
 
+    legacy_keys = {"sampler.vllm": ""}  # the whole section was the core's sampler.vllm before it moved here
+
     def validate(self) -> dict[str, str]:
         problems = {}
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

@@ -14,8 +14,16 @@ import atexit
 import hashlib
 from typing import Any
 
-from visplay.config import plugin_section
-from visplay.hookspecs import hookimpl
+from visplay.api import (
+    GIB,
+    EngineNeeds,
+    Footprint,
+    MemoryItem,
+    distributed,
+    hookimpl,
+    plan_placement,
+    plugin_section,
+)
 from visplay_vllm.options import VllmOptions
 
 SAMPLER = "vllm"
@@ -36,7 +44,6 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
     Under torchrun every training rank calls this with the same arguments (the decision and the policy save are
     the same on every rank); rank 0 gets the engine, the other ranks a stub (visplay_vllm.engine.start_engine).
     """
-    from visplay.scale import distributed
     from visplay_vllm.engine import start_engine
 
     v = plugin_section(ctx.recipe, "vllm")
@@ -53,9 +60,7 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
         return current[1]
     if current is not None:
         current[1].shutdown()
-    from visplay.scale.placement import plan_placement
-
-    gpus = plan_placement(ctx.recipe).engine_gpus.get(role)
+    gpus = plan_placement(ctx).engine_gpus.get(role)
     engine = start_engine(role, policy, leader=distributed.is_rank0(), gpus=gpus,
                           forbidden=forbidden_token_ids(policy), **settings)
     engine.loaded_tag = policy.weights_sha256()  # it was started from exactly these weights
@@ -66,6 +71,56 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
 @hookimpl
 def visplay_recipe_sections() -> dict[str, type]:
     return {"vllm": VllmOptions}
+
+
+@hookimpl
+def visplay_names() -> dict[str, list[str]]:
+    return {"sampler": [SAMPLER]}
+
+
+# --- planning ------------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def visplay_engine_needs(ctx: Any, role: str) -> EngineNeeds | None:
+    """A vLLM engine runs in processes of its own: tensor x pipeline parallel GPUs, its memory share of each."""
+    if ctx.recipe.sampler.get(role) != SAMPLER:
+        return None
+    v = plugin_section(ctx.recipe, "vllm")
+    pp = f" x plugins.vllm.pipeline_parallel_size={v.pipeline_parallel_size}" if v.pipeline_parallel_size > 1 else ""
+    return EngineNeeds(gpus=int(v.tensor_parallel_size) * int(v.pipeline_parallel_size),
+                       memory_fraction=float(v.gpu_memory_utilization),
+                       gpus_setting=f"plugins.vllm.tensor_parallel_size={v.tensor_parallel_size}{pp}",
+                       memory_setting=f"plugins.vllm.gpu_memory_utilization={v.gpu_memory_utilization}")
+
+
+@hookimpl
+def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memory_gib: float) -> Footprint | None:
+    """Per engine GPU: the weights' tensor-parallel shard and the KV budget (utilization x GPU - weights)."""
+    v = plugin_section(ctx.recipe, "vllm")
+    roles = [role for role in ("questioner", "reasoner") if ctx.recipe.sampler.get(role) == SAMPLER]
+    if not roles or placement.mode == "cpu":
+        return None
+    tp = int(v.tensor_parallel_size)
+    kv_sequence = facts.kv_bytes_per_token / tp * int(v.max_model_len)  # heads are split across TP ranks
+    out = Footprint()
+    for role in roles:
+        weights = facts.parameters * facts.dtype_bytes / tp / GIB
+        budget = max(float(v.gpu_memory_utilization) * gpu_memory_gib - weights, 0.0)
+        fits = int(budget * GIB // kv_sequence)
+        out.items += [MemoryItem(f"sampling/{role}", "weights", weights, "plugins.vllm.tensor_parallel_size"),
+                      MemoryItem(f"sampling/{role}", "kv_budget", budget, "plugins.vllm.gpu_memory_utilization")]
+        out.lines.append(f"engine {role}: KV cache {kv_sequence / GIB:.2f} GiB per {v.max_model_len}-token "
+                         f"sequence, {fits} full-length sequences in the budget")
+        if budget <= 0:
+            out.problems.append(f"sampling/{role}: the weights ({weights:.1f} GiB per GPU) leave no KV cache within "
+                                f"plugins.vllm.gpu_memory_utilization={v.gpu_memory_utilization}; raise "
+                                f"plugins.vllm.tensor_parallel_size or the utilization")
+        elif fits < 1:
+            out.problems.append(f"sampling/{role}: the KV budget holds no full sequence of plugins.vllm."
+                                f"max_model_len={v.max_model_len}; lower it or raise "
+                                f"plugins.vllm.gpu_memory_utilization")
+    return out
 
 
 def forbidden_token_ids(policy: Any) -> list[int]:

@@ -28,8 +28,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from visplay.loop.seeding import derive_seed
-from visplay.types import Generation, Prompt, SamplingParams
+from visplay.api import Generation, Prompt, SamplingParams, derive_seed
 
 log = logging.getLogger("visplay.vllm")
 
@@ -73,7 +72,7 @@ class VllmSampler:
             if sp.n < 1 or sp.max_new_tokens < 1:
                 raise ValueError(f"SamplingParams: n and max_new_tokens must be >= 1, got {sp}")
         self.push_if_needed()
-        from visplay.scale import distributed
+        from visplay.api import distributed
 
         if distributed.world_size() > 1:  # rank 0's engine samples for every rank
             return distributed.broadcast_object(self._sample(prompts, params) if distributed.is_rank0() else None)

@@ -74,8 +74,8 @@ class _Roman:
 
 def test_a_tryfirst_plugin_adds_key_rules():
     ctx = make_ctx("paper", extra=[_Roman()])
-    assert ctx.call("visplay_answer_key", answer="IV") == "num:4"
-    assert ctx.call("visplay_answer_key", answer="4.0") == "num:4"  # falls through to the built-in rules
+    assert ctx.hooks.answer_key(answer="IV") == "num:4"
+    assert ctx.hooks.answer_key(answer="4.0") == "num:4"  # falls through to the built-in rules
 
 
 def test_keys_of_garbage_never_raise_and_stay_fast():

@@ -10,7 +10,7 @@ from visplay_algorithm import prompts
 from visplay_algorithm.parsing import extract_answer, last_boxed, parse_question, reasoner_format_ok
 
 from visplay.config import RecipeError
-from visplay.types import ImageRecord
+from visplay.types import AskedQuestion, ImageRecord
 
 GARBAGE = ("<type>" + "<question>{\\boxed{" * 300 + "</think>" * 200 + "ÿ\x00" * 500) * 3  # ~10 KB
 
@@ -113,7 +113,7 @@ def _image(i: int) -> ImageRecord:
 def test_generate_questions_uses_the_variant_prompt_and_recipe_sampling(variant):
     ctx = make_ctx(variant, ["questioner.sampling.temperature=0.7", "questioner.sampling.max_new_tokens=33"])
     sampler = RecordingSampler()
-    out = ctx.call("visplay_generate_questions", sampler=sampler, images=[_image(0), _image(1)], n=3, seeds=[11, 12])
+    out = ctx.hooks.generate_questions(sampler=sampler, images=[_image(0), _image(1)], n=3, seeds=[11, 12])
     assert [[g.text for g in gens] for gens in out] == [["p0/g0", "p0/g1", "p0/g2"], ["p1/g0", "p1/g1", "p1/g2"]]
     sent, params = sampler.calls[0]
     system, user = prompts.questioner_texts(variant)
@@ -125,13 +125,13 @@ def test_generate_questions_uses_the_variant_prompt_and_recipe_sampling(variant)
 def test_sample_answers_prompt_and_prompt_overrides():
     ctx = make_ctx("paper", ["reasoner.sampling.top_p=0.5", "plugins.algorithm.reasoner_suffix=' Box it.'"])
     sampler = RecordingSampler()
-    ctx.call("visplay_sample_answers", sampler=sampler, questions=[(_image(0), "How many?")], n=2, seeds=[5],
+    ctx.hooks.sample_answers(sampler=sampler, questions=[AskedQuestion(_image(0), "How many?")], n=2, seeds=[5],
              purpose="vote")
     sent, params = sampler.calls[0]
     assert sent[0].user == "How many? Box it." and sent[0].system == prompts.REASONER_SYSTEM
     assert (params[0].n, params[0].seed, params[0].top_p) == (2, 5, 0.5)
     ctx = make_ctx("paper")
-    ctx.call("visplay_sample_answers", sampler=sampler, questions=[(_image(0), "How many?")], n=1, seeds=[5],
+    ctx.hooks.sample_answers(sampler=sampler, questions=[AskedQuestion(_image(0), "How many?")], n=1, seeds=[5],
              purpose="rollout")
     assert sampler.calls[-1][0][0].user == prompts.reasoner_user_text("How many?")
 
@@ -139,9 +139,9 @@ def test_sample_answers_prompt_and_prompt_overrides():
 def test_bad_inputs_name_the_problem():
     ctx = make_ctx("paper")
     with pytest.raises(Exception, match="2 inputs but 1 seeds"):
-        ctx.call("visplay_generate_questions", sampler=RecordingSampler(), images=[_image(0), _image(1)], n=1,
+        ctx.hooks.generate_questions(sampler=RecordingSampler(), images=[_image(0), _image(1)], n=1,
                  seeds=[1])
-    with pytest.raises(RecipeError, match=r"plugins\.algorithm\.bogus'.*plugins\.algorithm has: questioner_system"):
+    with pytest.raises(RecipeError, match=r"plugins\.algorithm\.bogus..*plugins\.algorithm has: reward, filter, questioner_system"):
         make_ctx("paper", ["plugins.algorithm.bogus=1"])  # refused when the recipe loads, before any hook runs
 
 

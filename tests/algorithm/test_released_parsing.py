@@ -90,6 +90,6 @@ def test_reasoner_set_vote_divides_by_answered_samples_and_skip_rules_apply():
     none_label = question_item(ctx, "n", "g", "<question>How many?</question><answer>1</answer>",
                                ["None"] * 4 + ["2"] * 3 + [None] * 2)
     in_box = question_item(ctx, "b", "g", "<question>What is in the box?</question><answer>1</answer>", answers)
-    (decisions,) = ctx.call("visplay_filter_questions", items=[item, none_label, in_box])
+    ((_, decisions),) = ctx.hooks.filter_questions(items=[item, none_label, in_box])
     assert [d.keep for d in decisions] == [True, False, False]
     assert "'None'" in decisions[1].reason and "box" in decisions[2].reason

@@ -25,7 +25,7 @@ from visplay_algorithm.released_prompts import (
     load_templates,
 )
 
-from visplay.types import ImageRecord
+from visplay.types import AskedQuestion, ImageRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 MIRROR = Path("/work/.mirror/bruno686+VisPlay/repo")
@@ -111,13 +111,14 @@ def test_hooks_use_the_template_of_each_purpose_and_phase(tmp_path):
     algorithm_plugin.visplay_generate_questions(ctx, sampler, [image], 2, [5])
     (prompt,), _ = sampler.calls[-1]
     assert (prompt.system, prompt.user) == (None, "[questioner_user]")
-    ctx.call("visplay_parse_question", text="<type>numerical</type><question>How many?</question><answer>3</answer>")
-    algorithm_plugin.visplay_sample_answers(ctx, sampler, [(image, "How many?")], 3, [6], "vote")
+    parsed = ctx.hooks.parse_question(text="<type>numerical</type><question>How many?</question><answer>3</answer>")
+    asked = AskedQuestion(image, parsed.question, parsed.qtype)  # the type travels with the question
+    algorithm_plugin.visplay_sample_answers(ctx, sampler, [asked], 3, [6], "vote")
     (prompt,), (params,) = sampler.calls[-1]
     assert (prompt.system, prompt.user) == ("[vote_system] {question} / {qtype} \\boxed{}",
                                             "[vote_user] How many? / numerical \\boxed{}")
     assert (params.top_k, params.top_p, params.temperature) == (40, 1.0, 1.0)
-    algorithm_plugin.visplay_sample_answers(ctx, sampler, [(image, "How many?")], 3, [6], "rollout")
+    algorithm_plugin.visplay_sample_answers(ctx, sampler, [asked], 3, [6], "rollout")
     (prompt,), (params,) = sampler.calls[-1]
     assert (prompt.system, prompt.user) == (None, "[reasoner_user] How many? / numerical \\boxed{}")
     assert params.top_p == ctx.recipe.reasoner.sampling.top_p
@@ -125,9 +126,28 @@ def test_hooks_use_the_template_of_each_purpose_and_phase(tmp_path):
     algorithm_plugin.visplay_generate_questions(ctx, sampler, [image], 1, [7])
     (prompt,), _ = sampler.calls[-1]
     assert prompt.system.startswith("[set_questioner_system]") and prompt.user.startswith("[set_questioner_user]")
-    algorithm_plugin.visplay_sample_answers(ctx, sampler, [(image, "Q?")], 2, [8], "vote")
+    algorithm_plugin.visplay_sample_answers(ctx, sampler, [AskedQuestion(image, "Q?")], 2, [8], "vote")
     (prompt,), _ = sampler.calls[-1]
     assert prompt.user == "[set_vote_user] Q? /  \\boxed{}"
+
+
+def test_two_identical_questions_of_different_types_each_get_their_own_type(tmp_path):
+    """The released vote prompt carries the question's type; in one step the same text parsed twice with two
+    types must not share one (it did while the type travelled through a module global, keyed by the text)."""
+    folder = _own_templates(tmp_path / "t")
+    ctx = make_ctx("released", [f"plugins.algorithm.prompt_dir={folder}"]).at(1, "questioner", 0)
+    image = ImageRecord("img", None, "test")  # type: ignore[arg-type]
+    texts = ["<type>numerical</type><question>How many?</question><answer>3</answer>",
+             "<type>multiple choice</type><question>How many?</question><answer>A</answer>"]
+    asked = []
+    for text in texts:
+        parsed = ctx.hooks.parse_question(text)
+        asked.append(AskedQuestion(image, parsed.question, parsed.qtype))
+    sampler = RecordingSampler()
+    ctx.hooks.sample_answers(sampler, asked, 1, [1, 2], "vote")
+    prompts, _ = sampler.calls[-1]
+    assert [p.user for p in prompts] == ["[vote_user] How many? / numerical \\boxed{}",
+                                         "[vote_user] How many? / multiple choice \\boxed{}"]
 
 
 def test_an_edited_template_is_refused(tmp_path):

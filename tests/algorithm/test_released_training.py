@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from support.models import make_policy, prompts
-from support.scale import write_fake_model, write_image_folder
+from support.scale import dry_run, write_fake_model, write_image_folder
 from visplay_grpo import plugin as grpo_plugin
 from visplay_grpo.core_algos import masked_mean, seq_mean_token_mean
 from visplay_grpo.optimizer import GRPOOptimizer
@@ -20,7 +20,6 @@ from visplay_grpo.optimizer import GRPOOptimizer
 from visplay.config import load_recipe
 from visplay.context import RunContext
 from visplay.plugins import get_plugin_manager
-from visplay.scale.placement import dry_run
 from visplay.types import Rollout
 
 TINY = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
@@ -38,11 +37,11 @@ def test_released_3b_makes_4_updates_per_step(tmp_path):
     questioner_train.sh:29) times rollout.n in the workers (verl/workers/fsdp_workers.py:128-129): 4 AdamW
     updates of 1,024 rollouts per GRPO step."""
     cfg = load_recipe("qwen-vl-3b", ["variant=released", *_paths(tmp_path)])
-    assert (cfg.optimizer.update_batch_size, cfg.optimizer.loss_agg) == (128, "seq_mean_token_mean")
+    assert (cfg.plugins.grpo.update_batch_size, cfg.plugins.grpo.loss_agg) == (128, "seq_mean_token_mean")
     text = dry_run(cfg, visible=8)
     for role in ("questioner", "reasoner"):
         assert f"updates per step ({role}): 4096 rollouts / update batch 1024 rollouts = 4 AdamW updates" in text
-    assert load_recipe("qwen-vl-3b", _paths(tmp_path)).optimizer.loss_agg == "token_mean"
+    assert load_recipe("qwen-vl-3b", _paths(tmp_path)).plugins.grpo.loss_agg == "token_mean"
 
 
 def test_cli_dry_run_prints_updates_per_step(tmp_path):
@@ -54,7 +53,7 @@ def test_cli_dry_run_prints_updates_per_step(tmp_path):
 
 def test_plugin_multiplies_the_update_batch_by_the_group_size():
     """update_batch_size counts prompts: 2 prompts x group_size 4 = 8 rollouts per AdamW update."""
-    recipe = load_recipe(TINY, ["optimizer.update_batch_size=2", "reasoner.group_size=4"])
+    recipe = load_recipe(TINY, ["plugins.grpo.update_batch_size=2", "reasoner.group_size=4"])
     ctx = RunContext(recipe=recipe, pm=get_plugin_manager(autoload=False), run_dir=Path("."))
     opt = grpo_plugin.visplay_make_optimizer(ctx, "reasoner", make_policy())
     assert opt.update_batch_size == 8
@@ -121,5 +120,5 @@ def test_released_aggregation_is_independent_of_the_micro_batch_and_matches_by_h
 
 
 def test_unknown_loss_agg_is_an_error_naming_the_key():
-    with pytest.raises(ValueError, match="optimizer.loss_agg"):
+    with pytest.raises(ValueError, match="plugins.grpo.loss_agg"):
         GRPOOptimizer(make_policy(), loss_agg="sum")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from support.algorithm import answer_item, make_ctx, question_item, votes
 
+from visplay.config import RecipeError
 from visplay.hookspecs import hookimpl
 
 # One image, G = 4 questions, m = 10 votes each.
@@ -44,14 +45,14 @@ def _released_items(ctx):
 
 
 def _filter(ctx, items):
-    (decisions,) = ctx.call("visplay_filter_questions", items=items)  # not firstresult: one list per plugin
+    ((_, decisions),) = ctx.hooks.filter_questions(items=items)  # not firstresult: (plugin, decisions) per plugin
     return decisions
 
 
 def _rewards(ctx, role, items):
-    parts = ctx.pm.hook.visplay_reward_components(ctx=ctx, role=role, items=items)
-    components = {k: v for part in parts if part for k, v in part.items()}
-    total = ctx.call("visplay_combine_rewards", role=role, components=components, items=items)
+    produced = ctx.hooks.reward_components(role, items)
+    components = {name: values for name, (_, values) in produced.items()}
+    _, total = ctx.hooks.combine_rewards(role=role, components=components, items=items)
     return components, total
 
 
@@ -157,18 +158,23 @@ def test_malformed_answers_score_zero_in_both_variants():
 
 
 def test_weighted_rule_and_extra_components():
-    ctx = make_ctx("paper", ["reward.combine=weighted", "reward.weights={uncertainty: 2.0, validity: 0.5}"])
+    ctx = make_ctx("paper", ["plugins.algorithm.reward.combine=weighted",
+                             "plugins.algorithm.reward.weights={uncertainty: 2.0, validity: 0.5}"])
     items = _paper_items(ctx)
     components, total = _rewards(ctx, "questioner", items)
     # 2 * r_unc - 1 * r_div + 0.5 * valid: 2 - 0.5 + 0.5 = 2.0; 1.2 - 0.5 + 0.5 = 1.2; -0.25 + 0.5; -0.25.
     assert total == pytest.approx([2.0, 1.2, 0.25, -0.25])
-    ctx = make_ctx("paper", ["reward.weights={uncertainty: 2.0}"])
-    with pytest.raises(Exception, match="reward.weights.uncertainty: built-in components are weighted only"):
-        _rewards(ctx, "questioner", _paper_items(ctx))
+    with pytest.raises(RecipeError, match=r"plugins\.algorithm\.reward\.weights\.uncertainty': built-in components "
+                                          r"are weighted only under plugins\.algorithm\.reward\.combine=weighted"):
+        make_ctx("paper", ["plugins.algorithm.reward.weights={uncertainty: 2.0}"])  # refused at load
 
 
 class _Novelty:
     """A third-party component: 1 for questions ending with '?'."""
+
+    @hookimpl
+    def visplay_names(self):
+        return {"reward_component": ["novelty"]}
 
     @hookimpl
     def visplay_reward_components(self, ctx, role, items):
@@ -184,7 +190,7 @@ class _ReplaceRule:
 
 
 def test_third_party_component_is_weighted_in_and_rule_can_be_replaced():
-    ctx = make_ctx("paper", ["reward.weights={novelty: 0.25}"], extra=[_Novelty()])
+    ctx = make_ctx("paper", ["plugins.algorithm.reward.weights={novelty: 0.25}"], extra=[_Novelty()])
     items = [question_item(ctx, "k0", "a", f"<question>{Q1}?</question>", VOTES_C05),
              question_item(ctx, "k1", "a", f"<question>{Q3}</question>", VOTES_C05)]
     components, total = _rewards(ctx, "questioner", items)
@@ -237,7 +243,7 @@ def test_released_skip_rules_are_on_in_released_and_an_option():
     decisions = _filter(ctx, items)
     assert [d.keep for d in decisions] == [False, False, False, True]
     assert "box" in decisions[0].reason and "证明" in decisions[1].reason and "text" in decisions[2].reason
-    ctx = make_ctx("released", ["reasoner.filter.released_skip_rules=false"])
+    ctx = make_ctx("released", ["plugins.algorithm.filter.released_skip_rules=false"])
     assert all(d.keep for d in _filter(ctx, items))
     assert all(d.keep for d in _filter(make_ctx("paper"), items))
 
@@ -245,12 +251,12 @@ def test_released_skip_rules_are_on_in_released_and_an_option():
 def test_none_as_vote_is_the_released_default_and_an_option():
     answers_text = ["\\boxed{3}", "\\boxed{3}", "nothing", "nothing", "nothing"]
     ctx = make_ctx("released", ["reward.none_as_vote=false"])
-    extracted = ctx.call("visplay_extract_answers", texts=answers_text)
+    extracted = ctx.hooks.extract_answers(texts=answers_text)
     assert extracted == ["3", "3", None, None, None]
     item = question_item(ctx, "k", "g", _released("q"), extracted)
     assert (item.vote.silver_label, item.vote.confidence) == ("3", 0.4)
     ctx = make_ctx("released")
-    extracted = ctx.call("visplay_extract_answers", texts=answers_text)
+    extracted = ctx.hooks.extract_answers(texts=answers_text)
     assert extracted == ["3", "3", "None", "None", "None"]
     item = question_item(ctx, "k", "g", _released("q"), extracted)
     assert (item.vote.silver_label, item.vote.confidence) == ("None", 0.6)
@@ -258,7 +264,7 @@ def test_none_as_vote_is_the_released_default_and_an_option():
 
 def test_the_example_third_party_package_adds_and_replaces():
     length_reward = pytest.importorskip("visplay_length_reward")
-    overrides = ["reward.weights={brevity: 0.1}", "plugins.length_reward.max_tokens=6"]
+    overrides = ["plugins.algorithm.reward.weights={brevity: 0.1}", "plugins.length_reward.max_tokens=6"]
     ctx = make_ctx("paper", overrides, extra=[length_reward])
     items = [question_item(ctx, "k0", "a", f"<question>{Q1}</question>", VOTES_C05),
              question_item(ctx, "k1", "a", f"<question>{Q3}</question>", VOTES_C03)]
@@ -273,11 +279,9 @@ def test_the_example_third_party_package_adds_and_replaces():
 
 
 def test_an_unknown_weight_name_is_an_error_naming_the_known_components():
-    """A misspelled name in reward.weights used to be ignored silently."""
-    ctx = make_ctx("paper", ["reward.weights={novelt: 0.25}"], extra=[_Novelty()])
-    items = [question_item(ctx, "k0", "a", f"<question>{Q1}?</question>", VOTES_C05)]
-    components = {"uncertainty": [1.0], "diversity": [0.0], "validity": [1.0], "novelty": [0.5]}
-    with pytest.raises(Exception, match=r"reward.weights.novelt: no reward component of that name \(did you mean "
-                                         r"'novelty'\?\); known components: accuracy, diversity, format, novelty, "
-                                         r"uncertainty, validity"):
-        ctx.call("visplay_combine_rewards", role="questioner", components=components, items=items)
+    """A misspelled name in the weights used to be ignored silently; now the recipe is refused when it loads (every
+    reward plugin declares its components through ``visplay_names``)."""
+    with pytest.raises(RecipeError, match=r"plugins\.algorithm\.reward\.weights\.novelt': no reward component of "
+                                          r"that name \(did you mean 'novelty'\?\); known components: accuracy, "
+                                          r"diversity, format, novelty, uncertainty, validity"):
+        make_ctx("paper", ["plugins.algorithm.reward.weights={novelt: 0.25}"], extra=[_Novelty()])

@@ -89,7 +89,7 @@ def test_a_log_that_no_longer_matches_stops_the_resume_beyond_float_noise(tmp_pa
 
 @pytest.mark.parametrize("override, key", [("checkpoint.every=0", "checkpoint.every"),
                                            ("checkpoint.keep=0", "checkpoint.keep"),
-                                           ("data.image_cache=0", "data.image_cache")])
+                                           ("plugins.images.image_cache=0", "plugins.images.image_cache")])
 def test_recipe_refuses_non_positive_cadence_and_cache(override, key):
     from visplay.config import RecipeError, load_recipe
 

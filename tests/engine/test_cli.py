@@ -15,7 +15,7 @@ from visplay.plugins import get_plugin_manager, hook_table
 
 SMALL = ["iterations=2", "questioner.steps=1", "questioner.images_per_step=2", "questioner.group_size=2",
          "questioner.votes=2", "reasoner.steps=1", "reasoner.set_images=2", "reasoner.votes=2",
-         "reasoner.group_size=2", "reasoner.questions_per_step=2", "data.num_images=8", "data.size=48",
+         "reasoner.group_size=2", "reasoner.questions_per_step=2", "data.num_images=8", "plugins.games.image_size=48",
          # gold questions for the reasoner's set, so the reasoner trains even though an untrained tiny model
          # rarely writes a valid question; no cold start and no held-out evaluation, to stay fast
          "data.source=games", "plugins.games.gold_reward=true", "plugins.games.held_out=0",

@@ -68,7 +68,7 @@ def _ctx(tmp_path: Path, data: dict) -> RunContext:
 
 
 def _open(ctx: RunContext):
-    return ctx.call("visplay_image_source", name=ctx.recipe.data.source,
+    return ctx.hooks.image_source(name=ctx.recipe.data.source,
                     options=OmegaConf.to_container(ctx.recipe.data, resolve=True))
 
 

@@ -63,7 +63,7 @@ def test_substeps_replace_the_one_step_bar(capsys):
 def test_cold_start_reports_sft_steps_across_roles(tmp_path):
     from support.games import make_ctx
     from visplay_games import coldstart, pools
-    from visplay_games.plugin import image_size, options
+    from visplay_games.plugin import options
 
     class Recorder:
         def __init__(self):
@@ -81,7 +81,7 @@ def test_cold_start_reports_sft_steps_across_roles(tmp_path):
                                         "plugins.games.cold_start_reasoner_steps=3"])
     ctx.progress = Recorder()
     opts = options(ctx)
-    pool = pools.cold_start_pool(ctx.seed, opts, image_size(ctx.recipe.data))
+    pool = pools.cold_start_pool(ctx.seed, opts, opts.image_size)
     coldstart.cold_start(ctx, {"questioner": "Q", "reasoner": "R"}, pool, opts, sft)
     assert [(d, t) for d, t, _, _ in ctx.progress.calls] == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
     assert ctx.progress.calls[0][2:] == ("sft step", ["q_loss"]) and ctx.progress.calls[-1][3] == ["r_loss"]
@@ -91,7 +91,7 @@ def test_empty_reasoner_set_warns_under_quiet_and_the_bar_shows_the_reward(tmp_p
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
         # band [0, 0]: a voted question has confidence >= 1/m > 0, so the filters keep nothing
-        engine.run_recipe(engine_fixtures.standin_recipe(tmp_path / "q", ["reasoner.filter.band=[0.0,0.0]"]),
+        engine.run_recipe(engine_fixtures.standin_recipe(tmp_path / "q", ["plugins.standin.band=[0.0,0.0]"]),
                           quiet=True, extra_plugins=engine_fixtures.standin_plugins())
         err = capsys.readouterr().err
         engine.run_recipe(engine_fixtures.standin_recipe(tmp_path / "bars", ["iterations=1"]), quiet=False,
@@ -109,7 +109,7 @@ def test_cli_quiet_after_overrides_with_real_plugins(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", None)
     args = ["run", "tiny", "-q", "name=x", f"run_dir={tmp_path / 'x'}", "iterations=1", "questioner.steps=1",
-            "reasoner.steps=1", "reasoner.set_images=4", "data.num_images=8", "reasoner.filter.band=[0.0,0.0]",
+            "reasoner.steps=1", "reasoner.set_images=4", "data.num_images=8", "plugins.algorithm.filter.band=[0.0,0.0]",
             "plugins.games.cold_start_steps=0", "plugins.games.cold_start_reasoner_steps=0",
             "plugins.games.held_out=0"]
     done = subprocess.run([sys.executable, "-m", "visplay.cli", *args], cwd=tmp_path, env=env, capture_output=True,

@@ -25,10 +25,10 @@ def _ctx(tmp_path, overrides=(), extra=()):
 
 
 def test_rule_judge_through_the_hook(tmp_path):
-    verdicts = _ctx(tmp_path).call("visplay_judge", name="rule", items=ITEMS)
+    verdicts = _ctx(tmp_path).hooks.judge(name="rule", items=ITEMS)
     assert [(v["correct"], v["reason"], v["prompt"]) for v in verdicts] == [(True, "match", None),
                                                                           (False, "no_boxed_answer", None)]
-    assert _ctx(tmp_path).call("visplay_judge", name="someone-else", items=ITEMS) is None
+    assert _ctx(tmp_path).hooks.judge(name="someone-else", items=ITEMS) is None
 
 
 def test_endpoint_judge_on_loopback(tmp_path, monkeypatch):
@@ -36,7 +36,7 @@ def test_endpoint_judge_on_loopback(tmp_path, monkeypatch):
     with JudgeServer() as server:
         ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={server.url}", "plugins.eval.judge_model_name=glm-test",
                               "plugins.eval.api_key_env=TEST_JUDGE_KEY"])
-        verdicts = ctx.call("visplay_judge", name="endpoint", items=ITEMS)
+        verdicts = ctx.hooks.judge(name="endpoint", items=ITEMS)
     assert [v["correct"] for v in verdicts] == [True, False]
     assert [v["verdict"] for v in verdicts] == ["yes", "No."]
     assert [v["reason"] for v in verdicts] == ["judged_correct", "judged_wrong"]
@@ -53,35 +53,35 @@ def test_endpoint_errors_name_the_url(tmp_path, mode, message):
     with JudgeServer(mode) as server:
         ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={server.url}", "plugins.eval.timeout_s=0.3"])
         with pytest.raises(PluginError) as err:
-            ctx.call("visplay_judge", name="endpoint", items=ITEMS[:1])
+            ctx.hooks.judge(name="endpoint", items=ITEMS[:1])
     assert f"{server.url}/chat/completions" in str(err.value) and message in str(err.value)
 
 
 def test_endpoint_unconfigured_or_unreachable(tmp_path):
     with pytest.raises(PluginError, match="needs plugins.eval.judge_url .* nothing contacted"):
-        _ctx(tmp_path).call("visplay_judge", name="endpoint", items=ITEMS)
+        _ctx(tmp_path).hooks.judge(name="endpoint", items=ITEMS)
     with pytest.raises(PluginError, match="must start with http"):
-        _ctx(tmp_path, ["plugins.eval.judge_url=file:///etc/passwd"]).call("visplay_judge", name="endpoint", items=ITEMS)
+        _ctx(tmp_path, ["plugins.eval.judge_url=file:///etc/passwd"]).hooks.judge(name="endpoint", items=ITEMS)
     closed = JudgeServer()  # bound, never served or accepted: connection refused or timeout
     url = closed.url
     closed.httpd.server_close()
     ctx = _ctx(tmp_path, [f"plugins.eval.judge_url={url}", "plugins.eval.timeout_s=0.5"])
     with pytest.raises(PluginError, match="unreachable or timed out"):
-        ctx.call("visplay_judge", name="endpoint", items=ITEMS[:1])
+        ctx.hooks.judge(name="endpoint", items=ITEMS[:1])
 
 
 def test_local_judge_with_stand_in_model_is_greedy_and_text_only(tmp_path):
     sampler = ScriptedSampler(responses={}, default="yes")
     standin = StandInModels(sampler)
     ctx = _ctx(tmp_path, [f"plugins.eval.judge_model={tmp_path}"], extra=(standin,))
-    verdicts = ctx.call("visplay_judge", name="local", items=ITEMS)
+    verdicts = ctx.hooks.judge(name="local", items=ITEMS)
     assert [v["correct"] for v in verdicts] == [True, True] and verdicts[0]["verdict"] == "yes"
     assert standin.loaded == [("reasoner", None, "hf")]
     prompts, params = sampler.calls[0]
     assert all(p.image is None and p.system for p in prompts)
     assert {(p.temperature, p.n) for p in params} == {(0.0, 1)}
     with pytest.raises(PluginError, match="needs plugins.eval.judge_model"):
-        _ctx(tmp_path, extra=(standin,)).call("visplay_judge", name="local", items=ITEMS)
+        _ctx(tmp_path, extra=(standin,)).hooks.judge(name="local", items=ITEMS)
 
 
 @pytest.mark.parametrize("text, parsed", [("yes", True), ("Correct.", True), ("1", True), ("No", False),
@@ -100,11 +100,11 @@ def test_local_judge_with_the_tiny_model(tmp_path):
     folder = tiny.build_tiny_model(recipe.plugins.models.tiny, seed=0)
     pm = get_plugin_manager(autoload=False, extra=(eval_plugin, models_plugin))
     ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_model={folder}"]), pm=pm, run_dir=tmp_path)
-    first = ctx.call("visplay_judge", name="local", items=ITEMS)
+    first = ctx.hooks.judge(name="local", items=ITEMS)
     from visplay_eval import judges
 
     judges._LOCAL_SAMPLERS.clear()  # a fresh load must give the same verdicts
-    second = ctx.call("visplay_judge", name="local", items=ITEMS)
+    second = ctx.hooks.judge(name="local", items=ITEMS)
     assert [v["verdict"] for v in first] == [v["verdict"] for v in second]
     assert all(isinstance(v["verdict"], str) and v["prompt"].startswith("[system]") for v in first)
     assert all(v["correct"] == (parse_verdict(v["verdict"]) is True) for v in first)
@@ -115,6 +115,6 @@ def test_rule_judge_uses_the_algorithm_answer_key(tmp_path):
     algorithm = pytest.importorskip("visplay_algorithm.plugin")
     item = {"key": "k", "benchmark": "mathverse", "question": "x?", "answer": "0.5", "kind": "open",
             "response": "\\boxed{\\frac{1}{2}}"}
-    assert _ctx(tmp_path).call("visplay_judge", name="rule", items=[item])[0]["correct"] is False  # fallback key
-    with_key = _ctx(tmp_path, extra=(algorithm,)).call("visplay_judge", name="rule", items=[item])
+    assert _ctx(tmp_path).hooks.judge(name="rule", items=[item])[0]["correct"] is False  # fallback key
+    with_key = _ctx(tmp_path, extra=(algorithm,)).hooks.judge(name="rule", items=[item])
     assert with_key[0]["correct"] is True

@@ -16,16 +16,16 @@ import pytest
 from visplay.config import RecipeError, load_recipe
 
 LATE = [  # (override, key named in the error, words of the reason)
-    ("optimizer.lr=-1", "optimizer.lr", "must be in"),
-    ("optimizer.lr=nan", "optimizer.lr", "finite"),
-    ("optimizer.lr=inf", "optimizer.lr", "finite"),
-    ("optimizer.kl_type=k9", "optimizer.kl_type", "low_var_kl"),
-    ("optimizer.micro_batch_size=0", "optimizer.micro_batch_size", ">= 1"),
-    ("optimizer.update_batch_size=0", "optimizer.update_batch_size", ">= 1"),
-    ("optimizer.grad_clip=0", "optimizer.grad_clip", "must be in"),
-    ("optimizer.dual_clip=0.5", "optimizer.dual_clip", "must be in"),
-    ("reward.combine=sum", "reward.combine", "paper, released, weighted"),
-    ("reward.weights.extra=nan", "reward.weights.extra", "finite"),
+    ("plugins.grpo.lr=-1", "plugins.grpo.lr", "must be in"),
+    ("plugins.grpo.lr=nan", "plugins.grpo.lr", "finite"),
+    ("plugins.grpo.lr=inf", "plugins.grpo.lr", "finite"),
+    ("plugins.grpo.kl_type=k9", "plugins.grpo.kl_type", "low_var_kl"),
+    ("plugins.grpo.micro_batch_size=0", "plugins.grpo.micro_batch_size", ">= 1"),
+    ("plugins.grpo.update_batch_size=0", "plugins.grpo.update_batch_size", ">= 1"),
+    ("plugins.grpo.grad_clip=0", "plugins.grpo.grad_clip", "must be in"),
+    ("plugins.grpo.dual_clip=0.5", "plugins.grpo.dual_clip", "must be in"),
+    ("plugins.algorithm.reward.combine=sum", "plugins.algorithm.reward.combine", "paper, released, weighted"),
+    ("plugins.algorithm.reward.weights.extra=nan", "plugins.algorithm.reward.weights.extra", "finite"),
     ("questioner.sampling.max_new_tokens=0", "questioner.sampling.max_new_tokens", ">= 1"),
     ("questioner.group_size=0", "questioner.group_size", ">= 2"),
     ("questioner.group_size=1", "questioner.group_size", ">= 2"),
@@ -40,10 +40,10 @@ LATE = [  # (override, key named in the error, words of the reason)
     ("plugins.models.tiny.num_layers=0", "plugins.models.tiny.num_layers", ">= 1"),
     ("plugins.games.cold_start_lr=nan", "plugins.games.cold_start_lr", "> 0"),
     ("data.num_images=0", "data.num_images", ">= 1"),
-    ("data.size=0", "data.size", ">= 1"),
-    ("data.max_file_mb=-1", "data.max_file_mb", "must be in"),
-    ("data.min_pixels=100", None, None),  # fine alone: the control case
-    ("data.max_pixels=10", "data.max_pixels", "data.min_pixels"),
+    ("plugins.images.size=0", "plugins.images.size", ">= 1"),
+    ("plugins.images.max_file_mb=-1", "plugins.images.max_file_mb", "must be in"),
+    ("plugins.images.min_pixels=100", None, None),  # fine alone: the control case
+    ("plugins.images.max_pixels=10", "plugins.images.max_pixels", "plugins.images.min_pixels"),
     ("plugins.vllm.gpu_memory_utilization=nan", "plugins.vllm.gpu_memory_utilization", "must be in"),
     ("distributed.nproc=-1", "distributed.nproc", ">= 0"),  # 0 means one process per training GPU
     ("distributed.backend=mpi", "distributed.backend", "gloo"),
@@ -64,7 +64,7 @@ LATE = [  # (override, key named in the error, words of the reason)
 def test_bad_value_is_refused_at_load_naming_file_and_key(override, key, reason, monkeypatch):
     monkeypatch.delenv("VISPLAY_FAULTS_UNSET", raising=False)
     if key is None:
-        assert load_recipe("tiny", [override]).data.min_pixels == 100
+        assert load_recipe("tiny", [override]).plugins.images.min_pixels == 100
         return
     with pytest.raises(RecipeError) as info:
         load_recipe("tiny", [override])
@@ -74,11 +74,19 @@ def test_bad_value_is_refused_at_load_naming_file_and_key(override, key, reason,
     assert "tiny.yaml" in message or f"override {override!r}" in message  # the file or the override is named
 
 
-def test_every_problem_is_reported_at_once():
-    with pytest.raises(RecipeError) as info:
-        load_recipe("tiny", ["optimizer.lr=-1", "data.size=0", "seed=-1"])
-    lines = str(info.value).splitlines()
-    assert [line.split("key ")[1].split(":")[0] for line in lines] == ["'seed'", "'data.size'", "'optimizer.lr'"]
+def test_every_problem_is_reported_at_once(monkeypatch):
+    """The core's rules and the served names in one message (found before any plugin is imported, when the plugin
+    index is fresh); every plugin section's own checks in one message; all of them at once without the index."""
+    def keys(overrides):
+        with pytest.raises(RecipeError) as info:
+            load_recipe("tiny", overrides)
+        return [line.split("key ")[1].split(":")[0] for line in str(info.value).splitlines()]
+
+    assert keys(["seed=-1", "model.backend=tinyy"]) == ["'seed'", "'model.backend'"]
+    assert keys(["plugins.grpo.lr=-1", "plugins.images.size=0"]) == ["'plugins.grpo.lr'", "'plugins.images.size'"]
+    monkeypatch.setenv("VISPLAY_PLUGIN_INDEX", "0")
+    assert keys(["plugins.grpo.lr=-1", "plugins.images.size=0", "seed=-1", "model.backend=tinyy"]) == [
+        "'seed'", "'model.backend'", "'plugins.grpo.lr'", "'plugins.images.size'"]
 
 
 def test_tilde_is_expanded_once_in_every_path_key(monkeypatch, tmp_path):
@@ -101,7 +109,7 @@ def test_missing_gpu_is_refused_before_the_run_directory(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("override", ["optimizer.lr=-1", "questioner.group_size=1", "name=../../x",
+@pytest.mark.parametrize("override", ["plugins.grpo.lr=-1", "questioner.group_size=1", "name=../../x",
                                       "run_dir=~/x"])
 def test_cli_exits_2_and_creates_nothing(override, tmp_path):
     """The real command: exit 2 with the key named, and no run directory (nor a literal ``~``) anywhere."""

@@ -11,8 +11,8 @@ import pytest
 from support.engine import standin_plugins
 from support.faults import sql, stand_in_run
 
-from visplay.log.replay import format_report, replay_run
 from visplay.log.runlog import RunLog
+from visplay.loop.replay import format_report, replay_run
 
 
 @pytest.fixture(autouse=True)

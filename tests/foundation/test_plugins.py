@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from visplay.hookspecs import hookimpl
-from visplay.plugins import PluginError, call_hook, get_plugin_manager, hook_names, hook_table, plugin_infos
+from visplay.plugins import PluginError, env_flag, get_plugin_manager, hook_names, hook_table, plugin_infos
+from visplay.testing import make_context
 
 PRODUCT_HOOKS = [
     "visplay_generate_questions", "visplay_sample_answers", "visplay_reward_components",
@@ -32,8 +33,9 @@ def test_third_party_package_is_discovered_and_fills_reward_hooks():
     assert "length_reward" in infos, "install it: pip install ./plugins/examples/visplay-length-reward"
     info = infos["length_reward"]
     assert info.distribution == "visplay-length-reward"
-    assert info.version == "0.3.0"
-    assert set(info.hooks) == {"visplay_reward_components", "visplay_combine_rewards", "visplay_recipe_sections"}
+    assert info.version == "0.4.0"
+    assert set(info.hooks) == {"visplay_reward_components", "visplay_combine_rewards", "visplay_recipe_sections",
+                               "visplay_names"}
     assert "length_reward" in hook_table(pm)["visplay_reward_components"]
 
 
@@ -42,7 +44,7 @@ def test_visplay_plugins_cli_lists_every_hook_and_the_third_party():
                          check=True).stdout
     for hook in hook_names():
         assert hook in out
-    assert "length_reward visplay-length-reward 0.3.0" in " ".join(out.split())
+    assert "length_reward visplay-length-reward 0.4.0" in " ".join(out.split())
 
 
 def test_misspelled_hookimpl_fails_loudly(no_autoload):
@@ -73,19 +75,29 @@ def test_autoload_switch_and_allow_list(monkeypatch):
     assert [i.name for i in plugin_infos(get_plugin_manager())] == ["length_reward"]
 
 
-def test_trace_switch_logs_hook_calls(monkeypatch, caplog, no_autoload):
-    monkeypatch.setenv("VISPLAY_TRACE_HOOKS", "1")
+class _Key:
+    @hookimpl
+    def visplay_answer_key(self, ctx, answer):
+        return answer.upper()
 
-    class Key:
-        @hookimpl
-        def visplay_answer_key(self, ctx, answer):
-            return answer.upper()
 
-    pm = get_plugin_manager(extra=(Key(),))
-    with caplog.at_level(logging.INFO, logger="visplay.hooks"):
-        assert pm.hook.visplay_answer_key(ctx=None, answer="b") == "B"
-    assert "call visplay_answer_key" in caplog.text
-    assert "returned 'B'" in caplog.text
+@pytest.mark.parametrize("value, traced", [("1", True), ("yes", True), ("ON", True), ("0", False), ("", False),
+                                           ("no", False), ("off", False)])
+def test_trace_switch_logs_hook_calls_by_the_one_truthiness_rule(monkeypatch, caplog, no_autoload, value, traced):
+    """VISPLAY_TRACE_HOOKS=0 is off (it used to half-enable tracing), like every visplay switch (env_flag)."""
+    monkeypatch.setenv("VISPLAY_TRACE_HOOKS", value)
+    ctx = make_context(plugins=[_Key()])
+    with caplog.at_level(logging.WARNING, logger="visplay.hooks"):
+        assert ctx.hooks.answer_key("b") == "B"
+    assert ("visplay_answer_key <- " in caplog.text and "'B'" in caplog.text) == traced
+    assert env_flag("VISPLAY_TRACE_HOOKS") == traced
+
+
+def test_verbose_debug_logging_traces_hook_calls_too(caplog, no_autoload):
+    ctx = make_context(plugins=[_Key()])
+    with caplog.at_level(logging.DEBUG, logger="visplay.hooks"):
+        ctx.hooks.answer_key("b")
+    assert "visplay_answer_key <- " in caplog.text
 
 
 def test_a_crashing_plugin_is_named_with_its_hook(no_autoload):
@@ -99,9 +111,9 @@ def test_a_crashing_plugin_is_named_with_its_hook(no_autoload):
         def visplay_reward_components(self, ctx, role, items):
             raise ZeroDivisionError("boom")
 
-    pm = get_plugin_manager(extra=(Fine(), Broken()))
+    ctx = make_context(plugins=[Fine(), Broken()])
     with pytest.raises(PluginError) as err:
-        call_hook(pm, "visplay_reward_components", ctx=None, role="reasoner", items=[SimpleNamespace()])
+        ctx.hooks.reward_components("reasoner", [SimpleNamespace()])
     message = str(err.value)
     assert "Broken" in message and "visplay_reward_components" in message and "boom" in message
 

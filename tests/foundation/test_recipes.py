@@ -24,17 +24,20 @@ def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
 def test_tiny_recipe_loads_with_paper_variant_defaults():
     cfg = load_recipe("tiny")
     assert cfg.name == "tiny"
-    assert list(cfg.reasoner.filter.band) == [0.25, 0.75]
-    assert cfg.reward.combine == "paper" and cfg.reward.diversity_scope == "image"
+    algorithm = cfg.plugins.algorithm  # the variant defaults are the algorithm plugin's (its section declares them)
+    assert list(algorithm.filter.band) == [0.25, 0.75]
+    assert algorithm.reward.combine == "paper" and algorithm.reward.diversity_scope == "image"
+    assert cfg.plugins.grpo.loss_agg == "token_mean"
     assert cfg.run_dir == "runs/tiny"
 
 
 def test_released_variant_takes_released_defaults_unless_set(tmp_path):
     cfg = load_recipe("tiny", ["variant=released"])
-    assert list(cfg.reasoner.filter.band) == [0.3, 0.8]
-    assert cfg.reward.combine == "released" and cfg.reward.format_weight == 0.1
-    cfg = load_recipe("tiny", ["variant=released", "reasoner.filter.band=[0.2,0.9]"])
-    assert list(cfg.reasoner.filter.band) == [0.2, 0.9]
+    assert list(cfg.plugins.algorithm.filter.band) == [0.3, 0.8]
+    assert cfg.plugins.algorithm.reward.combine == "released" and cfg.plugins.algorithm.reward.format_weight == 0.1
+    assert cfg.plugins.grpo.loss_agg == "seq_mean_token_mean"
+    cfg = load_recipe("tiny", ["variant=released", "plugins.algorithm.filter.band=[0.2,0.9]"])
+    assert list(cfg.plugins.algorithm.filter.band) == [0.2, 0.9]
 
 
 def test_overrides_apply_after_yaml():
@@ -51,8 +54,10 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path):
 
 
 def test_unknown_override_names_the_override():
-    with pytest.raises(RecipeError, match=r"override 'reasoner.filter.bnd=\[0.1,0.2\]'.*reasoner.filter.band"):
-        load_recipe("tiny", ["reasoner.filter.bnd=[0.1,0.2]"])
+    with pytest.raises(RecipeError, match=r"override 'questioner.stepz=2'.*questioner.steps"):
+        load_recipe("tiny", ["questioner.stepz=2"])
+    with pytest.raises(RecipeError, match=r"plugins\.algorithm\.filter\.bnd.*plugins\.algorithm\.filter\.band"):
+        load_recipe("tiny", ["plugins.algorithm.filter.bnd=[0.1,0.2]"])
 
 
 def test_wrong_type_names_key(tmp_path):
@@ -68,8 +73,8 @@ def test_missing_required_value_names_key(tmp_path):
 
 
 def test_semantic_validation_names_key(tmp_path):
-    path = write(tmp_path, "name: x\nreasoner:\n  filter:\n    band: [0.8, 0.2]\n")
-    with pytest.raises(RecipeError, match=r"reasoner\.filter\.band"):
+    path = write(tmp_path, "name: x\nplugins:\n  algorithm:\n    filter:\n      band: [0.8, 0.2]\n")
+    with pytest.raises(RecipeError, match=r"plugins\.algorithm\.filter\.band"):
         load_recipe(path)
     with pytest.raises(RecipeError, match=r"'variant'"):
         load_recipe("tiny", ["variant=papr"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from support.games import make_ctx
 from visplay_games import coldstart, pools
-from visplay_games.plugin import image_size, options
+from visplay_games.plugin import options
 
 from visplay.log.runlog import RunLog
 
 
 def _pool(ctx):
-    return pools.cold_start_pool(ctx.seed, options(ctx), image_size(ctx.recipe.data))
+    return pools.cold_start_pool(ctx.seed, options(ctx), options(ctx).image_size)
 
 
 def test_pairs_in_both_formats_with_fallback_prompts(no_autoload):
@@ -35,22 +35,14 @@ def test_pairs_in_both_formats_with_fallback_prompts(no_autoload):
 
 def test_pairs_use_the_algorithm_plugins_prompts(no_autoload):
     algorithm = pytest.importorskip("visplay_algorithm.plugin")
-    import visplay_games.plugin as games_plugin
 
-    from visplay.config import with_plugin_sections
-    from visplay.context import RunContext
-    from visplay.plugins import get_plugin_manager
-
-    base = make_ctx(standin=False)
     for variant in ("paper", "released"):
-        pm = get_plugin_manager(autoload=False, extra=(games_plugin, algorithm))
-        ctx = RunContext(recipe=with_plugin_sections(base.recipe, (games_plugin, algorithm)), pm=pm,
-                         run_dir=base.run_dir)
+        ctx = make_ctx(standin=False, plugins=(algorithm,))
         pool = _pool(ctx)[:6]
         pairs = coldstart.build_pairs(ctx, pool, variant)
         q_prompt = pairs["questioner"][0][0]
         recorder = coldstart.RecordingSampler()
-        ctx.call("visplay_generate_questions", sampler=recorder, images=[pool[0][1]], n=1, seeds=[0])
+        ctx.hooks.generate_questions(sampler=recorder, images=[pool[0][1]], n=1, seeds=[0])
         assert recorder.prompts[0] == q_prompt  # exactly the loop's prompt
         assert pool[0][0].qa[0].question in pairs["reasoner"][0][0].user
     # the run's own parser accepts every questioner target (paper variant in the tiny recipe)
@@ -82,7 +74,7 @@ def test_cold_start_calls_sft_per_role_and_logs_losses(no_autoload, tmp_path):
 
 def test_no_cold_start_by_default(no_autoload):
     ctx = make_ctx()
-    assert ctx.call("visplay_run_start", questioner=None, reasoner=None) == []
+    assert ctx.hooks.run_start(questioner=None, reasoner=None) == {}
 
 
 @pytest.mark.slow
@@ -94,16 +86,16 @@ def test_cold_start_makes_the_tiny_reasoner_box_answers(tmp_path):
     torch.set_num_threads(1)
     from visplay_games.plugin import gold_eval
 
-    from visplay.context import RunContext
-    from visplay.plugins import get_plugin_manager
+    from visplay.session import PluginSession
 
-    recipe = make_ctx(overrides=["plugins.games.cold_start_steps=60", "plugins.games.cold_start_lr=0.002",
-                                 "plugins.games.cold_start_roles=[reasoner]", "plugins.games.cold_start_images=24",
-                                 "plugins.games.eval_votes=2"]).recipe
-    ctx = RunContext(recipe=recipe, pm=get_plugin_manager(), run_dir=tmp_path)
-    reasoner = ctx.call("visplay_load_policy", role="reasoner", init_from=None)
+    session = PluginSession()  # every installed plugin: the real model backend and SFT
+    ctx = session.context(session.load_recipe("tiny", [
+        "plugins.games.cold_start_steps=60", "plugins.games.cold_start_lr=0.002",
+        "plugins.games.cold_start_roles=[reasoner]", "plugins.games.cold_start_images=24",
+        "plugins.games.eval_votes=2"]), tmp_path)
+    reasoner = ctx.hooks.load_policy(role="reasoner", init_from=None)
     before = gold_eval(ctx, 0, reasoner.sampler(), options(ctx))
-    metrics = ctx.call("visplay_run_start", questioner=None, reasoner=reasoner)[0]
+    metrics = ctx.hooks.run_start(questioner=None, reasoner=reasoner)
     after = gold_eval(ctx, 1, reasoner.sampler(), options(ctx))
     assert metrics["cold_start/reasoner/loss_last"] < metrics["cold_start/reasoner/loss_first"]
     assert after["gold/answered"] > before["gold/answered"]
@@ -128,16 +120,12 @@ def test_cold_start_cache_gives_bit_identical_weights_and_losses(tmp_path):
     import torch
 
     torch.set_num_threads(1)
-    from visplay.context import RunContext
-    from visplay.plugins import get_plugin_manager
-
-    recipe = make_ctx(overrides=["plugins.games.cold_start_images=6"]).recipe
-    ctx = RunContext(recipe=recipe, pm=get_plugin_manager(), run_dir=tmp_path)
+    ctx = make_ctx(tmp_path, overrides=["plugins.games.cold_start_images=6"], standin=False, autoload=True)
     pairs = coldstart.build_pairs(ctx, _pool(ctx), "paper")["reasoner"]
     settings = {"steps": 3, "lr": 1e-3, "batch_size": 4, "seed": 7}
 
     def fresh():
-        return ctx.call("visplay_load_policy", role="reasoner", init_from=None)
+        return ctx.hooks.load_policy(role="reasoner", init_from=None)
 
     first, second, plain = fresh(), fresh(), fresh()
     start = first.weights_sha256()

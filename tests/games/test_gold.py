@@ -35,8 +35,7 @@ def test_gold_eval_scores_per_game_kind_and_category(no_autoload, tmp_path):
     with RunLog(tmp_path / "run.db", create=True) as log:
         ctx = make_ctx(tmp_path, log=log, overrides=["plugins.games.eval_votes=3"])
         sampler = ScriptedSampler(perception_only(ctx))
-        metrics = ctx.call("visplay_iteration_end", iteration=1, questioner=None, reasoner=StandInPolicy(sampler))
-        merged = {k: v for m in metrics for k, v in m.items()}
+        merged = ctx.hooks.iteration_end(iteration=1, questioner=None, reasoner=StandInPolicy(sampler))
         rows = log.rows(gold.EVAL_TABLE)
     items = gold.eval_items(pools.held_out_pool(options(ctx), 64), 2)
     assert len(rows) == len(items) == 12
@@ -56,11 +55,13 @@ def test_gold_eval_scores_per_game_kind_and_category(no_autoload, tmp_path):
 def test_gold_eval_deterministic_and_off_for_other_sources(no_autoload):
     ctx = make_ctx(overrides=["plugins.games.gold_eval=true"])
     policy = StandInPolicy(ScriptedSampler(perception_only(ctx)))
-    a = ctx.call("visplay_iteration_end", iteration=2, questioner=None, reasoner=policy)
-    b = ctx.call("visplay_iteration_end", iteration=2, questioner=None, reasoner=policy)
-    assert a == b and a[0]["gold/items"] == 12.0
-    off = make_ctx(overrides=["data.source=procedural"])
-    assert off.call("visplay_iteration_end", iteration=1, questioner=None, reasoner=policy) == []
+    a = ctx.hooks.iteration_end(iteration=2, questioner=None, reasoner=policy)
+    b = ctx.hooks.iteration_end(iteration=2, questioner=None, reasoner=policy)
+    assert a == b and a["gold/items"] == 12.0
+    import visplay_images.plugin as images_plugin
+
+    off = make_ctx(overrides=["data.source=procedural"], plugins=(images_plugin,))
+    assert off.hooks.iteration_end(iteration=1, questioner=None, reasoner=policy) == {}
 
 
 def test_majority_tie_and_empty():
@@ -82,8 +83,8 @@ def test_silver_accuracy_against_gold(no_autoload, tmp_path):
                                "silver_label": s, "confidence": 0.6} for k, _, _, s, _ in questions])
         log.insert("filters", [{"question_key": k, "iteration": 1, "keep": keep, "reason": "kept"}
                                for k, _, _, _, keep in questions])
-        metrics = ctx.call("visplay_iteration_end", iteration=1, questioner=None,
-                           reasoner=StandInPolicy(ScriptedSampler(lambda p, j: "\\boxed{0}")))[0]
+        metrics = ctx.hooks.iteration_end(iteration=1, questioner=None,
+                                          reasoner=StandInPolicy(ScriptedSampler(lambda p, j: "\\boxed{0}")))
         rows = log.rows(gold.SILVER_TABLE)
     assert metrics["gold/silver_accuracy"] == 0.5
     assert metrics["gold/silver_checked"] == 2.0
@@ -100,14 +101,14 @@ def test_silver_accuracy_against_gold(no_autoload, tmp_path):
 def test_reasoner_questions_only_with_gold_reward(no_autoload):
     ctx = make_ctx()
     images = [rec for _, rec in train_pool(ctx, options(ctx))]
-    assert ctx.call("visplay_reasoner_questions", iteration=1, images=images) is None
+    assert ctx.hooks.reasoner_questions(iteration=1, images=images) is None
     gold_ctx = make_ctx(overrides=["plugins.games.gold_reward=true", "plugins.games.gold_questions_per_image=2"])
-    triples = gold_ctx.call("visplay_reasoner_questions", iteration=1, images=images)
-    assert len(triples) == 2 * len(images)
+    producer, triples = gold_ctx.hooks.reasoner_questions(iteration=1, images=images)
+    assert producer == "visplay_games.plugin" and len(triples) == 2 * len(images)
     truth = {(rec.image_id, qa.question): qa.answer for gs, rec in train_pool(ctx, options(ctx)) for qa in gs.qa}
     assert all(truth[(rec.image_id, q)] == a for rec, q, a in triples)
-    assert triples == gold_ctx.call("visplay_reasoner_questions", iteration=1, images=images)
-    assert triples != gold_ctx.call("visplay_reasoner_questions", iteration=2, images=images)
+    assert triples == gold_ctx.hooks.reasoner_questions(iteration=1, images=images)[1]
+    assert triples != gold_ctx.hooks.reasoner_questions(iteration=2, images=images)[1]
 
 
 def _item(record, question, text, extracted, gold_answer):
@@ -147,22 +148,22 @@ def test_gold_accuracy_and_game_points_components():
 
 def test_reward_components_only_for_reasoner_with_gold_reward(no_autoload):
     ctx = make_ctx()
-    assert ctx.call("visplay_reward_components", role="reasoner", items=[]) == []
+    assert ctx.hooks.reward_components(role="reasoner", items=[]) == {}
     gold_ctx = make_ctx(overrides=["plugins.games.gold_reward=true"])
-    assert gold_ctx.call("visplay_reward_components", role="questioner", items=[]) == []
+    assert gold_ctx.hooks.reward_components(role="questioner", items=[]) == {}
     gs, rec = train_pool(gold_ctx, options(gold_ctx))[0]
     qa: QA = gs.qa[0]
-    out = gold_ctx.call("visplay_reward_components", role="reasoner",
-                        items=[_item(rec, qa.question, "", qa.answer, None)])
-    assert out == [{"gold_accuracy": [1.0], "game_points": [0.0]}]
+    out = gold_ctx.hooks.reward_components(role="reasoner", items=[_item(rec, qa.question, "", qa.answer, None)])
+    plugin = out["gold_accuracy"][0]
+    assert out == {"gold_accuracy": (plugin, [1.0]), "game_points": (plugin, [0.0])}
 
 
 def test_gold_eval_reports_pass1_maj_greedy_margin_and_standard_errors(no_autoload):
     """pass@1 sampled = mean per-question sample accuracy, maj@m = majority accuracy, greedy = the one
     temperature-0 answer (the stand-in's sample 0); standard errors over questions, worked out by hand here."""
     ctx = make_ctx(overrides=["plugins.games.eval_votes=3"])
-    merged = ctx.call("visplay_iteration_end", iteration=1, questioner=None,
-                      reasoner=StandInPolicy(ScriptedSampler(perception_only(ctx))))[0]
+    merged = ctx.hooks.iteration_end(iteration=1, questioner=None,
+                                     reasoner=StandInPolicy(ScriptedSampler(perception_only(ctx))))
     items = gold.eval_items(pools.held_out_pool(options(ctx), 64), 2)
     right = [float(it.qa.category == "perception") for it in items]  # the majority (a tie, first seen) is vote 0
     n, p = len(right), sum(right) / len(right)
@@ -176,8 +177,8 @@ def test_gold_eval_reports_pass1_maj_greedy_margin_and_standard_errors(no_autolo
     assert merged["gold/vote_margin"] == pytest.approx(p - p / 3)
     assert merged["gold/votes"] == 3.0
     off = make_ctx(overrides=["plugins.games.eval_votes=3", "plugins.games.eval_greedy=false"])
-    metrics = off.call("visplay_iteration_end", iteration=1, questioner=None,
-                       reasoner=StandInPolicy(ScriptedSampler(perception_only(off))))[0]
+    metrics = off.hooks.iteration_end(iteration=1, questioner=None,
+                                      reasoner=StandInPolicy(ScriptedSampler(perception_only(off))))
     assert "gold/greedy_accuracy" not in metrics and metrics["gold/accuracy"] == merged["gold/accuracy"]
 
 

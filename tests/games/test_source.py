@@ -10,11 +10,12 @@ from support.games import make_ctx
 from visplay_games import pools
 from visplay_games.options import GamesConfigError, parse_options
 
+from visplay.config import RecipeError
 from visplay.log.runlog import RunLog
 
 
 def open_source(ctx):
-    return ctx.call("visplay_image_source", name="games", options=dict(ctx.recipe.data))
+    return ctx.hooks.image_source(name="games", options=dict(ctx.recipe.data))
 
 
 def test_source_is_deterministic_and_balanced(no_autoload):
@@ -33,8 +34,10 @@ def test_source_is_deterministic_and_balanced(no_autoload):
 
 
 def test_other_names_are_not_ours(no_autoload):
+    import visplay_games.plugin as games_plugin
+
     ctx = make_ctx()
-    assert ctx.call("visplay_image_source", name="folder", options=dict(ctx.recipe.data)) is None
+    assert games_plugin.visplay_image_source(ctx, "folder", dict(ctx.recipe.data)) is None
 
 
 def test_truth_goes_to_the_gold_truth_table(no_autoload, tmp_path):
@@ -102,6 +105,5 @@ def test_bad_options_name_the_key(raw, key):
 
 def test_yaml_integer_game_name_and_bad_size(no_autoload):
     assert parse_options({"games": [2048]}).games == ["2048"]
-    ctx = make_ctx(overrides=["data.size=16"])
-    with pytest.raises(Exception, match="data.size"):
-        open_source(ctx)
+    with pytest.raises(RecipeError, match=r"plugins\.games\.image_size': must be an integer >= 48, got 16"):
+        make_ctx(overrides=["plugins.games.image_size=16"])

@@ -59,7 +59,7 @@ def test_optimizer_state_round_trip_resumes_exactly(tmp_path):
     from support.models import digit_reward
     from visplay_grpo.optimizer import GRPOOptimizer
 
-    from visplay.loop.seeding import derive_seed
+    from visplay.seeding import derive_seed
     from visplay.types import SamplingParams
 
     resumed = make_policy()

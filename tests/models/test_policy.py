@@ -162,17 +162,23 @@ def _ctx(tmp_path, *overrides):
 
 def test_hooks_load_policy_and_sampler(tmp_path):
     ctx = _ctx(tmp_path)
-    policy = ctx.call("visplay_load_policy", role="questioner", init_from=None)
-    sampler = ctx.call("visplay_make_sampler", role="questioner", policy=policy)
+    policy = ctx.hooks.load_policy(role="questioner", init_from=None)
+    sampler = ctx.hooks.make_sampler(role="questioner", policy=policy)
     [gs] = sampler.sample(prompts()[:1], [SamplingParams(n=2, max_new_tokens=4, seed=1)])
     assert len(gs) == 2
-    optimizer = ctx.call("visplay_make_optimizer", role="questioner", policy=policy)
+    optimizer = ctx.hooks.make_optimizer(role="questioner", policy=policy)
     assert optimizer.kl_coef == pytest.approx(1e-2) and optimizer.clip_high == pytest.approx(0.3)
     policy.save(tmp_path / "v1")
-    again = ctx.call("visplay_load_policy", role="questioner", init_from=str(tmp_path / "v1"))
+    again = ctx.hooks.load_policy(role="questioner", init_from=str(tmp_path / "v1"))
     assert again.weights_sha256() == policy.weights_sha256()
-    other = _ctx(tmp_path, "model.backend=elsewhere", "sampler.questioner=vllm", "optimizer.name=sgd")
+    import dataclasses
+
+    from omegaconf import OmegaConf
     from visplay_models.plugin import visplay_load_policy, visplay_make_sampler
+
+    # names only other plugins serve (a recipe naming them loads only with those plugins installed)
+    other = dataclasses.replace(ctx, recipe=OmegaConf.merge(ctx.recipe, {
+        "model": {"backend": "elsewhere"}, "sampler": {"questioner": "vllm"}, "optimizer": {"name": "sgd"}}))
     assert visplay_load_policy(other, "questioner", None) is None
     assert visplay_make_sampler(other, "questioner", policy) is None
 
@@ -180,13 +186,13 @@ def test_hooks_load_policy_and_sampler(tmp_path):
 def test_hf_backend_requires_path(tmp_path):
     ctx = _ctx(tmp_path, "model.backend=hf")
     with pytest.raises(Exception, match="model.path"):
-        ctx.call("visplay_load_policy", role="reasoner", init_from=None)
+        ctx.hooks.load_policy(role="reasoner", init_from=None)
 
 
 def test_grpo_plugin_options_are_validated(tmp_path):
     ctx = _ctx(tmp_path, "plugins.grpo.old_logprobs=sampler")
-    policy = ctx.call("visplay_load_policy", role="reasoner", init_from=None)
-    assert ctx.call("visplay_make_optimizer", role="reasoner", policy=policy).old_logprobs == "sampler"
+    policy = ctx.hooks.load_policy(role="reasoner", init_from=None)
+    assert ctx.hooks.make_optimizer(role="reasoner", policy=policy).old_logprobs == "sampler"
     with pytest.raises(RecipeError, match=r"plugins\.grpo\.old_logprob'; did you mean 'plugins\.grpo\.old_logprobs"):
         _ctx(tmp_path, "plugins.grpo.old_logprob=sampler")  # refused when the recipe loads
     with pytest.raises(RecipeError, match=r"plugins\.grpo\.old_logprobs': must be one of recompute, sampler"):

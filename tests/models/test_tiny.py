@@ -6,9 +6,9 @@ import json
 
 import pytest
 from support.models import small_cfg
-from visplay_models.checkpoint import file_hashes
 from visplay_models.tiny import SPECIAL_IDS, SPECIAL_TOKENS, build_tiny_model, cache_key, model_config
 
+from visplay.files import file_hashes
 from visplay.types import Prompt, SamplingParams
 
 

@@ -13,9 +13,9 @@ import pytest
 from support.replay import EveryTextIsAQuestion, crash_command, make_run
 
 from visplay.log.diff import diff_runs
-from visplay.log.replay import format_report, replay_run
 from visplay.log.runlog import RunLog
 from visplay.loop import checkpoints
+from visplay.loop.replay import format_report, replay_run
 
 SEED = 20261121
 

@@ -11,8 +11,8 @@ import pytest
 from support.replay import build_log, sha256_file, tiny_recipe
 
 from visplay.config import recipe_yaml
-from visplay.log.replay import ReplayUsageError, replay_run
 from visplay.log.runlog import SCHEMA_VERSION, RunLogError
+from visplay.loop.replay import ReplayUsageError, replay_run
 
 
 def _bad_db(tmp_path, kind):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from visplay.log.replay import format_report, replay_run
+from visplay.keys import phase_rank
 from visplay.log.runlog import SCHEMA_VERSION, RunLog
-from visplay.loop.keys import phase_rank
+from visplay.loop.replay import format_report, replay_run
 from visplay.report.build import collect, text_summary
 
 FIXTURE = Path(__file__).parent / "data" / "runlog_v1"

@@ -9,9 +9,9 @@ from support.replay import build_log, question_key, question_seed, vote_seed
 from visplay.context import RunContext
 from visplay.hookspecs import hookimpl
 from visplay.log.runlog import RunLog
-from visplay.log.serve import ReplayError, ReplayPlugin
+from visplay.loop.serve import ReplayError, ReplayPlugin
 from visplay.plugins import PluginError, get_plugin_manager
-from visplay.types import Generation, ImageRecord, Prompt
+from visplay.types import AskedQuestion, Generation, ImageRecord, Prompt
 
 
 class FreshSampler:
@@ -60,7 +60,7 @@ def test_questions_are_served_from_the_log(tmp_path, setup):
     replay = ReplayPlugin(log)
     ctx = _ctx(tmp_path, replay, FreshSampler()).at(1, "questioner", 1)
     images = [_image("img1"), _image("img0")]  # order of the request, not of the log
-    out = ctx.call("visplay_generate_questions", sampler=None, images=images, n=2,
+    out = ctx.hooks.generate_questions(sampler=None, images=images, n=2,
                    seeds=[question_seed(1, 1), question_seed(1, 0)])
     assert [[g.text for g in gens] for gens in out] == [["<question>q10?</question>", "<question>q11?</question>"],
                                                          ["<question>q00?</question>", "<question>q01?</question>"]]
@@ -78,7 +78,7 @@ def test_votes_are_served_by_request_seed(tmp_path, setup):
     _, log = setup
     replay = ReplayPlugin(log)
     ctx = _ctx(tmp_path, replay).at(1, "questioner", 0)
-    out = ctx.call("visplay_sample_answers", sampler=None, questions=[(_image("img1"), "q11?")], n=3,
+    out = ctx.hooks.sample_answers(sampler=None, questions=[AskedQuestion(_image("img1"), "q11?")], n=3,
                    seeds=[vote_seed(0, 1, 1)], purpose="vote")
     assert [g.text for g in out[0]] == ["\\boxed{1}", "\\boxed{0}", "\\boxed{1}"]
     assert replay.served == {"reasoner": 3}
@@ -88,16 +88,16 @@ def test_unknown_request_is_a_clear_error(tmp_path, setup):
     _, log = setup
     ctx = _ctx(tmp_path, ReplayPlugin(log)).at(1, "questioner", 0)
     with pytest.raises(PluginError, match=r"no logged questioner generation for request seed 999 sample\(s\) \[0, 1\]"):
-        ctx.call("visplay_generate_questions", sampler=None, images=[_image("img0")], n=2, seeds=[999])
+        ctx.hooks.generate_questions(sampler=None, images=[_image("img0")], n=2, seeds=[999])
     with pytest.raises(PluginError, match=r"sample\(s\) \[2\]"):  # asked for more samples than were logged
-        ctx.call("visplay_generate_questions", sampler=None, images=[_image("img0")], n=3,
+        ctx.hooks.generate_questions(sampler=None, images=[_image("img0")], n=3,
                  seeds=[question_seed(0, 0)])
     with pytest.raises(PluginError, match="is for image img0"):
-        ctx.call("visplay_generate_questions", sampler=None, images=[_image("img1")], n=2,
+        ctx.hooks.generate_questions(sampler=None, images=[_image("img1")], n=2,
                  seeds=[question_seed(0, 0)])
     ctx.at(1, "questioner", 5)  # a step the run never reached
     with pytest.raises(PluginError, match="step 5"):
-        ctx.call("visplay_generate_questions", sampler=None, images=[_image("img0")], n=1, seeds=[1])
+        ctx.hooks.generate_questions(sampler=None, images=[_image("img0")], n=1, seeds=[1])
 
 
 def test_what_if_samples_fresh_when_the_log_has_no_answer(tmp_path, setup):
@@ -105,7 +105,7 @@ def test_what_if_samples_fresh_when_the_log_has_no_answer(tmp_path, setup):
     replay = ReplayPlugin(log, missing="sample")
     ctx = _ctx(tmp_path, replay, FreshSampler()).at(1, "questioner", 0)
     before = FreshSampler.calls
-    out = ctx.call("visplay_generate_questions", sampler=None, images=[_image("img0")], n=2, seeds=[999])
+    out = ctx.hooks.generate_questions(sampler=None, images=[_image("img0")], n=2, seeds=[999])
     assert [g.text for g in out[0]] == ["fresh", "fresh"]
     assert FreshSampler.calls == before + 1 and replay.sampled_fresh == {"questioner": 1}
     with pytest.raises(ValueError, match="missing"):
@@ -114,13 +114,13 @@ def test_what_if_samples_fresh_when_the_log_has_no_answer(tmp_path, setup):
 
 def test_producers_name_the_plugin_behind_a_reward_component(tmp_path, setup):
     """Who produced a component is known where it is computed (ctx.hooks) and logged with it; no wrapping of
-    other plugins' functions is involved, so their results are untouched."""
+    other plugins' functions is involved, so their results are untouched (the abstaining plugin adds nothing)."""
     _, log = setup
     replay = ReplayPlugin(log)
     ctx = _ctx(tmp_path, replay, ToyReward(), Abstains()).at(1, "questioner", 0)
     toy_name = ctx.pm.get_name(next(p for p in ctx.pm.get_plugins() if isinstance(p, ToyReward)))
     assert ctx.hooks.reward_components("questioner", ["ab", "c"]) == {"toy_len": (toy_name, [2.0, 1.0])}
-    assert ctx.call("visplay_reward_components", role="questioner", items=["x"]) == [{"toy_len": [1.0]}]
+    assert ctx.hooks.reward_components(role="questioner", items=["x"]) == {"toy_len": (toy_name, [1.0])}
 
 
 def test_replay_error_is_an_exception_type():

@@ -10,8 +10,8 @@ import pytest
 from support.replay import EveryTextIsAQuestion, make_run, sha256_file, tamper
 
 from visplay.hookspecs import hookimpl
-from visplay.log.replay import format_report, plan_slice, replay_run, resolve_start
 from visplay.log.runlog import RunLog, generation_digest
+from visplay.loop.replay import format_report, plan_slice, replay_run, resolve_start
 
 PARSER = (EveryTextIsAQuestion(),)
 
@@ -124,7 +124,7 @@ def test_what_if_reward_plugin_lists_changed_rewards(run_db, tmp_path):
 def test_what_if_override_changes_filters(run_db, tmp_path):
     copy = _copy_db(run_db, tmp_path)
     before = sha256_file(copy)
-    report = replay_run(copy, overrides=["reasoner.filter.band=[0.9,1.0]"], extra_plugins=PARSER)
+    report = replay_run(copy, overrides=["plugins.algorithm.filter.band=[0.9,1.0]"], extra_plugins=PARSER)
     filters = report.changes["filters"]
     with RunLog(copy, readonly=True) as log:
         low = sum(1 for r in log.rows("labels", "phase = 'reasoner_set'") if r["confidence"] < 0.9)

@@ -14,8 +14,8 @@ from support.replay import EveryTextIsAQuestion, make_run
 
 from visplay.log import arrays
 from visplay.log.diff import diff_runs
-from visplay.log.replay import format_report, replay_run
 from visplay.log.runlog import _V1_GENERATIONS, MIGRATIONS, SCHEMA_VERSION, RunLog, prompt_ref
+from visplay.loop.replay import format_report, replay_run
 
 # --- the array format ----------------------------------------------------------------------------------------
 

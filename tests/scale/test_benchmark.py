@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.scale import ARCHITECTURES
-
-from visplay.scale.placement import count_parameters
+from visplay_models.facts import count_parameters
 
 SCRIPT = Path(__file__).resolve().parent.parent.parent / "reproduce" / "gpu_benchmark.py"
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from support.scale import plan_placement, training_device
 
 from visplay.config import RecipeError, load_recipe
 from visplay.log.runlog import RunLog
-from visplay.scale.placement import (
-    Placement,
-    cuda_visible_devices,
-    log_placement,
-    plan_placement,
-    visible_gpu_count,
-)
+from visplay.scale.placement import Placement, cuda_visible_devices, log_placement, visible_gpu_count
 
 
 def _recipe(*overrides):
@@ -86,8 +81,6 @@ def test_two_engines_split_the_sampling_gpus_and_must_fit():
 
 
 def test_training_device_follows_the_placement():
-    from visplay.scale.placement import training_device
-
     recipe = _recipe("sampler.reasoner=vllm", "model.device=cuda")
     assert training_device(recipe, plan_placement(recipe, visible=8)) == "cuda:4"
     assert training_device(recipe, plan_placement(recipe, visible=8), local_rank=3) == "cuda:7"

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.scale import ARCHITECTURES, write_fake_model, write_image_folder
+from support.scale import ARCHITECTURES, dry_run, load_for_dry_run, write_fake_model, write_image_folder
+from visplay_models.facts import count_parameters
 
 from visplay.config import RecipeError, load_recipe
-from visplay.scale.placement import count_parameters, dry_run
 
 RECIPES = Path(__file__).resolve().parent.parent.parent / "recipes"
 PAPER = {"qwen-vl-3b": (20, 3754622976), "qwen-vl-7b": (10, 8292166656), "mimo-vl-7b": (10, 8301791232)}
@@ -27,10 +27,11 @@ def test_paper_recipe_has_paper_settings_and_dry_runs(tmp_path, name):
     steps, params = PAPER[name]
     cfg = load_recipe(name, _paths(tmp_path, name))
     assert (cfg.iterations, cfg.questioner.steps, cfg.reasoner.steps) == (3, steps, steps)
-    assert (cfg.questioner.images_per_step, cfg.questioner.group_size, cfg.optimizer.update_batch_size) == (512, 8, 128)
-    assert (cfg.questioner.votes, cfg.reasoner.votes, cfg.optimizer.lr) == (10, 9, 1e-6)
+    grpo = cfg.plugins.grpo
+    assert (cfg.questioner.images_per_step, cfg.questioner.group_size, grpo.update_batch_size) == (512, 8, 128)
+    assert (cfg.questioner.votes, cfg.reasoner.votes, grpo.lr) == (10, 9, 1e-6)
     assert (cfg.questioner.sampling.max_new_tokens, cfg.reasoner.sampling.max_new_tokens) == (2048, 4096)
-    assert list(cfg.reasoner.filter.band) == [0.25, 0.75] and cfg.model.backend == "hf"
+    assert list(cfg.plugins.algorithm.filter.band) == [0.25, 0.75] and cfg.model.backend == "hf"
     text = dry_run(cfg, visible=8)
     assert f"{params / 1e9:.3f}B parameters" in text
     assert "sampling on [0, 1, 2, 3], training on [4, 5, 6, 7]" in text
@@ -42,9 +43,10 @@ def test_paper_recipe_has_paper_settings_and_dry_runs(tmp_path, name):
 def test_released_variant_documented_in_the_recipe_loads(tmp_path, name):
     steps, _ = PAPER[name]
     overrides = ["variant=released", f"questioner.steps={2 * steps}", f"reasoner.steps={2 * steps}",
-                 "data.resize=pixels"]
+                 "plugins.images.resize=pixels"]
     cfg = load_recipe(name, _paths(tmp_path, name) + overrides)
-    assert list(cfg.reasoner.filter.band) == [0.3, 0.8] and cfg.reward.combine == "released"
+    assert list(cfg.plugins.algorithm.filter.band) == [0.3, 0.8]
+    assert cfg.plugins.algorithm.reward.combine == "released" and cfg.plugins.images.resize == "pixels"
     text = (RECIPES / f"{name}.yaml").read_text()
     assert f"variant=released questioner.steps={2 * steps}" in text and "variant: released" in text
 
@@ -105,8 +107,8 @@ def test_dry_run_without_weights_plans_the_paper_box_from_built_in_facts():
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "training: 4 process(es), fsdp" in out and "rank -> GPU 0->4, 1->5, 2->6, 3->7" in out
-    assert "engine questioner: vLLM in its own processes on GPU(s) [0, 1]" in out
-    assert "engine reasoner: vLLM in its own processes on GPU(s) [2, 3]" in out
+    assert "engine questioner: sampler vllm in its own processes on GPU(s) [0, 1]" in out
+    assert "engine reasoner: sampler vllm in its own processes on GPU(s) [2, 3]" in out
     assert f"{PAPER['qwen-vl-3b'][1] / 1e9:.3f}B parameters" in out and "built-in facts of Qwen/Qwen2.5-VL-3B" in out
     assert "not given: model.path" in out and "fits: yes" in out
     # 512 images x G=8 = 4096 rollouts per step at 128 prompts x n=8 = 1024 per update (EasyR1): 4 updates
@@ -117,16 +119,16 @@ def test_dry_run_without_weights_plans_the_paper_box_from_built_in_facts():
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_built_in_facts_equal_the_real_config_json(tmp_path, name):
-    from visplay.scale.architectures import ARCHITECTURES as BUILT_IN
-    from visplay.scale.architectures import RECIPE_MODELS
+    """Each paper recipe plans as the hub id it names (plugins.models.plan_as), whose built-in facts count as the
+    model's real config.json."""
+    from visplay_models.facts import ARCHITECTURES as BUILT_IN
 
-    assert count_parameters(BUILT_IN[RECIPE_MODELS[name]]) == count_parameters(ARCHITECTURES[name])
+    plan_as = load_for_dry_run(name, []).plugins.models.plan_as
+    assert count_parameters(BUILT_IN[plan_as]) == count_parameters(ARCHITECTURES[name])
 
 
 def test_seven_b_plans_fit_80_gib_and_a_local_config_wins(tmp_path):
-    from visplay.scale.plan import dry_run as plan_dry_run
-    from visplay.scale.plan import load_for_dry_run
-
+    plan_dry_run = dry_run
     for name in ("qwen-vl-7b", "mimo-vl-7b"):
         text = plan_dry_run(load_for_dry_run(name, []), visible=8)
         assert "training: 4 process(es), fsdp" in text and "fits: yes" in text
@@ -145,8 +147,7 @@ def test_seven_b_plans_fit_80_gib_and_a_local_config_wins(tmp_path):
     (["plugins.vllm.gpu_memory_utilization=0.2", "plugins.vllm.max_model_len=2000000"], 8, "plugins.vllm.max_model_len"),
 ])
 def test_a_plan_that_cannot_fit_is_refused_naming_the_key(overrides, gpus, key):
-    from visplay.scale.plan import dry_run as plan_dry_run
-    from visplay.scale.plan import load_for_dry_run
+    plan_dry_run = dry_run
 
     with pytest.raises(RecipeError, match="the plan does not fit") as err:
         plan_dry_run(load_for_dry_run("qwen-vl-7b", overrides), visible=gpus)
@@ -154,8 +155,7 @@ def test_a_plan_that_cannot_fit_is_refused_naming_the_key(overrides, gpus, key):
 
 
 def test_one_gpu_shares_training_and_engines_and_cli_exit_code_is_2_when_it_cannot_fit():
-    from visplay.scale.plan import dry_run as plan_dry_run
-    from visplay.scale.plan import load_for_dry_run
+    plan_dry_run = dry_run
 
     text = plan_dry_run(load_for_dry_run("qwen-vl-3b", ["plugins.vllm.tensor_parallel_size=1",
                                                         "plugins.vllm.gpu_memory_utilization=0.2",
@@ -168,8 +168,7 @@ def test_one_gpu_shares_training_and_engines_and_cli_exit_code_is_2_when_it_cann
 
 
 def test_nproc_zero_means_one_process_per_training_gpu():
-    from visplay.scale.placement import plan_placement, training_processes
-    from visplay.scale.plan import load_for_dry_run
+    from support.scale import plan_placement, training_processes
 
     cfg = load_for_dry_run("qwen-vl-3b", [])
     assert training_processes(cfg, plan_placement(cfg, 8)) == 4

@@ -9,10 +9,9 @@ from pathlib import Path
 from visplay_algorithm import plugin as algorithm_plugin
 from visplay_algorithm.answer_key import canonical_key
 
-from visplay.config import load_recipe
 from visplay.context import RunContext
 from visplay.loop.votes import majority_vote
-from visplay.plugins import get_plugin_manager
+from visplay.session import PluginSession
 from visplay.types import AnswerItem, Generation, ParsedQuestion, Prompt, QuestionItem
 
 RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "tiny.yaml"
@@ -20,9 +19,8 @@ RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "tiny.yaml"
 
 def make_ctx(variant: str = "paper", overrides: Sequence[str] = (), extra: Sequence[object] = ()) -> RunContext:
     """A context with only the algorithm plugin (plus ``extra`` plugin objects) registered."""
-    recipe = load_recipe(RECIPE, [f"variant={variant}", *overrides])
-    pm = get_plugin_manager(autoload=False, extra=(algorithm_plugin, *extra))
-    return RunContext(recipe=recipe, pm=pm, run_dir=Path("."))
+    session = PluginSession(extra=(algorithm_plugin, *extra), autoload=False)
+    return session.context(session.load_recipe(RECIPE, [f"variant={variant}", *overrides]), Path("."))
 
 
 def generation(text: str, token_ids: Sequence[int] = (1, 2, 3)) -> Generation:
@@ -33,12 +31,11 @@ def generation(text: str, token_ids: Sequence[int] = (1, 2, 3)) -> Generation:
 def question_item(ctx: RunContext, key: str, group: str, text: str,
                   answers: Sequence[str | None] | None) -> QuestionItem:
     """Parse ``text`` with the context's variant; vote ``answers`` (None: the question was not voted)."""
-    parsed: ParsedQuestion = ctx.call("visplay_parse_question", text=text)
+    parsed: ParsedQuestion = ctx.hooks.parse_question(text=text)
     vote = None
     if answers is not None:  # as visplay.phases.vote: the key hook, then the vote hook or the core's count
-        keys = [None if a is None else ctx.call("visplay_answer_key", answer=a) for a in answers]
-        vote = (ctx.call("visplay_vote", answers=list(answers), keys=keys)
-                or majority_vote(list(answers), keys, none_as_vote=bool(ctx.recipe.reward.none_as_vote)))
+        keys = [None if a is None else ctx.hooks.answer_key(answer=a) for a in answers]
+        vote = ctx.hooks.vote(answers=list(answers), keys=keys) or majority_vote(list(answers), keys)
     return QuestionItem(key=key, image_id=f"img-{group}", group=group, generation=generation(text), parsed=parsed,
                         vote=vote)
 

@@ -23,7 +23,7 @@ from PIL import Image
 from visplay import testing
 from visplay.hookspecs import hookimpl
 from visplay.log.runlog import RunLog
-from visplay.loop.seeding import derive_seed
+from visplay.seeding import derive_seed
 
 
 def make_image(tag: str, size: int = 24) -> Image.Image:
@@ -283,5 +283,6 @@ def patch_plugin_manager(monkeypatch, *plugins) -> None:
     import visplay.plugins
 
     original = visplay.plugins.get_plugin_manager
+    monkeypatch.setenv("VISPLAY_PLUGIN_INDEX", "0")  # the index describes the installed plugins, not these
     monkeypatch.setattr(visplay.plugins, "get_plugin_manager",
                         lambda **_kw: original(autoload=False, extra=(*plugins, eval_plugin)))

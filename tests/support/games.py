@@ -10,10 +10,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from visplay.config import load_recipe
-from visplay.context import RunContext
 from visplay.hookspecs import hookimpl
-from visplay.plugins import get_plugin_manager
+from visplay.session import PluginSession
 from visplay.testing import ScriptedSampler, StandinPolicy
 from visplay.types import Prompt, SamplingParams
 
@@ -28,7 +26,7 @@ class StandInPlugin:
 
     @hookimpl
     def visplay_sample_answers(self, ctx, sampler, questions, n, seeds, purpose):
-        prompts = [Prompt(user=q, image=img) for img, q in questions]
+        prompts = [Prompt(user=q.text, image=q.image) for q in questions]
         return sampler.sample(prompts, [SamplingParams(n=n, seed=s) for s in seeds])
 
     @hookimpl
@@ -44,18 +42,19 @@ class StandInPlugin:
         return " ".join(answer.lower().split())
 
 
-def make_ctx(tmp_path: Path | None = None, overrides: Sequence[str] = (), log=None, standin: bool = True):
-    """A RunContext over the tiny recipe with data.source=games, the games plugin and (optionally) the stand-in."""
+def make_ctx(tmp_path: Path | None = None, overrides: Sequence[str] = (), log=None, standin: bool = True,
+             plugins: Sequence[object] = (), autoload: bool = False):
+    """A RunContext over the tiny recipe with data.source=games, the games plugin and (optionally) the stand-in,
+    plus ``plugins`` (or every installed plugin with ``autoload``), through one plugin session."""
     import visplay_games.plugin as games_plugin
 
     # Pin what the tests assume, whatever tiny.yaml sets (no cold start unless a test asks for one).
-    recipe_overrides = ["data.source=games", "data.num_images=12", "data.size=64",
+    recipe_overrides = ["data.source=games", "data.num_images=12", "plugins.games.image_size=64",
                         "plugins.games.held_out=6", "plugins.games.cold_start_steps=0",
                         "plugins.games.cold_start_reasoner_steps=null", "plugins.games.cold_start_images=48",
                         "plugins.games.cold_start_think_chars=16", "plugins.games.cold_start_describe=true",
                         "plugins.games.games=[2048,shisen,swap,shapes,bars,clock]",
                         "plugins.games.held_out_questions=2", "plugins.games.eval_votes=3", *overrides]
-    extra = (games_plugin, StandInPlugin()) if standin else (games_plugin,)
-    recipe = load_recipe("tiny", recipe_overrides, plugins=extra)
-    pm = get_plugin_manager(autoload=False, extra=extra)
-    return RunContext(recipe=recipe, pm=pm, run_dir=tmp_path or Path("."), log=log)
+    extra = (games_plugin, *plugins, *((StandInPlugin(),) if standin else ()))
+    session = PluginSession(extra=extra, autoload=autoload)
+    return session.context(session.load_recipe("tiny", recipe_overrides), tmp_path or Path("."), log=log)

@@ -56,7 +56,7 @@ def grpo_run(steps: int, seed: int, lr: float = 1e-2, n: int = 16, max_new_token
     """GRPO with the digit reward on two prompts; returns (mean reward per step, token ids per step, policy, opt)."""
     from visplay_grpo.optimizer import GRPOOptimizer
 
-    from visplay.loop.seeding import derive_seed
+    from visplay.seeding import derive_seed
     from visplay.types import Rollout, SamplingParams
 
     torch.set_num_threads(1)

@@ -116,7 +116,8 @@ def tamper(src: Path, dst: Path, sql: str, params: tuple = ()) -> Path:
 # every voted question so the reasoner phase always has data.
 TINY = ("iterations=1", "questioner.steps=2", "reasoner.steps=2", "questioner.images_per_step=2",
         "questioner.group_size=2", "questioner.votes=3", "reasoner.votes=3", "reasoner.set_images=4",
-        "reasoner.questions_per_step=2", "reasoner.group_size=2", "data.num_images=8", "reasoner.filter.band=[0.0,1.0]",
+        "reasoner.questions_per_step=2", "reasoner.group_size=2", "data.num_images=8",
+        "plugins.algorithm.filter.band=[0.0,1.0]",
         "questioner.sampling.max_new_tokens=24", "reasoner.sampling.max_new_tokens=16",
         # the games source stays (its plugin tables and gold evaluation are replayed too), at its cheapest
         "plugins.games.cold_start_steps=0", "plugins.games.cold_start_reasoner_steps=0", "plugins.games.held_out=2",

@@ -106,3 +106,45 @@ def fixed_batch(size: int = 8, seed: int = 3):
         response = [int(t) for t in rng.integers(10, 500, int(rng.integers(3, 10)))]
         batch.append((Prompt(user=f"What is shown in picture {i}?", image=image), response, float(rng.normal())))
     return batch
+
+
+# --- planning through a plugin session (the planner asks the installed plugins) ---------------------------------
+
+
+def context(cfg):
+    """A run context over ``cfg`` with the installed plugins, as the CLI makes for ``--dry-run``."""
+    from visplay.session import PluginSession
+
+    return PluginSession().context(cfg)
+
+
+def dry_run(cfg, visible=None, gpu_memory_gib=80.0, nproc=None) -> str:
+    from visplay.scale.plan import dry_run as plan_dry_run
+
+    return plan_dry_run(context(cfg), visible, gpu_memory_gib, nproc)
+
+
+def load_for_dry_run(name: str, overrides: list[str]):
+    """A recipe as ``--dry-run`` loads it: model.path and data.images may be left out."""
+    from visplay.config import load_recipe
+    from visplay.scale.plan import dry_run_overrides
+
+    return load_recipe(name, dry_run_overrides(overrides))
+
+
+def plan_placement(cfg, visible=None):
+    from visplay.scale.placement import plan_placement as plan
+
+    return plan(context(cfg), visible)
+
+
+def training_device(cfg, placement=None, local_rank: int = 0) -> str:
+    from visplay.scale.placement import training_device as device
+
+    return device(context(cfg), placement, local_rank)
+
+
+def training_processes(cfg, placement=None, requested=None) -> int:
+    from visplay.scale.placement import training_processes as processes
+
+    return processes(context(cfg), placement, requested)

@@ -41,7 +41,7 @@ OVERRIDES = [
     "sampler.questioner=vllm", "sampler.reasoner=vllm", "plugins.vllm.max_model_len=512", "iterations=1",
     "questioner.steps=2", "questioner.images_per_step=2", "questioner.group_size=2", "questioner.votes=3",
     "reasoner.steps=2", "reasoner.questions_per_step=2", "reasoner.group_size=2", "reasoner.votes=3",
-    "reasoner.set_images=8", "reasoner.filter.band=[0.0,1.0]", "data.num_images=8", "distributed.strategy=fsdp",
+    "reasoner.set_images=8", "plugins.algorithm.filter.band=[0.0,1.0]", "data.num_images=8", "distributed.strategy=fsdp",
     "plugins.games.cold_start_steps=100", "plugins.games.cold_start_reasoner_steps=20",
     # the games the drift below was measured on (the tiny recipe before issue 15's second round); with tiny.yaml's
     # current games the 100-step questioner cold start drifted past TOLERANCE (losses 0.3089 vs 0.3156 at step 89)

@@ -41,7 +41,7 @@ def sampler(policy, tmp_path_factory):
     from visplay_vllm.plugin import shutdown_engines
 
     ctx = vllm_context(tmp_path_factory.mktemp("run"))
-    yield ctx.call("visplay_make_sampler", role="reasoner", policy=policy)
+    yield ctx.hooks.make_sampler(role="reasoner", policy=policy)
     shutdown_engines()
 
 
@@ -112,7 +112,7 @@ def test_weight_push_changes_outputs_as_the_new_weights_say(first, policy, sampl
     assert max(float((torch.tensor(g.logprobs) - r).abs().max()) for (_, g), r in zip(flat, ref)) < PARITY
     # A sampler over other weights of the same role re-pushes its own before sampling, and gets the old outputs.
     ctx = vllm_context(tmp_path_factory.mktemp("run2"))
-    old = ctx.call("visplay_make_sampler", role="reasoner", policy=frozen)
+    old = ctx.hooks.make_sampler(role="reasoner", policy=frozen)
     assert old.engine is sampler.engine
     again = old.sample(prompts(), params())
     assert sampler.engine.pushes == pushes + 2
@@ -137,7 +137,7 @@ def test_lora_policy_is_pushed_merged(sampler, cache_dir, tmp_path_factory):
             if "lora_B" in name:  # B starts at zero (a no-op adapter): make the adapter matter
                 p.add_(torch.randn(p.shape, generator=gen) * 0.5)
     ctx = vllm_context(tmp_path_factory.mktemp("run3"))
-    lora_sampler = ctx.call("visplay_make_sampler", role="reasoner", policy=policy)
+    lora_sampler = ctx.hooks.make_sampler(role="reasoner", policy=policy)
     assert lora_sampler.engine is sampler.engine  # same architecture: the running engine takes the merged weights
     out = lora_sampler.sample(prompts(), params(n=2))
     flat = [(prompts()[i], g) for i, gens in enumerate(out) for g in gens]

@@ -16,7 +16,7 @@ OVERRIDES = [
     "sampler.questioner=vllm", "sampler.reasoner=vllm", "plugins.vllm.max_model_len=512", "iterations=1",
     "questioner.steps=2", "questioner.images_per_step=2", "questioner.group_size=2", "questioner.votes=3",
     "reasoner.steps=2", "reasoner.questions_per_step=2", "reasoner.group_size=2", "reasoner.votes=3",
-    "reasoner.set_images=8", "reasoner.filter.band=[0.0,1.0]", "data.num_images=8",
+    "reasoner.set_images=8", "plugins.algorithm.filter.band=[0.0,1.0]", "data.num_images=8",
 ]  # the tiny recipe's token budgets (48 / 32): shorter ones truncate questions and answers into invalid ones
 
 

@@ -67,7 +67,7 @@ def main(cache_dir: str) -> None:
     torch.set_num_threads(1)
     policy = tiny_policy(Path(cache_dir))
     ctx = vllm_context(Path(tempfile.mkdtemp()))
-    sampler = ctx.call("visplay_make_sampler", role="reasoner", policy=policy)
+    sampler = ctx.hooks.make_sampler(role="reasoner", policy=policy)
     out = sampler.sample(prompts(), params())
     print("TOKENS " + json.dumps([[g.token_ids for g in gens] for gens in out]))
 

@@ -13,7 +13,6 @@ with another judge without generating again.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 from PIL import Image
 
+from visplay.config import plugin_options
 from visplay.context import RunContext
 from visplay.eval.benchmarks import (
     CHOICE_LETTERS,
@@ -33,6 +33,7 @@ from visplay.eval.benchmarks import (
     resolve_names,
 )
 from visplay.log.runlog import RunLog
+from visplay.session import PluginSession
 from visplay.types import ImageRecord, Prompt, SamplingParams
 
 log = logging.getLogger("visplay.eval.run")
@@ -80,18 +81,9 @@ class EvalTarget:
     db_path: Path
 
 
-def _recipe_from_yaml(text: str, overrides: Sequence[str]) -> DictConfig:
-    from visplay.config import load_recipe
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "run_recipe.yaml"
-        path.write_text(text)
-        return load_recipe(path, list(overrides))
-
-
-def _run_target(db_path: Path, recipe: str | None, overrides: Sequence[str], iteration: int | None,
-                db_arg: str | None) -> EvalTarget:
-    from visplay.config import load_recipe
+def _run_target(session: PluginSession, db_path: Path, recipe: str | None, overrides: Sequence[str],
+                iteration: int | None, db_arg: str | None) -> EvalTarget:
+    from omegaconf import OmegaConf
 
     run_dir = db_path.parent
     with RunLog(db_path, readonly=True) as runlog:
@@ -100,9 +92,9 @@ def _run_target(db_path: Path, recipe: str | None, overrides: Sequence[str], ite
         checkpoints = [c for c in runlog.checkpoint_rows(role="reasoner")
                        if not str(c["name"]).startswith("state/")]
     if recipe:
-        cfg = load_recipe(recipe, list(overrides))
-    elif run.get("recipe_yaml"):
-        cfg = _recipe_from_yaml(run["recipe_yaml"], overrides)
+        cfg = session.load_recipe(recipe, list(overrides))
+    elif run.get("recipe_yaml"):  # the run's own recipe, checked again in memory (old keys move to their plugins)
+        cfg = session.load_recipe(OmegaConf.create(run["recipe_yaml"]), list(overrides))
     else:
         raise EvalError(f"{db_path}: the run has no recipe recorded; pass --recipe")
     if iteration is not None:
@@ -124,20 +116,20 @@ def _run_target(db_path: Path, recipe: str | None, overrides: Sequence[str], ite
 
 
 def resolve_target(model: str, *, recipe: str | None = None, overrides: Sequence[str] = (),
-                   iteration: int | None = None, db: str | None = None) -> EvalTarget:
+                   iteration: int | None = None, db: str | None = None,
+                   session: PluginSession | None = None) -> EvalTarget:
     """A run directory or run.db (its reasoner checkpoint) or a model folder (backend ``hf``)."""
-    from visplay.config import load_recipe
-
+    session = session or PluginSession()
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".db":
-        return _run_target(path, recipe, overrides, iteration, db)
+        return _run_target(session, path, recipe, overrides, iteration, db)
     if path.is_dir() and (path / "run.db").is_file():
-        return _run_target(path / "run.db", recipe, overrides, iteration, db)
+        return _run_target(session, path / "run.db", recipe, overrides, iteration, db)
     if not path.is_dir():
         raise EvalError(f"{model}: neither a model folder nor a run directory (no such folder)")
     if iteration is not None:
         raise EvalError(f"{model}: --iteration applies to a run directory, not a model folder")
-    cfg = load_recipe(recipe or "tiny", [*overrides, "model.backend=hf", f"model.path={path.resolve()}"])
+    cfg = session.load_recipe(recipe or "tiny", [*overrides, "model.backend=hf", f"model.path={path.resolve()}"])
     return EvalTarget(path.resolve().name, cfg, None, None, None, Path.cwd(), Path(db or "eval.db"))
 
 
@@ -150,13 +142,16 @@ def load_sampler(ctx: RunContext, target: EvalTarget) -> Any:
 # --- generation and judging ----------------------------------------------------------------------------------
 
 
-def fit_image(image: Image.Image, data: Any) -> Image.Image:
-    """Resize a benchmark image the way the recipe resizes training images (``data.resize``)."""
-    if data.resize == "fixed":
-        return image.resize((data.size, data.size), Image.BICUBIC)
-    if data.resize == "pixels":
+def fit_image(image: Image.Image, data: dict[str, Any]) -> Image.Image:
+    """Resize a benchmark image the way the recipe resizes training images (the images plugin's settings,
+    ``plugins.images``: resize, size, min_pixels, max_pixels; its defaults when that plugin is absent)."""
+    resize, size = data.get("resize", "fixed"), int(data.get("size", 224))
+    if resize == "fixed":
+        return image.resize((size, size), Image.BICUBIC)
+    if resize == "pixels":
+        low, high = int(data.get("min_pixels", 262144)), int(data.get("max_pixels", 4194304))
         pixels = image.width * image.height
-        bound = data.max_pixels if pixels > data.max_pixels else data.min_pixels if pixels < data.min_pixels else 0
+        bound = high if pixels > high else low if pixels < low else 0
         if bound:
             scale = (bound / pixels) ** 0.5
             return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))),
@@ -182,7 +177,7 @@ def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, q
     batches = range(0, len(items), max(1, cfg.batch_size))
     for start in tqdm(batches, desc=f"eval {items[0].benchmark if items else ''}", disable=quiet, unit="batch"):
         batch = items[start:start + cfg.batch_size]
-        prompts, image_ids = zip(*(_prompt(item, ctx.recipe.data) for item in batch))
+        prompts, image_ids = zip(*(_prompt(item, plugin_options(ctx.recipe, "images")) for item in batch))
         seeds = [ctx.seed_for("eval", item.benchmark, item.index) for item in batch]
         params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, seed=s)
                   for s in seeds]
@@ -301,15 +296,16 @@ def format_scores(scores: Sequence[dict]) -> str:
 
 def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | None = None, judge: str | None = None,
              recipe: str | None = None, overrides: Sequence[str] = (), iteration: int | None = None,
-             db: str | None = None, quiet: bool = True) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
+             db: str | None = None, quiet: bool = True,
+             session: PluginSession | None = None) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
     """Evaluate a model folder or a run's reasoner on local benchmark files; returns (target, judge, scores).
 
     Every benchmark file is checked before a model is loaded; errors are BenchmarkError / EvalError naming the
     file, row or setting.
     """
-    from visplay.plugins import get_plugin_manager
-
-    target = resolve_target(model, recipe=recipe, overrides=list(overrides), iteration=iteration, db=db)
+    session = session or PluginSession()
+    target = resolve_target(model, recipe=recipe, overrides=list(overrides), iteration=iteration, db=db,
+                            session=session)
     cfg = target.recipe
     specs = resolve_names(benchmarks or list(cfg.eval.benchmarks))
     data_dir = data or cfg.eval.data
@@ -320,8 +316,7 @@ def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | No
         next(iter_items(spec, data_dir, limit=1))
     with RunLog(target.db_path, create=True) as runlog:
         declare_tables(runlog)
-        ctx = RunContext(recipe=cfg, pm=get_plugin_manager(), run_dir=target.run_dir, log=runlog,
-                         iteration=target.iteration or 0, phase="eval")
+        ctx = session.context(cfg, target.run_dir, log=runlog, iteration=target.iteration or 0, phase="eval")
         sampler = load_sampler(ctx, target)
         scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet)
     return target, judge, scores

@@ -1,2 +1,3 @@
-"""The run log and what reads it back: ``runlog`` (the only SQL writer), ``diff`` (compare two logs), ``replay``
-(re-execute a run from its log), ``export`` (tables to parquet/CSV)."""
+"""The run log and what reads it back: ``runlog`` (the only SQL writer), ``rows`` (its row builders), ``diff``
+(compare two logs), ``export`` (tables to parquet/CSV), ``schema_docs`` (the tables' documentation). Replay, which
+re-executes the loop, lives with the loop (visplay/loop/replay.py)."""

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
+from visplay.keys import key_position, phase_rank
 from visplay.log.runlog import ADDED_LATER, GENERATION_COLUMNS, TABLES, VOLATILE_COLUMNS, RunLog
-from visplay.loop.keys import key_position, phase_rank
 
 # Pipeline order of the tables; a divergence in an earlier table of the same step explains the later ones.
 PIPELINE = ("runs", "plugins", "images", "generations", "questions", "labels", "filters", "answers", "rewards",

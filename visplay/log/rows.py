@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from visplay.keys import Position, group_of
 from visplay.log.runlog import generation_digest
-from visplay.loop.keys import Position
 from visplay.types import Generation, ParsedQuestion, QuestionItem, Vote
 
 
@@ -73,7 +73,7 @@ def gold_question_rows(at: Position, key: str, image_id: str, question: str, ans
     """The rows of one gold question a plugin supplied for the reasoner's set (label = gold, always kept)."""
     parsed = ParsedQuestion(valid=True, question=question, reason="gold")
     vote = Vote(answers=[], keys=[], silver_label=answer, silver_key=answer_key, confidence=1.0)
-    return {"questions": [question_row(at, key, image_id, key.rsplit("/", 1)[0], parsed)],
+    return {"questions": [question_row(at, key, image_id, group_of(key), parsed)],
             "labels": [label_row(at, key, 0, vote)],
             "filters": [filter_row(at, key, True, "gold", producer)]}
 

@@ -22,6 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from visplay.log import arrays
+from visplay.log.errors import RunLogError
 
 SCHEMA_VERSION = 5
 
@@ -140,10 +141,7 @@ class KeptQuestion:
     silver_label: str | None
     silver_key: str | None
     gold: str | None = None
-
-
-class RunLogError(Exception):
-    """The file is not a run log this version can use. Nothing was modified."""
+    qtype: str | None = None  # the type the question-parsing hook gave it (the reasoner's prompt may use it)
 
 
 def generation_digest(text: str, token_ids: Iterable[int]) -> str:
@@ -641,15 +639,15 @@ class RunLog:
 
     def kept_set(self, iteration: int) -> list[KeptQuestion]:
         """The reasoner's training set of an iteration: kept questions with their silver labels, in key order."""
-        from visplay.loop.keys import key_order
+        from visplay.keys import key_order
 
-        sql = ("select q.key, q.image_id, q.question, l.silver_label, l.silver_key, f.reason from questions q "
+        sql = ("select q.key, q.image_id, q.question, l.silver_label, l.silver_key, f.reason, q.qtype from questions q "
                "join filters f on f.question_key = q.key join labels l on l.question_key = q.key "
                "where q.iteration = ? and q.phase = 'reasoner_set' and f.keep = 1")
         rows = self.db.execute(sql, [iteration]).fetchall()
         return [KeptQuestion(key=key, image_id=image_id, question=question, silver_label=label, silver_key=skey,
-                             gold=label if reason == "gold" else None)
-                for key, image_id, question, label, skey, reason in sorted(rows, key=lambda r: key_order(r[0]))]
+                             gold=label if reason == "gold" else None, qtype=qtype)
+                for key, image_id, question, label, skey, reason, qtype in sorted(rows, key=lambda r: key_order(r[0]))]
 
     def checkpoint_rows(self, *, role: str | None = None, iteration: int | None = None,
                         step: int | None = None) -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ as the released code restarts training per iteration) and, mid-phase, overlays t
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from visplay.files import sha256_file
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.types import Optimizer, Policy, RefreshableSampler, Sampler
 
@@ -40,6 +40,12 @@ def version_name(role: str, iteration: int) -> str:
 
 def state_name(role: str, iteration: int, step: int) -> str:
     return f"state/{role}-i{iteration}-s{step}"
+
+
+def state_position(name: str) -> tuple[int, int]:
+    """(iteration, step) of a state name's last part (``<role>-i<i>-s<s>``): the inverse of :func:`state_name`."""
+    _, iteration, step = Path(name).name.rsplit("-", 2)
+    return int(iteration[1:]), int(step[1:])
 
 
 @dataclass
@@ -90,6 +96,12 @@ class Roles:
             return held.policy
         return self.policy(role, weights)
 
+    def frozen_sampler(self, role: str, weights: str) -> Sampler:
+        """A sampler over the role's policy holding checkpoint ``weights`` (the frozen reasoner_{i-1} that votes,
+        the questioner_i that writes the reasoner's set)."""
+        self.frozen(role, weights)
+        return self.sampler(role)
+
     def release(self, role: str) -> None:
         if self.held.pop(role, None) is not None:
             gc.collect()
@@ -112,10 +124,11 @@ class Roles:
         held = self.held[role]
         if held.sampler is None:
             sampler = self.ctx.hooks.make_sampler(role, held.policy)
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and self.ctx.recipe.sampler[role] == "hf":
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and self.ctx.hooks.engine_needs(role) is None:
                 from visplay.scale.distributed import ShardedSampler
 
-                sampler = ShardedSampler(sampler)  # each rank samples its slice; all ranks get every generation
+                # a sampler inside the training processes: each rank samples its slice, all ranks get everything
+                sampler = ShardedSampler(sampler)
             held.sampler = sampler
         return held.sampler
 
@@ -167,7 +180,7 @@ class Roles:
         state_dir = self.root / "state"
         if not state_dir.is_dir():
             return
-        states = sorted(state_dir.glob(f"{role}-i*"), key=_state_order)
+        states = sorted(state_dir.glob(f"{role}-i*"), key=lambda path: state_position(path.name))
         for path in states[: max(0, len(states) - keep) if keep is not None else None]:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -222,24 +235,10 @@ def verify_checkpoint(runlog: RunLog | None, name: str, path: Path) -> None:
         if relative == "weights_sha256":  # a hash of the live weights, not of a file
             continue
         file = path / relative
-        found = _sha256(file) if file.is_file() else None
+        found = sha256_file(file) if file.is_file() else None
         if found != logged:
             what = "is missing" if found is None else f"has sha256 {found[:16]}..., the log recorded {logged[:16]}..."
             raise CheckpointMismatch(
                 f"checkpoint file {file} {what}: it changed after the run wrote it, so resuming would silently "
                 f"continue from other weights. Restore the file from a backup (or undo the edit) and resume "
                 f"again, or start the run over with `visplay run <recipe> --overwrite`.")
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _state_order(path: Path) -> tuple[int, int]:
-    # ``<role>-i<i>-s<s>``: numeric order, so s10 is newer than s9
-    _, iteration, step = path.name.rsplit("-", 2)
-    return int(iteration[1:]), int(step[1:])

@@ -29,13 +29,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from visplay.config import ROLES, RecipeError, load_recipe, with_plugin_sections
+from visplay.config import ROLES, RecipeError
 from visplay.context import RunContext
+from visplay.keys import rank
+from visplay.loader import require_served
 from visplay.log.runlog import KeptQuestion, RunLog
 from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
-from visplay.loop.keys import rank
 from visplay.loop.progress import Progress, start_line, summary_line
 from visplay.loop.runsetup import (
     RunExistsError,
@@ -46,7 +47,7 @@ from visplay.loop.runsetup import (
     prepare_run_dir,
     run_lock,
 )
-from visplay.plugins import get_plugin_manager
+from visplay.session import PluginSession
 from visplay.types import ImageRecord
 
 __all__ = ["RunExistsError", "SelfPlay", "iteration_summary", "resume_run_dir", "run_recipe", "start_run"]
@@ -59,16 +60,19 @@ Step = tuple[int, str, int]
 # --- the run -----------------------------------------------------------------------------------------------------
 
 
-def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = None, db_path: str | Path | None = None,
+def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None = None,
+               run_dir: str | Path | None = None, db_path: str | Path | None = None,
                extra_plugins: Iterable[Any] = (), overwrite: bool = False, resume: bool = False, quiet: bool = False,
                start: Step | None = None, stop: Step | None = None,
                plugin_names: Collection[str] | None = None, accept_changed_images: bool = False) -> Path:
     """Run (or resume) a recipe; return the path of its run.db.
 
     :param recipe: a loaded recipe, or a recipe name/path.
+    :param session: the command's plugin session (default: a new one of the entry-point plugins, ``plugin_names``
+        only, and ``extra_plugins``); the run uses its one plugin manager.
     :param run_dir: where run.db, checkpoints/ and report/ go (default: ``recipe.run_dir``).
     :param db_path: the run log (default: ``<run_dir>/run.db``).
-    :param extra_plugins: plugin objects registered after the entry-point ones (tests, replay).
+    :param extra_plugins: plugin objects registered after the entry-point ones (tests, replay), without a session.
     :param overwrite: delete an existing run directory first (fresh runs only).
     :param resume: continue the run in ``run_dir`` from its first uncommitted step.
     :param start: treat every step before this (iteration, phase, step) as done (its checkpoints must exist).
@@ -76,29 +80,30 @@ def run_recipe(recipe: DictConfig | str | Path, *, run_dir: str | Path | None = 
     :param plugin_names: load only these entry-point plugins (replay: the set the original run logged).
     :param accept_changed_images: on resume, continue although the image pool differs from the logged one.
     """
-    cfg = recipe if isinstance(recipe, DictConfig) else load_recipe(str(recipe), plugins=extra_plugins)
-    cfg = with_plugin_sections(cfg, extra_plugins, plugin_names)  # the sections of plugins registered by hand
+    session = session or PluginSession(extra=tuple(extra_plugins), only=plugin_names)
+    cfg = session.recipe(recipe)  # checked against this session's plugins (their sections and names)
     run_dir = Path(run_dir or cfg.run_dir)
     db_path = Path(db_path or run_dir / "run.db")
+    require_served(cfg, session.declared, f"recipe {cfg.name!r}")
     preflight(cfg)
     if resume:
         if not db_path.is_file():
             raise RecipeError(f"{db_path}: no run log to resume (start it with `visplay run`)")
     elif is_rank0():
         prepare_run_dir(run_dir, db_path, overwrite)
-    shadow = join_process_group(cfg, run_dir, db_path, resume)
+    shadow = join_process_group(session.context(cfg, run_dir), run_dir, db_path, resume)
     if shadow is not None:  # a rank other than 0 runs the same loop in a private copy of the run
         run_dir, db_path, quiet = shadow, shadow / "run.db", True
-    pm = get_plugin_manager(extra=tuple(extra_plugins), only=plugin_names)
     try:
-        # one writer per run directory, for the run's whole life (rank 0 holds it for every rank)
-        with run_lock(run_dir) if shadow is None else contextlib.nullcontext(), \
-                RunLog(db_path, create=True) as runlog:
+        with contextlib.ExitStack() as stack:
+            if shadow is None:  # one writer per run directory, for the run's whole life (rank 0 holds it)
+                stack.enter_context(run_lock(run_dir))
+            runlog = stack.enter_context(RunLog(db_path, create=True))
             if shadow is None:
                 write_datasette_metadata(db_path)  # `datasette run.db -m datasette.json` documents every column
             progress = Progress(quiet=quiet, iterations=cfg.iterations, silent=shadow is not None)
             runlog.on_event = progress.on_event  # warnings (skipped images, empty sets...) reach the terminal
-            ctx = RunContext(recipe=cfg, pm=pm, run_dir=run_dir, log=runlog, progress=progress)
+            ctx = session.context(cfg, run_dir, log=runlog, progress=progress)
             pool = open_run(ctx, resumed=resume, accept_changed_images=accept_changed_images)
             finished = SelfPlay(ctx, pool, progress, start, stop).run()
             if finished:
@@ -245,7 +250,7 @@ class SelfPlay:
         start = self.roles.newest_snapshot(role, i, before=s - 1)
         if any((i, role, u) not in self.done for u in range(start + 1, s)):
             return  # skipped by ``start``, not logged: nothing to recompute from (the trainer names the missing state)
-        from visplay.log.serve import ReplayPlugin  # what replay serves the logged generations with
+        from visplay.loop.serve import ReplayPlugin  # what replay serves the logged generations with
 
         plugin = ReplayPlugin(self.ctx.log)
         self.ctx.pm.register(plugin, name="visplay-resume-from-log")
@@ -362,29 +367,33 @@ def iteration_summary(runlog: RunLog, i: int) -> dict[str, float | None]:
 # --- commands ------------------------------------------------------------------------------------------------------
 
 
-def start_run(cfg: DictConfig, *, nproc: int | None, overwrite: bool, quiet: bool, argv: list[str]) -> int:
+def start_run(cfg: DictConfig, *, session: PluginSession, nproc: int | None, overwrite: bool, quiet: bool,
+              argv: list[str]) -> int:
     """``visplay run``: relaunch under torchrun when more than one training process is asked for (``--nproc``,
     else ``distributed.nproc``; 0 = one per training GPU of the placement), else run the recipe and its report."""
     from visplay.scale import distributed, placement
 
-    placement.validate_paths(cfg)  # before any relaunch: a missing model path is one clear error, not one per process
-    nproc = placement.training_processes(cfg, requested=nproc)
+    ctx = session.context(cfg)
+    ctx.hooks.check_inputs()  # before any relaunch: a missing model path is one clear error, not one per process
+    nproc = placement.training_processes(ctx, requested=nproc)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         return int(distributed.relaunch_under_torchrun(argv, nproc))
     run_dir = Path(cfg.run_dir)
     started = time.time()
-    db_path = run_recipe(cfg, run_dir=run_dir, overwrite=overwrite, quiet=quiet)
+    db_path = run_recipe(cfg, session=session, run_dir=run_dir, overwrite=overwrite, quiet=quiet)
     if is_rank0():
-        _finish(cfg, run_dir, db_path, time.time() - started)
+        _finish(cfg, run_dir, db_path, time.time() - started, session)
     return 0
 
 
-def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = False) -> int:
+def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = False,
+                   session: PluginSession | None = None) -> int:
     """``visplay resume runs/<name>``: continue from the first step without a ``steps`` row."""
+    session = session or PluginSession()
     recipe_file = run_dir / "recipe.yaml"
     if not (run_dir / "run.db").is_file() or not recipe_file.is_file():
         raise RecipeError(f"{run_dir}: not a visplay run directory (needs run.db and recipe.yaml)")
-    cfg = load_recipe(str(recipe_file))
+    cfg = session.load_recipe(str(recipe_file))
     with RunLog(run_dir / "run.db", readonly=True) as runlog:
         row = runlog.run()
         done = len(runlog.done_steps())
@@ -393,16 +402,16 @@ def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = 
         return 0
     print(f"resuming {run_dir} after {done} committed steps", file=sys.stderr)
     started = time.time()
-    db_path = run_recipe(cfg, run_dir=run_dir, resume=True, quiet=quiet,
+    db_path = run_recipe(cfg, session=session, run_dir=run_dir, resume=True, quiet=quiet,
                          accept_changed_images=accept_changed_images)
     if is_rank0():
-        _finish(cfg, run_dir, db_path, time.time() - started)
+        _finish(cfg, run_dir, db_path, time.time() - started, session)
     return 0
 
 
-def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float) -> None:
+def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, session: PluginSession) -> None:
     """Write the report and say where everything went."""
-    report_note = _write_report(run_dir)
+    report_note = _write_report(run_dir, session)
     print(f"\nrun {cfg.name!r} finished in {seconds / 60:.1f} min ({math.ceil(seconds)} s)")
     print(f"  run log:     {db_path}")
     print(f"  checkpoints: {run_dir / 'checkpoints'}")
@@ -411,11 +420,11 @@ def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float) -> No
     print(f"  next:        visplay replay {db_path}   |   sqlite3 {db_path} 'select * from metrics'")
 
 
-def _write_report(run_dir: Path) -> str:
+def _write_report(run_dir: Path, session: PluginSession) -> str:
     from visplay.report.build import write_report
 
     try:
-        out = write_report(run_dir)
+        out = write_report(run_dir, session=session)
     except Exception as exc:  # the run is done and logged; a report failure must not hide that
         log.warning("report failed: %s", exc)
         return f"failed ({type(exc).__name__}: {exc}); retry with `visplay report {run_dir}`"

@@ -2,7 +2,7 @@
 
 Each function computes a step and returns a :class:`StepResult`: the run-log rows it produced (table -> rows,
 made by visplay.log.rows) and its metrics. Nothing is written here; the engine writes a step's rows, its
-checkpoint and its ``steps`` row in one transaction. Row keys come from visplay.loop.keys; seeds are derived from
+checkpoint and its ``steps`` row in one transaction. Row keys come from visplay.keys; seeds are derived from
 those keys, so a row's randomness is named by the row.
 
 The data's way through a step: images -> questions (``generate_questions``, ``parse_question``) -> votes of the
@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from visplay.keys import Position, sample_key, vote_key
 from visplay.log import rows
-from visplay.loop.keys import Position, sample_key, vote_key
+from visplay.loop.checkpoints import version_name
 from visplay.loop.votes import majority_vote
 from visplay.plugins import PluginError
-from visplay.types import AnswerItem, ImageRecord, Optimizer, QuestionItem, Rollout, Sampler
+from visplay.types import AnswerItem, AskedQuestion, ImageRecord, Optimizer, QuestionItem, Rollout, Sampler
 
 if TYPE_CHECKING:  # pragma: no cover
     from visplay.context import RunContext
@@ -90,14 +91,14 @@ def vote(ctx: RunContext, sampler: Sampler, items: list[QuestionItem], images: d
     if not valid:
         return
     at = _here(ctx)
-    questions = [(images[item.image_id], item.parsed.question or "") for item in valid]
+    questions = [AskedQuestion(images[item.image_id], item.parsed.question or "", item.parsed.qtype)
+                 for item in valid]
     seeds = [ctx.seed_for("vote", item.key) for item in valid]
     gens = ctx.hooks.sample_answers(sampler, questions, m, seeds, purpose="vote")
-    none_as_vote = bool(ctx.recipe.reward.none_as_vote)
     vote_logprobs = bool(ctx.recipe.log.vote_logprobs)  # nothing reads a vote's log-probs; they are most of the bytes
     for item, seed, samples in zip(valid, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
-        item.vote = ctx.hooks.vote(answers, keys) or majority_vote(answers, keys, none_as_vote=none_as_vote)
+        item.vote = ctx.hooks.vote(answers, keys) or majority_vote(answers, keys)
         out.rows["labels"].append(rows.label_row(at, item.key, m, item.vote))
         for j, (gen, answer, key) in enumerate(zip(samples, answers, keys)):
             vkey = vote_key(item.key, j)
@@ -148,7 +149,7 @@ def finite_metrics(source: str, metrics: dict[str, Any]) -> dict[str, float]:
     bad = {k: v for k, v in values.items() if not np.isfinite(v)}
     if bad:
         raise PluginError(f"{source} produced non-finite metrics {bad}; the step was not committed (lower "
-                          f"optimizer.lr or check the rewards), and `visplay resume` retries it")
+                          f"the optimizer's learning rate or check the rewards), and `visplay resume` retries it")
     return values
 
 
@@ -166,10 +167,10 @@ def questioner_step(ctx: RunContext, roles: Roles, pool: Sequence[ImageRecord],
     """Train questioner_i one step against the frozen reasoner_{i-1} (PAPER.md, loop step 1)."""
     cfg, out = ctx.recipe.questioner, StepResult()
     _, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
-    roles.frozen("reasoner", f"reasoner_v{ctx.iteration - 1}")
+    reasoner = roles.frozen_sampler("reasoner", version_name("reasoner", ctx.iteration - 1))
     images = sample_images(ctx, pool, cfg.images_per_step)
     items = ask(ctx, roles.sampler("questioner"), images, cfg.group_size, out)
-    vote(ctx, roles.sampler("reasoner"), items, images_by_id, cfg.votes, out)
+    vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
     totals = score(ctx, "questioner", items, out)
     update(ctx, optimizer, "questioner", items, totals, out)
     question_metrics(items, out)
@@ -186,10 +187,10 @@ def reasoner_set_step(ctx: RunContext, roles: Roles, images: list[ImageRecord],
     gold = ctx.hooks.reasoner_questions(ctx.iteration, images)
     if gold is not None:
         return gold_set_step(ctx, *gold, out)
-    roles.frozen("questioner", f"questioner_v{ctx.iteration}")
-    roles.frozen("reasoner", f"reasoner_v{ctx.iteration - 1}")
-    items = ask(ctx, roles.sampler("questioner"), images, cfg.questions_per_image, out)
-    vote(ctx, roles.sampler("reasoner"), items, images_by_id, cfg.votes, out)
+    questioner = roles.frozen_sampler("questioner", version_name("questioner", ctx.iteration))
+    reasoner = roles.frozen_sampler("reasoner", version_name("reasoner", ctx.iteration - 1))
+    items = ask(ctx, questioner, images, cfg.questions_per_image, out)
+    vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
     voted = [item for item in items if item.vote is not None]
     decisions = {item.key: (False, "invalid_question", "engine") for item in items if item.vote is None}
     decisions.update(filter_questions(ctx, voted))
@@ -249,7 +250,7 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
         out.metrics["set/empty"] = 1.0
         return out
     groups = [at.group(k) for k in range(len(batch))]
-    questions = [(images_by_id[q.image_id], q.question) for q in batch]
+    questions = [AskedQuestion(images_by_id[q.image_id], q.question, q.qtype) for q in batch]
     seeds = [ctx.seed_for("rollout", group) for group in groups]
     gens = ctx.hooks.sample_answers(roles.sampler("reasoner"), questions, cfg.group_size, seeds, purpose="rollout")
     items: list[AnswerItem] = []

@@ -38,7 +38,7 @@ def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def join_process_group(cfg: DictConfig, run_dir: Path, db_path: Path, resume: bool) -> Path | None:
+def join_process_group(ctx: RunContext, run_dir: Path, db_path: Path, resume: bool) -> Path | None:
     """Under torchrun: join the group; ranks != 0 get a private run directory (returned), rank 0 gets None.
 
     Every rank runs the same loop on the same seeds (samplers are sharded and gathered, so all ranks hold the same
@@ -52,7 +52,8 @@ def join_process_group(cfg: DictConfig, run_dir: Path, db_path: Path, resume: bo
     from visplay.scale.placement import training_device
 
     # issue 14: the rank's training GPU (cuda:4.. on the paper's split), not cuda:LOCAL_RANK (a sampling GPU)
-    distributed.init_distributed(cfg.distributed.backend, training_device(cfg, local_rank=distributed.local_rank()))
+    distributed.init_distributed(ctx.recipe.distributed.backend,
+                                 training_device(ctx, local_rank=distributed.local_rank()))
     shadow = None
     if not distributed.is_rank0():
         import hashlib
@@ -162,11 +163,11 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
     fresh = runlog.run() is None
     if resumed and not fresh:
         previous = runlog.run()
-        if previous["recipe_sha256"] != recipe_sha256(ctx.recipe):
+        if previous["recipe_sha256"] != recipe_sha256(ctx.recipe) and not _same_recipe(ctx, previous["recipe_yaml"]):
             raise RecipeError(f"{runlog.path}: the recipe differs from the one this run started with; resume takes "
                               f"the run's own recipe ({ctx.run_dir}/recipe.yaml)")
         # The pool's events and image rows were recorded when the run started; reopen it without logging twice.
-        pool = _open_pool(RunContext(recipe=ctx.recipe, pm=ctx.pm, run_dir=ctx.run_dir, log=None))
+        pool = _open_pool(RunContext(recipe=ctx.recipe, pm=ctx.pm, run_dir=ctx.run_dir, log=None, session=ctx.session))
         change = pool_change(runlog.image_sources(), pool)
         if change and not accept_changed_images:
             raise RunLogError(f"{runlog.path}: the image pool changed since the run started: {change}. Restore the "
@@ -191,6 +192,21 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
             runlog.upsert_image(record, store_bytes=record.png is not None)
         _log_placement(ctx)
     return pool
+
+
+def _same_recipe(ctx: RunContext, logged_yaml: str) -> bool:
+    """Whether the logged recipe, loaded by this version (keys that moved into plugin sections since are moved),
+    is the recipe being resumed."""
+    from omegaconf import OmegaConf
+
+    from visplay import loader
+    from visplay.session import declare
+
+    try:
+        logged = loader.load(OmegaConf.create(logged_yaml), (), declare(ctx.pm))
+    except RecipeError:
+        return False
+    return recipe_yaml(logged) == recipe_yaml(ctx.recipe)
 
 
 def pool_change(logged: dict[str, str], pool: Any) -> str | None:
@@ -218,7 +234,7 @@ def _open_pool(ctx: RunContext) -> ImageSource:
 def _log_placement(ctx: RunContext) -> None:
     from visplay.scale import placement
 
-    placement.log_placement(ctx.log, placement.plan_placement(ctx.recipe))
+    placement.log_placement(ctx.log, placement.plan_placement(ctx))
 
 
 def run_row(cfg: DictConfig) -> dict[str, Any]:

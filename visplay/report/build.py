@@ -25,6 +25,7 @@ from typing import Any
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.report import plots
 from visplay.report.samples import collect_samples
+from visplay.session import PluginSession
 
 
 @dataclass
@@ -54,8 +55,9 @@ def _recipe(run: dict) -> Any:
     return OmegaConf.create(text) if text else OmegaConf.create({})
 
 
-def collect(db_path: str | Path) -> ReportData:
-    """Read everything the report needs (the database is opened read-only)."""
+def collect(db_path: str | Path, session: PluginSession | None = None) -> ReportData:
+    """Read everything the report needs (the database is opened read-only); ``session``: the plugins that add
+    their numbers (default: the installed ones)."""
     with RunLog(db_path, readonly=True) as runlog:
         run = runlog.run() or {}
         events: dict[str, int] = defaultdict(int)
@@ -72,16 +74,15 @@ def collect(db_path: str | Path) -> ReportData:
             questions=runlog.rows("questions"), checkpoints=runlog.checkpoint_rows(),
             eval_scores=runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else [],
             samples=collect_samples(runlog), events=dict(events), warnings=warnings,
-            fields=_summary_fields(runlog, run),
+            fields=_summary_fields(runlog, run, session or PluginSession()),
         )
 
 
-def _summary_fields(runlog: RunLog, run: dict) -> dict[int, dict[str, float | str]]:
-    """{iteration: the plugins' own numbers} through ``visplay_summary_fields`` (installed plugins, read-only)."""
+def _summary_fields(runlog: RunLog, run: dict, session: PluginSession) -> dict[int, dict[str, float | str]]:
+    """{iteration: the plugins' own numbers} through ``visplay_summary_fields`` (read-only)."""
     from visplay.context import RunContext
-    from visplay.plugins import get_plugin_manager
 
-    ctx = RunContext(recipe=_recipe(run), pm=get_plugin_manager(), run_dir=runlog.path.parent, log=runlog)
+    ctx = RunContext(recipe=_recipe(run), pm=session.pm, run_dir=runlog.path.parent, log=runlog, session=session)
     iterations = sorted({s[0] for s in runlog.done_steps()})
     return {i: fields for i in iterations if (fields := ctx.hooks.summary_fields(i))}
 
@@ -285,9 +286,9 @@ def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
     """The HTML page (templates/report.html.j2) and the SVG figures it inlines ({file name: SVG text})."""
     figures: dict[str, str] = {}
     run = data.run
-    band = list(data.recipe.reasoner.filter.band or []) or None if "reasoner" in data.recipe else None
+    kept = plots.kept_range(data.labels, data.filters)
     training = [_fig("rewards", plots.plot_rewards(data.reward_totals), "mean total reward per step", figures),
-                _fig("confidence", plots.plot_confidence_hist(data.labels, band),
+                _fig("confidence", plots.plot_confidence_hist(data.labels, kept),
                      "confidence histogram per iteration", figures),
                 _fig("kept_fraction", plots.plot_kept_fraction(data.filters), "kept fraction", figures)]
     gold = _fig("gold_silver", plots.plot_named(_gold_series(data), "per iteration (visplay_summary_fields)",
@@ -308,13 +309,14 @@ def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
     return page, figures
 
 
-def write_report(run: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``index.html`` and the SVG figures into ``out`` (default ``<run dir>/report``); returns the HTML path."""
+def write_report(run: str | Path, out: str | Path | None = None, *, session: PluginSession | None = None) -> Path:
+    """Write ``index.html`` and the SVG figures into ``out`` (default ``<run dir>/report``); returns the HTML path.
+    ``session``: the command's plugin session (a finished run's report reuses the run's)."""
     path = Path(run)
     db_path = path / "run.db" if path.is_dir() else path
     if not db_path.is_file():
         raise RunLogError(f"{run}: no run.db here (pass a run directory or its run.db)")
-    data = collect(db_path)
+    data = collect(db_path, session)
     page, figures = build_html(data)
     out_dir = Path(out) if out else db_path.parent / "report"
     out_dir.mkdir(parents=True, exist_ok=True)

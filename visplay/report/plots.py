@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from visplay.loop.keys import phase_rank  # noqa: E402
+from visplay.keys import phase_rank  # noqa: E402
 
 ROLE_COLOURS = {"questioner": "tab:blue", "reasoner": "tab:orange"}
 
@@ -73,8 +73,18 @@ def plot_metric_grid(phase: str, series: Mapping[str, list[tuple[int, int, float
     return _svg(fig)
 
 
-def plot_confidence_hist(labels: Sequence[Mapping[str, Any]], band: Sequence[float] | None) -> str | None:
-    """Histogram of silver-label confidence per iteration (all voted questions), with the filter band."""
+def kept_range(labels: Sequence[Mapping[str, Any]], filters: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:
+    """The lowest and highest confidence among the questions the filters kept (whatever rule they apply: the
+    report reads decisions, not a plugin's settings); None when none was kept."""
+    kept = {r["question_key"] for r in filters if r.get("keep")}
+    values = [float(r["confidence"]) for r in labels if r.get("question_key") in kept and r.get("confidence")
+              is not None]
+    return (min(values), max(values)) if values else None
+
+
+def plot_confidence_hist(labels: Sequence[Mapping[str, Any]], kept: Sequence[float] | None) -> str | None:
+    """Histogram of silver-label confidence per iteration (all voted questions), with the range the filters kept
+    (``kept``: :func:`kept_range`)."""
     by_it: dict[int, list[float]] = defaultdict(list)
     for r in labels:
         if r.get("confidence") is not None:
@@ -85,13 +95,13 @@ def plot_confidence_hist(labels: Sequence[Mapping[str, Any]], band: Sequence[flo
     bins = [i / 10 for i in range(11)]
     for it in sorted(by_it):
         ax.hist(by_it[it], bins=bins, histtype="step", linewidth=1.6, label=f"iteration {it} (n={len(by_it[it])})")
-    if band:
-        for edge in band:
+    if kept:
+        for edge in kept:
             ax.axvline(edge, color="black", linestyle=":", linewidth=1)
     ax.set_xlabel("confidence (majority share of the m answers)")
     ax.set_ylabel("questions")
     ax.legend(fontsize=8)
-    ax.set_title("silver-label confidence; dotted: filter band", fontsize=10)
+    ax.set_title("silver-label confidence; dotted: the range the filters kept", fontsize=10)
     fig.tight_layout()
     return _svg(fig)
 

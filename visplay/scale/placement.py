@@ -7,19 +7,21 @@ first half samples (only if a role uses ``sampler: vllm``), the rest trains (the
 validated against CUDA_VISIBLE_DEVICES / ``torch.cuda.device_count()`` and recorded in the run log as an event of
 kind ``placement``.
 
-Nothing here loads a model: parameter counts come from the model folder's config.json (or the tiny section of
-the recipe), so ``visplay run <recipe> --dry-run`` works without weights.
+Which sampler runs in processes of its own, on how many GPUs per engine and with what share of their memory, is the
+sampler plugin's answer to ``visplay_engine_needs``; the core knows no sampler by name. Nothing here loads a model.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from visplay.config import RecipeError
+from visplay.config import ROLES, RecipeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from visplay.context import RunContext
+    from visplay.types import EngineNeeds
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 1024**3
@@ -61,15 +63,17 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def plan_placement(recipe: Any, visible: int | None = None) -> Placement:
-    """Decide and validate the placement for ``recipe`` given ``visible`` GPUs (default: count them).
+def plan_placement(ctx: RunContext, visible: int | None = None) -> Placement:
+    """Decide and validate the placement for the context's recipe given ``visible`` GPUs (default: count them).
 
     Raises RecipeError naming ``distributed.sampling_gpus`` / ``distributed.training_gpus`` when an index is
     not visible, listed twice, or when the two sets overlap on a multi-GPU machine.
     """
+    recipe = ctx.recipe
     visible = visible_gpu_count() if visible is None else visible
-    samplers = {role: str(recipe.sampler[role]) for role in ("questioner", "reasoner")}
-    uses_vllm = "vllm" in samplers.values()
+    samplers = {role: str(recipe.sampler[role]) for role in ROLES}
+    needs = {role: n for role in ROLES if (n := ctx.hooks.engine_needs(role)) is not None}
+    uses_vllm = bool(needs)
     sampling = [int(i) for i in recipe.distributed.sampling_gpus]
     training = [int(i) for i in recipe.distributed.training_gpus]
     if visible == 0:
@@ -102,14 +106,14 @@ def plan_placement(recipe: Any, visible: int | None = None) -> Placement:
         raise RecipeError(f"distributed.nproc={nproc}: give a process count, or 0 for one per training GPU")
     mode = "shared" if overlap or not sampling and visible == 1 else "split"
     sampling = sampling if uses_vllm else []
-    engines = _engine_gpus(recipe, samplers, sampling, shared_with_training=bool(overlap))
+    engines = _engine_gpus(samplers, needs, sampling, shared_with_training=bool(overlap))
     return Placement(mode, visible, sampling, training, samplers, engines)
 
 
-def _engine_gpus(recipe: Any, samplers: dict[str, str], sampling: list[int],
+def _engine_gpus(samplers: dict[str, str], needs: dict[str, EngineNeeds], sampling: list[int],
                  shared_with_training: bool) -> dict[str, list[int]]:
-    """Split the sampling GPUs between the vLLM engines and check tensor parallelism and memory shares fit."""
-    roles = [r for r, s in samplers.items() if s == "vllm"]
+    """Split the sampling GPUs between the engines and check that their GPUs per engine and memory shares fit."""
+    roles = [r for r in samplers if r in needs]
     if not roles or not sampling:
         return {}
     if len(roles) == 2 and len(sampling) >= 2:
@@ -117,17 +121,21 @@ def _engine_gpus(recipe: Any, samplers: dict[str, str], sampling: list[int],
         engines = {roles[0]: sampling[:half], roles[1]: sampling[half:]}
     else:
         engines = {r: list(sampling) for r in roles}
-    vllm = recipe.plugins.vllm
-    tp = int(vllm.tensor_parallel_size) * int(vllm.pipeline_parallel_size)
     for role, gpus in engines.items():
-        if tp > len(gpus):
-            raise RecipeError(f"plugins.vllm.tensor_parallel_size={vllm.tensor_parallel_size} needs {tp} GPUs per "
-                              f"engine, but the {role} engine has {gpus} (distributed.sampling_gpus)")
-    sharing = max(sum(1 for g in engines.values() if gpu in g) for gpu in sampling) + int(shared_with_training)
-    if sharing * float(vllm.gpu_memory_utilization) > 0.95:
-        raise RecipeError(f"plugins.vllm.gpu_memory_utilization={vllm.gpu_memory_utilization}: {sharing} users share "
-                          f"a GPU (engines {', '.join(roles)}{' and training' if shared_with_training else ''}); "
-                          f"their shares must add up to <= 0.95")
+        if needs[role].gpus > len(gpus):
+            raise RecipeError(f"{needs[role].gpus_setting or f'sampler.{role}={samplers[role]}'} needs "
+                              f"{needs[role].gpus} GPUs per engine, but the {role} engine has {gpus} "
+                              f"(distributed.sampling_gpus)")
+    for gpu in sampling:
+        sharing = [r for r in roles if gpu in engines[r]]
+        fractions = [needs[r].memory_fraction for r in sharing]
+        users = len(sharing) + int(shared_with_training)
+        total = sum(fractions) + (max(fractions) if shared_with_training and fractions else 0.0)
+        if users > 1 and total > 0.95:
+            settings = ", ".join(dict.fromkeys(needs[r].memory_setting or f"sampler.{r}" for r in sharing))
+            raise RecipeError(f"{settings}: {users} users share a GPU (engines {', '.join(sharing)}"
+                              f"{' and training' if shared_with_training else ''}); their memory shares must add "
+                              f"up to <= 0.95")
     return engines
 
 
@@ -140,24 +148,24 @@ def _default_split(visible: int, uses_vllm: bool) -> tuple[list[int], list[int]]
     return list(range(half)), list(range(half, visible))
 
 
-def training_processes(recipe: Any, placement: Placement | None = None, requested: int | None = None) -> int:
+def training_processes(ctx: RunContext, placement: Placement | None = None, requested: int | None = None) -> int:
     """Training processes to launch: ``requested`` (``--nproc``) or ``distributed.nproc``; 0 means one per training
     GPU of the placement (the paper recipes: 4 of 8), and 1 on a machine without GPUs."""
-    nproc = int(recipe.distributed.nproc) if requested is None else int(requested)
+    nproc = int(ctx.recipe.distributed.nproc) if requested is None else int(requested)
     if nproc > 0:
         return nproc
-    placement = placement or plan_placement(recipe)
+    placement = placement or plan_placement(ctx)
     return max(len(placement.training_gpus), 1)
 
 
-def training_device(recipe: Any, placement: Placement | None = None, local_rank: int = 0) -> str:
+def training_device(ctx: RunContext, placement: Placement | None = None, local_rank: int = 0) -> str:
     """The torch device a training process should use: ``recipe.model.device`` on CPU or when it names a GPU
     index explicitly; for plain ``cuda``, the training GPU of this local rank (e.g. ``cuda:4`` on the paper's
     8-GPU split, so training does not land on a sampling GPU)."""
-    device = str(recipe.model.device)
+    device = str(ctx.recipe.model.device)
     if device != "cuda":
         return device
-    placement = placement or plan_placement(recipe)
+    placement = placement or plan_placement(ctx)
     if not placement.training_gpus:
         return device
     if local_rank >= len(placement.training_gpus):
@@ -176,131 +184,3 @@ def cuda_visible_devices(gpus: list[int]) -> str:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     physical = [d.strip() for d in env.split(",")] if env else [str(i) for i in range(max(gpus, default=-1) + 1)]
     return ",".join(physical[i] for i in gpus)
-
-
-# --- paths -------------------------------------------------------------------------------------------------------
-
-
-def validate_paths(recipe: Any, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Check the local files a recipe needs, before anything is loaded; return what was checked.
-
-    Raises RecipeError with the recipe's ``setup`` text (what to download, where to put it, how to pass it) when
-    ``model.path`` (backend ``hf``) is not a model folder with a config.json, or ``data.images`` (sources
-    ``folder``/``parquet``) does not exist. Keys in ``skip`` are not checked (a dry run that was not given them).
-    """
-    checked = []
-    hint = f"\n{recipe.setup.strip()}" if recipe.get("setup") else ""
-    if recipe.model.backend == "hf" and "model.path" not in skip:
-        path = recipe.model.path
-        if not path:
-            raise RecipeError(f"model.path is required for model.backend=hf{hint}")
-        folder = Path(str(path)).expanduser()
-        if not (folder / "config.json").is_file():
-            what = "does not exist" if not folder.exists() else "has no config.json (not a model folder)"
-            raise RecipeError(f"model.path={folder} {what}{hint}")
-        checked.append(f"model.path {folder} (config.json found)")
-    if recipe.data.source in ("folder", "parquet") and "data.images" not in skip:
-        images = recipe.data.images
-        if not images:
-            raise RecipeError(f"data.images is required for data.source={recipe.data.source}{hint}")
-        target = Path(str(images)).expanduser()
-        if not target.exists():
-            raise RecipeError(f"data.images={target} does not exist{hint}")
-        checked.append(f"data.images {target}")
-    return checked
-
-
-# --- parameter counts from config.json ---------------------------------------------------------------------------
-
-
-def read_model_config(recipe: Any) -> dict[str, Any]:
-    """The model's config as a dict: config.json of ``model.path`` (backend hf) or the tiny section."""
-    if recipe.model.backend == "hf":
-        path = Path(str(recipe.model.path)).expanduser() / "config.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RecipeError(f"model.path: cannot read {path}: {exc}") from exc
-    tiny = recipe.plugins.models.tiny
-    return {
-        "model_type": tiny.architecture, "vocab_size": tiny.vocab_size, "hidden_size": tiny.hidden_size,
-        "num_hidden_layers": tiny.num_layers, "num_attention_heads": tiny.num_heads,
-        "num_key_value_heads": tiny.num_kv_heads, "intermediate_size": tiny.intermediate_size,
-        "tie_word_embeddings": True,
-        "vision_config": {"hidden_size": tiny.vision_hidden_size, "embed_dim": tiny.vision_hidden_size,
-                          "depth": tiny.vision_depth, "num_heads": tiny.vision_heads,
-                          "intermediate_size": 2 * tiny.vision_hidden_size, "mlp_ratio": 2,
-                          "out_hidden_size": tiny.hidden_size, "patch_size": 14, "temporal_patch_size": 2,
-                          "spatial_merge_size": 2, "in_chans": 3},
-    }
-
-
-def _text(cfg: dict[str, Any]) -> dict[str, Any]:
-    # transformers 5 writes the language model's keys under text_config; hub config.json files have them flat.
-    return {**cfg, **cfg.get("text_config", {})}
-
-
-def count_parameters(cfg: dict[str, Any]) -> dict[str, int]:
-    """{"text": n, "vision": n, "total": n} for a Qwen2-VL / Qwen2.5-VL config (MiMo-VL uses Qwen2.5-VL).
-
-    Counted from the layer shapes of transformers' implementation (q/k/v biases, untied or tied lm_head, the
-    vision patch embedding, blocks and patch merger); tests check it against a meta-device instantiation.
-    """
-    t = _text(cfg)
-    h, layers, inter, vocab = t["hidden_size"], t["num_hidden_layers"], t["intermediate_size"], t["vocab_size"]
-    heads, kv = t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"])
-    head_dim = t.get("head_dim") or h // heads
-    attn = h * heads * head_dim + heads * head_dim + 2 * (h * kv * head_dim + kv * head_dim) + heads * head_dim * h
-    per_layer = attn + 3 * h * inter + 2 * h
-    text = vocab * h + layers * per_layer + h + (0 if t.get("tie_word_embeddings", False) else vocab * h)
-    vision = _vision_parameters(cfg.get("model_type", "qwen2_5_vl"), cfg.get("vision_config", {}), h)
-    return {"text": text, "vision": vision, "total": text + vision}
-
-
-def _vision_parameters(model_type: str, v: dict[str, Any], text_hidden: int) -> int:
-    if not v:
-        return 0
-    patch = v.get("in_chans", v.get("in_channels", 3)) * v.get("temporal_patch_size", 2) * v.get("patch_size", 14) ** 2
-    merge = v.get("spatial_merge_size", 2) ** 2
-    if model_type == "qwen2_vl":
-        dim = v.get("embed_dim", 1280)
-        mlp = int(dim * v.get("mlp_ratio", 4))
-        block = 2 * 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + (dim * mlp + mlp) + (mlp * dim + dim)
-        merger = 2 * dim + (dim * merge) ** 2 + dim * merge + dim * merge * v.get("hidden_size", text_hidden) \
-            + v.get("hidden_size", text_hidden)
-        return patch * dim + v["depth"] * block + merger
-    dim, mlp = v.get("hidden_size", 1280), v.get("intermediate_size", 3420)
-    out = v.get("out_hidden_size", text_hidden)
-    block = 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + 2 * (dim * mlp + mlp) + (mlp * dim + dim)
-    merger = dim + (dim * merge) ** 2 + dim * merge + dim * merge * out + out
-    return patch * dim + v["depth"] * block + merger
-
-
-def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int) -> int:
-    """KV-cache bytes per token: 2 (K and V) x layers x kv heads x head_dim x dtype bytes."""
-    t = _text(cfg)
-    head_dim = t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"]
-    return 2 * t["num_hidden_layers"] * t.get("num_key_value_heads", t["num_attention_heads"]) * head_dim * dtype_bytes
-
-
-def lora_parameters(cfg: dict[str, Any], lora: Any) -> int:
-    """Adapter parameters r x (in + out) for each text-layer projection named in ``lora.target_modules``."""
-    t = _text(cfg)
-    h, inter = t["hidden_size"], t["intermediate_size"]
-    heads, kv = t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"])
-    head_dim = t.get("head_dim") or h // heads
-    shapes = {"q_proj": (h, heads * head_dim), "k_proj": (h, kv * head_dim), "v_proj": (h, kv * head_dim),
-              "o_proj": (heads * head_dim, h), "gate_proj": (h, inter), "up_proj": (h, inter),
-              "down_proj": (inter, h)}
-    per_layer = sum(int(lora.r) * (i + o) for name, (i, o) in shapes.items() if name in str(lora.target_modules))
-    return per_layer * t["num_hidden_layers"]
-
-
-# --- the dry run (visplay/scale/plan.py) -------------------------------------------------------------------------
-
-
-def dry_run(recipe: Any, visible: int | None = None, gpu_memory_gib: float = 80.0, nproc: int | None = None) -> str:
-    """See :func:`visplay.scale.plan.dry_run` (kept here: the engine and older callers import it from placement)."""
-    from visplay.scale.plan import dry_run as plan_dry_run
-
-    return plan_dry_run(recipe, visible, gpu_memory_gib, nproc)

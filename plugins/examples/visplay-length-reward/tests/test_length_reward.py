@@ -3,8 +3,7 @@
 import pytest
 import visplay_length_reward as plugin
 
-from visplay.config import RecipeError
-from visplay.log.runlog import RunLog
+from visplay.api import RecipeError, RunLog
 from visplay.testing import answer_items, make_context, run_standin
 
 
@@ -26,7 +25,7 @@ def test_a_misspelled_setting_is_refused_at_load():
 
 
 def test_in_a_whole_run_every_rollout_gets_a_logged_brevity(tmp_path):
-    db = run_standin(tmp_path / "run", ["iterations=1", "reward.weights={brevity: 0.5}"], plugins=[plugin])
+    db = run_standin(tmp_path / "run", ["iterations=1", "plugins.standin.weights={brevity: 0.5}"], plugins=[plugin])
     with RunLog(db, readonly=True) as log:
         brevity = log.rows_matching("rewards", component="brevity")
         advantages = log.rows("advantages")

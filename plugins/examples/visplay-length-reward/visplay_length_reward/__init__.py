@@ -15,6 +15,10 @@ def visplay_recipe_sections():  # plugins.length_reward: checked at load and doc
     return {"length_reward": LengthReward}
 
 @visplay.hookimpl
+def visplay_names():  # the component a recipe may weight (plugins.algorithm.reward.weights), checked at load
+    return {"reward_component": ["brevity"]}
+
+@visplay.hookimpl
 def visplay_reward_components(ctx, role, items):
     n = visplay.plugin_section(ctx.recipe, "length_reward").max_tokens
     return {"brevity": [1.0 - min(1.0, len(item.generation.token_ids) / n) for item in items]}

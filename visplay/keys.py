@@ -3,7 +3,7 @@
 A run is a sequence of steps; a step is a :class:`Position` (iteration, phase, step), ordered by iteration, then by
 the phase's place in :data:`PHASES`, then by step. Rows are named by deterministic keys built here and nowhere
 else (docs/runlog.md), so two runs of one recipe can be compared row by row and a row's randomness is named by
-its key (visplay.loop.seeding):
+its key (visplay.seeding):
 
 - a prompt group (one image for the questioner, one question for a reasoner rollout): ``i{it}/{phase}/s{step}/p{p}``
 - one sample of a group: ``{group}/g{j}``

@@ -10,7 +10,7 @@ not matter. A request the log cannot answer is an error (:class:`ReplayError`), 
 changed what gets asked (``missing="sample"``), it is sampled fresh and counted.
 
 Which plugin produced a value is not this plugin's business: the run log records it (``rewards.producer``,
-``filters.producer``) and visplay.log.replay reads it from there.
+``filters.producer``) and visplay.loop.replay reads it from there.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from visplay.hookspecs import hookimpl
 from visplay.log.runlog import generation_digest
-from visplay.types import Generation, Prompt
+from visplay.types import AskedQuestion, Generation, Prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     from visplay.context import RunContext
@@ -60,10 +60,10 @@ class ReplayPlugin:
         return self._serve(ctx, "questioner", list(images), n, seeds) if self.serve else None
 
     @hookimpl(tryfirst=True)
-    def visplay_sample_answers(self, ctx: RunContext, sampler: Any, questions: Sequence[tuple[ImageRecord, str]],
+    def visplay_sample_answers(self, ctx: RunContext, sampler: Any, questions: Sequence[AskedQuestion],
                                n: int, seeds: Sequence[int], purpose: str) -> list[list[Generation]] | None:
         """The reasoner's logged answers (votes or rollouts) for these questions."""
-        return self._serve(ctx, "reasoner", [image for image, _ in questions], n, seeds) if self.serve else None
+        return self._serve(ctx, "reasoner", [q.image for q in questions], n, seeds) if self.serve else None
 
     # --- matching ---------------------------------------------------------------------------------------------
 

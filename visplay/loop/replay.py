@@ -1,7 +1,7 @@
 """Exact replay from the run log: ``visplay replay runs/<name>/run.db``.
 
 The engine runs again from the logged recipe into a NEW database, with the replay plugin
-(visplay/log/serve.py) answering the sampling hooks from the logged generations; everything downstream (parsing,
+(visplay/loop/serve.py) answering the sampling hooks from the logged generations; everything downstream (parsing,
 votes, confidences, filters, reward components, advantages, losses, the update and the checkpoint hashes) is
 recomputed by the ordinary plugins, and the two databases are compared (visplay.log.diff). The original is opened
 read-only and its sha256 is checked before and after. Modes:
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visplay.keys import rank
 from visplay.log.diff import (
     DiffResult,
     Divergence,
@@ -36,7 +36,7 @@ from visplay.log.diff import (
     values_equal,
 )
 from visplay.log.runlog import TABLES, RunLog, RunLogError
-from visplay.loop.keys import rank
+from visplay.session import PluginSession
 
 # What a replay compares: everything the engine recomputes (``runs``, ``plugins`` and ``events`` describe the
 # machine and the session, not the computation).
@@ -254,20 +254,15 @@ def logged_plugins(log: RunLog) -> set[str] | None:
     return names or None
 
 
-def load_logged_recipe(log: RunLog, overrides: Sequence[str], workdir: Path, plugins: Sequence[Any] = (),
-                       only: set[str] | None = None) -> Any:
-    """The run's resolved recipe (``runs.recipe_yaml``) with ``key=value`` overrides applied."""
-    from visplay.config import load_recipe
+def load_logged_recipe(log: RunLog, overrides: Sequence[str], session: PluginSession) -> Any:
+    """The run's resolved recipe (``runs.recipe_yaml``) with ``key=value`` overrides applied, loaded in memory by
+    the replay's session (keys that moved into plugin sections since the run are moved, with a warning)."""
+    from omegaconf import OmegaConf
 
     run = log.run()
     if not run or not run.get("recipe_yaml"):
         raise ReplayUsageError(f"{log.path}: the run log holds no recipe (runs.recipe_yaml); cannot replay it")
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=workdir, delete=False) as f:
-        f.write(run["recipe_yaml"])
-    try:
-        return load_recipe(f.name, list(overrides), plugins=plugins, only=only)
-    finally:
-        Path(f.name).unlink(missing_ok=True)
+    return session.load_recipe(OmegaConf.create(run["recipe_yaml"]), list(overrides))
 
 
 # --- running --------------------------------------------------------------------------------------------------
@@ -283,9 +278,9 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
     same ones); ``what_if`` (default: True when there are overrides) reports changes instead of failing on them,
     e.g. with a different reward plugin among ``extra_plugins``.
     """
-    from visplay.log.serve import ReplayPlugin
     from visplay.loop.engine import run_recipe
-    from visplay.plugins import get_plugin_manager, hook_table
+    from visplay.loop.serve import ReplayPlugin
+    from visplay.plugins import hook_table
 
     db = Path(db)
     out = Path(out) if out else default_out(db)
@@ -300,14 +295,15 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
             plan = Slice(stop=max(original.done_steps(), key=_rank))
         run_dir = _prepare_out(db, out)
         logged = logged_plugins(original)
-        recipe = load_logged_recipe(original, overrides, run_dir, plugins=extra_plugins, only=logged)
         plugin = ReplayPlugin(original, missing="sample" if what_if else "error", serve=not resample)
         plugin.plugin_name = LOG_SERVER
+        session = PluginSession(extra=(plugin, *extra_plugins), only=logged)  # the replay's one plugin manager
+        recipe = load_logged_recipe(original, overrides, session)
         if plan.start is not None:
             with RunLog(out, create=True) as new:
                 copy_prefix(original, new, plan.start, db.parent, run_dir, recipe)
-        run_recipe(recipe, run_dir=run_dir, db_path=out, extra_plugins=(plugin, *extra_plugins),
-                   resume=plan.start is not None, quiet=quiet, stop=plan.stop, plugin_names=logged)
+        run_recipe(recipe, session=session, run_dir=run_dir, db_path=out, resume=plan.start is not None,
+                   quiet=quiet, stop=plan.stop)
         with RunLog(out, readonly=True) as new:
             tables = REPLAY_TABLES if plan.start is None else tuple(t for t in REPLAY_TABLES if t != "images")
             tables += tuple(t for t in table_order(original, new) if t not in TABLES)  # plugin-owned tables
@@ -319,7 +315,7 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
     return ReplayReport(original=db, replayed=out, mode=mode, diff=result, slice=plan,
                         seconds=time.perf_counter() - started, served=dict(plugin.served),
                         sampled_fresh=dict(plugin.sampled_fresh), changes=changes,
-                        hook_order=hook_table(get_plugin_manager(extra=(plugin, *extra_plugins), only=logged)))
+                        hook_order=hook_table(session.pm))
 
 
 # --- what-if ------------------------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""The algorithm plugin's recipe section, ``plugins.algorithm``: the VisPlay method's rewards, filter and prompts.
+
+Every setting of the method that differs between the paper and the released code (PAPER.md, "Rewards") lives here
+with its variant default: a recipe that leaves one at None gets the value of its ``variant``. The filter band is
+defined, defaulted and validated in this file and nowhere else (:class:`FilterOptions`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from visplay.api import number_in, one_of
+from visplay_algorithm.rewards import COMBINE_RULES, QUESTIONER_COMPONENTS, REASONER_COMPONENTS
+
+DIVERSITY_SCOPES = ("image", "batch")
+
+
+@dataclass
+class RewardOptions:
+    """Reward components and their combination into one scalar (PAPER.md, "Rewards")."""
+
+    combine: str | None = None
+    """Combination rule for the scalar reward: ``paper``, ``released`` or ``weighted``; None: the variant's."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Extra components (e.g. from a third-party plugin) weighted into the total: {component: weight}."""
+    diversity_lambda: float = 1.0
+    """lambda of the diversity penalty (released: 1)."""
+    diversity_scope: str | None = None
+    """Cluster the questions of ``image`` (paper) or of the whole ``batch`` (released); None: the variant's."""
+    bleu_threshold: float = 0.5
+    """Agglomerative clustering distance threshold on 1 - BLEU."""
+    none_as_vote: bool | None = None
+    """A missing \\boxed{} counts as the vote "None" (the released code's behaviour); None: the variant's
+    (released: on, paper: off)."""
+    format_weight: float | None = None
+    """Reasoner format reward weight (released: 0.1, accuracy 0.9); None: the variant's (paper: 0)."""
+
+    def validate(self, served: dict[str, list[str]] | None = None) -> dict[str, str]:
+        checks = {
+            "combine": one_of(self.combine, COMBINE_RULES),
+            "diversity_scope": one_of(self.diversity_scope, DIVERSITY_SCOPES),
+            "diversity_lambda": number_in(self.diversity_lambda, 0.0),
+            "bleu_threshold": number_in(self.bleu_threshold, 0.0, 1.0),
+            "format_weight": number_in(self.format_weight, 0.0, 1.0),
+            **{f"weights.{name}": number_in(weight) for name, weight in self.weights.items()},
+        }
+        for name in self.weights:
+            checks[f"weights.{name}"] = checks[f"weights.{name}"] or self._weight_problem(str(name), served)
+        return {key: why for key, why in checks.items() if why is not None}
+
+    def _weight_problem(self, name: str, served: dict[str, list[str]] | None) -> str | None:
+        """A weight on a built-in component means something only under ``combine: weighted``; any other name must
+        be a component some installed plugin returns (when every reward plugin declares its components)."""
+        if name in QUESTIONER_COMPONENTS + REASONER_COMPONENTS:
+            return None if self.combine == "weighted" else (
+                f"built-in components are weighted only under plugins.algorithm.reward.combine=weighted (this "
+                f"recipe combines with {self.combine!r})")
+        known = (served or {}).get("reward_component")
+        if known is None or name in known:
+            return None
+        hint = difflib.get_close_matches(name, sorted(known), n=1)
+        return ("no reward component of that name" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; known components: {', '.join(sorted(known))}")
+
+
+@dataclass
+class FilterOptions:
+    """Which voted questions enter the reasoner's training set."""
+
+    band: list[float] | None = None
+    """Inclusive confidence band [low, high] for the reasoner's set; None: the variant's (paper 0.25-0.75,
+    released 0.3-0.8)."""
+    released_skip_rules: bool | None = None
+    """Also apply the released code's extra skip rules (docs/algorithm.md); None: the variant's (released: on)."""
+
+    def validate(self) -> dict[str, str]:
+        band = list(self.band or [])
+        if len(band) != 2 or any(number_in(b, 0.0, 1.0) for b in band) or band[0] > band[1]:
+            return {"band": f"must be [low, high] with 0 <= low <= high <= 1, got {band}"}
+        return {}
+
+    def keeps(self, confidence: float) -> bool:
+        """Inside the band, inclusive, with a 1e-9 tolerance so c = 3/10 is inside [0.3, 0.8] whatever the
+        rounding."""
+        low, high = float(self.band[0]), float(self.band[1])
+        return low - 1e-9 <= confidence <= high + 1e-9
+
+
+@dataclass
+class AlgorithmOptions:
+    """The VisPlay method (paper and released variants): rewards, the reasoner set's filter, and prompt texts
+    (None keeps the variant's built-in prompt)."""
+
+    reward: RewardOptions = field(default_factory=RewardOptions)
+    """Reward components and their combination."""
+    filter: FilterOptions = field(default_factory=FilterOptions)
+    """Which voted questions enter the reasoner's training set."""
+    questioner_system: str | None = None
+    """System text of the questioner's prompt."""
+    questioner_user: str | None = None
+    """User text of the questioner's prompt (the image comes first)."""
+    reasoner_system: str | None = None
+    """System text of the reasoner's prompt."""
+    reasoner_suffix: str | None = None
+    """Text appended to each question in the reasoner's prompt."""
+    prompt_dir: str | None = None
+    """A folder of the released code's templates (``visplay prompts import-released``), used instead of all texts."""
+
+    legacy_keys = {"reward": "reward", "reasoner.filter": "filter"}
+    variant_defaults = {
+        "paper": {"filter.band": [0.25, 0.75], "filter.released_skip_rules": False, "reward.combine": "paper",
+                  "reward.diversity_scope": "image", "reward.format_weight": 0.0, "reward.none_as_vote": False},
+        "released": {"filter.band": [0.3, 0.8], "filter.released_skip_rules": True, "reward.combine": "released",
+                     "reward.diversity_scope": "batch", "reward.format_weight": 0.1, "reward.none_as_vote": True},
+    }
+    path_keys = ("prompt_dir",)
+
+    def validate(self, served: dict[str, list[str]] | None = None) -> dict[str, str]:
+        problems = {f"reward.{k}": v for k, v in self.reward.validate(served).items()}
+        problems |= {f"filter.{k}": v for k, v in self.filter.validate().items()}
+        if self.prompt_dir is not None and not Path(self.prompt_dir).is_dir():
+            problems["prompt_dir"] = f"{self.prompt_dir} is not a folder (write one with `visplay prompts " \
+                                     f"import-released`)"
+        return problems

@@ -1,0 +1,182 @@
+"""What the planner knows of a model without loading it: config facts, parameter counts, KV and activation bytes.
+
+Facts come from ``model.path``'s config.json (backend ``hf``), the tiny section (backend ``tiny``), or, for a dry
+run without weights, the built-in facts below: the keys that decide parameter counts, KV-cache size and memory,
+copied from each model's public config.json (Qwen/Qwen2.5-VL-3B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct,
+XiaomiMiMo/MiMo-VL-7B-SFT). A local ``model.path`` with a config.json always wins; ``model.path`` may also name one of
+the hub ids below, and a recipe names the one it plans as with ``plugins.models.plan_as``.
+tests/scale/test_recipes.py checks the counts against a meta-device instantiation of transformers' class.
+
+Memory model (bytes; P parameters, T trainable, b bytes per weight, h hidden, L layers, V vocabulary): weights P*b
+and gradients T*b per training process (sharded under FSDP); activations 34*h bytes per token per layer (Korthikanti
+et al. 2022, "Reducing Activation Recomputation", flash attention, no recomputation) plus the logits and their
+float32 log-softmax (2+4+4 bytes x V per token). The vision tower at 224 px is left out (<1 GiB).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from visplay.api import DTYPE_BYTES, GIB, NOT_GIVEN, Footprint, MemoryItem, ModelFacts, RecipeError
+
+PROMPT_TOKENS = 512  # prompt allowance per sequence: chat template + question + 64 image tokens at 224 px
+
+# The Qwen2.5-VL vision tower, shared by all three (32 window-attention blocks of width 1280, patch 14, merge 2).
+_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
+           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
+
+
+def _qwen25_vl(**text: Any) -> dict[str, Any]:
+    return {"model_type": "qwen2_5_vl", **text, "vision_config": {**_VISION, "out_hidden_size": text["hidden_size"]}}
+
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # 36 layers of width 2048, GQA 16/2 heads, tied embeddings: 3,754,622,976 parameters.
+    "Qwen/Qwen2.5-VL-3B-Instruct": _qwen25_vl(
+        hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+        num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    # 28 layers of width 3584, GQA 28/4 heads, untied: 8,292,166,656 parameters.
+    "Qwen/Qwen2.5-VL-7B-Instruct": _qwen25_vl(
+        hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+        num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+    # MiMo-7B's language model (36 layers of width 4096, GQA 32/8, untied) in the Qwen2.5-VL frame: 8,301,791,232.
+    "XiaomiMiMo/MiMo-VL-7B-SFT": _qwen25_vl(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=151680, tie_word_embeddings=False),
+}
+
+
+
+def built_in(name: str | None) -> dict[str, Any] | None:
+    return ARCHITECTURES.get(str(name)) if name else None
+
+
+def given(value: Any) -> bool:
+    return bool(value) and str(value) != NOT_GIVEN
+
+
+def read_config(recipe: Any, options: Any) -> tuple[dict[str, Any], str]:
+    """(config facts, where they came from): a local model folder, else the built-in facts of a hub id
+    (``model.path`` naming one, or ``plugins.models.plan_as``), else the tiny section."""
+    model = recipe.model
+    if model.backend == "tiny":
+        return tiny_config(options.tiny), "plugins.models.tiny"
+    path = model.get("path")
+    if given(path) and built_in(path) is None:
+        file = Path(str(path)).expanduser() / "config.json"
+        try:
+            return json.loads(file.read_text()), "model.path"
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"model.path: cannot read {file}: {exc}") from exc
+    name = str(path) if given(path) else options.plan_as
+    facts = built_in(name)
+    if facts is None:
+        raise RecipeError(f"model.path is required for a dry run of recipe {recipe.name!r}: no local config.json and "
+                          f"no built-in facts to plan as (plugins.models.plan_as; built in: {', '.join(ARCHITECTURES)})")
+    return dict(facts), f"built-in facts of {name} (no weights needed)"
+
+
+def tiny_config(tiny: Any) -> dict[str, Any]:
+    return {
+        "model_type": tiny.architecture, "vocab_size": tiny.vocab_size, "hidden_size": tiny.hidden_size,
+        "num_hidden_layers": tiny.num_layers, "num_attention_heads": tiny.num_heads,
+        "num_key_value_heads": tiny.num_kv_heads, "intermediate_size": tiny.intermediate_size,
+        "tie_word_embeddings": True,
+        "vision_config": {"hidden_size": tiny.vision_hidden_size, "embed_dim": tiny.vision_hidden_size,
+                          "depth": tiny.vision_depth, "num_heads": tiny.vision_heads,
+                          "intermediate_size": 2 * tiny.vision_hidden_size, "mlp_ratio": 2,
+                          "out_hidden_size": tiny.hidden_size, "patch_size": 14, "temporal_patch_size": 2,
+                          "spatial_merge_size": 2, "in_chans": 3},
+    }
+
+
+def _text(cfg: dict[str, Any]) -> dict[str, Any]:
+    # transformers 5 writes the language model's keys under text_config; hub config.json files have them flat.
+    return {**cfg, **cfg.get("text_config", {})}
+
+
+def count_parameters(cfg: dict[str, Any]) -> dict[str, int]:
+    """{"text": n, "vision": n, "total": n} for a Qwen2-VL / Qwen2.5-VL config (MiMo-VL uses Qwen2.5-VL).
+
+    Counted from the layer shapes of transformers' implementation (q/k/v biases, untied or tied lm_head, the
+    vision patch embedding, blocks and patch merger); tests check it against a meta-device instantiation.
+    """
+    t = _text(cfg)
+    h, layers, inter, vocab = t["hidden_size"], t["num_hidden_layers"], t["intermediate_size"], t["vocab_size"]
+    heads, kv = t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"])
+    head_dim = t.get("head_dim") or h // heads
+    attn = h * heads * head_dim + heads * head_dim + 2 * (h * kv * head_dim + kv * head_dim) + heads * head_dim * h
+    per_layer = attn + 3 * h * inter + 2 * h
+    text = vocab * h + layers * per_layer + h + (0 if t.get("tie_word_embeddings", False) else vocab * h)
+    vision = _vision_parameters(cfg.get("model_type", "qwen2_5_vl"), cfg.get("vision_config", {}), h)
+    return {"text": text, "vision": vision, "total": text + vision}
+
+
+def _vision_parameters(model_type: str, v: dict[str, Any], text_hidden: int) -> int:
+    if not v:
+        return 0
+    patch = v.get("in_chans", v.get("in_channels", 3)) * v.get("temporal_patch_size", 2) * v.get("patch_size", 14) ** 2
+    merge = v.get("spatial_merge_size", 2) ** 2
+    if model_type == "qwen2_vl":
+        dim = v.get("embed_dim", 1280)
+        mlp = int(dim * v.get("mlp_ratio", 4))
+        block = 2 * 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + (dim * mlp + mlp) + (mlp * dim + dim)
+        merger = 2 * dim + (dim * merge) ** 2 + dim * merge + dim * merge * v.get("hidden_size", text_hidden) \
+            + v.get("hidden_size", text_hidden)
+        return patch * dim + v["depth"] * block + merger
+    dim, mlp = v.get("hidden_size", 1280), v.get("intermediate_size", 3420)
+    out = v.get("out_hidden_size", text_hidden)
+    block = 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + 2 * (dim * mlp + mlp) + (mlp * dim + dim)
+    merger = dim + (dim * merge) ** 2 + dim * merge + dim * merge * out + out
+    return patch * dim + v["depth"] * block + merger
+
+
+def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int) -> int:
+    """KV-cache bytes per token: 2 (K and V) x layers x kv heads x head_dim x dtype bytes."""
+    t = _text(cfg)
+    head_dim = t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"]
+    return 2 * t["num_hidden_layers"] * t.get("num_key_value_heads", t["num_attention_heads"]) * head_dim * dtype_bytes
+
+
+def lora_parameters(cfg: dict[str, Any], lora: Any) -> int:
+    """Adapter parameters r x (in + out) for each text-layer projection named in ``lora.target_modules``."""
+    t = _text(cfg)
+    h, inter = t["hidden_size"], t["intermediate_size"]
+    heads, kv = t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"])
+    head_dim = t.get("head_dim") or h // heads
+    shapes = {"q_proj": (h, heads * head_dim), "k_proj": (h, kv * head_dim), "v_proj": (h, kv * head_dim),
+              "o_proj": (heads * head_dim, h), "gate_proj": (h, inter), "up_proj": (h, inter),
+              "down_proj": (inter, h)}
+    per_layer = sum(int(lora.r) * (i + o) for name, (i, o) in shapes.items() if name in str(lora.target_modules))
+    return per_layer * t["num_hidden_layers"]
+
+
+
+def model_facts(recipe: Any, options: Any) -> ModelFacts:
+    cfg, source = read_config(recipe, options)
+    b = DTYPE_BYTES[str(recipe.model.dtype)]
+    counts = count_parameters(cfg)
+    lora = options.lora
+    trainable = lora_parameters(cfg, lora) if lora.enabled else counts["total"]
+    t = _text(cfg)
+    return ModelFacts(
+        model_type=str(cfg.get("model_type", "?")), source=source, parameters=counts["total"],
+        text_parameters=counts["text"], vision_parameters=counts["vision"], trainable_parameters=trainable,
+        dtype_bytes=b, kv_bytes_per_token=kv_bytes_per_token(cfg, b),
+        activation_bytes_per_token=float(34 * t["hidden_size"] * t["num_hidden_layers"] + 10 * t["vocab_size"]),
+        prompt_tokens=PROMPT_TOKENS, reference_bytes=0 if lora.enabled else counts["total"] * b, config=cfg)
+
+
+def footprint(recipe: Any, facts: ModelFacts, nproc: int, lora_enabled: bool) -> Footprint:
+    """The weights and gradients of one training process, and the weights of one saved role."""
+    shards = nproc if recipe.distributed.strategy == "fsdp" else 1
+    b = facts.dtype_bytes
+    fix = "" if lora_enabled else "plugins.models.lora.enabled=true"
+    return Footprint(items=[
+        MemoryItem("training", "weights", facts.parameters * b / shards / GIB, "distributed.strategy=fsdp"),
+        MemoryItem("training", "grads", facts.trainable_parameters * b / shards / GIB, fix),
+        MemoryItem("disk/snapshot", "weights", facts.parameters * b / GIB),
+        MemoryItem("disk/weights", "weights", facts.parameters * b / GIB),
+    ])
