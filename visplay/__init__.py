@@ -1,10 +1,11 @@
 """visplay: VisPlay (arXiv 2511.15661), reproducible and extensible.
 
 The core (this package) defines hook points and runs the self-play loop; everything model-, algorithm- or
-data-specific lives in plugins registered under the ``visplay`` entry-point group. What a plugin author needs is
-importable from here: ``visplay.hookimpl`` (the marker), ``visplay.section`` (makes a class a recipe section: a
-dataclass whose field docstrings ``visplay recipe --explain`` prints) and ``visplay.plugin_section`` (read a
-plugin's own section); ``visplay.testing`` helps test a plugin.
+data-specific lives in plugins registered under the ``visplay`` entry-point group. Everything a plugin may use of
+the core is in :mod:`visplay.api`; the three names a small plugin needs are importable from here too:
+``visplay.hookimpl`` (the marker), ``visplay.section`` (makes a class a recipe section: a dataclass whose field
+docstrings ``visplay recipe --explain`` prints) and ``visplay.plugin_section`` (read a plugin's own section);
+``visplay.testing`` helps test a plugin.
 """
 
 from __future__ import annotations
