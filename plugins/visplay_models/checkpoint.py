@@ -3,6 +3,7 @@ anything."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,20 @@ def save_model(model: Any, directory: Path, *, lora: bool) -> None:
         return
     base = model.get_base_model()
     base.save_pretrained(directory, state_dict=merged_lora_state_dict(model), safe_serialization=True)
+
+
+@contextlib.contextmanager
+def every_rank_writes(model: Any) -> Any:
+    """transformers' save_pretrained writes only on rank 0 once torch.distributed is initialised (its
+    ``should_save_on_this_rank``); every visplay rank keeps its own (throwaway) copy of the run and reloads from it,
+    and every rank builds a tiny model folder it then loads, so every rank must write its folder."""
+    from visplay.api import distributed
+
+    if distributed.world_size() == 1:
+        yield
+        return
+    model.should_save_on_this_rank = lambda is_main_process=True: True  # instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del model.should_save_on_this_rank

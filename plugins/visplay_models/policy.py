@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from visplay.api import Prompt, file_hashes
-from visplay_models.checkpoint import save_model
+from visplay_models.checkpoint import every_rank_writes, save_model
 from visplay_models.forward import token_logprobs
 from visplay_models.processor import VLProcessor
 from visplay_models.sampler import HFSampler
@@ -99,8 +99,6 @@ class HFPolicy:
         return lps, (ents if with_entropy else None)
 
     def _reference_ctx(self, reference: bool) -> Any:
-        import contextlib
-
         if not reference:
             return contextlib.nullcontext(self.model)
         if self.lora:
@@ -163,7 +161,7 @@ class HFPolicy:
         restore the exact training state; the merged top-level folder is the export any tool can load.
         """
         directory = Path(directory)
-        with _every_rank_writes(self.model):
+        with every_rank_writes(self.model):
             if self.sharded:  # every rank gathers; each writes the full folder (ranks > 0 into throwaway copies)
                 self.model.save_pretrained(directory, state_dict=self.full_state_dict(), safe_serialization=True)
             else:
@@ -212,22 +210,6 @@ class HFPolicy:
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _every_rank_writes(model: Any) -> Any:
-    """transformers' save_pretrained writes only on rank 0 once torch.distributed is initialised; every visplay rank
-    keeps its own (throwaway) copy of the run and reloads from it, so every rank must write its folder."""
-    from visplay.api import distributed
-
-    if distributed.world_size() == 1:
-        yield
-        return
-    model.should_save_on_this_rank = lambda is_main_process=True: True  # instance attribute shadows the method
-    try:
-        yield
-    finally:
-        del model.should_save_on_this_rank
 
 
 def _frozen(model: Any) -> Any:

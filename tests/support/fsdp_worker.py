@@ -6,7 +6,8 @@
 Loads the tiny policy with ``fsdp=True`` (sharded model and reference under torchrun), runs 2 GRPO updates on 5
 rollouts (shards of 3 and 2 with micro-batch 2: rank 1 runs a zero-weighted padding micro-batch, and a padding
 forward for the old/reference log-probs), saves policy and optimizer, reloads both into a fresh sharded policy and
-runs one more update on each copy. Rank 0 writes OUT_DIR/result.json and OUT_DIR/weights.safetensors.
+runs one more update on each copy. Each rank also builds the tiny model into a cache of its own (the folder's
+files are reported). Rank 0 writes OUT_DIR/result.json and OUT_DIR/weights.safetensors.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def main(out_dir: str, cache_dir: str) -> None:
     torch.manual_seed(0)
     dist.init_distributed("gloo", "cpu")
     out, rank = Path(out_dir), dist.rank()
+    # a cold cache under torchrun: every rank builds the tiny model folder itself (transformers' save_pretrained
+    # writes on rank 0 only once a process group exists); each folder must be complete
+    from visplay_models.options import TinyModelConfig
+    from visplay_models.tiny import build_tiny_model
+
+    fresh = build_tiny_model(TinyModelConfig(**SMALL_TINY), seed=0, cache_dir=out / "fresh" / f"rank{rank}")
+    built = dist.all_gather_objects(sorted(p.name for p in fresh.iterdir()))
     policy = load(Path(cache_dir))
     opt = optimizer(policy)
     losses = [opt.update(rollouts()).metrics["actor/loss"] for _ in range(2)]
@@ -71,7 +79,8 @@ def main(out_dir: str, cache_dir: str) -> None:
 
         save_file({k: v.contiguous() for k, v in full.items()}, str(out / "weights.safetensors"))
         (out / "result.json").write_text(json.dumps({"world": dist.world_size(), "losses": losses,
-                                                     "sharded": policy.sharded, "hashes": hashes}))
+                                                     "sharded": policy.sharded, "hashes": hashes,
+                                                     "built": built}))
     dist.shutdown()
 
 
