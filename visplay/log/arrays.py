@@ -71,10 +71,23 @@ def decode(value: bytes | str | None) -> list | None:
     if code not in "ifd":
         raise ValueError(f"unknown array type code {code!r} (expected i, f or d)")
     arr = array(code)
+    body = len(value) - 1
+    if body % arr.itemsize:
+        raise ValueError(f"array blob of type {code!r} holds {body} bytes after its type code, not a multiple of "
+                         f"{arr.itemsize} (truncated or damaged)")
     arr.frombytes(value[1:])
     if not _LITTLE:  # pragma: no cover
         arr.byteswap()
     return arr.tolist()
+
+
+def problem(value: bytes | str | None) -> str | None:
+    """Why a logged array cannot be read (type code, length, JSON), or None when it can."""
+    try:
+        decode(value)
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        return str(exc)
+    return None
 
 
 def as_json(value: bytes | str | None) -> str | None:
@@ -90,7 +103,10 @@ def length(value: bytes | str | None) -> int | None:
         return None
     if isinstance(value, str):
         return len(json.loads(value))
-    return (len(value) - 1) // (8 if value[:1] == b"d" else 4)
+    size = 8 if value[:1] == b"d" else 4
+    if not value or value[:1] not in (b"i", b"f", b"d") or (len(value) - 1) % size:
+        decode(value)  # raises, saying what is wrong
+    return (len(value) - 1) // size
 
 
 def element(value: bytes | str | None, index: int) -> float | int | None:

@@ -388,6 +388,8 @@ def _compare_rows(table: str, key: tuple, row_a: dict | None, row_b: dict | None
 def diff_runs(a: str | Path, b: str | Path, **kwargs: Any) -> DiffResult:
     """Compare two run databases, both opened read-only (a newer-schema or non-SQLite file raises RunLogError)."""
     with RunLog(a, readonly=True) as log_a, RunLog(b, readonly=True) as log_b:
+        log_a.check_arrays()
+        log_b.check_arrays()
         return diff_logs(log_a, log_b, **kwargs)
 
 

@@ -11,6 +11,7 @@ import base64
 import csv
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +72,19 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
         raise ExportError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     db = _db_path(run)
     out_dir = Path(out) if out else db.parent / "export"
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     with RunLog(db, readonly=True) as log:
-        for name in _select(log, tables):
+        names = _select(log, tables)
+        log.check_arrays()  # before anything is created
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
             path = out_dir / f"{name}.{fmt}"
             columns = list(GENERATION_COLUMNS) if name == "generations" else log.columns(name)  # decoded shape
-            (_write_parquet if fmt == "parquet" else _write_csv)(path, columns, _rows(log, name))
+            part = out_dir / f".{name}.{fmt}.part"  # written, then renamed: a killed export leaves no short file
+            try:
+                (_write_parquet if fmt == "parquet" else _write_csv)(part, columns, _rows(log, name))
+                os.replace(part, path)
+            finally:
+                part.unlink(missing_ok=True)
             written[name] = path
     return written

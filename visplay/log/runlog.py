@@ -144,6 +144,11 @@ class KeptQuestion:
     qtype: str | None = None  # the type the question-parsing hook gave it (the reasoner's prompt may use it)
 
 
+def _whole(column: str) -> str:
+    """SQL: the blob after its type code is a whole number of values (8 bytes for 'd', else 4)."""
+    return f"(length({column}) - 1) % (CASE substr({column}, 1, 1) WHEN x'64' THEN 8 ELSE 4 END) = 0"
+
+
 def generation_digest(text: str, token_ids: Iterable[int]) -> str:
     """sha256 over a generation's text and token ids together (``generations.digest``)."""
     payload = json.dumps([text, [int(t) for t in token_ids]], separators=(",", ":"), ensure_ascii=False)
@@ -597,8 +602,15 @@ class RunLog:
                                       f"the prompts table")
                 prompts[ref] = tuple(found)
             row["prompt_system"], row["prompt_user"] = prompts[ref] if ref is not None else (None, None)
-        row["token_ids"] = arrays.decode(row["token_ids"])
-        row["logprobs"] = arrays.decode(row["logprobs"])
+        for column in ("token_ids", "logprobs"):
+            try:
+                row[column] = arrays.decode(row[column])
+            except ValueError as exc:
+                raise RunLogError(f"{self.path}: generations[{row['key']}].{column}: {exc}") from exc
+        ids, lps = row["token_ids"], row["logprobs"]
+        if ids is not None and lps and len(lps) != len(ids):
+            raise RunLogError(f"{self.path}: generations[{row['key']}].logprobs: {len(lps)} values for "
+                              f"{len(ids)} token ids (truncated or damaged)")
         return {c: row.get(c) for c in GENERATION_COLUMNS}
 
     def rows_in(self, table: str, column: str, values: Iterable[Any], order_by: str | None = None
@@ -727,6 +739,43 @@ class RunLog:
     def _pk_columns(self, table: str) -> list[str]:
         pks = self.db[table].pks
         return [c for c in pks if c != "rowid"] or ["rowid"]
+
+    def bad_arrays(self, limit: int = 5) -> list[str]:
+        """Binary arrays of ``generations`` that cannot be read as written (``visplay.log.arrays``): an unknown type
+        code, a length that is not a whole number of values, or log-probs that do not match the token ids in
+        number. Each as ``generations[key].column: what``; at most ``limit``. A scan of the blobs' first byte and
+        length (SQLite reads neither blob's values), so commands that read the arrays check a whole log first."""
+        if "generations" not in self.tables() or "token_ids" not in self.columns("generations"):
+            return []
+        sql = f"""
+            SELECT key, 'token_ids', token_ids, NULL FROM generations
+             WHERE typeof(token_ids) = 'blob' AND NOT (substr(token_ids, 1, 1) = x'69' AND {_whole('token_ids')})
+            UNION ALL
+            SELECT key, 'logprobs', logprobs, NULL FROM generations
+             WHERE typeof(logprobs) = 'blob' AND NOT (substr(logprobs, 1, 1) IN (x'66', x'64') AND {_whole('logprobs')})
+            UNION ALL
+            SELECT key, 'logprobs', NULL, (length(token_ids) - 1) / 4 FROM generations
+             WHERE typeof(token_ids) = 'blob' AND typeof(logprobs) = 'blob' AND length(logprobs) > 1
+               AND {_whole('token_ids')} AND {_whole('logprobs')}
+               AND (length(logprobs) - 1) / (CASE substr(logprobs, 1, 1) WHEN x'64' THEN 8 ELSE 4 END)
+                   != (length(token_ids) - 1) / 4
+            LIMIT {int(limit)}"""
+        out = []
+        for key, column, blob, ids in self.db.execute(sql).fetchall():
+            what = arrays.problem(blob) if ids is None else f"{arrays.length(self._blob(key))} values for {ids} " \
+                "token ids (truncated or damaged)"
+            out.append(f"generations[{key}].{column}: {what}")
+        return out
+
+    def _blob(self, key: str) -> bytes:
+        return self.db.execute("SELECT logprobs FROM generations WHERE key = ?", [key]).fetchone()[0]
+
+    def check_arrays(self) -> None:
+        """Raise RunLogError naming the first damaged arrays (:meth:`bad_arrays`); nothing is modified."""
+        bad = self.bad_arrays()
+        if bad:
+            raise RunLogError(f"{self.path}: damaged arrays in the run log: " + "; ".join(bad)
+                              + ". The log was truncated or edited after the run; restore it from a copy")
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

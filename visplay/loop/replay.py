@@ -289,6 +289,7 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
     original_hash = sha256_file(db) if db.is_file() else None
     started = time.perf_counter()
     with RunLog(db, readonly=True) as original:
+        original.check_arrays()  # a damaged token-id or log-prob array would otherwise be served as logged
         plan = resolve_start(original, db.parent, plan_slice(original, iteration, role, step))
         if plan.stop is None and (original.run() or {}).get("status") != "finished" and original.done_steps():
             # an interrupted run: replay what it committed, no further

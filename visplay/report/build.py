@@ -59,6 +59,7 @@ def collect(db_path: str | Path, session: PluginSession | None = None) -> Report
     """Read everything the report needs (the database is opened read-only); ``session``: the plugins that add
     their numbers (default: the installed ones)."""
     with RunLog(db_path, readonly=True) as runlog:
+        runlog.check_arrays()
         run = runlog.run() or {}
         events: dict[str, int] = defaultdict(int)
         warnings: dict[str, tuple[int, str]] = {}
