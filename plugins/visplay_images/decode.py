@@ -33,12 +33,14 @@ class DecodeLimits:
     max_pixels: int = ImagesOptions.max_pixels
     max_file_mb: float = ImagesOptions.max_file_mb
     max_decode_pixels: int = ImagesOptions.max_decode_pixels
+    max_aspect_ratio: float | None = ImagesOptions.max_aspect_ratio
 
     @classmethod
     def from_options(cls, options: ImagesOptions | dict) -> DecodeLimits:
         values = options if isinstance(options, dict) else vars(options)
         keys = ("resize", "size", "min_pixels", "max_pixels", "max_file_mb", "max_decode_pixels")
-        limits = cls(**{k: values[k] for k in keys if values.get(k) is not None})
+        limits = cls(**{k: values[k] for k in keys if values.get(k) is not None},
+                     max_aspect_ratio=values.get("max_aspect_ratio", ImagesOptions.max_aspect_ratio))
         if limits.resize not in RESIZE_MODES:
             raise ValueError(f"plugins.images.resize must be one of {', '.join(RESIZE_MODES)}, got {limits.resize!r}")
         return limits
@@ -72,12 +74,24 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
             rgb = _to_rgb(img)
         except Exception as exc:  # truncated or corrupt pixel data
             raise BadImage(f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
-    return resize(rgb, limits)
+    out = resize(rgb, limits)
+    ratio = max(out.size) / min(out.size)
+    if limits.max_aspect_ratio is not None and ratio > limits.max_aspect_ratio:
+        raise BadImage(f"aspect ratio {out.width}x{out.height} ({ratio:.0f}:1) > plugins.images.max_aspect_ratio="
+                       f"{limits.max_aspect_ratio:g} (vision processors such as Qwen2-VL's refuse it)")
+    return out
+
+
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Integer modes PIL opens 16-bit greyscale files in (PNG, TIFF); ``convert("RGB")`` would clip every value above
+255, so a 16-bit image decoded nearly white."""
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img.copy()
+    if img.mode in WIDE_MODES:
+        return _wide_to_rgb(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels become white rather than whatever colour happens to sit under the alpha.
         rgba = img.convert("RGBA")
@@ -85,6 +99,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
     return img.convert("RGB")
+
+
+def _wide_to_rgb(img: Image.Image) -> Image.Image:
+    """16-bit greyscale -> 8-bit RGB by value * 255 / 65535, rounded (the full 16-bit range maps to 0..255).
+    Mode ``I`` (32-bit) holds 16-bit files in older PIL versions, or 8-bit values: scaled only when a value
+    exceeds 255, and clipped to 0..65535."""
+    import numpy as np
+
+    values = np.asarray(img, dtype=np.int64)
+    if img.mode != "I" or values.max(initial=0) > 255:
+        values = (np.clip(values, 0, 65535) * 255 + 32767) // 65535
+    grey = Image.fromarray(values.astype(np.uint8))
+    return grey.convert("RGB")
 
 
 def resize(img: Image.Image, limits: DecodeLimits) -> Image.Image:

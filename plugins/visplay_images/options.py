@@ -34,6 +34,10 @@ class ImagesOptions:
     pixels on demand (~150 kB per 224 px image)."""
     max_images: int | None = None
     """Use at most this many images from a folder or parquet file (in sorted order); None: all."""
+    max_aspect_ratio: float | None = 200.0
+    """Images whose longer side is more than this many times the shorter, after resizing, are skipped when the pool
+    is built (an event names each): Qwen2-VL-family processors refuse an aspect ratio of 200 or more (transformers'
+    ``smart_resize``), which would otherwise stop a run at its first step with that image. None: no limit."""
 
     legacy_keys = {f"data.{key}": key for key in MOVED}
 
@@ -47,6 +51,7 @@ class ImagesOptions:
             "max_decode_pixels": int_at_least(self.max_decode_pixels, 1),
             "image_cache": int_at_least(self.image_cache, 1),
             "max_images": optional_int_at_least(self.max_images, 1),
+            "max_aspect_ratio": None if self.max_aspect_ratio is None else number_in(self.max_aspect_ratio, 1.0),
         }
         problems = {key: why for key, why in checks.items() if why is not None}
         if not problems and self.min_pixels > self.max_pixels:
