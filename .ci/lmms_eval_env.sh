@@ -15,6 +15,10 @@ cons=$(mktemp)
 trap 'rm -f "$cons"' EXIT
 cat "$root/constraints.txt" > "$cons"
 "${pip[@]}" install -c "$cons" lmms-eval==0.7.3
+# The torchvision wheel pip resolves is built for CUDA torch and fails to import next to the CPU wheel
+# ("operator torchvision::nms does not exist"); the task functions the test calls need no torchvision, and
+# transformers skips it when absent.
+"${pip[@]}" uninstall -y torchvision
 "${pip[@]}" install -c "$cons" -e "$root" pytest
 if "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(torchaudio|torchcodec) '; then
     echo "lmms_eval_env: torchaudio/torchcodec were pulled in; remove them" >&2
