@@ -181,8 +181,8 @@ def to_prompt(item: BenchmarkItem, shown: Presentation, data: Any) -> tuple[Prom
 
 
 def _report_dropped(ctx: RunContext, benchmark: str, dropped: list[str]) -> None:
-    message = (f"{benchmark}: {len(dropped)} item(s) show more than one image under eval.protocol; the sampler "
-               f"takes one image per prompt, so only the first reached the model ({', '.join(dropped[:5])}...)")
+    message = (f"{benchmark}: {len(dropped)} item(s) have more than one image; one image per prompt reached the "
+               f"model (the protocol's first; the sampler's Prompt carries one), e.g. {', '.join(dropped[:5])}")
     log.warning(message)
     if ctx.log is not None:
         ctx.log.event(kind="eval_images_dropped", message=message, source="visplay.eval",
@@ -202,7 +202,7 @@ def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, q
     for start in tqdm(batches, desc=f"eval {items[0].benchmark if items else ''}", disable=quiet, unit="batch"):
         batch = items[start:start + cfg.batch_size]
         shown = [protocol.present(item) for item in batch]
-        dropped += [item.item_id for item, s in zip(batch, shown) if len(s.images) > 1]
+        dropped += [item.item_id for item, s in zip(batch, shown) if len(item.images) > min(len(s.images), 1)]
         prompts, image_ids = zip(*(to_prompt(item, s, plugin_options(ctx.recipe, "images"))
                                    for item, s in zip(batch, shown)))
         seeds = [ctx.seed_for("eval", item.benchmark, item.index) for item in batch]
