@@ -134,3 +134,38 @@ def test_an_item_with_three_images_is_reported_not_dropped_silently(tmp_path, mo
         events = [e for e in log.rows("events") if e["kind"] == "eval_images_dropped"]
     assert row["prompt_user"].count("<image>") == 3  # the interleaved text keeps every placeholder
     assert len(events) == 1 and "1 item(s) have more than one image" in events[0]["message"]
+
+
+def _verdicts(db, eval_id):
+    with RunLog(db, readonly=True) as log:
+        return {(r["benchmark"], r["idx"]): (r["correct"], r["extracted"])
+                for r in log.rows_matching("eval_items", eval_id=eval_id)}
+
+
+def test_samples_out_and_rescore_match_a_direct_evaluation(tmp_path, data_dir, models, monkeypatch, capsys):
+    import json
+
+    from visplay.eval.samples import doc_hash
+
+    sets = "mmmu,mathverse,math-vision,mmstar"
+    samples = tmp_path / "samples.jsonl"
+    assert _eval(tmp_path, monkeypatch, data_dir, sets, "--samples-out", str(samples)) == 0
+    records = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(records) == 5
+    first = records[0]
+    assert {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "doc_hash", "accuracy"} <= set(first)
+    assert first["resps"] == [[first["filtered_resps"][0]]] and first["doc_hash"] == doc_hash(first["doc"])
+    results = json.loads((tmp_path / "samples.jsonl.results.json").read_text())
+    assert results["results"]["mmmu"]["accuracy"] == 1.0 and results["protocol"] == "visplay"
+    # lmms-eval covers mmmu and mmstar of these: rescore a file holding only those
+    covered = tmp_path / "covered.jsonl"
+    covered.write_text("".join(json.dumps(r) + "\n" for r in records if r["benchmark"] in ("mmmu", "mmstar")))
+    for protocol, wanted, source, n in (("released", sets, samples, 5), ("lmms-eval", "mmmu,mmstar", covered, 3)):
+        assert _eval(tmp_path, monkeypatch, data_dir, wanted, "--protocol", protocol) == 0
+        assert main(["eval", str(source), "--rescore", "--protocol", protocol]) == 0
+        direct = _verdicts(tmp_path / "eval.db", f"M/rule@{protocol}")
+        again = _verdicts(tmp_path / "eval.db", f"rescored/rule@{protocol}")
+        assert again == direct and len(direct) == n
+    assert main(["eval", str(samples), "--rescore", "--protocol", "lmms-eval"]) == 2  # mathverse, math-vision: refused
+    assert main(["eval", str(samples), "--rescore"]) == 2  # no protocol named
+    assert "re-scored as rescored/rule@lmms-eval" in capsys.readouterr().out

@@ -336,7 +336,8 @@ def format_scores(scores: Sequence[dict]) -> str:
 def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | None = None, judge: str | None = None,
              recipe: str | None = None, overrides: Sequence[str] = (), iteration: int | None = None,
              db: str | None = None, quiet: bool = True, session: PluginSession | None = None,
-             protocol: str | None = None) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
+             protocol: str | None = None,
+             samples_out: str | None = None) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
     """Evaluate a model folder or a run's reasoner on local benchmark files; returns (target, judge, scores).
 
     Every benchmark file is checked before a model is loaded; errors are BenchmarkError / EvalError naming the
@@ -359,4 +360,66 @@ def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | No
         get_protocol(ctx, protocol or cfg.eval.protocol, specs)  # an unknown protocol fails before loading a model
         sampler = load_sampler(ctx, target)
         scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet, protocol=protocol)
+        if samples_out:
+            _write_samples(runlog, samples_out, scores, protocol or cfg.eval.protocol)
     return target, judge, scores
+
+
+def _write_samples(runlog: RunLog, path: str, scores: Sequence[dict], protocol: str) -> None:
+    from visplay.eval.samples import write_samples
+
+    rows = [r for s in scores for r in runlog.rows_matching("eval_items", eval_id=s["eval_id"],
+                                                             benchmark=s["benchmark"])]
+    write_samples(path, rows, scores, protocol)
+
+
+def _record_input(record: dict[str, Any], spec: BenchmarkSpec, eval_id: str, protocol: str,
+                  source: str) -> dict[str, Any]:
+    """The judge input of one samples-file record (its doc's question, options, kind and question type)."""
+    from visplay.eval.benchmarks import item_kind
+
+    doc, reference = record["doc"], record["target"]
+    options = [str(o) for o in doc.get("options") or []]
+    question = str(doc.get("question", ""))
+    meta = {"raw_answer": reference, **({"question_type": doc["question_type"]} if doc.get("question_type") else {})}
+    item = BenchmarkItem(spec.name, int(record["doc_id"]), str(doc.get("id", record["doc_id"])), question, question,
+                         reference, doc.get("kind") or item_kind(spec, reference, options, question), options, None,
+                         source, meta=meta)
+    return _judge_input(item, spec, f"{eval_id}/{spec.name}/{item.index}", record["response"], protocol)
+
+
+def rescore(samples: str, *, protocol: str, judge: str = "rule", benchmark: str | None = None,
+            recipe: str | None = None, overrides: Sequence[str] = (), db: str | None = None,
+            samples_out: str | None = None,
+            session: PluginSession | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """Score the responses of a samples file (``--samples-out``, or lmms-eval's ``--log_samples`` with
+    ``benchmark``) under ``protocol`` without generating; rows go to ``db`` (./eval.db) under
+    ``rescored/<judge>@<protocol>``. Returns (eval_id, the ``eval_scores`` rows)."""
+    from visplay.eval.samples import read_samples
+
+    session = session or PluginSession()
+    records = read_samples(samples, benchmark)
+    cfg = session.load_recipe(recipe or "tiny", list(overrides))
+    eval_id = f"rescored/{judge}@{protocol}"
+    scores: list[dict] = []
+    with RunLog(Path(db or "eval.db"), create=True) as runlog:
+        declare_tables(runlog)
+        ctx = session.context(cfg, Path.cwd(), log=runlog, phase="eval")
+        names = list(dict.fromkeys(r["benchmark"] for r in records))
+        specs = resolve_names(names)
+        get_protocol(ctx, protocol, specs)
+        for spec, name in zip(specs, names):
+            mine = [r for r in records if r["benchmark"] == name]
+            inputs = [_record_input(r, spec, eval_id, protocol, samples) for r in mine]
+            gens = [{} for _ in mine]
+            verdicts = judge_items(ctx, judge, inputs)
+            rows = [_item_row(eval_id, judge, inp, g, v, int(r["doc_id"]), str(r["doc"].get("id", r["doc_id"])))
+                    for inp, g, v, r in zip(inputs, gens, verdicts, mine)]
+            score = score_row(eval_id, spec, None, judge, rows)
+            with runlog.transaction():
+                runlog.insert("eval_items", rows, replace=True)
+                runlog.insert("eval_scores", [score], replace=True)
+            scores.append(score)
+        if samples_out:
+            _write_samples(runlog, samples_out, scores, protocol)
+    return eval_id, scores
