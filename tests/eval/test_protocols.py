@@ -169,3 +169,16 @@ def test_samples_out_and_rescore_match_a_direct_evaluation(tmp_path, data_dir, m
     assert main(["eval", str(samples), "--rescore", "--protocol", "lmms-eval"]) == 2  # mathverse, math-vision: refused
     assert main(["eval", str(samples), "--rescore"]) == 2  # no protocol named
     assert "re-scored as rescored/rule@lmms-eval" in capsys.readouterr().out
+
+
+def test_mmmu_options_written_in_the_question_are_not_listed_twice(tmp_path):
+    import json
+
+    row = {"problem": "<image 1> Which shape?\nA. circle\nB. square", "answer": "B",
+           "images": [{"bytes": None, "path": "a.png"}]}
+    make_image("inline").save(tmp_path / "a.png")
+    (tmp_path / "mmmu.jsonl").write_text(json.dumps(row) + "\n")
+    (item,) = load_benchmark("mmmu", tmp_path)
+    assert item.options == ["circle", "square"] and item.meta["options_in_text"] == 1
+    assert LmmsEvalProtocol().present(item).parts == (
+        0, "Which shape?\nA. circle\nB. square\n\nAnswer with the option's letter from the given choices directly.")

@@ -327,6 +327,7 @@ def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: di
     image = images[0] if images else None
     options = parse_options(row.get("options"))
     prompt = build_prompt(str(question), options)
+    options_in_text = not options and bool(inline_options(prompt))
     options = options or inline_options(prompt)
     reference = _reference(spec, answer)
     ids = [row[k] for k in ("id", "pid", "index") if row.get(k) is not None and str(row[k]) != ""]
@@ -335,6 +336,8 @@ def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: di
     meta["n_images"] = len(values)
     meta["image_numbers"] = numbers
     meta["raw_answer"] = str(answer).strip()
+    if options_in_text:
+        meta["options_in_text"] = 1  # the options were read from the question, not from an options column
     if ids:
         meta["id"] = str(ids[0])
     return BenchmarkItem(

@@ -51,12 +51,13 @@ def mmmu_is_choice(meta: dict[str, Any], options: list[str]) -> bool:
     return qtype == "multiple-choice" if qtype else bool(options)
 
 
-def mmmu_text(question: str, options: list[str], choice: bool) -> str:
-    """``construct_prompt`` with the default prompts."""
-    if choice:
+def mmmu_text(question: str, options: list[str], choice: bool, options_in_text: bool = False) -> str:
+    """``construct_prompt`` with the default prompts. Rows in the authors' layout carry their options inside the
+    question (``options_in_text``); those are not listed a second time."""
+    if choice and not options_in_text:
         lines = "\n".join(f"{chr(ord('A') + i)}. {option}" for i, option in enumerate(options))
         return f"{question}\n{lines}\n\n{MMMU_CHOICE_PROMPT}"
-    return f"{question}\n\n{MMMU_OPEN_PROMPT}"
+    return f"{question}\n\n{MMMU_CHOICE_PROMPT if choice else MMMU_OPEN_PROMPT}"
 
 
 def mmmu_parts(text: str, numbers: list[int]) -> tuple[str | int, ...]:
@@ -94,7 +95,8 @@ class LmmsEvalProtocol:
 
     def present(self, item: Any) -> Presentation:
         if item.benchmark == "mmmu":
-            text = mmmu_text(item.question, item.options, mmmu_is_choice(item.meta, item.options))
+            text = mmmu_text(item.question, item.options, mmmu_is_choice(item.meta, item.options),
+                             bool(item.meta.get("options_in_text")))
             numbers = list(item.meta.get("image_numbers") or range(1, len(item.images) + 1))
             missing = mmmu_missing_images(text, numbers)
             if missing:
