@@ -130,3 +130,23 @@ def test_protocols_are_served_by_the_hook(tmp_path):
     verdicts = ctx.hooks.judge(name="rule", items=[{**_item("\\boxed{35}", "3.5"), "protocol": "released"},
                                                    {**_item("\\boxed{35}", "3.5"), "kind": "open"}])
     assert [v["correct"] for v in verdicts] == [True, False]  # released normalisation vs visplay's equivalence
+
+
+def test_endpoint_judge_sends_the_released_prompt(tmp_path):
+    from support.eval import JudgeServer
+    from visplay_eval.protocols.released import JUDGE_SYSTEM
+
+    pm = get_plugin_manager(autoload=False, extra=(eval_plugin,))
+    items = [{**_item("so \\boxed{\\frac{1}{2}}", "0.5"), "protocol": "released", "key": "a"},
+             {**_item("   ", "B"), "protocol": "released", "key": "b"}]
+    with JudgeServer(mode="one") as server:
+        ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_url={server.url}"]), pm=pm,
+                         run_dir=tmp_path, phase="eval")
+        verdicts = ctx.hooks.judge(name="endpoint", items=items)
+    assert len(server.requests) == 1  # the empty extraction is wrong without asking, as in the released code
+    body = server.requests[0][2]
+    assert body["messages"][0] == {"role": "system", "content": JUDGE_SYSTEM}
+    assert body["messages"][1]["content"] == ReleasedProtocol().judge_request(items[0])[1]
+    assert "Answer to be judged: \\frac{1." in body["messages"][1]["content"] and body["temperature"] == 0.0
+    assert [(v["correct"], v["verdict"]) for v in verdicts] == [(True, "1"), (False, None)]
+    assert verdicts[0]["prompt"].startswith("[system] You are an answer evaluation assistant.")
