@@ -18,7 +18,8 @@ internals. Names are loaded on first use, so ``from visplay.api import hookimpl`
 - scale: ``distributed`` (the torch.distributed helpers, a module), ``plan_placement``, ``training_device``,
   ``cuda_visible_devices``, ``GIB``, ``DTYPE_BYTES``, ``NOT_GIVEN`` (a dry run's placeholder for a path it was not
   given)
-- evaluation: ``scoring`` (the rule judge's extraction and verdicts, a module)
+- evaluation: ``scoring`` (the rule judge's extraction and verdicts, a module), ``Presentation``,
+  ``EvalProtocol``, ``ProtocolError`` (visplay/eval/protocol.py)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _EXPORTS = {
     "file_hashes": "visplay.files", "sha256_file": "visplay.files", "plan_placement": "visplay.scale.placement",
     "training_device": "visplay.scale.placement", "cuda_visible_devices": "visplay.scale.placement",
     "GIB": "visplay.scale.placement", "DTYPE_BYTES": "visplay.scale.placement", "NOT_GIVEN": "visplay.scale.plan",
+    **{name: "visplay.eval.protocol" for name in ("Presentation", "EvalProtocol", "ProtocolError")},
     **{name: "visplay.types" for name in (
         "ImageRecord", "ImageSource", "Prompt", "SamplingParams", "Generation", "Sampler", "RefreshableSampler",
         "Policy", "TrainablePolicy", "ParsedQuestion", "AskedQuestion", "Vote", "QuestionItem", "AnswerItem",

@@ -140,6 +140,12 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
     p.add_argument("--benchmarks", default="", help="comma-separated benchmark names")
     p.add_argument("--data", help="folder with benchmark files")
     p.add_argument("--judge", default=None, help="rule (default), local or endpoint")
+    p.add_argument("--protocol", default=None,
+                   help="evaluation protocol: visplay (default), released or lmms-eval (eval.protocol)")
+    p.add_argument("--samples-out", default=None, metavar="FILE",
+                   help="also write per-item records in lmms-eval's --log_samples shape (+ FILE.results.json)")
+    p.add_argument("--rescore", action="store_true",
+                   help="MODEL is a samples file: score its responses under --protocol without generating")
     p.add_argument("--recipe", default=None, help="recipe for model/sampler settings (default: the run's, or tiny)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. eval.limit=50")
     p.add_argument("--db", help="eval database (default: the run's run.db, or ./eval.db)")
@@ -319,15 +325,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from visplay.eval.benchmarks import BenchmarkError
     from visplay.eval.run import EvalError, format_scores, run_eval
 
+    if args.rescore:
+        return _cmd_rescore(args)
     try:
         target, judge, scores = run_eval(args.model, benchmarks=args.benchmarks, data=args.data, judge=args.judge,
                                          recipe=args.recipe, overrides=args.overrides or (),
                                          iteration=args.iteration, db=args.db, quiet=not sys.stderr.isatty(),
-                                         session=args.session)
+                                         session=args.session, protocol=args.protocol,
+                                         samples_out=args.samples_out)
     except (BenchmarkError, EvalError) as exc:
         print(f"visplay eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{target.label} judged by {judge} -> {target.db_path} (tables eval_scores, eval_items)")
+    protocol = args.protocol or target.recipe.eval.protocol
+    shown = "" if protocol == "visplay" else f" under protocol {protocol}"
+    print(f"{target.label} judged by {judge}{shown} -> {target.db_path} (tables eval_scores, eval_items)")
+    print(format_scores(scores))
+    return EXIT_OK
+
+
+def _cmd_rescore(args: argparse.Namespace) -> int:
+    from visplay.eval.benchmarks import BenchmarkError
+    from visplay.eval.run import EvalError, format_scores, rescore
+    from visplay.eval.samples import SamplesError
+
+    if not args.protocol:
+        print("visplay eval --rescore: name the protocol to score under (--protocol)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        eval_id, scores = rescore(args.model, protocol=args.protocol, judge=args.judge or "rule",
+                                  benchmark=args.benchmarks or None, recipe=args.recipe,
+                                  overrides=args.overrides or (), db=args.db, samples_out=args.samples_out,
+                                  session=args.session)
+    except (BenchmarkError, EvalError, SamplesError) as exc:
+        print(f"visplay eval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.model} re-scored as {eval_id} -> {args.db or 'eval.db'} (tables eval_scores, eval_items)")
     print(format_scores(scores))
     return EXIT_OK
 

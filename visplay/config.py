@@ -153,6 +153,9 @@ class EvalConfig:
     judge: str = "rule"
     """Judge plugin: ``rule`` (default), ``local`` (a model folder) or ``endpoint`` (OpenAI-compatible URL); the
     judges' own settings are under ``plugins.eval``."""
+    protocol: str = "visplay"
+    """Evaluation protocol: prompts, image handling, answer extraction and scoring (``visplay``: the rule protocol,
+    ``released``: the released VisPlay evaluation, ``lmms-eval``: lmms-eval's tasks; docs/evaluation.md)."""
     max_new_tokens: int = 256
     """Response length for evaluation."""
     batch_size: int = 8

@@ -351,6 +351,13 @@ class Hooks:
             raise _fail(plugin, hook, f"expected {len(items)} verdicts, got {_short(verdicts)}")
         return verdicts
 
+    def eval_protocol(self, name: str) -> Any:
+        hook = "visplay_eval_protocol"
+        plugin, protocol = self._first(hook, name=name)
+        if plugin is not None and not callable(getattr(protocol, "score", None)):
+            raise _fail(plugin, hook, f"expected an EvalProtocol, got {_short(protocol)}")
+        return protocol
+
     def log_metrics(self, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
         self._each("visplay_log_metrics", iteration=iteration, phase=phase, step=step, metrics=metrics)
 

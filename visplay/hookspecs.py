@@ -21,6 +21,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from visplay.context import RunContext
+    from visplay.eval.protocol import EvalProtocol
     from visplay.types import (
         AnswerItem,
         AskedQuestion,
@@ -211,10 +212,11 @@ def visplay_names() -> dict[str, list[str]] | None:
     """The names this plugin serves, by kind, so a recipe naming something nobody serves is refused at load.
 
     :return: {kind: [names]}, kinds ``backend`` (``model.backend``), ``image_source`` (``data.source``),
-        ``sampler`` (``sampler.<role>``), ``optimizer`` (``optimizer.name``), ``judge`` (``eval.judge``),
+        ``sampler`` (``sampler.<role>``), ``optimizer`` (``optimizer.name``), ``judge`` (``eval.judge``), ``protocol`` (``eval.protocol``),
         ``reward_component`` (the components of ``visplay_reward_components``, for weights naming them); or None.
         A kind is checked only when every plugin implementing its serving hook (``visplay_load_policy``,
         ``visplay_image_source``, ``visplay_make_sampler``, ``visplay_make_optimizer``, ``visplay_judge``,
+        ``visplay_eval_protocol``,
         ``visplay_reward_components``)
         declares names for it. Called without a run context.
     """
@@ -299,6 +301,16 @@ def visplay_judge(ctx: RunContext, name: str, items: Sequence[dict[str, Any]]) -
     :param items: dicts with at least ``question``, ``answer`` (reference), ``response`` and ``benchmark``.
     :return: one dict per item with ``correct`` (bool) and, for model judges, ``prompt`` and ``verdict`` text;
         or None when the name is not this plugin's. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def visplay_eval_protocol(ctx: RunContext, name: str) -> EvalProtocol | None:
+    """The evaluation protocol named ``eval.protocol``: prompts, image order, answer extraction, rule scoring and
+    judge prompts for the benchmarks it supports (contract: :class:`visplay.eval.protocol.EvalProtocol`).
+
+    :param name: the protocol name (built in: ``visplay``, ``released``, ``lmms-eval``).
+    :return: the protocol, or None when the name is not this plugin's. Stops at first non-None result.
     """
 
 

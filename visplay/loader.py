@@ -50,7 +50,8 @@ MAX_VALUE_DEPTH = 32
 """Deepest nesting of brackets/braces in one value (YAML's parser recurses per level)."""
 
 NAME_KEYS = {"model.backend": "backend", "data.source": "image_source", "sampler.questioner": "sampler",
-             "sampler.reasoner": "sampler", "optimizer.name": "optimizer", "eval.judge": "judge"}
+             "sampler.reasoner": "sampler", "optimizer.name": "optimizer", "eval.judge": "judge",
+             "eval.protocol": "protocol"}
 """Core keys whose value names something a plugin serves, and the kind of name (``visplay_names``)."""
 
 

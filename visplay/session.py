@@ -38,6 +38,7 @@ log = logging.getLogger("visplay.session")
 INDEX_FORMAT = 1
 SERVING_HOOKS = {"backend": "visplay_load_policy", "image_source": "visplay_image_source",
                  "sampler": "visplay_make_sampler", "optimizer": "visplay_make_optimizer", "judge": "visplay_judge",
+                 "protocol": "visplay_eval_protocol",
                  "reward_component": "visplay_reward_components"}
 """Kinds of served names (``visplay_names``) and the hook that serves each kind."""
 CORE_NAMES = {"judge": ["rule"]}

@@ -42,19 +42,28 @@ def answer_key_fn(ctx: RunContext) -> Callable[[str], str | None]:
     return key
 
 
-def rule_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rule-based verdicts (visplay/eval/scoring.py)."""
-    key = answer_key_fn(ctx)
+def protocols_of(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[Any]:
+    """The protocol of each item (its ``protocol`` name, ``visplay`` when absent), one instance per name."""
+    made: dict[str, Any] = {}
     out = []
     for item in items:
-        verdict = scoring.rule_verdict(item, key)
-        out.append({"correct": verdict.correct, "extracted": verdict.extracted, "reason": verdict.reason,
-                    "prompt": None, "verdict": None})
+        name = item.get("protocol") or "visplay"
+        if name not in made:
+            made[name] = ctx.hooks.eval_protocol(name)
+            if made[name] is None:
+                raise JudgeError(f"no plugin provides the evaluation protocol {name!r} (eval.protocol)")
+        out.append(made[name])
     return out
 
 
+def rule_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rule verdicts of each item's protocol (``visplay``: visplay/eval/scoring.py)."""
+    return [{**protocol.score(item), "prompt": None, "verdict": None}
+            for protocol, item in zip(protocols_of(ctx, items), items)]
+
+
 def judge_prompt(item: dict[str, Any]) -> str:
-    """The fixed judge prompt for one item."""
+    """The ``visplay`` protocol's judge prompt for one item."""
     response = item.get("response") or ""
     shown = scoring.extract_boxed(response)
     if shown is None:
@@ -70,15 +79,27 @@ def parse_verdict(text: str | None) -> bool | None:
     return m.group(1) in ("yes", "correct", "true", "1")
 
 
-def _model_verdicts(items: Sequence[dict[str, Any]], prompts: list[str], replies: list[str]) -> list[dict]:
+Request = tuple[dict[str, Any], str | None, str]
+"""(item, system text or None, user text): one question to a model judge."""
+
+
+def judge_with(ctx: RunContext, items: Sequence[dict[str, Any]],
+               ask: Callable[[list[Request]], list[str]]) -> list[dict[str, Any]]:
+    """Verdicts of a model judge: each item's protocol writes the request and reads the reply; items the protocol
+    scores without a judge (e.g. the released code's empty answers) keep the rule verdict. ``ask`` sends the
+    requests and returns the replies, in order."""
+    protocols = protocols_of(ctx, items)
+    requests = [protocol.judge_request(item) for protocol, item in zip(protocols, items)]
+    asked = [i for i, request in enumerate(requests) if request is not None]
+    replies = dict(zip(asked, ask([(items[i], *requests[i]) for i in asked]))) if asked else {}
     out = []
-    for item, prompt, reply in zip(items, prompts, replies):
-        parsed = parse_verdict(reply)
-        out.append({
-            "correct": bool(parsed), "extracted": scoring.extract_boxed(item.get("response")),
-            "reason": "unparsed_verdict" if parsed is None else ("judged_correct" if parsed else "judged_wrong"),
-            "prompt": f"[system] {JUDGE_SYSTEM}\n[user] {prompt}", "verdict": reply,
-        })
+    for i, (protocol, item) in enumerate(zip(protocols, items)):
+        if requests[i] is None:
+            out.append({**protocol.score(item), "prompt": None, "verdict": None})
+            continue
+        system, user = requests[i]
+        shown = f"[system] {system}\n[user] {user}" if system is not None else f"[user] {user}"
+        out.append({**protocol.parse_judge_reply(item, replies[i]), "prompt": shown, "verdict": replies[i]})
     return out
 
 
@@ -111,12 +132,15 @@ def local_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[s
         raise JudgeError(f"plugins.eval.judge_model={model_dir}: not a folder")
     sampler = _local_sampler(ctx, model_dir)
     max_tokens = options.judge_max_new_tokens
-    prompts = [judge_prompt(item) for item in items]
-    params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_tokens,
-                             seed=ctx.seed_for("eval", "judge", item.get("key", str(i))))
-              for i, item in enumerate(items)]
-    generations = sampler.sample([Prompt(user=p, system=JUDGE_SYSTEM) for p in prompts], params)
-    return _model_verdicts(items, prompts, [g[0].text for g in generations])
+
+    def ask(requests: list[Request]) -> list[str]:
+        params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_tokens,
+                                 seed=ctx.seed_for("eval", "judge", item.get("key", str(i))))
+                  for i, (item, _, _) in enumerate(requests)]
+        generations = sampler.sample([Prompt(user=user, system=system) for _, system, user in requests], params)
+        return [g[0].text for g in generations]
+
+    return judge_with(ctx, items, ask)
 
 
 # --- OpenAI-compatible endpoint ------------------------------------------------------------------------------
@@ -166,13 +190,18 @@ def endpoint_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dic
     api_key = os.environ.get(str(key_env)) if key_env else None
     if key_env and not api_key:
         raise JudgeError(f"plugins.eval.api_key_env={key_env}: environment variable is not set")
-    prompts = [judge_prompt(item) for item in items]
-    replies = []
-    for prompt in prompts:
-        body = {"model": options.judge_model_name, "temperature": 0.0, "max_tokens": options.judge_max_new_tokens,
-                "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]}
-        replies.append(_post(url, body, timeout=timeout, api_key=api_key))
-    return _model_verdicts(items, prompts, replies)
+
+    def ask(requests: list[Request]) -> list[str]:
+        replies = []
+        for _, system, user in requests:
+            messages = [{"role": "system", "content": system}] if system is not None else []
+            messages.append({"role": "user", "content": user})
+            body = {"model": options.judge_model_name, "temperature": 0.0,
+                    "max_tokens": options.judge_max_new_tokens, "messages": messages}
+            replies.append(_post(url, body, timeout=timeout, api_key=api_key))
+        return replies
+
+    return judge_with(ctx, items, ask)
 
 
 JUDGES = {"rule": rule_judge, "local": local_judge, "endpoint": endpoint_judge}

@@ -1,4 +1,5 @@
-"""visplay eval plugin: the judges ``rule``, ``local`` and ``endpoint`` behind the ``visplay_judge`` hook.
+"""visplay eval plugin: the judges ``rule``, ``local`` and ``endpoint`` behind the ``visplay_judge`` hook, and the
+protocols ``visplay``, ``released`` and ``lmms-eval`` behind ``visplay_eval_protocol``.
 
 A third party adds a judge by implementing ``visplay_judge`` and answering only its own name (returning None for
 others); see plugins/visplay_eval/judges.py for the contract of the returned dicts.
@@ -12,6 +13,7 @@ from typing import Any
 from visplay.api import hookimpl
 from visplay_eval.judges import JUDGES, JudgeError
 from visplay_eval.options import EvalOptions
+from visplay_eval.protocols import NAMES, make_protocol
 
 
 @hookimpl
@@ -21,7 +23,13 @@ def visplay_recipe_sections() -> dict[str, type]:
 
 @hookimpl
 def visplay_names() -> dict[str, list[str]]:
-    return {"judge": sorted(JUDGES)}
+    return {"judge": sorted(JUDGES), "protocol": list(NAMES)}
+
+
+@hookimpl
+def visplay_eval_protocol(ctx: Any, name: str) -> Any:
+    """The protocols ``visplay`` (default), ``released`` and ``lmms-eval``; None for other names."""
+    return make_protocol(ctx, name)
 
 
 @hookimpl

@@ -250,9 +250,13 @@ class JudgeServer:
                     self.wfile.write(b"boom")
                     return
                 user = body["messages"][-1]["content"]
-                ref = user.split("Reference answer: ")[1].split("\n")[0]
-                got = user.split("Model answer: ")[1].split("\n")[0]
-                reply = {"choices": [{"message": {"role": "assistant", "content": "yes" if ref == got else "No."}}]}
+                if outer.mode == "one":  # the released judge's "return 1" reply, whatever the prompt
+                    verdict = "1"
+                else:
+                    ref = user.split("Reference answer: ")[1].split("\n")[0]
+                    got = user.split("Model answer: ")[1].split("\n")[0]
+                    verdict = "yes" if ref == got else "No."
+                reply = {"choices": [{"message": {"role": "assistant", "content": verdict}}]}
                 data = json.dumps(reply).encode() if outer.mode != "garbage" else b"<html>"
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

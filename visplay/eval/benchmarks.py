@@ -89,6 +89,9 @@ class BenchmarkItem:
     image: Image.Image | None
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    images: list[Image.Image] = field(default_factory=list)
+    """Every image of the row in file order (``image`` is the first); MMMU's ``image_1`` .. ``image_7`` columns
+    land here in number order, with the numbers in ``meta["image_numbers"]``."""
 
 
 def _norm_name(name: str) -> str:
@@ -204,13 +207,21 @@ def _open_bytes(raw: bytes) -> Image.Image:
         raise ValueError(f"undecodable image bytes ({len(raw)} bytes): {exc}") from exc
 
 
-def _images_of(row: dict[str, Any]) -> tuple[str | None, list[Any]]:
+_NUMBERED_IMAGE = re.compile(r"image_(\d+)")
+
+
+def _images_of(row: dict[str, Any]) -> tuple[str | None, list[Any], list[int]]:
+    """(column, image values, their numbers): an ``images`` list, one ``image``, or MMMU's ``image_<N>`` columns."""
     for column in IMAGE_COLUMNS:
         if column in row and row[column] is not None:
             value = row[column]
             values = list(value) if isinstance(value, (list, tuple)) else [value]
-            return column, values
-    return None, []
+            return column, values, list(range(1, len(values) + 1))
+    numbered = sorted((int(m.group(1)), key) for key in row if (m := _NUMBERED_IMAGE.fullmatch(str(key)))
+                      and row[key] is not None)
+    if numbered:
+        return "image_<N>", [row[key] for _, key in numbered], [n for n, _ in numbered]
+    return None, [], []
 
 
 # --- options and prompts -------------------------------------------------------------------------------------
@@ -306,25 +317,34 @@ def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: di
         raise BenchmarkError(f"{path}: row {row_no}: column {qcol or QUESTION_COLUMNS[0]!r} is empty")
     if answer is None or str(answer).strip() == "":
         raise BenchmarkError(f"{path}: row {row_no}: column {acol or ANSWER_COLUMNS[0]!r} is empty")
-    column, values = _images_of(row)
-    image = None
-    if values:
+    column, values, numbers = _images_of(row)
+    images = []
+    for value in values:
         try:
-            image = decode_image(values[0], base_dir=path.parent)
+            images.append(decode_image(value, base_dir=path.parent))
         except ValueError as exc:
             raise BenchmarkError(f"{path}: row {row_no}: column {column!r}: {exc}") from exc
+    image = images[0] if images else None
     options = parse_options(row.get("options"))
     prompt = build_prompt(str(question), options)
+    options_in_text = not options and bool(inline_options(prompt))
     options = options or inline_options(prompt)
     reference = _reference(spec, answer)
     ids = [row[k] for k in ("id", "pid", "index") if row.get(k) is not None and str(row[k]) != ""]
     item_id = str(ids[0]) if ids else f"{path.name}:{row_no}"
     meta = {k: row[k] for k in ("question_type", "category", "subject", SUBSET_COLUMN) if k in row and row[k]}
     meta["n_images"] = len(values)
+    meta["image_numbers"] = numbers
+    meta["raw_answer"] = str(answer).strip()
+    if options_in_text:
+        meta["options_in_text"] = 1  # the options were read from the question, not from an options column
+    if ids:
+        meta["id"] = str(ids[0])
     return BenchmarkItem(
         benchmark=spec.name, index=index, item_id=item_id, question=str(question), prompt=prompt,
         answer=reference, kind=item_kind(spec, reference, options, prompt), options=options, image=image,
-        source=f"{path}#{row_no}", meta={k: str(v) if not isinstance(v, int) else v for k, v in meta.items()},
+        source=f"{path}#{row_no}", images=images,
+        meta={k: v if isinstance(v, (int, list)) else str(v) for k, v in meta.items()},
     )
 
 

@@ -32,15 +32,13 @@ from visplay.eval.benchmarks import (
     option_letters_in,
     resolve_names,
 )
+from visplay.eval.protocol import EvalProtocol, Presentation
 from visplay.log.runlog import RunLog
 from visplay.session import PluginSession
 from visplay.types import ImageRecord, Prompt, SamplingParams
 
 log = logging.getLogger("visplay.eval.run")
 
-# The released solver instruction (train_examples/format_prompt/solver.jinja in the authors' code).
-SOLVER_TEMPLATE = ("{question}\nPlease reason step by step based on the question and image, and put your final "
-                   "answer within \\boxed{{}}.")
 
 EVAL_ITEMS = {
     "key": str, "eval_id": str, "benchmark": str, "idx": int, "item_id": str, "image_id": str, "kind": str,
@@ -159,25 +157,54 @@ def fit_image(image: Image.Image, data: dict[str, Any]) -> Image.Image:
     return image
 
 
-def _prompt(item: BenchmarkItem, data: Any) -> tuple[Prompt, str | None]:
+def get_protocol(ctx: RunContext, name: str, specs: Sequence[BenchmarkSpec] = ()) -> EvalProtocol:
+    """The protocol named ``name`` (``eval.protocol``), checked to support every benchmark in ``specs``."""
+    protocol = ctx.hooks.eval_protocol(name)
+    if protocol is None:
+        raise EvalError(f"eval.protocol={name}: no plugin provides this evaluation protocol "
+                        f"(built in: visplay, released, lmms-eval)")
+    unsupported = [spec.name for spec in specs if not protocol.supports(spec.name)]
+    if unsupported:
+        raise EvalError(f"eval.protocol={name}: no prompt or scoring for benchmark(s) {', '.join(unsupported)}")
+    return protocol
+
+
+def to_prompt(item: BenchmarkItem, shown: Presentation, data: Any) -> tuple[Prompt, str | None]:
+    """A sampler prompt for a presentation: its text and its first image (``Prompt`` carries one image; an item
+    with more is reported by :func:`generate`, never dropped silently)."""
     record = None
-    if item.image is not None:
-        image = fit_image(item.image, data)
-        record = ImageRecord(image_id=image_id(item.image), image=image, source=item.source)
-    return Prompt(user=SOLVER_TEMPLATE.format(question=item.prompt), image=record), (record.image_id
-                                                                                   if record else None)
+    if shown.images:
+        source = item.images[shown.images[0]]
+        record = ImageRecord(image_id=image_id(source), image=fit_image(source, data), source=item.source)
+    user = shown.text if len(shown.images) <= 1 else shown.placeholder_text()
+    return Prompt(user=user, image=record, system=shown.system), (record.image_id if record else None)
 
 
-def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, quiet: bool = True) -> list[dict]:
+def _report_dropped(ctx: RunContext, benchmark: str, dropped: list[str]) -> None:
+    message = (f"{benchmark}: {len(dropped)} item(s) have more than one image; one image per prompt reached the "
+               f"model (the protocol's first; the sampler's Prompt carries one), e.g. {', '.join(dropped[:5])}")
+    log.warning(message)
+    if ctx.log is not None:
+        ctx.log.event(kind="eval_images_dropped", message=message, source="visplay.eval",
+                      payload={"benchmark": benchmark, "items": dropped})
+
+
+def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, quiet: bool = True,
+             protocol: EvalProtocol | None = None) -> list[dict]:
     """Greedy responses for ``items`` in batches of ``eval.batch_size``; one dict per item (prompt, response...)."""
     from tqdm import tqdm
 
     cfg = ctx.recipe.eval
+    protocol = protocol or get_protocol(ctx, "visplay")
     out: list[dict] = []
+    dropped: list[str] = []
     batches = range(0, len(items), max(1, cfg.batch_size))
     for start in tqdm(batches, desc=f"eval {items[0].benchmark if items else ''}", disable=quiet, unit="batch"):
         batch = items[start:start + cfg.batch_size]
-        prompts, image_ids = zip(*(_prompt(item, plugin_options(ctx.recipe, "images")) for item in batch))
+        shown = [protocol.present(item) for item in batch]
+        dropped += [item.item_id for item, s in zip(batch, shown) if len(item.images) > min(len(s.images), 1)]
+        prompts, image_ids = zip(*(to_prompt(item, s, plugin_options(ctx.recipe, "images"))
+                                   for item, s in zip(batch, shown)))
         seeds = [ctx.seed_for("eval", item.benchmark, item.index) for item in batch]
         params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, seed=s)
                   for s in seeds]
@@ -185,6 +212,8 @@ def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, q
         for prompt, img, seed, gens in zip(prompts, image_ids, seeds, generations):
             out.append({"prompt_user": prompt.user, "image_id": img, "seed": seed, "response": gens[0].text,
                         "finish_reason": gens[0].finish_reason})
+    if dropped:
+        _report_dropped(ctx, items[0].benchmark, dropped)
     return out
 
 
@@ -196,11 +225,13 @@ def judge_items(ctx: RunContext, judge: str, items: Sequence[dict[str, Any]]) ->
     return verdicts
 
 
-def _judge_input(item: BenchmarkItem, spec: BenchmarkSpec, key: str, response: str) -> dict[str, Any]:
+def _judge_input(item: BenchmarkItem, spec: BenchmarkSpec, key: str, response: str,
+                 protocol: str = "visplay") -> dict[str, Any]:
     letters = [CHOICE_LETTERS[i] for i in range(len(item.options))] if item.options else \
         option_letters_in(item.prompt)
     return {"key": key, "benchmark": spec.name, "question": item.prompt, "answer": item.answer, "kind": item.kind,
-            "options": item.options, "letters": letters, "alternatives": spec.alternatives, "response": response}
+            "options": item.options, "letters": letters, "alternatives": spec.alternatives, "response": response,
+            "protocol": protocol, "raw_question": item.question, "meta": item.meta}
 
 
 def _item_row(eval_id: str, judge: str, inp: dict, gen: dict, verdict: dict, idx: int, item_id: str) -> dict:
@@ -228,15 +259,23 @@ def score_row(eval_id: str, spec: BenchmarkSpec, target: EvalTarget | None, judg
     }
 
 
+def eval_id_of(label: str, judge: str, protocol: str) -> str:
+    """``<label>/<judge>``, with ``@<protocol>`` after the judge unless the protocol is the default ``visplay``."""
+    return f"{label}/{judge}" if protocol == "visplay" else f"{label}/{judge}@{protocol}"
+
+
 def evaluate(ctx: RunContext, sampler: Any, target: EvalTarget, specs: Sequence[BenchmarkSpec], data_dir: str,
-             *, judge: str = "rule", quiet: bool = True) -> list[dict]:
-    """Generate, judge and log every benchmark; returns the ``eval_scores`` rows written."""
-    eval_id = f"{target.label}/{judge}"
+             *, judge: str = "rule", quiet: bool = True, protocol: str | None = None) -> list[dict]:
+    """Generate, judge and log every benchmark under ``protocol`` (default ``eval.protocol``); returns the
+    ``eval_scores`` rows written."""
+    protocol = protocol or ctx.recipe.eval.protocol
+    shown_by = get_protocol(ctx, protocol, specs)
+    eval_id = eval_id_of(target.label, judge, protocol)
     scores = []
     for spec in specs:
         items = list(iter_items(spec, data_dir, limit=ctx.recipe.eval.limit))
-        gens = generate(ctx, sampler, items, quiet=quiet)
-        inputs = [_judge_input(item, spec, f"{eval_id}/{spec.name}/{item.index}", g["response"])
+        gens = generate(ctx, sampler, items, quiet=quiet, protocol=shown_by)
+        inputs = [_judge_input(item, spec, f"{eval_id}/{spec.name}/{item.index}", g["response"], protocol)
                   for item, g in zip(items, gens)]
         verdicts = judge_items(ctx, judge, inputs)
         rows = [_item_row(eval_id, judge, inp, g, v, it.index, it.item_id)
@@ -296,8 +335,9 @@ def format_scores(scores: Sequence[dict]) -> str:
 
 def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | None = None, judge: str | None = None,
              recipe: str | None = None, overrides: Sequence[str] = (), iteration: int | None = None,
-             db: str | None = None, quiet: bool = True,
-             session: PluginSession | None = None) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
+             db: str | None = None, quiet: bool = True, session: PluginSession | None = None,
+             protocol: str | None = None,
+             samples_out: str | None = None) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
     """Evaluate a model folder or a run's reasoner on local benchmark files; returns (target, judge, scores).
 
     Every benchmark file is checked before a model is loaded; errors are BenchmarkError / EvalError naming the
@@ -317,6 +357,69 @@ def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | No
     with RunLog(target.db_path, create=True) as runlog:
         declare_tables(runlog)
         ctx = session.context(cfg, target.run_dir, log=runlog, iteration=target.iteration or 0, phase="eval")
+        get_protocol(ctx, protocol or cfg.eval.protocol, specs)  # an unknown protocol fails before loading a model
         sampler = load_sampler(ctx, target)
-        scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet)
+        scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet, protocol=protocol)
+        if samples_out:
+            _write_samples(runlog, samples_out, scores, protocol or cfg.eval.protocol)
     return target, judge, scores
+
+
+def _write_samples(runlog: RunLog, path: str, scores: Sequence[dict], protocol: str) -> None:
+    from visplay.eval.samples import write_samples
+
+    rows = [r for s in scores for r in runlog.rows_matching("eval_items", eval_id=s["eval_id"],
+                                                             benchmark=s["benchmark"])]
+    write_samples(path, rows, scores, protocol)
+
+
+def _record_input(record: dict[str, Any], spec: BenchmarkSpec, eval_id: str, protocol: str,
+                  source: str) -> dict[str, Any]:
+    """The judge input of one samples-file record (its doc's question, options, kind and question type)."""
+    from visplay.eval.benchmarks import item_kind
+
+    doc, reference = record["doc"], record["target"]
+    options = [str(o) for o in doc.get("options") or []]
+    question = str(doc.get("question", ""))
+    meta = {"raw_answer": reference, **({"question_type": doc["question_type"]} if doc.get("question_type") else {})}
+    item = BenchmarkItem(spec.name, int(record["doc_id"]), str(doc.get("id", record["doc_id"])), question, question,
+                         reference, doc.get("kind") or item_kind(spec, reference, options, question), options, None,
+                         source, meta=meta)
+    return _judge_input(item, spec, f"{eval_id}/{spec.name}/{item.index}", record["response"], protocol)
+
+
+def rescore(samples: str, *, protocol: str, judge: str = "rule", benchmark: str | None = None,
+            recipe: str | None = None, overrides: Sequence[str] = (), db: str | None = None,
+            samples_out: str | None = None,
+            session: PluginSession | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """Score the responses of a samples file (``--samples-out``, or lmms-eval's ``--log_samples`` with
+    ``benchmark``) under ``protocol`` without generating; rows go to ``db`` (./eval.db) under
+    ``rescored/<judge>@<protocol>``. Returns (eval_id, the ``eval_scores`` rows)."""
+    from visplay.eval.samples import read_samples
+
+    session = session or PluginSession()
+    records = read_samples(samples, benchmark)
+    cfg = session.load_recipe(recipe or "tiny", list(overrides))
+    eval_id = f"rescored/{judge}@{protocol}"
+    scores: list[dict] = []
+    with RunLog(Path(db or "eval.db"), create=True) as runlog:
+        declare_tables(runlog)
+        ctx = session.context(cfg, Path.cwd(), log=runlog, phase="eval")
+        names = list(dict.fromkeys(r["benchmark"] for r in records))
+        specs = resolve_names(names)
+        get_protocol(ctx, protocol, specs)
+        for spec, name in zip(specs, names):
+            mine = [r for r in records if r["benchmark"] == name]
+            inputs = [_record_input(r, spec, eval_id, protocol, samples) for r in mine]
+            gens = [{} for _ in mine]
+            verdicts = judge_items(ctx, judge, inputs)
+            rows = [_item_row(eval_id, judge, inp, g, v, int(r["doc_id"]), str(r["doc"].get("id", r["doc_id"])))
+                    for inp, g, v, r in zip(inputs, gens, verdicts, mine)]
+            score = score_row(eval_id, spec, None, judge, rows)
+            with runlog.transaction():
+                runlog.insert("eval_items", rows, replace=True)
+                runlog.insert("eval_scores", [score], replace=True)
+            scores.append(score)
+        if samples_out:
+            _write_samples(runlog, samples_out, scores, protocol)
+    return eval_id, scores

@@ -25,6 +25,11 @@ from visplay.eval.benchmarks import CHOICE_LETTERS
 
 KeyFn = Callable[[str], "str | None"]
 
+# The released solver instruction (train_examples/format_prompt/solver.jinja in the authors' code), the prompt of
+# the ``visplay`` protocol.
+SOLVER_TEMPLATE = ("{question}\nPlease reason step by step based on the question and image, and put your final "
+                   "answer within \\boxed{{}}.")
+
 
 @dataclass(frozen=True)
 class RuleVerdict:
