@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the separate environment the lmms-eval identity test (tests/test_eval_lmms_identity.py) runs in:
+# Build the separate environment the lmms-eval identity test (tests/eval/test_lmms_identity.py) runs in:
 #   bash .ci/lmms_eval_env.sh [.lmms-eval-venv]
 # lmms-eval 0.7.3 pins wandb==0.25.0 and pulls timm, spacy, sentence_transformers, opencv... that visplay's own
 # environment does not want, so it gets its own venv. torch stays the local CPU wheel (torch==2.13.0, first, and
