@@ -22,7 +22,7 @@ def sample_row(table: str, i: int = 0) -> dict:
         return {"key": f"k{i}", "iteration": 1, "phase": "questioner", "step": i, "role": "questioner",
                 "kind": "question", "image_id": "x", "parent_key": None, "sample_index": i, "seed": 3,
                 "prompt_system": "s", "prompt_user": f"u{i % 2}", "text": "t", "token_ids": [i, 2, 3],
-                "logprobs": [-0.5, -1.0 / 3], "finish_reason": "stop"}
+                "logprobs": [-0.5, -1.0 / 3, -0.25], "finish_reason": "stop"}
     row = {}
     for col, typ in TABLES[table]["columns"].items():
         value = SAMPLE[typ]
@@ -57,7 +57,7 @@ def test_round_trip_every_table(tmp_path, table):
 
 def test_json_columns_and_unknown_columns(tmp_path):
     with RunLog(tmp_path / "run.db", create=True) as log:
-        log.insert("generations", [{"key": "g", "token_ids": [1, 2, 3], "logprobs": [-0.5]}])
+        log.insert("generations", [{"key": "g", "token_ids": [1, 2, 3], "logprobs": [-0.5, -1.0, -2.0]}])
         assert log.rows("generations")[0]["token_ids"] == [1, 2, 3]
         log.insert("events", [{"kind": "k", "payload": [1, 2]}])
         assert log.rows("events")[0]["payload"] == "[1,2]"

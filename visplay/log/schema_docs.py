@@ -156,9 +156,10 @@ def datasette_metadata(database: str = "run") -> dict[str, Any]:
 def write_datasette_metadata(db_path: str | Path) -> Path:
     """``datasette.json`` beside a run.db (its database name in datasette is the file's stem)."""
     db_path = Path(db_path)
-    out = db_path.parent / "datasette.json"
-    out.write_text(json.dumps(datasette_metadata(db_path.stem), indent=2, sort_keys=True) + "\n")
-    return out
+    from visplay.files import write_file
+
+    return write_file(db_path.parent / "datasette.json",
+                      json.dumps(datasette_metadata(db_path.stem), indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

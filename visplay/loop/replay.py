@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visplay.files import write_file
 from visplay.keys import rank
 from visplay.log.diff import (
     DiffResult,
@@ -172,7 +173,7 @@ def copy_prefix(src: RunLog, dst: RunLog, start: Position, src_dir: Path, dst_di
     run = dict(src.run() or {})
     run.update(status="running", recipe_yaml=recipe_yaml(recipe), recipe_sha256=recipe_sha256(recipe))
     dst.set_run(**run)
-    (dst_dir / "recipe.yaml").write_text(recipe_yaml(recipe))
+    write_file(dst_dir / "recipe.yaml", recipe_yaml(recipe))
     with dst.transaction():
         for table in ("plugins", "images"):
             dst.insert(table, src.rows(table))

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from visplay.config import RecipeError, recipe_sha256, recipe_yaml
 from visplay.context import RunContext
+from visplay.files import check_writable_file, write_file
 from visplay.log.runlog import RunLogError
 from visplay.plugins import PluginError, plugin_infos
 from visplay.types import ImageSource
@@ -87,7 +88,8 @@ def preflight(cfg: DictConfig) -> None:
 
 # What visplay itself puts in a run directory; --overwrite deletes a folder holding nothing else.
 RUN_DIR_CHILDREN = {"run.db", "run.db-wal", "run.db-shm", "recipe.yaml", "checkpoints", "report", "replay",
-                    LOCK_NAME, "datasette.json", "tensorboard", "wandb", "mlruns"}  # + metrics sinks' folders
+                    "export", LOCK_NAME, "datasette.json", "tensorboard", "wandb", "mlruns"}  # + metrics sinks' folders
+# ("export": `visplay export`'s default output folder)
 
 
 def prepare_run_dir(run_dir: Path, db_path: Path, overwrite: bool) -> None:
@@ -140,8 +142,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     flock dies with its process, so a killed run never leaves a stale lock; the file keeps the holder's pid only
     so that a refusal can name it.
     """
-    path = Path(run_dir) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = check_writable_file(Path(run_dir) / LOCK_NAME)  # a planted link or folder is refused, never followed
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -180,7 +182,7 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
             runlog.event("run_resumed", f"resumed after {len(runlog.done_steps())} committed steps", level="info",
                          source="engine")
         return pool
-    (Path(ctx.run_dir) / "recipe.yaml").write_text(recipe_yaml(ctx.recipe))
+    write_file(Path(ctx.run_dir) / "recipe.yaml", recipe_yaml(ctx.recipe))
     with runlog.transaction():
         runlog.set_run(**run_row(ctx.recipe))
         runlog.insert("plugins", [

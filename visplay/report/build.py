@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visplay.files import write_file
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.report import plots
 from visplay.report.samples import collect_samples
@@ -324,7 +325,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, session: Plu
     for stale in out_dir.glob("*.png"):  # figures of an older report version
         stale.unlink()
     for name, svg in figures.items():
-        (out_dir / name).write_text(svg, encoding="utf-8")
+        write_file(out_dir / name, svg)
     index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
+    write_file(index, page)
     return index
