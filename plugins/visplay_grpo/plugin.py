@@ -49,6 +49,8 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
         update_batch_size=None if opt.update_batch_size is None else int(opt.update_batch_size) * group_size,
         temperature=temperature, old_logprobs=opt.old_logprobs,
         seed=ctx.seed_for("grpo", role), loss_agg=str(opt.loss_agg or "token_mean"),
+        max_tokens_per_micro_batch=None if opt.max_tokens_per_micro_batch is None
+        else int(opt.max_tokens_per_micro_batch),
     )
 
 
