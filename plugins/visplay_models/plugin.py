@@ -97,7 +97,7 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
         return None
     from visplay_models.facts import footprint
 
-    return footprint(ctx.recipe, facts, nproc, bool(options(ctx).lora.enabled))
+    return footprint(ctx.recipe, facts, nproc, options(ctx))
 
 
 @hookimpl
