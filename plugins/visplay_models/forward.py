@@ -83,10 +83,12 @@ def rope_positions(hf: Any, processor: VLProcessor, ids: torch.Tensor, mask: tor
 def token_logprobs(model: Any, processor: VLProcessor, encs: Sequence[Encoded],
                    responses: Sequence[Sequence[int]], *, temperature: float = 1.0, with_entropy: bool = False,
                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                   chunk_tokens: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+                   chunk_tokens: int | None = None, min_chunks: int = 0,
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
     """Teacher-forced per-token log-probs of ``responses`` given the encoded prompts, in one padded batch.
 
     :param chunk_tokens: response tokens per head chunk (see the module docstring); None: all at once.
+    :param min_chunks: call the head at least this often (FSDP: every rank must call it as often as the others).
     :return: (logprobs, entropies): one (len(response),) float32 tensor per row each; entropies (of the
         temperature-scaled distribution) only when ``with_entropy``. Gradients flow when grad mode is on.
     """
@@ -106,7 +108,7 @@ def token_logprobs(model: Any, processor: VLProcessor, encs: Sequence[Encoded],
     cols_t = torch.tensor(cols, dtype=torch.long, device=device)
     targets = batch.input_ids[rows_t, cols_t + 1]
     logp, entropy = selected_logprobs(hidden[rows_t, cols_t], hf.lm_head, targets, temperature=temperature,
-                                      with_entropy=with_entropy, chunk_tokens=chunk_tokens)
+                                      with_entropy=with_entropy, chunk_tokens=chunk_tokens, min_chunks=min_chunks)
     splits = list(batch.response_lens)
     lps = list(torch.split(logp, splits))
     ents = list(torch.split(entropy, splits)) if entropy is not None else None
@@ -114,13 +116,15 @@ def token_logprobs(model: Any, processor: VLProcessor, encs: Sequence[Encoded],
 
 
 def selected_logprobs(hidden: torch.Tensor, head: Any, targets: torch.Tensor, *, temperature: float = 1.0,
-                      with_entropy: bool = False, chunk_tokens: int | None = None,
+                      with_entropy: bool = False, chunk_tokens: int | None = None, min_chunks: int = 0,
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of ``targets`` under ``head(hidden) / T`` and, when ``with_entropy``, the distribution's entropy.
 
     :param hidden: (N, H) hidden states of the positions that predict ``targets`` (N,).
     :param chunk_tokens: None: the whole (N, V) float32 log-softmax at once; else chunks of that many rows, each
         logit minus logsumexp, recomputed in the backward pass (the same numbers up to float rounding).
+    :param min_chunks: pad with chunks of the first row, weighted 0, up to this many head calls: under FSDP2 an
+        untied head is a unit of its own that all-gathers at each call and in each backward recomputation.
     :return: ((N,) float32 log-probs with the graph when grad mode is on, (N,) float32 entropies without one).
     """
     if chunk_tokens is None:
@@ -142,6 +146,10 @@ def selected_logprobs(hidden: torch.Tensor, head: Any, targets: torch.Tensor, *,
                      else _chunk_stats(*args))
     logp = torch.cat([lp for lp, _ in parts]) if parts else hidden.new_zeros(0, dtype=torch.float32)
     entropy = torch.cat([e for _, e in parts]) if with_entropy and parts else None
+    for _ in range(min_chunks - len(parts)):  # in the graph with weight 0, so its backward runs on every rank too
+        args = (hidden[:1], head, targets[:1], temperature, False)
+        pad, _ = checkpoint(_chunk_stats, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_stats(*args)
+        logp = logp + 0.0 * pad.sum()
     return logp, entropy
 
 

@@ -95,10 +95,21 @@ class HFPolicy:
                 lp, ent = token_logprobs(model, self.processor, encs[start:start + size],
                                          responses[start:start + size], temperature=temperature,
                                          with_entropy=with_entropy, device=self.device, dtype=self.dtype,
-                                         chunk_tokens=self.logprob_chunk_tokens)
+                                         chunk_tokens=self.logprob_chunk_tokens,
+                                         min_chunks=self._head_calls(responses[start:start + size]))
                 lps += lp
                 ents += ent or []
         return lps, (ents if with_entropy else None)
+
+    def _head_calls(self, responses: Sequence[Sequence[int]]) -> int:
+        """Under FSDP with chunked log-probs: the most head chunks any rank needs for its current forward (each
+        call of a sharded head is a collective, so every rank makes as many); else 0."""
+        if not self.sharded or self.logprob_chunk_tokens is None:
+            return 0
+        from visplay.api import distributed
+
+        mine = -(-sum(len(r) for r in responses) // self.logprob_chunk_tokens)
+        return max(distributed.all_gather_objects(mine))
 
     def sequence_lengths(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]) -> list[int]:
         """Tokens of each prompt (chat template and image tokens included) plus its response: one row of a

@@ -121,3 +121,25 @@ def test_checkpointing_and_chunks_together_in_a_grpo_update():
     for key in ("actor/loss", "actor/pg_loss", "actor/kl", "actor/grad_norm", "actor/entropy"):
         assert m1[key] == pytest.approx(m2[key], rel=1e-5, abs=1e-7), key
     assert all(torch.allclose(p1[n], p2[n], atol=1e-6) for n in p1)
+
+
+def test_padding_head_calls_for_fsdp_changes_no_number():
+    """Under FSDP every rank calls a sharded head as often as the busiest (min_chunks): the extra calls weigh 0."""
+    from visplay_models.forward import selected_logprobs
+
+    gen = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(8, 32)
+    calls: list[int] = []
+    head.register_forward_pre_hook(lambda mod, args: calls.append(int(args[0].shape[0])))
+    targets = torch.randint(0, 32, (5,), generator=gen)
+    results = []
+    for min_chunks in (0, 6):
+        hidden = torch.randn(5, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        head.zero_grad()
+        logp, ent = selected_logprobs(hidden, head, targets, chunk_tokens=2, with_entropy=True, min_chunks=min_chunks)
+        logp.sum().backward()
+        results.append((logp.detach(), ent, hidden.grad, head.weight.grad.clone()))
+    # 3 chunks (2, 2, 1 rows), each run again in the backward pass; then 3 more of one row, likewise
+    assert sorted(calls[:6]) == [1, 1, 2, 2, 2, 2] and sorted(calls[6:]) == [1] * 8 + [2] * 4
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-7)
