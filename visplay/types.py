@@ -265,6 +265,8 @@ class ModelFacts:
     activation_bytes_per_token: float  # held for the backward pass, per token of a training forward
     prompt_tokens: int  # the allowance per sequence for the chat template, the question and the image
     reference_bytes: int = 0  # a frozen copy of the starting weights (0 when the reference costs nothing: LoRA)
+    activation_bytes_per_sequence: float = 0.0  # held per sequence whatever its length (its image's vision tower)
+    activation_bytes_fixed: float = 0.0  # per training forward whatever its size (one chunk of log-prob logits)
     config: dict[str, Any] = field(default_factory=dict)  # the config.json facts, for plugins that need more
 
 

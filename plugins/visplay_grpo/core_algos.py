@@ -117,3 +117,30 @@ def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_value=0.0)
     mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(r), device=r.device) for r in rows], batch_first=True)
     return out, mask
+
+
+def token_budget_micro_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Positions ``0..n-1`` grouped into micro-batches whose right-padded forward holds at most ``budget`` tokens.
+
+    A padded forward of ``k`` rows costs ``k x longest`` tokens, so rows of similar length go together: longest
+    first (ties by position), each micro-batch takes the next row while ``(rows + 1) x its longest <= budget``.
+    A row longer than the budget forms a micro-batch of its own (verl refuses that case instead). This is verl's
+    dynamic batch size (``use_dynamic_bsz`` with ``ppo_max_token_len_per_gpu``; verl/utils/seqlen_balancing.py
+    ``rearrange_micro_batches``) for a padded forward: verl packs sequences without padding, so it balances sums of
+    lengths; here padding is what the budget has to bound.
+
+    :param lengths: n token counts (prompt + response) per row.
+    :return: micro-batches of positions, ascending within each; every position exactly once.
+    """
+    if budget < 1:
+        raise ValueError(f"plugins.grpo.max_tokens_per_micro_batch must be >= 1, got {budget}")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
+        if current and (len(current) + 1) * lengths[current[0]] > budget:
+            batches.append(sorted(current))
+            current = []
+        current.append(i)
+    if current:
+        batches.append(sorted(current))
+    return batches

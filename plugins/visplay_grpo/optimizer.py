@@ -44,6 +44,7 @@ from visplay_grpo.core_algos import (
     pad_rows,
     policy_loss_terms,
     seq_mean_token_mean,
+    token_budget_micro_batches,
 )
 from visplay_grpo.options import KL_TYPES, LOSS_AGGS
 
@@ -63,7 +64,7 @@ class GRPOOptimizer:
                  clip_low: float = 0.2, clip_high: float = 0.3, dual_clip: float = 3.0, kl_coef: float = 1e-2,
                  kl_type: str = "low_var_kl", adv_eps: float = 1e-6, micro_batch_size: int = 8,
                  update_batch_size: int | None = None, temperature: float = 1.0, old_logprobs: str = "recompute",
-                 seed: int = 0, loss_agg: str = "token_mean"):
+                 seed: int = 0, loss_agg: str = "token_mean", max_tokens_per_micro_batch: int | None = None):
         if kl_type not in KL_TYPES:
             raise ValueError(f"plugins.grpo.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
         if loss_agg not in LOSS_AGGS:
@@ -72,12 +73,16 @@ class GRPOOptimizer:
             raise ValueError(f"plugins.grpo.old_logprobs must be 'recompute' or 'sampler', got {old_logprobs!r}")
         if micro_batch_size < 1 or (update_batch_size is not None and update_batch_size < 1):
             raise ValueError("plugins.grpo.micro_batch_size and plugins.grpo.update_batch_size must be >= 1")
+        if max_tokens_per_micro_batch is not None and max_tokens_per_micro_batch < 1:
+            raise ValueError("plugins.grpo.max_tokens_per_micro_batch must be >= 1 or null, got "
+                             f"{max_tokens_per_micro_batch}")
         self.policy = policy
         self.grad_clip, self.clip_low, self.clip_high, self.dual_clip = grad_clip, clip_low, clip_high, dual_clip
         self.kl_coef, self.kl_type, self.adv_eps = kl_coef, kl_type, adv_eps
         self.micro_batch_size, self.update_batch_size = micro_batch_size, update_batch_size
         self.temperature, self.old_logprobs, self.seed = temperature, old_logprobs, seed
         self.loss_agg = loss_agg
+        self.max_tokens = max_tokens_per_micro_batch
         self.names = [n for n, _ in policy.trainable_parameters()]
         if not self.names:
             raise ValueError("GRPO: the policy has no trainable parameters")
@@ -97,7 +102,8 @@ class GRPOOptimizer:
         rewards = torch.tensor([float(r.reward) for r in rollouts])
         adv = group_advantages(rewards, [r.group for r in rollouts], self.adv_eps)
         prompts, responses = [r.prompt for r in rollouts], [list(r.token_ids) for r in rollouts]
-        old, ref, diff = self._fixed_logprobs(rollouts, prompts, responses)
+        lengths = self._sequence_lengths(prompts, responses)
+        old, ref, diff = self._fixed_logprobs(rollouts, prompts, responses, lengths)
         size = self.update_batch_size or len(rollouts)
         sums: dict[str, float] = {}
         batches = 0
@@ -107,7 +113,7 @@ class GRPOOptimizer:
             self.policy.model.train()
             for start in range(0, len(rollouts), size):
                 idx = list(range(start, min(start + size, len(rollouts))))
-                for k, v in self._update_batch(idx, prompts, responses, old, ref, adv).items():
+                for k, v in self._update_batch(idx, prompts, responses, old, ref, adv, lengths).items():
                     sums[k] = sums.get(k, 0.0) + v
                 batches += 1
         metrics = {k: v / batches for k, v in sums.items()}
@@ -121,11 +127,27 @@ class GRPOOptimizer:
         })
         return UpdateResult(advantages={r.key: float(a) for r, a in zip(rollouts, adv)}, metrics=metrics)
 
-    def _fixed_logprobs(self, rollouts: Sequence[Rollout], prompts: list, responses: list
-                        ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, float]:
+    def _sequence_lengths(self, prompts: list, responses: list) -> list[int] | None:
+        """Prompt + response tokens per rollout, which a token budget groups by (None without one)."""
+        if self.max_tokens is None:
+            return None
+        if not hasattr(self.policy, "sequence_lengths"):
+            raise ValueError(f"plugins.grpo.max_tokens_per_micro_batch needs a policy that counts its prompt tokens "
+                             f"(sequence_lengths); {type(self.policy).__name__} has none")
+        return list(self.policy.sequence_lengths(prompts, responses))
+
+    def _micro_batches(self, rows: list[int], lengths: list[int] | None) -> list[list[int]]:
+        """``rows`` in micro-batches: ``micro_batch_size`` at a time, or by the token budget."""
+        if lengths is None or self.max_tokens is None:
+            return [rows[s:s + self.micro_batch_size] for s in range(0, len(rows), self.micro_batch_size)]
+        return [[rows[j] for j in group]
+                for group in token_budget_micro_batches([lengths[i] for i in rows], self.max_tokens)]
+
+    def _fixed_logprobs(self, rollouts: Sequence[Rollout], prompts: list, responses: list,
+                        lengths: list[int] | None) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, float]:
         """Old (behaviour) and reference log-probs, computed once per step without gradients."""
         self.policy.model.eval()
-        recomputed = self._logprobs(prompts, responses, reference=False)
+        recomputed = self._logprobs(prompts, responses, reference=False, lengths=lengths)
         diff = 0.0
         for r, lp in zip(rollouts, recomputed):
             if r.old_logprobs and len(r.old_logprobs) == len(lp):
@@ -139,11 +161,14 @@ class GRPOOptimizer:
             old = recomputed
         ref = None
         if self.kl_coef > 0:
-            ref = self._logprobs(prompts, responses, reference=True)
+            ref = self._logprobs(prompts, responses, reference=True, lengths=lengths)
         return old, ref, diff
 
-    def _logprobs(self, prompts: list, responses: list, *, reference: bool) -> list[torch.Tensor]:
+    def _logprobs(self, prompts: list, responses: list, *, reference: bool, lengths: list[int] | None = None
+                  ) -> list[torch.Tensor]:
         """Teacher-forced log-probs; under several processes each rank computes its shard, gathered in order."""
+        if lengths is not None:
+            return self._budget_logprobs(prompts, responses, reference, lengths)
         kwargs = dict(reference=reference, temperature=self.temperature, micro_batch_size=self.micro_batch_size)
         if dist.world_size() == 1:
             return self.policy.logprobs(prompts, responses, **kwargs)
@@ -155,11 +180,34 @@ class GRPOOptimizer:
             if mine else []
         return [lp for part in dist.all_gather_objects([t.cpu() for t in local[:real]]) for lp in part]
 
+    def _budget_logprobs(self, prompts: list, responses: list, reference: bool, lengths: list[int]
+                         ) -> list[torch.Tensor]:
+        """:meth:`_logprobs` with one forward per token-budget micro-batch (FSDP: as many forwards on every rank)."""
+        world = dist.world_size()
+        mine = dist.shard(list(range(len(prompts)))) if world > 1 else list(range(len(prompts)))
+        groups = self._micro_batches(mine, lengths)
+        padding = self._fsdp_padding(len(groups)) if world > 1 else 0
+        out: dict[int, torch.Tensor] = {}
+        for group in groups + [[0]] * padding:  # a padding forward's results are dropped
+            lps = self.policy.logprobs([prompts[i] for i in group], [responses[i] for i in group],
+                                       reference=reference, temperature=self.temperature)
+            for i, lp in zip(group, lps):
+                out.setdefault(i, lp)
+        local = [out[i] for i in mine]
+        if world == 1:
+            return local
+        return [lp for part in dist.all_gather_objects([t.cpu() for t in local]) for lp in part]
+
+    def _fsdp_padding(self, count: int) -> int:
+        """Extra passes this rank runs so every rank runs the most any rank does (FSDP: each one all-gathers)."""
+        return max(dist.all_gather_objects(count)) - count if self._sharded() else 0
+
     def _sharded(self) -> bool:
         return bool(getattr(self.policy, "sharded", False))
 
     def _update_batch(self, idx: list[int], prompts: list, responses: list, old: list[torch.Tensor],
-                      ref: list[torch.Tensor] | None, adv: torch.Tensor) -> dict[str, float]:
+                      ref: list[torch.Tensor] | None, adv: torch.Tensor, lengths: list[int] | None = None
+                      ) -> dict[str, float]:
         """Gradient accumulation over micro-batches of ``idx``, then clip and one AdamW step."""
         self.optim.zero_grad(set_to_none=True)
         total_tokens = sum(len(responses[i]) for i in idx)
@@ -167,10 +215,9 @@ class GRPOOptimizer:
                 "actor/pg_clipfrac_higher": 0.0, "actor/pg_clipfrac_lower": 0.0, "actor/entropy": 0.0}
         world = dist.world_size()
         mine = dist.shard(idx) if world > 1 else idx  # total_tokens above stays the global count
-        batches = [(mine[s:s + self.micro_batch_size], 1.0) for s in range(0, len(mine), self.micro_batch_size)]
-        if world > 1 and self._sharded():  # FSDP: the same number of forward/backward passes on every rank;
-            longest = -(-len(idx) // world)  # a rank with fewer runs a copy of the first rollout, weighted 0
-            batches += [([idx[0]], 0.0)] * (-(-longest // self.micro_batch_size) - len(batches))
+        batches = [(mb, 1.0) for mb in self._micro_batches(mine, lengths)]
+        if world > 1:  # FSDP: the same number of forward/backward passes on every rank; a rank with fewer runs
+            batches += [([idx[0]], 0.0)] * self._fsdp_padding(len(batches))  # a copy of one rollout, weighted 0
         for mb, weight in batches:
             logp_rows, ent_rows = self.policy.forward_stats([prompts[i] for i in mb], [responses[i] for i in mb],
                                                             grad=True, temperature=self.temperature,

@@ -46,6 +46,11 @@ class GrpoOptions:
     """epsilon in (r - mean) / (std + epsilon)."""
     micro_batch_size: int = 8
     """Rollouts per forward/backward (gradient accumulation over the update batch)."""
+    max_tokens_per_micro_batch: int | None = None
+    """Form micro-batches by a token budget instead of ``micro_batch_size``: rollouts of similar length go together
+    so each padded forward (rows x longest prompt + response) holds at most this many tokens, in the update and in
+    the old/reference log-prob passes (verl's dynamic batch size, ``ppo_max_token_len_per_gpu``). The loss
+    aggregation is unchanged; null: ``micro_batch_size`` rollouts per forward."""
     update_batch_size: int | None = None
     """Prompts per optimizer update, as EasyR1's ``global_batch_size``: one update takes update_batch_size x
     group_size rollouts (released: 128 prompts = 1,024 rollouts, 4 updates per 512-prompt step); None: the whole
@@ -75,6 +80,7 @@ class GrpoOptions:
             "loss_agg": one_of(self.loss_agg, LOSS_AGGS),
             "adv_eps": number_in(self.adv_eps, 0.0, low_open=True),
             "micro_batch_size": int_at_least(self.micro_batch_size, 1),
+            "max_tokens_per_micro_batch": optional_int_at_least(self.max_tokens_per_micro_batch, 1),
             "update_batch_size": optional_int_at_least(self.update_batch_size, 1),
             "old_logprobs": one_of(self.old_logprobs, OLD_LOGPROBS),
         }

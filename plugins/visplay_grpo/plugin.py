@@ -49,6 +49,8 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
         update_batch_size=None if opt.update_batch_size is None else int(opt.update_batch_size) * group_size,
         temperature=temperature, old_logprobs=opt.old_logprobs,
         seed=ctx.seed_for("grpo", role), loss_agg=str(opt.loss_agg or "token_mean"),
+        max_tokens_per_micro_batch=None if opt.max_tokens_per_micro_batch is None
+        else int(opt.max_tokens_per_micro_batch),
     )
 
 
@@ -65,26 +67,44 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
     shards = nproc if recipe.distributed.strategy == "fsdp" else 1
     adamw = 2 * facts.trainable_parameters * facts.dtype_bytes
     reference = facts.reference_bytes if opt.kl_coef > 0 else 0
-    longest = max(recipe.questioner.sampling.max_new_tokens, recipe.reasoner.sampling.max_new_tokens)
-    tokens = int(opt.micro_batch_size) * (facts.prompt_tokens + int(longest))
-    half = max(int(opt.micro_batch_size) // 2, 1)
-    out = Footprint(items=[
+    tokens, rows, fix = micro_batch_tokens(recipe, opt, facts.prompt_tokens)
+    items = [
         MemoryItem("training", "adamw", adamw / shards / GIB, "distributed.strategy=fsdp"),
         MemoryItem("training", "reference", reference / shards / GIB, "plugins.grpo.kl_coef=0"),
-        MemoryItem("training", "activations", tokens * facts.activation_bytes_per_token / GIB,
-                   f"plugins.grpo.micro_batch_size={half}" if opt.micro_batch_size > 1 else ""),
-        MemoryItem("disk/snapshot", "adamw", adamw / GIB),
-    ])
+        MemoryItem("training", "activations", tokens * facts.activation_bytes_per_token / GIB, fix),
+    ]
+    if facts.activation_bytes_per_sequence:
+        items.append(MemoryItem("training", "vision", rows * facts.activation_bytes_per_sequence / GIB, fix))
+    if facts.activation_bytes_fixed:
+        items.append(MemoryItem("training", "logits", facts.activation_bytes_fixed / GIB))
+    out = Footprint(items=[*items, MemoryItem("disk/snapshot", "adamw", adamw / GIB)])
     for role, (rollouts, updates) in updates_per_step(recipe, opt).items():
         batch = int(opt.update_batch_size) * int(recipe[role].group_size) if opt.update_batch_size else rollouts
         per_rank = -(-batch // nproc)
+        each = (f"{-(-per_rank // opt.micro_batch_size)} micro-batch(es) of <= {opt.micro_batch_size}"
+                if opt.max_tokens_per_micro_batch is None else
+                f"{per_rank} rollouts in micro-batches of <= {opt.max_tokens_per_micro_batch} tokens")
         out.lines.append(f"updates per step ({role}): {rollouts} rollouts / update batch {batch} rollouts "
-                         f"= {updates} AdamW updates, each {-(-per_rank // opt.micro_batch_size)} micro-batch(es) "
-                         f"of <= {opt.micro_batch_size} per process")
+                         f"= {updates} AdamW updates, each {each} per process")
     out.lines.append(f"optimizer grpo: lr {opt.lr}, update batch "
                      f"{f'{opt.update_batch_size} prompts' if opt.update_batch_size else 'whole rollout batch'}, "
-                     f"micro batch {opt.micro_batch_size}, kl {opt.kl_type} x {opt.kl_coef}, loss {opt.loss_agg}")
+                     f"micro batch {micro_line(opt)}, kl {opt.kl_type} x {opt.kl_coef}, loss {opt.loss_agg}")
     return out
+
+
+def micro_batch_tokens(recipe: Any, opt: GrpoOptions, prompt_tokens: int) -> tuple[int, int, str]:
+    """(tokens, rows, the setting that shrinks them) of the largest training forward: ``micro_batch_size``
+    sequences at full length, or under a token budget the budget (a longer sequence alone) and as many rows as
+    the shortest sequences (prompt + 1 token) fit in it."""
+    longest = prompt_tokens + max(int(recipe.questioner.sampling.max_new_tokens),
+                                  int(recipe.reasoner.sampling.max_new_tokens))
+    if opt.max_tokens_per_micro_batch is None:
+        half = max(int(opt.micro_batch_size) // 2, 1)
+        fix = f"plugins.grpo.micro_batch_size={half}" if opt.micro_batch_size > 1 else ""
+        return int(opt.micro_batch_size) * longest, int(opt.micro_batch_size), fix
+    budget = int(opt.max_tokens_per_micro_batch)
+    fix = f"plugins.grpo.max_tokens_per_micro_batch={max(budget // 2, longest)}" if budget // 2 >= longest else ""
+    return max(budget, longest), max(budget // (prompt_tokens + 1), 1), fix
 
 
 def updates_per_step(recipe: Any, opt: GrpoOptions) -> dict[str, tuple[int, int]]:
@@ -97,3 +117,9 @@ def updates_per_step(recipe: Any, opt: GrpoOptions) -> dict[str, tuple[int, int]
         size = int(opt.update_batch_size) * int(recipe[role].group_size) if opt.update_batch_size else None
         out[role] = (n, -(-n // size) if size else 1)
     return out
+
+
+def micro_line(opt: GrpoOptions) -> str:
+    if opt.max_tokens_per_micro_batch is None:
+        return str(opt.micro_batch_size)
+    return f"by a budget of {opt.max_tokens_per_micro_batch} tokens (rows x longest)"

@@ -8,9 +8,16 @@ the hub ids below, and a recipe names the one it plans as with ``plugins.models.
 tests/scale/test_recipes.py checks the counts against a meta-device instantiation of transformers' class.
 
 Memory model (bytes; P parameters, T trainable, b bytes per weight, h hidden, L layers, V vocabulary): weights P*b
-and gradients T*b per training process (sharded under FSDP); activations 34*h bytes per token per layer (Korthikanti
-et al. 2022, "Reducing Activation Recomputation", flash attention, no recomputation) plus the logits and their
-float32 log-softmax (2+4+4 bytes x V per token). The vision tower at 224 px is left out (<1 GiB).
+and gradients T*b per training process (sharded under FSDP). Activations per token of a training forward: 34*h per
+layer (Korthikanti et al. 2022, "Reducing Activation Recomputation", flash attention), or with
+``plugins.models.gradient_checkpointing`` each layer's 2*h-byte input plus one layer recomputed at a time (2*h*L +
+34*h); the logits: 10*V per token (bf16 logits, float32 copy, float32 log-softmax), or with
+``plugins.models.logprob_chunk_tokens`` C a fixed 16*V*C per forward (a chunk's logits, their float32 copies and
+their gradient in the backward pass). Per sequence, its image's vision tower: 4 patches per image token, 34*w per
+block and patch (w the vision width), or 2*w per block + one block with recomputation. Image tokens follow the
+images plugin's resize (``plugins.images``): ``fixed`` size S -> (S / 28)^2 rounded to 28-px merged patches
+(patch 14 x merge 2: 64 tokens at 224 px); ``pixels`` -> at most max_pixels / 28^2 (released 4,194,304 px: 5,349
+tokens; min_pixels 262,144: 334).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from visplay.api import DTYPE_BYTES, GIB, NOT_GIVEN, Footprint, MemoryItem, ModelFacts, RecipeError
 
-PROMPT_TOKENS = 512  # prompt allowance per sequence: chat template + question + 64 image tokens at 224 px
+TEXT_TOKENS = 448  # prompt allowance per sequence beside its image tokens: chat template + question
 
 # The Qwen2.5-VL vision tower, shared by all three (32 window-attention blocks of width 1280, patch 14, merge 2).
 _VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
@@ -154,27 +161,68 @@ def lora_parameters(cfg: dict[str, Any], lora: Any) -> int:
 
 
 
+def image_tokens(recipe: Any, cfg: dict[str, Any]) -> tuple[int, str]:
+    """(merged image tokens per image, how they were counted) from the images plugin's resize settings and the
+    vision tower's patch and merge sizes (Qwen2-VL / Qwen2.5-VL: 14 x 2 = 28 px per token)."""
+    v = cfg.get("vision_config", {})
+    unit = int(v.get("patch_size", 14)) * int(v.get("spatial_merge_size", 2))
+    images = recipe.get("plugins", {}).get("images") if "plugins" in recipe else None
+    resize = str(images.get("resize", "fixed")) if images is not None else "fixed"
+    if resize == "fixed":
+        size = int(images.get("size", 224)) if images is not None else 224
+        side = max(1, round(size / unit))
+        return side * side, f"{size} x {size} px = {side} x {side} merged {unit}-px patches"
+    max_pixels = int(images.get("max_pixels", 4194304))
+    note = "" if resize == "pixels" else f" (resize {resize}: planned at plugins.images.max_pixels)"
+    return max_pixels // (unit * unit), f"<= {max_pixels:,} px (plugins.images.max_pixels) / {unit}^2{note}"
+
+
+def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int) -> dict[str, float]:
+    """Bytes held for the backward pass: per token, per sequence (its image) and per forward (a logits chunk)."""
+    t, v = _text(cfg), cfg.get("vision_config", {})
+    h, layers, vocab = t["hidden_size"], t["num_hidden_layers"], t["vocab_size"]
+    recompute = bool(options.gradient_checkpointing)
+    chunk = options.logprob_chunk_tokens
+    per_token = (2 * h * layers + 34 * h) if recompute else 34 * h * layers
+    # Qwen2-VL's vision width is embed_dim (its hidden_size is the merger's output); Qwen2.5-VL's is hidden_size
+    width = int(v.get("embed_dim", 0) if cfg.get("model_type") == "qwen2_vl" else v.get("hidden_size", 0))
+    depth = int(v.get("depth", 0))
+    per_patch = (2 * width * depth + 34 * width) if recompute else 34 * width * depth
+    merge = int(v.get("spatial_merge_size", 2)) ** 2
+    return {"per_token": float(per_token + (0 if chunk else 10 * vocab)),
+            "per_sequence": float(image_tokens_ * merge * per_patch),
+            "fixed": float(16 * vocab * int(chunk)) if chunk else 0.0}
+
+
 def model_facts(recipe: Any, options: Any) -> ModelFacts:
     cfg, source = read_config(recipe, options)
     b = DTYPE_BYTES[str(recipe.model.dtype)]
     counts = count_parameters(cfg)
     lora = options.lora
     trainable = lora_parameters(cfg, lora) if lora.enabled else counts["total"]
-    t = _text(cfg)
+    images, _ = image_tokens(recipe, cfg)
+    act = activation_bytes(cfg, options, images)
     return ModelFacts(
         model_type=str(cfg.get("model_type", "?")), source=source, parameters=counts["total"],
         text_parameters=counts["text"], vision_parameters=counts["vision"], trainable_parameters=trainable,
-        dtype_bytes=b, kv_bytes_per_token=kv_bytes_per_token(cfg, b),
-        activation_bytes_per_token=float(34 * t["hidden_size"] * t["num_hidden_layers"] + 10 * t["vocab_size"]),
-        prompt_tokens=PROMPT_TOKENS, reference_bytes=0 if lora.enabled else counts["total"] * b, config=cfg)
+        dtype_bytes=b, kv_bytes_per_token=kv_bytes_per_token(cfg, b), activation_bytes_per_token=act["per_token"],
+        prompt_tokens=TEXT_TOKENS + images, reference_bytes=0 if lora.enabled else counts["total"] * b,
+        activation_bytes_per_sequence=act["per_sequence"], activation_bytes_fixed=act["fixed"], config=cfg)
 
 
-def footprint(recipe: Any, facts: ModelFacts, nproc: int, lora_enabled: bool) -> Footprint:
+def footprint(recipe: Any, facts: ModelFacts, nproc: int, options: Any) -> Footprint:
     """The weights and gradients of one training process, and the weights of one saved role."""
     shards = nproc if recipe.distributed.strategy == "fsdp" else 1
     b = facts.dtype_bytes
-    fix = "" if lora_enabled else "plugins.models.lora.enabled=true"
-    return Footprint(items=[
+    fix = "" if options.lora.enabled else "plugins.models.lora.enabled=true"
+    images, how = image_tokens(recipe, facts.config)
+    chunk = options.logprob_chunk_tokens
+    lines = [f"prompt allowance: {facts.prompt_tokens} tokens = {TEXT_TOKENS} text + {images} image tokens ({how})",
+             "training forward: " + ("recomputation on (each layer keeps its input)" if options.gradient_checkpointing
+                                     else "no recomputation (plugins.models.gradient_checkpointing=true recomputes)")
+             + "; log-probs " + (f"in chunks of {chunk} tokens" if chunk else
+                                 "over the whole micro-batch at once (plugins.models.logprob_chunk_tokens chunks them)")]
+    return Footprint(lines=lines, items=[
         MemoryItem("training", "weights", facts.parameters * b / shards / GIB, "distributed.strategy=fsdp"),
         MemoryItem("training", "grads", facts.trainable_parameters * b / shards / GIB, fix),
         MemoryItem("disk/snapshot", "weights", facts.parameters * b / GIB),

@@ -7,6 +7,12 @@ Log-prob convention (shared by the sampler and the teacher-forced pass, so they 
 token is ``log_softmax(logits / T)`` over the **whole vocabulary**, at the sampling temperature ``T`` (T = 1 when
 sampling greedily), *before* top-k / top-p truncation and before special tokens are forbidden. This is what
 EasyR1 computes for ``old_log_probs`` (temperature-scaled logits) and what vLLM reports as processed log-probs.
+
+Memory: the head runs only on response positions. With ``chunk_tokens`` (recipe ``plugins.models.logprob_chunk_tokens``)
+it runs on that many tokens at a time and each chunk is reduced to the selected token's logit minus the row's
+logsumexp (TRL's ``selective_log_softmax``, trl/trainer/utils.py; verl's ``logprobs_from_logits_v2``,
+verl/utils/torch_functional.py) inside an activation checkpoint, so neither the forward nor the backward pass ever
+holds more than one chunk's float32 logits: the backward pass recomputes a chunk's logits from its hidden states.
 """
 
 from __future__ import annotations
@@ -77,9 +83,12 @@ def rope_positions(hf: Any, processor: VLProcessor, ids: torch.Tensor, mask: tor
 def token_logprobs(model: Any, processor: VLProcessor, encs: Sequence[Encoded],
                    responses: Sequence[Sequence[int]], *, temperature: float = 1.0, with_entropy: bool = False,
                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   chunk_tokens: int | None = None, min_chunks: int = 0,
                    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
     """Teacher-forced per-token log-probs of ``responses`` given the encoded prompts, in one padded batch.
 
+    :param chunk_tokens: response tokens per head chunk (see the module docstring); None: all at once.
+    :param min_chunks: call the head at least this often (FSDP: every rank must call it as often as the others).
     :return: (logprobs, entropies): one (len(response),) float32 tensor per row each; entropies (of the
         temperature-scaled distribution) only when ``with_entropy``. Gradients flow when grad mode is on.
     """
@@ -97,18 +106,63 @@ def token_logprobs(model: Any, processor: VLProcessor, encs: Sequence[Encoded],
         cols += range(p - 1, p - 1 + r)
     rows_t = torch.tensor(rows, dtype=torch.long, device=device)
     cols_t = torch.tensor(cols, dtype=torch.long, device=device)
-    logits = _scale(hf.lm_head(hidden[rows_t, cols_t]), temperature)  # (N, V)
-    logp_all = torch.log_softmax(logits, dim=-1)
     targets = batch.input_ids[rows_t, cols_t + 1]
-    logp = logp_all.gather(-1, targets[:, None])[:, 0]
-    entropy = None
-    if with_entropy:  # a metric only: no graph, so it costs no activation memory in the backward pass
-        with torch.no_grad():
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
+    logp, entropy = selected_logprobs(hidden[rows_t, cols_t], hf.lm_head, targets, temperature=temperature,
+                                      with_entropy=with_entropy, chunk_tokens=chunk_tokens, min_chunks=min_chunks)
     splits = list(batch.response_lens)
     lps = list(torch.split(logp, splits))
     ents = list(torch.split(entropy, splits)) if entropy is not None else None
     return lps, ents
+
+
+def selected_logprobs(hidden: torch.Tensor, head: Any, targets: torch.Tensor, *, temperature: float = 1.0,
+                      with_entropy: bool = False, chunk_tokens: int | None = None, min_chunks: int = 0,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of ``targets`` under ``head(hidden) / T`` and, when ``with_entropy``, the distribution's entropy.
+
+    :param hidden: (N, H) hidden states of the positions that predict ``targets`` (N,).
+    :param chunk_tokens: None: the whole (N, V) float32 log-softmax at once; else chunks of that many rows, each
+        logit minus logsumexp, recomputed in the backward pass (the same numbers up to float rounding).
+    :param min_chunks: pad with chunks of the first row, weighted 0, up to this many head calls: under FSDP2 an
+        untied head is a unit of its own that all-gathers at each call and in each backward recomputation.
+    :return: ((N,) float32 log-probs with the graph when grad mode is on, (N,) float32 entropies without one).
+    """
+    if chunk_tokens is None:
+        logp_all = torch.log_softmax(_scale(head(hidden), temperature), dim=-1)  # (N, V)
+        logp = logp_all.gather(-1, targets[:, None])[:, 0]
+        if not with_entropy:
+            return logp, None
+        with torch.no_grad():  # a metric only: no graph, so it costs no activation memory in the backward pass
+            return logp, -(logp_all.exp() * logp_all).sum(-1)
+    if chunk_tokens < 1:
+        raise ValueError(f"plugins.models.logprob_chunk_tokens must be >= 1 or null, got {chunk_tokens}")
+    from torch.utils.checkpoint import checkpoint
+
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        args = (hidden[start:start + chunk_tokens], head, targets[start:start + chunk_tokens], temperature,
+                with_entropy)
+        parts.append(checkpoint(_chunk_stats, *args, use_reentrant=False) if torch.is_grad_enabled()
+                     else _chunk_stats(*args))
+    logp = torch.cat([lp for lp, _ in parts]) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    entropy = torch.cat([e for _, e in parts]) if with_entropy and parts else None
+    for _ in range(min_chunks - len(parts)):  # in the graph with weight 0, so its backward runs on every rank too
+        args = (hidden[:1], head, targets[:1], temperature, False)
+        pad, _ = checkpoint(_chunk_stats, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_stats(*args)
+        logp = logp + 0.0 * pad.sum()
+    return logp, entropy
+
+
+def _chunk_stats(hidden: torch.Tensor, head: Any, targets: torch.Tensor, temperature: float, with_entropy: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk: log p(target) = logit(target) - logsumexp(logits); entropy = logsumexp - sum(p * logits)."""
+    logits = _scale(head(hidden), temperature)  # (C, V) float32, freed when the chunk is done
+    lse = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets[:, None])[:, 0] - lse
+    if not with_entropy:
+        return logp, None
+    with torch.no_grad():  # computed after logp, so the backward recomputation stops before it (early stop)
+        return logp, lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
 
 
 def prefill(hf: Any, processor: VLProcessor, enc: Encoded, device: torch.device, dtype: torch.dtype

@@ -1,4 +1,4 @@
-"""The models plugin's recipe section, ``plugins.models``: the embedded tiny model's size and LoRA.
+"""The models plugin's recipe section, ``plugins.models``: the tiny model's size, LoRA and training memory.
 
 Declared through ``visplay_recipe_sections``, so the recipe loader validates these keys (unknown key, wrong type,
 closest-key hint, exit 2) and ``visplay recipe --explain`` documents them from the docstrings below.
@@ -7,6 +7,8 @@ closest-key hint, exit 2) and ``visplay recipe --explain`` documents them from t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from visplay.api import optional_int_at_least
 
 
 @dataclass
@@ -82,7 +84,8 @@ class LoraConfig:
 
 @dataclass
 class ModelsOptions:
-    """The models plugin (backends ``tiny`` and ``hf``, sampler ``hf``): the tiny model's size and LoRA."""
+    """The models plugin (backends ``tiny`` and ``hf``, sampler ``hf``): the tiny model's size, LoRA and how the
+    training forward saves memory (recomputation, chunked log-probs)."""
 
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Size of the embedded tiny model (backend ``tiny``)."""
@@ -91,10 +94,20 @@ class ModelsOptions:
     plan_as: str | None = None
     """A hub id whose built-in facts (visplay_models/facts.py) plan a ``--dry-run`` when ``model.path`` is not
     given (the paper recipes name theirs); a local ``model.path`` always wins."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of holding them: each text decoder layer and vision
+    block keeps only its input (transformers' gradient checkpointing, non-reentrant; works with LoRA and FSDP2).
+    Same gradients up to float rounding, about one more forward pass of compute; on in the GPU recipes."""
+    logprob_chunk_tokens: int | None = None
+    """Response tokens per chunk when the head turns hidden states into log-probs and entropies: each chunk's
+    float32 logits are reduced (logit - logsumexp) and freed, and recomputed in the backward pass, so a
+    micro-batch's full-vocabulary logits are never held at once; null: all tokens in one pass."""
 
     legacy_keys = {"model.tiny": "tiny", "model.lora": "lora"}
     path_keys = ("tiny.cache_dir",)
 
     def validate(self) -> dict[str, str]:
-        return {**{f"tiny.{k}": v for k, v in self.tiny.validate().items()},
-                **{f"lora.{k}": v for k, v in self.lora.validate().items()}}
+        problems = {**{f"tiny.{k}": v for k, v in self.tiny.validate().items()},
+                    **{f"lora.{k}": v for k, v in self.lora.validate().items()}}
+        chunk = optional_int_at_least(self.logprob_chunk_tokens, 1)
+        return {**problems, **({"logprob_chunk_tokens": chunk} if chunk else {})}

@@ -55,11 +55,13 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
     path = init_from if init_from is not None else base_model_path(ctx)
     # plain "cuda" on a multi-GPU box means this rank's training GPU, never one that serves sampling
     device = training_device(ctx, local_rank=distributed.local_rank())
+    opts = options(ctx)
     # the frozen reference is loaded again from `path` only if an optimizer asks for reference log-probs
     return load_policy(
         path, role, dtype=model.dtype, device=device, trust_remote_code=bool(model.trust_remote_code),
-        lora_cfg=options(ctx).lora, keep_reference=None, seed=ctx.seed_for("model", role, "lora"),
-        fsdp=ctx.recipe.distributed.get("strategy") == "fsdp",
+        lora_cfg=opts.lora, keep_reference=None, seed=ctx.seed_for("model", role, "lora"),
+        fsdp=ctx.recipe.distributed.get("strategy") == "fsdp", gradient_checkpointing=bool(opts.gradient_checkpointing),
+        logprob_chunk_tokens=None if opts.logprob_chunk_tokens is None else int(opts.logprob_chunk_tokens),
     )
 
 
@@ -95,7 +97,7 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
         return None
     from visplay_models.facts import footprint
 
-    return footprint(ctx.recipe, facts, nproc, bool(options(ctx).lora.enabled))
+    return footprint(ctx.recipe, facts, nproc, options(ctx))
 
 
 @hookimpl

@@ -37,7 +37,7 @@ class HFPolicy:
 
     def __init__(self, model: Any, processor: VLProcessor, role: str, *, device: str | torch.device = "cpu",
                  keep_reference: bool = True, lora: bool = False, source: str = "",
-                 reference_loader: Any = None):
+                 reference_loader: Any = None, logprob_chunk_tokens: int | None = None):
         self.model = model
         self.processor = processor
         self.role = role
@@ -45,6 +45,7 @@ class HFPolicy:
         self.dtype = next(model.parameters()).dtype
         self.lora = lora
         self.source = source
+        self.logprob_chunk_tokens = logprob_chunk_tokens  # tokens per head chunk in forward_stats (None: all)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         self.stop_ids: set[int] = {processor.im_end_id, *eos}
@@ -93,10 +94,27 @@ class HFPolicy:
             for start in range(0, len(prompts), size):
                 lp, ent = token_logprobs(model, self.processor, encs[start:start + size],
                                          responses[start:start + size], temperature=temperature,
-                                         with_entropy=with_entropy, device=self.device, dtype=self.dtype)
+                                         with_entropy=with_entropy, device=self.device, dtype=self.dtype,
+                                         chunk_tokens=self.logprob_chunk_tokens,
+                                         min_chunks=self._head_calls(responses[start:start + size]))
                 lps += lp
                 ents += ent or []
         return lps, (ents if with_entropy else None)
+
+    def _head_calls(self, responses: Sequence[Sequence[int]]) -> int:
+        """Under FSDP with chunked log-probs: the most head chunks any rank needs for its current forward (each
+        call of a sharded head is a collective, so every rank makes as many); else 0."""
+        if not self.sharded or self.logprob_chunk_tokens is None:
+            return 0
+        from visplay.api import distributed
+
+        mine = -(-sum(len(r) for r in responses) // self.logprob_chunk_tokens)
+        return max(distributed.all_gather_objects(mine))
+
+    def sequence_lengths(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]) -> list[int]:
+        """Tokens of each prompt (chat template and image tokens included) plus its response: one row of a
+        forward pass, which a token budget (plugins.grpo.max_tokens_per_micro_batch) groups by."""
+        return [len(self.processor.encode(p).input_ids) + len(r) for p, r in zip(prompts, responses)]
 
     def _reference_ctx(self, reference: bool) -> Any:
         if not reference:
@@ -271,9 +289,12 @@ def load_hf_model(path: str | Path, *, dtype: str = "float32", device: str = "cp
 
 def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: str = "cpu",
                 trust_remote_code: bool = False, lora_cfg: Any = None, keep_reference: bool | None = True,
-                seed: int = 0, fsdp: bool = False) -> HFPolicy:
+                seed: int = 0, fsdp: bool = False, gradient_checkpointing: bool = False,
+                logprob_chunk_tokens: int | None = None) -> HFPolicy:
     """An HFPolicy from a local folder; with ``lora_cfg.enabled`` a fresh LoRA adapter (initialised from
     ``seed``) is attached; with ``fsdp`` under several processes the model and its reference are sharded (FSDP2).
+    ``gradient_checkpointing`` recomputes the trained model's layer activations in the backward pass (see
+    :func:`recompute_activations`); ``logprob_chunk_tokens``: see :func:`visplay_models.forward.selected_logprobs`.
 
     ``keep_reference``: True copies the starting weights now, False keeps no reference, None loads them from
     ``path`` again on first use (what a run does: only an optimizer with a KL term asks)."""
@@ -287,12 +308,31 @@ def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = add_lora(model, lora_cfg)
+    if gradient_checkpointing:
+        recompute_activations(model, lora)
     model.train()
+
     def reference() -> Any:
         return load_hf_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)[0]
 
     policy = HFPolicy(model, processor, role, device=device, keep_reference=bool(keep_reference), lora=lora,
-                      source=str(path), reference_loader=reference if keep_reference is None else None)
+                      source=str(path), reference_loader=reference if keep_reference is None else None,
+                      logprob_chunk_tokens=logprob_chunk_tokens)
     if fsdp:
         policy.shard()
     return policy
+
+
+def recompute_activations(model: Any, lora: bool) -> None:
+    """Gradient checkpointing of every text decoder layer and vision block (transformers'
+    ``gradient_checkpointing_enable``, non-reentrant ``torch.utils.checkpoint``): in training mode each layer keeps
+    only its input and recomputes the rest in the backward pass. Non-reentrant checkpointing works inside FSDP2
+    units (each recomputation gathers the layer's shard again) and keeps dropout's draws (the RNG state is replayed).
+    Under LoRA the frozen embeddings' output is made to require grad (``enable_input_require_grads``), which
+    reentrant checkpointing needs and non-reentrant tolerates, as peft's own recipes do."""
+    from visplay_models.forward import inner_model
+
+    hf = inner_model(model)
+    hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora:
+        hf.enable_input_require_grads()

@@ -2,6 +2,7 @@
 
     python tests/support/fsdp_worker.py OUT_DIR CACHE_DIR                                   # one process
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/support/fsdp_worker.py OUT_DIR CACHE_DIR
+    ... OUT_DIR CACHE_DIR images,checkpointing,chunks,budget   # memory savings of issue 22 (any subset)
 
 Loads the tiny policy with ``fsdp=True`` (sharded model and reference under torchrun), runs 2 GRPO updates on 5
 rollouts (shards of 3 and 2 with micro-batch 2: rank 1 runs a zero-weighted padding micro-batch, and a padding
@@ -23,6 +24,8 @@ from support.scale import SMALL_TINY, fixed_batch  # noqa: E402
 
 from visplay.scale import distributed as dist  # noqa: E402
 
+MEMORY = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else set()  # of images, checkpointing, chunks, budget
+
 
 def load(cache_dir: Path):
     from visplay_models.options import TinyModelConfig
@@ -30,20 +33,29 @@ def load(cache_dir: Path):
     from visplay_models.tiny import build_tiny_model
 
     path = build_tiny_model(TinyModelConfig(**SMALL_TINY), seed=0, cache_dir=cache_dir)
-    return load_policy(path, "reasoner", keep_reference=True, fsdp=True)
+    return load_policy(path, "reasoner", keep_reference=True, fsdp=True, gradient_checkpointing="checkpointing" in MEMORY,
+                       logprob_chunk_tokens=5 if "chunks" in MEMORY else None)
 
 
 def optimizer(policy):
     from visplay_grpo.optimizer import GRPOOptimizer
 
-    return GRPOOptimizer(policy, lr=1e-3, micro_batch_size=2, kl_coef=0.01, seed=0)
+    return GRPOOptimizer(policy, lr=1e-3, micro_batch_size=2, kl_coef=0.01, seed=0,
+                         max_tokens_per_micro_batch=60 if "budget" in MEMORY else None)
 
 
 def rollouts():
+    """Five rollouts; with ``images`` every prompt has one (VisPlay's always do): under FSDP a forward whose rows
+    have no image skips the vision tower's all-gathers, so ranks must not differ in that."""
+    import dataclasses
+
     from visplay.types import Rollout
 
-    return [Rollout(key=f"r{i}", group=f"g{i // 3}", prompt=p, token_ids=r, old_logprobs=[], reward=a)
-            for i, (p, r, a) in enumerate(fixed_batch(6)[:5])]
+    batch = fixed_batch(6)[:5]
+    picture = batch[0][0].image
+    return [Rollout(key=f"r{i}", group=f"g{i // 3}", token_ids=r, old_logprobs=[], reward=a,
+                    prompt=dataclasses.replace(p, image=p.image or picture) if "images" in MEMORY else p)
+            for i, (p, r, a) in enumerate(batch)]
 
 
 def main(out_dir: str, cache_dir: str) -> None:

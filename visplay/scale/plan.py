@@ -88,7 +88,7 @@ def dry_run(ctx: RunContext, visible: int | None = None, gpu_memory_gib: float =
     lines += [line for _, part in parts for line in part.lines]
     memory = memory_table(parts)
     lines.append(checkpoint_line(recipe, memory))
-    lines.append(f"memory per GPU (GiB, {gpu_memory_gib:g} GiB GPUs; activations: one micro-batch at full length):")
+    lines.append(f"memory per GPU (GiB, {gpu_memory_gib:g} GiB GPUs; activations: the largest training forward):")
     for where, items in memory.items():
         if not where.startswith("disk/"):
             lines.append(f"  {where}: " + ", ".join(f"{i.name} {i.gib:.2f}" for i in items)

@@ -1,0 +1,72 @@
+"""The planner's memory model (issue 22): recomputation, chunked logits, the token budget and image tokens from the
+images plugin's resize settings, each checked against its formula, and the boxes the GPU recipes now fit."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from support.scale import dry_run, load_for_dry_run
+from visplay_models.facts import ARCHITECTURES, image_tokens
+
+GIB = 1024**3
+QWEN_3B = ARCHITECTURES["Qwen/Qwen2.5-VL-3B-Instruct"]
+H, LAYERS, VOCAB = 2048, 36, 151936  # Qwen2.5-VL-3B's text model
+VISION = 34 * 1280 * 32  # bytes per patch without recomputation: 32 blocks of width 1280
+
+
+def _training(text: str) -> dict[str, float]:
+    line = re.search(r"^  training: (.*)$", text, re.M).group(1)
+    return {name: float(value) for name, value in (item.rsplit(" ", 1) for item in line.split(", "))}
+
+
+@pytest.mark.parametrize("overrides, tokens", [
+    ([], 64),                                                          # the paper: 224 x 224 = 8 x 8 merged patches
+    (["plugins.images.size=448"], 256),
+    (["plugins.images.resize=pixels"], 4194304 // 784),                # released max_pixels: 5,349 tokens
+    (["plugins.images.resize=pixels", "plugins.images.max_pixels=262144"], 334),  # released min_pixels
+])
+def test_image_tokens_follow_the_resize_settings_and_patch_merge_sizes(overrides, tokens):
+    cfg = load_for_dry_run("qwen-vl-3b", overrides)
+    assert image_tokens(cfg, QWEN_3B)[0] == tokens
+    text = dry_run(cfg, visible=8)
+    assert f"prompt allowance: {448 + tokens} tokens = 448 text + {tokens} image tokens" in text
+
+
+def test_without_the_switches_the_plan_is_the_old_full_length_bound():
+    """Recomputation, chunks and the budget off: one micro-batch of 4 at full length (512 + 4096 tokens), 34*h*L +
+    10*V bytes per token: the 69.11 GiB the plan printed before issue 22."""
+    off = ["plugins.models.gradient_checkpointing=false", "plugins.models.logprob_chunk_tokens=null",
+           "plugins.grpo.max_tokens_per_micro_batch=null"]
+    items = _training(dry_run(load_for_dry_run("qwen-vl-3b", off), visible=8))
+    assert items["activations"] == pytest.approx(4 * 4608 * (34 * H * LAYERS + 10 * VOCAB) / GIB, abs=0.01)
+    assert items["activations"] == pytest.approx(69.11, abs=0.01)
+    assert items["vision"] == pytest.approx(4 * 64 * 4 * VISION / GIB, abs=0.01) and "logits" not in items
+
+
+def test_each_switch_shrinks_its_term_by_its_formula():
+    base = ["plugins.grpo.max_tokens_per_micro_batch=null"]
+    plain = _training(dry_run(load_for_dry_run("qwen-vl-3b", base + [
+        "plugins.models.gradient_checkpointing=false", "plugins.models.logprob_chunk_tokens=null"]), visible=8))
+    recompute = _training(dry_run(load_for_dry_run("qwen-vl-3b", base + [
+        "plugins.models.logprob_chunk_tokens=null"]), visible=8))
+    chunked = _training(dry_run(load_for_dry_run("qwen-vl-3b", base), visible=8))
+    budget = _training(dry_run(load_for_dry_run("qwen-vl-3b", ["plugins.grpo.max_tokens_per_micro_batch=8192"]),
+                               visible=8))
+    tokens = 4 * 4608
+    assert recompute["activations"] == pytest.approx(tokens * (2 * H * LAYERS + 34 * H + 10 * VOCAB) / GIB, abs=0.01)
+    assert chunked["activations"] == pytest.approx(tokens * (2 * H * LAYERS + 34 * H) / GIB, abs=0.01)
+    assert chunked["logits"] == pytest.approx(16 * VOCAB * 1024 / GIB, abs=0.01)
+    assert budget["activations"] == pytest.approx(8192 * (2 * H * LAYERS + 34 * H) / GIB, abs=0.01)
+    assert budget["vision"] == pytest.approx(8192 // 513 * 64 * 4 * (2 * 1280 * 32 + 34 * 1280) / GIB, abs=0.01)
+    assert plain["activations"] > 10 * chunked["activations"]
+
+
+def test_the_3b_recipe_leaves_30_percent_on_8_gpus_and_fits_4_gpus_of_40_gib():
+    text = dry_run(load_for_dry_run("qwen-vl-3b", []), visible=8)
+    total = _training(text)["total"]
+    assert total <= 0.7 * 80 and "fits: yes" in text
+    assert "recomputation on" in text and "log-probs in chunks of 1024 tokens" in text
+    four = dry_run(load_for_dry_run("qwen-vl-3b", ["plugins.vllm.tensor_parallel_size=1"]), visible=4,
+                   gpu_memory_gib=40)
+    assert _training(four)["total"] <= 40 and "fits: yes" in four
