@@ -1,4 +1,4 @@
-"""Worker for tests/test_scale_fsdp_policy.py: the HF policy and the GRPO optimizer under FSDP (issue 14).
+"""Worker for tests/scale/test_fsdp_policy.py: the HF policy and the GRPO optimizer under FSDP (issue 14).
 
     python tests/support/fsdp_worker.py OUT_DIR CACHE_DIR                                   # one process
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/support/fsdp_worker.py OUT_DIR CACHE_DIR
