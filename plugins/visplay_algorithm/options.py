@@ -123,4 +123,11 @@ class AlgorithmOptions:
         if self.prompt_dir is not None and not Path(self.prompt_dir).is_dir():
             problems["prompt_dir"] = f"{self.prompt_dir} is not a folder (write one with `visplay prompts " \
                                      f"import-released`)"
+        elif self.prompt_dir is not None:  # a missing or edited template is refused at load, not at the first step
+            from visplay_algorithm.released_prompts import ReleasedPromptError, load_templates
+
+            try:
+                load_templates(self.prompt_dir)
+            except (ReleasedPromptError, OSError, ValueError) as exc:
+                problems["prompt_dir"] = str(exc).removeprefix("plugins.algorithm.prompt_dir: ")
         return problems

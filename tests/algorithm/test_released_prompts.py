@@ -157,3 +157,20 @@ def test_an_edited_template_is_refused(tmp_path):
         load_templates(folder)
     with pytest.raises(ReleasedPromptError, match="manifest.json missing"):
         load_templates(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["edited", "missing"])
+def test_an_edited_or_missing_template_is_refused_when_the_recipe_loads(tmp_path, damage):
+    """Issue 28: the folder was checked only at the first questioner step (after the cold start and a gold
+    evaluation); the recipe now refuses it at load, naming the file."""
+    from visplay.config import RecipeError
+
+    folder = _own_templates(tmp_path / "t")
+    victim = folder / f"{sorted(TEMPLATES)[0]}.txt"
+    if damage == "edited":
+        victim.write_text(victim.read_text() + " (edited)")
+    else:
+        victim.unlink()
+    with pytest.raises(RecipeError, match=rf"plugins\.algorithm\.prompt_dir.*{victim.name}.*"
+                                          rf"({'differs from manifest' if damage == 'edited' else 'missing'})"):
+        make_ctx("released", [f"plugins.algorithm.prompt_dir={folder}"])
