@@ -207,3 +207,45 @@ def test_overwrite_replaces_a_run_of_its_own(tmp_path, uninterrupted):
     stand_in_run(run_dir, stop=STOP)
     db = stand_in_run(run_dir, overwrite=True)
     assert same_computation(comparable_rows(db), uninterrupted)
+
+
+def _resume_cli_path(run_dir):
+    """`visplay resume` as the CLI runs it (visplay.loop.engine.resume_run_dir), with the stand-in plugins."""
+    from support.engine import standin_plugins
+
+    from visplay.loop.engine import resume_run_dir
+    from visplay.session import PluginSession
+
+    return resume_run_dir(run_dir, quiet=True, session=PluginSession(extra=standin_plugins()))
+
+
+def test_an_edited_description_in_recipe_yaml_does_not_block_resume(tmp_path, uninterrupted, capsys):
+    """Issue 28: editing recipe.yaml's description blocked resume for good; the run log's recipe is the
+    authority and only keys that change the computation matter."""
+    run_dir = tmp_path / "run"
+    db = stand_in_run(run_dir, stop=STOP)
+    recipe = run_dir / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("description:", "description: 'my notes' #", 1)
+                      if "description:" in recipe.read_text() else recipe.read_text() + "description: my notes\n")
+    assert _resume_cli_path(run_dir) == 0
+    assert "description edited since the run started" in capsys.readouterr().err
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished"
+    assert same_computation(comparable_rows(db), uninterrupted)
+
+
+def test_a_semantic_edit_of_recipe_yaml_is_refused_naming_the_keys(tmp_path):
+    from visplay.config import RecipeError
+
+    run_dir = tmp_path / "run"
+    db = stand_in_run(run_dir, stop=STOP)
+    recipe = run_dir / "recipe.yaml"
+    text = recipe.read_text()
+    assert "\nseed: " in text
+    recipe.write_text(text.replace("\nseed: ", "\nseed: 9", 1))
+    with RunLog(db, readonly=True) as log:
+        before = log.count("steps")
+    with pytest.raises(RecipeError, match=r"differs from the recipe this run started with .* at seed;"):
+        _resume_cli_path(run_dir)
+    with RunLog(db, readonly=True) as log:
+        assert log.count("steps") == before and log.integrity_ok()

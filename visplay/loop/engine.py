@@ -397,6 +397,8 @@ def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = 
     with RunLog(run_dir / "run.db", readonly=True) as runlog:
         row = runlog.run()
         done = len(runlog.done_steps())
+    if row is not None and row.get("recipe_yaml"):
+        cfg = _logged_recipe(session, cfg, row["recipe_yaml"], recipe_file)
     if row is not None and row["status"] == "finished":
         print(f"{run_dir} already finished; nothing to resume")
         return 0
@@ -407,6 +409,40 @@ def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = 
     if is_rank0():
         _finish(cfg, run_dir, db_path, time.time() - started, session)
     return 0
+
+
+# Recipe keys that describe a run without changing what it computes: editing them in recipe.yaml does not block
+# a resume (the run log's recipe, which holds the original text, is the one resumed).
+DESCRIPTIVE_KEYS = ("description", "setup")
+
+
+def _logged_recipe(session: PluginSession, on_disk: DictConfig, logged_yaml: str, recipe_file: Path) -> DictConfig:
+    """The run log's recipe, the authority on resume. ``recipe.yaml`` may differ from it only in descriptive keys
+    (a warning); any other difference is refused naming the keys."""
+    from omegaconf import OmegaConf
+
+    logged = session.load_recipe(OmegaConf.create(logged_yaml))
+    changed = _changed_keys(OmegaConf.to_container(logged, resolve=True), OmegaConf.to_container(on_disk, resolve=True))
+    semantic = [k for k in changed if k.split(".")[0] not in DESCRIPTIVE_KEYS]
+    if semantic:
+        shown = ", ".join(semantic[:8]) + (f" (+{len(semantic) - 8} more)" if len(semantic) > 8 else "")
+        raise RecipeError(f"{recipe_file} differs from the recipe this run started with (its run log holds it) at "
+                          f"{shown}; a resume continues the logged run unchanged. Restore those keys, or start a new "
+                          f"run (or a what-if replay) with the changed recipe")
+    if changed:
+        print(f"note: {recipe_file}: {', '.join(changed)} edited since the run started; resuming with the run log's "
+              f"recipe", file=sys.stderr)
+    return logged
+
+
+def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain recipe trees (a list is one value)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, session: PluginSession) -> None:
