@@ -249,3 +249,44 @@ def test_a_semantic_edit_of_recipe_yaml_is_refused_naming_the_keys(tmp_path):
         _resume_cli_path(run_dir)
     with RunLog(db, readonly=True) as log:
         assert log.count("steps") == before and log.integrity_ok()
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL in the middle of a deletion (nothing after it runs)."""
+
+
+def test_a_run_killed_while_pruning_snapshots_leaves_whole_snapshots_and_resumes(tmp_path, uninterrupted,
+                                                                                monkeypatch):
+    """Issue 28: SIGKILL while old step snapshots were pruned left a half-deleted state folder. Pruning now renames
+    a snapshot out of state/ before deleting it, and the next process empties the trash."""
+    import shutil
+
+    from visplay.loop import checkpoints
+    from visplay.loop.checkpoints import TRASH, verify_checkpoint
+
+    real = shutil.rmtree
+    calls = []
+
+    def killed_midway(path, *args, **kwargs):
+        path = Path(path)
+        if "state" in path.parts or TRASH in path.parts:  # a snapshot being pruned
+            calls.append(path)
+            next(p for p in sorted(path.rglob("*")) if p.is_file()).unlink()  # one file gone, then the kill
+            raise _Killed()
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_midway)
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Killed):
+        stand_in_run(run_dir)
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", real)
+    assert calls, "the stand-in run never pruned a snapshot"
+    db = run_dir / "run.db"
+    with RunLog(db, readonly=True) as log:  # every snapshot left under state/ is whole
+        for row in log.rows("checkpoints", "name like 'state/%'"):
+            path = run_dir / "checkpoints" / row["name"]
+            if path.exists():
+                verify_checkpoint(log, row["name"], path)
+    resume_in_process(run_dir)
+    assert not (run_dir / "checkpoints" / TRASH).exists()
+    assert same_computation(comparable_rows(db), uninterrupted)

@@ -18,6 +18,7 @@ as the released code restarts training per iteration) and, mid-phase, overlays t
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -61,6 +62,9 @@ class Held:
     sampler: Sampler | None = None
 
 
+TRASH = ".trash"  # under checkpoints/: snapshots being deleted
+
+
 class Roles:
     """Loads the two roles' policies on demand and keeps track of which weights each one holds."""
 
@@ -69,6 +73,9 @@ class Roles:
         self.root = Path(ctx.run_dir) / "checkpoints"
         self.held: dict[str, Held] = {}
         self.verified: set[str] = set()  # checkpoints whose files matched the log's sha256 (checked once each)
+        trash = self.root / TRASH
+        if trash.is_dir():  # what a process killed while pruning left: never a checkpoint anyone reads
+            shutil.rmtree(trash, ignore_errors=True)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -182,7 +189,15 @@ class Roles:
             return
         states = sorted(state_dir.glob(f"{role}-i*"), key=lambda path: state_position(path.name))
         for path in states[: max(0, len(states) - keep) if keep is not None else None]:
-            shutil.rmtree(path, ignore_errors=True)
+            # renamed out of state/ first (atomic), then deleted: a process killed here leaves a whole snapshot or
+            # none, never a half-deleted one a later resume or slice replay would trip over; the trash is emptied
+            # by the next process that opens the run
+            trash = self.root / TRASH / f"{path.name}-{os.getpid()}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only when empty
+                trash.parent.rmdir()
 
     def holds_weights(self, role: str, iteration: int, name: str) -> bool:
         """Whether the live policy and optimizer of ``role`` are at checkpoint ``name`` (saved or not)."""
