@@ -177,6 +177,7 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
                 runlog.event("image_pool_changed", change, source="engine")
                 for record in pool:
                     runlog.upsert_image(record, store_bytes=record.png is not None)
+            runlog.set_run(status="running", finished_at=None)  # it may have been stopped or failed
             runlog.event("run_resumed", f"resumed after {len(runlog.done_steps())} committed steps", level="info",
                          source="engine")
         return pool
