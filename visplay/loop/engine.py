@@ -278,7 +278,8 @@ class SelfPlay:
         recomputed = {r["key"]: r["advantage"] for r in result.rows.get("advantages", [])}
         metrics = {r["name"]: r["value"] for r in self.ctx.log.step_rows("metrics", i, role, u)
                    if not r["name"].startswith("time/")}
-        new_metrics = {k: float(v) for k, v in result.metrics.items() if not k.startswith("time/")}
+        # a metric this version adds that the logged step lacks (a run started before it) is not a disagreement
+        new_metrics = {k: float(v) for k, v in result.metrics.items() if not k.startswith("time/") and k in metrics}
         for what, a, b in (("advantages", logged, recomputed), ("metrics", metrics, new_metrics)):
             differing = sorted(k for k in set(a) | set(b) if repr(a.get(k)) != repr(b.get(k)))
             if not differing:
