@@ -52,7 +52,8 @@ def _open_sink(ctx: Any, opts: MetricsOptions, name: str) -> Sink:
 
     run_dir = Path(ctx.run_dir)
     if name == "tensorboard":
-        return TensorBoardSink(Path(opts.tensorboard_dir) if opts.tensorboard_dir else run_dir / "tensorboard")
+        return TensorBoardSink(Path(opts.tensorboard_dir) if opts.tensorboard_dir else run_dir / "tensorboard",
+                               OmegaConf.to_yaml(ctx.recipe, resolve=True))
     config = OmegaConf.to_container(ctx.recipe, resolve=True)
     if name == "wandb":
         return WandbSink(project=opts.wandb_project, name=str(ctx.recipe.name), mode=opts.wandb_mode,

@@ -66,11 +66,14 @@ class TensorBoardSink(Sink):
 
     name = "tensorboard"
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, recipe_yaml: str | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         log_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(log_dir=str(log_dir))
+        if recipe_yaml:  # the TEXT tab shows what ran (markdown: indented lines are a code block)
+            self.writer.add_text("recipe", "".join(f"    {line}\n" for line in recipe_yaml.splitlines()),
+                                 global_step=0)
 
     def log(self, scalars: dict[str, float], global_step: int, wall_time: float) -> None:
         for tag, value in scalars.items():

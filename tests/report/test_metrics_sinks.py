@@ -51,6 +51,13 @@ def test_tensorboard_scalars_equal_the_run_log(finished_run):
     assert first["global_step"] == 0 and first["seconds"] is None
 
 
+def test_tensorboard_shows_the_recipe_as_text(finished_run):
+    acc = accumulator(finished_run.parent / "tensorboard")
+    assert "recipe/text_summary" in acc.Tags()["tensors"]
+    text = acc.Tensors("recipe/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "    seed: 0\n" in text and "    name: tiny\n" in text
+
+
 def test_system_scalars_are_sent_but_never_logged(finished_run):
     acc = accumulator(finished_run.parent / "tensorboard")
     tags = set(acc.Tags()["scalars"])
