@@ -12,10 +12,7 @@ SIGTERM then ends the process at once, which the run log survives as it survives
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
-import shlex
 import signal
 import threading
 import time
@@ -24,35 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from visplay.log.status import resume_command, shown_status
+
+__all__ = ["HANDLED_SIGNALS", "LIFECYCLE_EVENTS", "RunStopped", "recorded", "resume_command", "shown_status",
+           "stop_on_signals"]
+
 log = logging.getLogger("visplay.loop.lifecycle")
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Events of a run's life rather than of its computation: a resumed run logs them on top of the uninterrupted one's.
 LIFECYCLE_EVENTS = ("run_resumed", "run_stopped", "run_failed")
-
-
-def resume_command(run_dir: str | Path) -> str:
-    """The command that continues the run in ``run_dir`` (quoted for a POSIX shell)."""
-    return f"visplay resume {shlex.quote(str(run_dir))}"
-
-
-def shown_status(status: str | None, run_dir: str | Path) -> str:
-    """``runs.status`` as a reader should see it: a ``running`` run whose ``run.lock`` no process holds was killed
-    outright (SIGKILL, a lost node) and is said to be so. The lock is only tested (shared, non-blocking, released
-    at once), never kept."""
-    if status != "running":
-        return str(status or "?")
-    try:
-        fd = os.open(Path(run_dir) / "run.lock", os.O_RDONLY)
-    except OSError:  # no lock file (an older run, or a copied run.db): nothing to tell
-        return status
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return status  # a live process holds it
-    finally:
-        os.close(fd)
-    return f"running, but no process holds it (killed?): `{resume_command(run_dir)}` continues it"
 
 
 class RunStopped(KeyboardInterrupt):

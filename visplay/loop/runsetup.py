@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from visplay.config import RecipeError, recipe_sha256, recipe_yaml
 from visplay.context import RunContext
 from visplay.log.runlog import RunLogError
+from visplay.log.status import LOCK_NAME
 from visplay.plugins import PluginError, plugin_infos
 from visplay.types import ImageSource
 
@@ -28,7 +29,6 @@ class RunExistsError(RecipeError):
     """A fresh run would overwrite an existing run directory."""
 
 
-LOCK_NAME = "run.lock"
 
 
 # --- several processes (torchrun) ---------------------------------------------------------------------------------

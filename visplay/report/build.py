@@ -58,7 +58,7 @@ def _recipe(run: dict) -> Any:
 def collect(db_path: str | Path, session: PluginSession | None = None) -> ReportData:
     """Read everything the report needs (the database is opened read-only); ``session``: the plugins that add
     their numbers (default: the installed ones)."""
-    from visplay.loop.lifecycle import shown_status
+    from visplay.log.status import shown_status
 
     with RunLog(db_path, readonly=True) as runlog:
         run = runlog.run() or {}
