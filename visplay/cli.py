@@ -254,11 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (PluginError, RunLogError) as exc:
         print(f"visplay: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):  # e.g. that the run is marked failed, and how to resume it
+            print(note, file=sys.stderr)
         return EXIT_FAIL
-    except KeyboardInterrupt:
-        print("visplay: interrupted; `visplay resume <run_dir>` continues a run from its last committed step",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a run raises lifecycle.RunStopped (SIGINT or SIGTERM) naming its folder
+        message = exc.message() if hasattr(exc, "message") else "interrupted"
+        print(f"visplay: {message}", file=sys.stderr)
+        return int(getattr(exc, "exit_status", 130))
 
 
 # --- subcommands: each parses nothing, calls one library function and prints its result ----------------------------

@@ -80,12 +80,26 @@ def visplay_image_source(ctx: Any, name: str, options: dict[str, Any]) -> pools.
 # --- 2. gold evaluation ----------------------------------------------------------------------------------------
 
 
-def _answers(ctx: Any, sampler: Any, items: Sequence[gold.EvalItem], n: int, seeds: list[int]) -> list[list]:
-    """``n`` extracted answers per held-out item, through the run's own answer hooks."""
-    gens = ctx.hooks.sample_answers(sampler, [AskedQuestion(it.record, it.qa.question) for it in items], n, seeds,
-                                    purpose="vote")
-    extracted = ctx.hooks.extract_answers([g.text for per_item in gens for g in per_item])
-    return [extracted[j * n:(j + 1) * n] for j in range(len(items))]
+# the gold evaluation asks in this many chunks, so its bar moves (a request's answers depend only on its prompt and
+# seed, never on the requests sent with it: visplay_models' sampler contract, vLLM's seeded sampling)
+EVAL_PROGRESS_UPDATES = 20
+
+
+def _answers(ctx: Any, sampler: Any, items: Sequence[gold.EvalItem], n: int, seeds: list[int],
+             done: int = 0, total: int | None = None) -> list[list]:
+    """``n`` extracted answers per held-out item, through the run's own answer hooks, in chunks; after each chunk
+    the bar shows ``done`` + the items answered so far, of ``total``."""
+    out: list[list] = []
+    size = max(1, -(-len(items) // EVAL_PROGRESS_UPDATES))
+    for k in range(0, len(items), size):
+        chunk = items[k:k + size]
+        gens = ctx.hooks.sample_answers(sampler, [AskedQuestion(it.record, it.qa.question) for it in chunk], n,
+                                        seeds[k:k + size], purpose="vote")
+        extracted = ctx.hooks.extract_answers([g.text for per_item in gens for g in per_item])
+        out += [extracted[j * n:(j + 1) * n] for j in range(len(chunk))]
+        if hasattr(ctx, "report_progress"):
+            ctx.report_progress(done + k + len(chunk), total or len(items), "question")
+    return out
 
 
 def greedy_context(ctx: Any) -> Any:
@@ -107,15 +121,13 @@ def gold_eval(ctx: Any, iteration: int, sampler: Any, opts: GamesOptions) -> dic
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     if items:
-        if hasattr(ctx, "report_progress"):  # the bar counts held-out questions, not the engine's one eval step
-            ctx.report_progress(0, len(items), "question")
+        # the bar counts held-out questions (once per pass: sampled, then greedy), not the engine's one eval step
+        total = len(items) * (2 if opts.eval_greedy else 1)
         seeds = [ctx.seed_for(iteration, "eval", "gold", j) for j in range(len(items))]
-        answers = _answers(ctx, sampler, items, opts.eval_votes, seeds)
-        greedy = ([a[0] for a in _answers(greedy_context(ctx), sampler, items, 1, seeds)]
+        answers = _answers(ctx, sampler, items, opts.eval_votes, seeds, 0, total)
+        greedy = ([a[0] for a in _answers(greedy_context(ctx), sampler, items, 1, seeds, len(items), total)]
                   if opts.eval_greedy else None)
         rows = gold.score_items(items, answers, key_fn(ctx), iteration, greedy)
-        if hasattr(ctx, "report_progress"):
-            ctx.report_progress(len(items), len(items), "question")
         metrics.update(gold.gold_metrics(rows, _filter_band(ctx)))
     if ctx.log is not None:
         if rows:

@@ -10,6 +10,7 @@ GPU, else the process's peak resident memory). Only rank 0 of a multi-process ru
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import resource
 import sys
@@ -19,6 +20,8 @@ from typing import Any
 from visplay.api import hookimpl, plugin_section
 from visplay_metrics.options import MetricsOptions
 from visplay_metrics.sinks import MlflowSink, Sink, TensorBoardSink, WandbSink
+
+log = logging.getLogger("visplay.metrics")
 
 _OPEN: dict[str, list[Sink]] = {}  # run directory -> its open sinks (one process may run several runs: tests)
 
@@ -34,24 +37,41 @@ def visplay_recipe_sections() -> dict[str, type]:
 
 
 def open_sinks(ctx: Any, opts: MetricsOptions) -> list[Sink]:
+    """The recipe's sinks; one that cannot open (a missing library, an unwritable folder) is a warning."""
+    sinks: list[Sink] = []
+    for name in opts.sinks:
+        try:
+            sinks.append(_open_sink(ctx, opts, name))
+        except Exception as exc:  # noqa: BLE001  (a sink is a copy of the run log: never worth the run)
+            sink_failed(ctx, name, "could not open", exc)
+    return sinks
+
+
+def _open_sink(ctx: Any, opts: MetricsOptions, name: str) -> Sink:
     from omegaconf import OmegaConf
 
     run_dir = Path(ctx.run_dir)
-    sinks: list[Sink] = []
-    for name in opts.sinks:
-        if name == "tensorboard":
-            sinks.append(TensorBoardSink(Path(opts.tensorboard_dir) if opts.tensorboard_dir
-                                         else run_dir / "tensorboard"))
-        elif name == "wandb":
-            config = OmegaConf.to_container(ctx.recipe, resolve=True)
-            sinks.append(WandbSink(project=opts.wandb_project, name=str(ctx.recipe.name), mode=opts.wandb_mode,
-                                   directory=Path(opts.wandb_dir) if opts.wandb_dir else run_dir, config=config))
-        elif name == "mlflow":
-            uri = opts.mlflow_tracking_uri or (run_dir / "mlruns").resolve().as_uri()
-            params = _flatten(OmegaConf.to_container(ctx.recipe, resolve=True))
-            sinks.append(MlflowSink(tracking_uri=uri, experiment=opts.mlflow_experiment, name=str(ctx.recipe.name),
-                                    params=params))
-    return sinks
+    if name == "tensorboard":
+        return TensorBoardSink(Path(opts.tensorboard_dir) if opts.tensorboard_dir else run_dir / "tensorboard",
+                               OmegaConf.to_yaml(ctx.recipe, resolve=True))
+    config = OmegaConf.to_container(ctx.recipe, resolve=True)
+    if name == "wandb":
+        return WandbSink(project=opts.wandb_project, name=str(ctx.recipe.name), mode=opts.wandb_mode,
+                         directory=Path(opts.wandb_dir) if opts.wandb_dir else run_dir, config=config)
+    uri = opts.mlflow_tracking_uri or (run_dir / "mlruns").resolve().as_uri()
+    return MlflowSink(tracking_uri=uri, experiment=opts.mlflow_experiment, name=str(ctx.recipe.name),
+                      params=_flatten(config))
+
+
+def sink_failed(ctx: Any, name: str, what: str, exc: BaseException) -> None:
+    """A sink that fails is dropped for the rest of the run with a ``metrics_sink_failed`` warning event (printed on
+    the terminal); the run goes on, and its run log still holds every metric."""
+    message = (f"metrics sink {name} {what} ({type(exc).__name__}: {exc}); it is off for the rest of the run, "
+               f"the run log has every metric")
+    if ctx.log is not None:
+        ctx.log.event("metrics_sink_failed", message, source="visplay_metrics", payload={"sink": name})
+    else:
+        log.warning(message)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -112,8 +132,13 @@ def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics
                if math.isfinite(float(value))}  # NaN/inf are reported on the terminal, not plotted
     if opts.system:
         scalars.update({f"{phase}/{k}": v for k, v in system_scalars(ctx.log, iteration, phase, step, clock).items()})
-    for sink in _OPEN[key]:
-        sink.log(scalars, clock["global_step"], clock["committed_at"])
+    for sink in list(_OPEN[key]):
+        try:
+            sink.log(scalars, clock["global_step"], clock["committed_at"])
+        except Exception as exc:  # noqa: BLE001  (see sink_failed)
+            _OPEN[key].remove(sink)
+            sink_failed(ctx, sink.name, f"failed at {phase} step {step} of iteration {iteration}", exc)
+            _close_quietly(sink)
     if phase == "eval" and iteration == int(ctx.recipe.iterations):
         close(key)  # the run's last step
 
@@ -122,7 +147,15 @@ def close(key: str | None = None) -> None:
     """Close the sinks of one run directory (all when None)."""
     for k in [key] if key is not None else list(_OPEN):
         for sink in _OPEN.pop(k, []):
-            sink.close()
+            _close_quietly(sink)
+
+
+def _close_quietly(sink: Sink) -> None:
+    """Close a sink; a failure to close (a broken or already dead sink, at exit) is only logged."""
+    try:
+        sink.close()
+    except Exception as exc:  # noqa: BLE001  (closing runs at exit too: a traceback there helps no one)
+        log.warning("metrics sink %s did not close cleanly: %s: %s", sink.name, type(exc).__name__, exc)
 
 
 atexit.register(close)

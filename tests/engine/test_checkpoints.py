@@ -97,3 +97,20 @@ def test_recipe_refuses_non_positive_cadence_and_cache(override, key):
         load_recipe("tiny", [override])
     cfg = load_recipe("tiny", ["checkpoint.every=4"])
     assert (cfg.checkpoint.every, cfg.checkpoint.keep, cfg.log.vote_logprobs) == (4, 1, False)
+
+
+def test_a_run_logged_before_the_health_metrics_resumes_between_snapshots(tmp_path):
+    """Issue 27 added metrics; a run started before them (its steps lack those rows) still resumes by recomputing
+    its logged steps: a metric the log lacks is not a disagreement. A logged metric the recompute lacks still is."""
+    first = _drive(tmp_path, "run", "runs/x", *EVERY_3, kill="1:questioner:4:sample")
+    assert first.returncode == -signal.SIGKILL
+    db = tmp_path / "runs/x/run.db"
+    tampered = tamper(db, tmp_path / "t.db", "delete from metrics where name in ('frac_reward_zero_std', "
+                      "'advantage/min', 'advantage/max', 'response_length/clip_ratio', 'response_length/min')", rows=None)
+    tampered.replace(db)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    again = _drive(tmp_path, "resume", "runs/x")
+    assert again.returncode == 0, again.stderr
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished" and log.count("events", "kind = 'steps_recomputed'") == 1

@@ -130,3 +130,48 @@ def test_cli_sigkill_then_resume_with_real_plugins_equals_uninterrupted(tmp_path
     expected, actual = comparable_rows(whole / "runs/tiny/run.db"), comparable_rows(db)
     for table in expected:
         assert actual[table] == expected[table], f"table {table} differs after SIGKILL + resume"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _real_plugins_present(), reason="the models/algorithm/grpo plugins are not installed")
+def test_cli_sigterm_marks_stopped_prints_the_resume_command_that_resumes_to_the_uninterrupted_rows(tmp_path):
+    """`kill -TERM` (SLURM, Kubernetes): exit 143, status stopped with an event, and the printed command, run as
+    printed, continues to the rows of a run never stopped (issue 27)."""
+    import re
+    import shlex
+    import signal
+    import time
+
+    from support.engine import comparable_rows
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    whole.mkdir()
+    stopped.mkdir()
+    assert _visplay(whole, "run", "tiny", *SMALL, "--quiet").returncode == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", None)
+    proc = subprocess.Popen([sys.executable, "-m", "visplay.cli", "run", "tiny", *SMALL, "--quiet"], cwd=stopped,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = stopped / "runs" / "tiny" / "run.db"
+    deadline = time.time() + 300
+    while _steps_committed(db) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    with RunLog(db, readonly=True) as log:
+        assert log.integrity_ok() and log.run()["status"] == "stopped"
+        (event,) = log.rows("events", "kind = 'run_stopped'")
+        assert event["message"].startswith("stopped by SIGTERM during ")
+    printed = re.search(r"continue with `(visplay resume [^`]+)`", stderr)
+    assert printed and printed.group(1) == "visplay resume runs/tiny", stderr[-3000:]
+    command = shlex.split(printed.group(1))[1:]
+    resumed = _visplay(stopped, *command, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished" and log.count("events", "kind = 'run_resumed'") == 1
+    expected, actual = comparable_rows(whole / "runs/tiny/run.db"), comparable_rows(db)
+    for table in expected:
+        assert actual[table] == expected[table], f"table {table} differs after SIGTERM + resume"

@@ -121,3 +121,66 @@ def test_cli_quiet_after_overrides_with_real_plugins(tmp_path):
     from support.metrics import assert_tensorboard_equals_run_log
 
     assert assert_tensorboard_equals_run_log(tmp_path / "x" / "run.db") > 10
+
+
+# --- issue 27: bars that move, and plain lines when stderr is not a terminal ---------------------------------
+
+
+def test_non_terminal_stderr_gets_a_plain_line_per_tenth_of_a_phase(capsys):
+    p = Progress(iterations=3, plain=True)
+    p.phase(1, "reasoner", 24)
+    for _ in range(24):
+        p.advance({"reward": 0.5})
+    p.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" step")[0] for line in lines] == [f"iter 1/3 train reasoner: {n}/24" for n in range(3, 25, 3)]
+    assert lines[0].startswith("iter 1/3 train reasoner: 3/24 step (12%) ") and lines[0].endswith(", reward=0.5")
+    assert "\r" not in "".join(lines)
+
+
+def test_plain_lines_follow_stderr_not_being_a_terminal(capsys):
+    p = Progress(iterations=1)  # plain=None: capsys's stderr is no terminal
+    p.phase(1, "questioner", 2)
+    p.advance()
+    p.advance()
+    p.close()
+    assert capsys.readouterr().err.splitlines()[-1].startswith("iter 1/1 train questioner: 2/2 step (100%) ")
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_a_one_step_phase_never_shows_0_of_1(capsys, plain):
+    p = Progress(iterations=1, plain=plain)
+    p.phase(0, "cold_start", 1)
+    assert p._bar is None  # nothing shown while the models load
+    for k in range(1, 601):
+        p.substep(k, 600, "sft step", {"q_loss": 1.0})
+    p.advance()
+    p.close()
+    p.phase(1, "eval", 1)  # a one-step phase with no plugin count: shown when it ends, as 1/1
+    p.advance()
+    p.close()
+    err = capsys.readouterr().err
+    assert "0/1" not in err and "600/600" in err and "1/1" in err
+    if plain:
+        assert err.splitlines()[0].startswith("cold start: 60/600 sft step (10%) ")
+
+
+def test_gold_evaluation_bar_moves_per_chunk_of_questions(no_autoload):
+    from support.games import ScriptedSampler, StandInPolicy, make_ctx
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def substep(self, done, total, unit, postfix):
+            self.calls.append((done, total, unit))
+
+    ctx = make_ctx(overrides=["plugins.games.held_out_questions=5", "plugins.games.eval_votes=2"])
+    ctx.progress = Recorder()
+    policy = StandInPolicy(ScriptedSampler(lambda prompt, j: "\\boxed{1}"))
+    metrics = ctx.hooks.iteration_end(iteration=1, questioner=None, reasoner=policy)
+    n = int(metrics["gold/items"])
+    assert n == 30  # 6 games x 5 questions
+    # 20 chunks of ceil(30 / 20) = 2 questions: sampled answers, then greedy ones
+    assert ctx.progress.calls == [(min(k, n) + offset, 2 * n, "question") for offset in (0, n)
+                                  for k in range(2, n + 2, 2)]

@@ -223,3 +223,20 @@ def test_summary_fields_show_pass1_maj_and_silver_with_standard_errors(tmp_path)
     assert start_line(fields) == ("start (questioner_v0, reasoner_v0): gold pass@1 0.307\u00b10.019 | "
                                   "maj@8 0.347\u00b10.028 | silver-label accuracy 0.125")
     assert start_line({}) is None and start_line(None) is None
+
+
+def test_gold_eval_in_chunks_gives_the_numbers_of_one_call_with_the_real_tiny_model(tmp_path, monkeypatch):
+    """Issue 27: the evaluation asks in chunks so its bar moves; with the real tiny model and sampler the rows and
+    metrics equal those of one call with every question."""
+    pytest.importorskip("visplay_models")
+    import torch
+    from visplay_games import plugin as games_plugin
+
+    torch.set_num_threads(1)
+    ctx = make_ctx(tmp_path, overrides=["plugins.games.held_out_questions=3", "plugins.games.eval_votes=4"],
+                   standin=False, autoload=True)
+    reasoner = ctx.hooks.load_policy(role="reasoner", init_from=None)
+    chunked = ctx.hooks.iteration_end(iteration=1, questioner=None, reasoner=reasoner)
+    monkeypatch.setattr(games_plugin, "EVAL_PROGRESS_UPDATES", 1)
+    whole = ctx.hooks.iteration_end(iteration=1, questioner=None, reasoner=reasoner)
+    assert chunked["gold/items"] == 18.0 and chunked == whole

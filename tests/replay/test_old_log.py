@@ -20,6 +20,8 @@ from visplay.loop.replay import format_report, replay_run
 from visplay.report.build import collect, text_summary
 
 FIXTURE = Path(__file__).parent / "data" / "runlog_v1"
+HEALTH_METRICS = {"response_length/clip_ratio", "response_length/min", "frac_reward_zero_std", "advantage/min",
+                  "advantage/max"}
 
 
 @pytest.fixture
@@ -75,7 +77,9 @@ def test_it_replays_bit_for_bit(old_run, tmp_path):
         assert stats.differing == stats.only_a == stats.only_b == 0, (table, text)
     eval_rank = phase_rank("eval")
     for div in report.diff.divergences:
-        assert div.table.startswith("gold_") or (div.table == "metrics" and div.position[1] == eval_rank), \
+        added = div.table == "metrics" and div.a == "absent" and (  # issue 27's health metrics: new rows only
+            div.key[3] in HEALTH_METRICS or div.key[3].startswith("reward/") and div.key[3].endswith("/std"))
+        assert added or div.table.startswith("gold_") or (div.table == "metrics" and div.position[1] == eval_rank), \
             div.describe()
     with RunLog(tmp_path / "replay" / "run.db", readonly=True) as new:  # the replay records producers
         assert {r["producer"] for r in new.rows_matching("rewards", component="uncertainty")} == {"algorithm"}

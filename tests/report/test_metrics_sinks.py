@@ -8,17 +8,30 @@ import visplay_metrics.plugin as metrics_plugin
 from support.metrics import accumulator, assert_tensorboard_equals_run_log
 from visplay_metrics.options import MetricsOptions, MetricsOptionsError, parse_options
 
+from visplay.hookspecs import hookimpl
 from visplay.log.runlog import RunLog
 
 engine_fixtures = pytest.importorskip("support.engine")
 engine = pytest.importorskip("visplay.loop.engine")
 
 
-def _run(run_dir, extra=()):
+def _run(run_dir, extra=(), plugins=()):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
         return engine.run_recipe(engine_fixtures.standin_recipe(run_dir, list(extra)), quiet=True,
-                                 extra_plugins=(*engine_fixtures.standin_plugins(), metrics_plugin))
+                                 extra_plugins=(*engine_fixtures.standin_plugins(), metrics_plugin, *plugins))
+
+
+class NestedGold:
+    """Evaluation metrics named as the games plugin names them: a name that is also another's prefix."""
+
+    plugin_name = "nested_gold"
+    METRICS = {"gold/accuracy": 0.5, "gold/accuracy/2048": 0.25, "gold/accuracy/kind/2048/move": 0.125,
+               "gold/pass@1": 0.75}
+
+    @hookimpl
+    def visplay_iteration_end(self, ctx, iteration, questioner, reasoner):
+        return dict(self.METRICS)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +49,13 @@ def test_tensorboard_scalars_equal_the_run_log(finished_run):
     # global steps: one per committed step, in commit order (cold start first)
     assert sorted(c["global_step"] for c in clocks) == list(range(len(clocks)))
     assert first["global_step"] == 0 and first["seconds"] is None
+
+
+def test_tensorboard_shows_the_recipe_as_text(finished_run):
+    acc = accumulator(finished_run.parent / "tensorboard")
+    assert "recipe/text_summary" in acc.Tags()["tensors"]
+    text = acc.Tensors("recipe/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "    seed: 0\n" in text and "    name: tiny\n" in text
 
 
 def test_system_scalars_are_sent_but_never_logged(finished_run):
@@ -89,7 +109,7 @@ def test_mlflow_local_store(tmp_path):
     run = client.search_runs([client.get_experiment_by_name("visplay").experiment_id])[0]
     with RunLog(db, readonly=True) as log:
         rows = log.rows("metrics", "phase = 'questioner' and name = 'reward/mean'")
-    history = client.get_metric_history(run.info.run_id, "questioner/reward/mean")
+    history = client.get_metric_history(run.info.run_id, "questioner/reward.mean")  # docs/metrics.md: the names
     assert [h.value for h in sorted(history, key=lambda h: h.step)] == pytest.approx([r["value"] for r in rows])
 
 
@@ -99,3 +119,89 @@ def test_a_bad_section_fails_before_the_cold_start(tmp_path):
     with pytest.raises(RecipeError, match=r"unknown key 'plugins.metrics.sink'; did you mean 'plugins.metrics.sinks'"):
         _run(tmp_path / "run", ["iterations=1", "plugins.metrics.sink=[wandb]"])
     assert not (tmp_path / "run" / "run.db").exists()  # refused with the recipe, before anything was created
+
+
+def test_mlflow_key_keeps_the_phase_slash_and_never_makes_a_key_another_keys_folder():
+    from visplay_metrics.sinks import mlflow_key
+
+    assert mlflow_key("eval/gold/accuracy") == "eval/gold.accuracy"
+    assert mlflow_key("eval/gold/accuracy/2048") == "eval/gold.accuracy.2048"
+    assert mlflow_key("eval/gold/pass@1") == "eval/gold.pass_1"
+    assert mlflow_key("questioner/reward/mean") == "questioner/reward.mean"
+    long = mlflow_key("eval/" + "x" * 400)
+    assert len(long) == 250 and long != mlflow_key("eval/" + "x" * 401)
+    assert mlflow_key("eval/..") != "eval/.."  # a name that would resolve to another path
+
+
+def test_every_sink_at_once_with_nested_names_finishes_and_mlflow_holds_every_metric(tmp_path, monkeypatch):
+    """Issue 27: `gold/accuracy` and `gold/accuracy/2048` killed the run in MLflow's file store; params stopped
+    at 100."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    from mlflow import MlflowClient
+    from omegaconf import OmegaConf
+    from visplay_metrics.sinks import mlflow_key
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    db = _run(tmp_path / "run", ["iterations=1", "plugins.metrics.sinks=[tensorboard,wandb,mlflow]"], [NestedGold()])
+    client = MlflowClient(tracking_uri=(db.parent / "mlruns").resolve().as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("visplay").experiment_id])
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished" and not log.rows("events", "kind = 'metrics_sink_failed'")
+        rows = log.rows("metrics")
+        recipe = OmegaConf.to_container(OmegaConf.create(log.run()["recipe_yaml"]), resolve=True)
+    assert {"gold/accuracy", "gold/accuracy/2048", "gold/pass@1"} <= {r["name"] for r in rows if r["phase"] == "eval"}
+    expected: dict[str, list[float]] = {}
+    for r in rows:
+        expected.setdefault(mlflow_key(f"{r['phase']}/{r['name']}"), []).append(r["value"])
+    logged = {k for k in run.data.metrics if "/system." not in k}
+    assert logged == set(expected)  # every metric, each under its own key
+    for key, values in expected.items():
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(h.value for h in history) == pytest.approx(sorted(values)), key
+    assert len(run.data.params) == len(metrics_plugin._flatten(recipe))  # every recipe key
+    assert assert_tensorboard_equals_run_log(db) > 20
+    assert sorted((db.parent / "wandb").glob("offline-run-*"))
+
+
+def test_mlflow_params_are_all_logged_not_the_first_100(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+    from visplay_metrics.sinks import MlflowSink
+
+    uri = (tmp_path / "mlruns").resolve().as_uri()
+    params = {f"plugins.section{k % 7}.key_{k}": "v" * (k * 40) for k in range(250)}  # values up to 9,960 chars
+    sink = MlflowSink(tracking_uri=uri, experiment="visplay", name="t", params=params)
+    sink.close()
+    logged = MlflowClient(tracking_uri=uri).get_run(sink.run_id).data.params
+    assert set(logged) == set(params)
+    assert [len(logged[k]) for k in params] == [min(len(v), 6000) for v in params.values()]
+
+
+def test_a_failing_sink_is_a_warning_not_a_dead_run(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    db = _run(tmp_path / "run", ["iterations=1", f"plugins.metrics.tensorboard_dir={blocker}"])
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished"
+        (event,) = log.rows("events", "kind = 'metrics_sink_failed'")
+    assert event["level"] == "warning" and "metrics sink tensorboard could not open" in event["message"]
+    assert str(blocker) in event["message"]
+
+
+def test_a_sink_that_fails_mid_run_is_dropped_with_one_warning(tmp_path, monkeypatch):
+    from visplay_metrics.sinks import TensorBoardSink
+
+    calls = []
+
+    def broken(self, scalars, global_step, wall_time):
+        calls.append(global_step)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(TensorBoardSink, "log", broken)
+    db = _run(tmp_path / "run", ["iterations=1"])
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished"
+        (event,) = log.rows("events", "kind = 'metrics_sink_failed'")
+    assert "failed at cold_start step 0 of iteration 0 (OSError: disk full)" in event["message"]
+    assert calls == [0]  # dropped after its first failure

@@ -8,8 +8,9 @@ adds a crash switch and the subprocess driver. Run as a script to drive the engi
     python tests/support/engine.py run RUN_DIR [key=value ...]
     python tests/support/engine.py resume RUN_DIR
 
-``VISPLAY_TEST_KILL=iteration:phase:step:where`` makes the process SIGKILL itself at that step, ``where`` being
-``sample`` (mid-step, before the commit) or ``commit`` (right after the step committed).
+``VISPLAY_TEST_KILL=iteration:phase:step:where[:how]`` makes the process SIGKILL itself at that step, ``where`` being
+``sample`` (mid-step, before the commit) or ``commit`` (right after the step committed); ``how`` is ``KILL``
+(default), ``TERM`` or ``INT`` (the signal it sends itself), or ``crash`` (a plugin raises RuntimeError).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +38,29 @@ from visplay.testing import (  # noqa: F401  (re-exported for the engine tests)
     UnigramSampler,
 )
 
+# what the driven process exits with for each ``how`` of VISPLAY_TEST_KILL
+EXIT_STATUS = {"KILL": -signal.SIGKILL, "TERM": 128 + signal.SIGTERM, "INT": 128 + signal.SIGINT, "crash": 1}
+
 
 class Killer:
-    """SIGKILLs this process at ``VISPLAY_TEST_KILL=iteration:phase:step:where`` (a real crash, no cleanup)."""
+    """SIGKILLs this process at ``VISPLAY_TEST_KILL=iteration:phase:step:where`` (a real crash, no cleanup), or sends
+    it SIGTERM/SIGINT, or raises from a plugin (``...:where:TERM``, ``:INT``, ``:crash``)."""
 
     plugin_name = "standin_killer"
 
     def __init__(self, spec: str | None):
-        self.at = None
+        self.at, self.how = None, "KILL"
         if spec:
-            it, phase, step, where = spec.split(":")
-            self.at = (int(it), phase, int(step), where)
+            it, phase, step, where, *how = spec.split(":")
+            self.at, self.how = (int(it), phase, int(step), where), (how or ["KILL"])[0]
 
     def _maybe(self, ctx: Any, where: str) -> None:
-        if self.at == (ctx.iteration, ctx.phase, ctx.step, where):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.at != (ctx.iteration, ctx.phase, ctx.step, where):
+            return
+        if self.how == "crash":
+            raise RuntimeError(f"standin plugin crashed at {ctx.iteration}:{ctx.phase}:{ctx.step}")
+        os.kill(os.getpid(), getattr(signal, f"SIG{self.how}"))
+        time.sleep(5)  # a caught signal's handler raises here, before the hook returns (SIGKILL never gets here)
 
     @hookimpl(tryfirst=True)
     def visplay_sample_answers(self, ctx, sampler, questions, n, seeds, purpose):
@@ -76,6 +86,7 @@ def standin_recipe(run_dir: Path, extra: list[str] = ()):
 def comparable_rows(db_path: Path) -> dict[str, list[tuple]]:
     """Every table's rows, timestamps and the resume event left out, for run-to-run equality."""
     from visplay.log.runlog import VOLATILE_COLUMNS, RunLog
+    from visplay.loop.lifecycle import LIFECYCLE_EVENTS
 
     out = {}
     with RunLog(db_path, readonly=True) as log:
@@ -83,8 +94,8 @@ def comparable_rows(db_path: Path) -> dict[str, list[tuple]]:
             if table.startswith("sqlite_"):
                 continue
             rows = log.rows(table)
-            if table == "events":
-                rows = [r for r in rows if r["kind"] != "run_resumed"]
+            if table == "events":  # a resumed run's extra events: its resumes, stops and failures
+                rows = [r for r in rows if r["kind"] not in LIFECYCLE_EVENTS]
                 rows = [{k: v for k, v in r.items() if k != "id"} for r in rows]
             out[table] = [tuple(sorted((k, v) for k, v in r.items() if k not in VOLATILE_COLUMNS)) for r in rows]
     return out
@@ -97,13 +108,17 @@ def main(argv: list[str]) -> int:
 
     command, run_dir, overrides = argv[0], Path(argv[1]), argv[2:]
     plugins = standin_plugins(os.environ.get("VISPLAY_TEST_KILL"))
-    if command == "run":
-        run_recipe(standin_recipe(run_dir, overrides), extra_plugins=plugins, quiet=True)
-    else:
-        from visplay.config import load_recipe
+    try:
+        if command == "run":
+            run_recipe(standin_recipe(run_dir, overrides), extra_plugins=plugins, quiet=True)
+        else:
+            from visplay.config import load_recipe
 
-        run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
-                   extra_plugins=plugins, quiet=True)
+            run_recipe(load_recipe(str(run_dir / "recipe.yaml"), plugins=plugins), run_dir=run_dir, resume=True,
+                       extra_plugins=plugins, quiet=True)
+    except KeyboardInterrupt as exc:  # as the CLI does: lifecycle.RunStopped says what to do next
+        print(exc.message(), file=sys.stderr)
+        return exc.exit_status
     print(json.dumps({"done": str(run_dir)}))
     return 0
 
@@ -119,14 +134,19 @@ def drive(cwd: Path, *args: str, kill: str | None = None) -> subprocess.Complete
                           capture_output=True, text=True, timeout=120)
 
 
+def _expected_exit(kill: str) -> int:
+    parts = kill.split(":")
+    return EXIT_STATUS[parts[4] if len(parts) > 4 else "KILL"]
+
+
 def kill_and_resume(cwd: Path, kills: list[str], *run_args: str) -> Path:
     """``run runs/x *run_args`` killed at ``kills[0]``, ``resume`` killed at each further point, then a resume to the
-    end (each kill must land: the process dies of SIGKILL); returns the run log's path."""
+    end (each kill must land: the process ends with the status of its ``how``); returns the run log's path."""
     first = drive(cwd, "run", "runs/x", *run_args, kill=kills[0])
-    assert first.returncode == -signal.SIGKILL, first.stderr
+    assert first.returncode == _expected_exit(kills[0]), first.stderr
     for kill in kills[1:]:
         again = drive(cwd, "resume", "runs/x", kill=kill)
-        assert again.returncode == -signal.SIGKILL, again.stderr
+        assert again.returncode == _expected_exit(kill), again.stderr
     final = drive(cwd, "resume", "runs/x")
     assert final.returncode == 0, final.stderr
     return cwd / "runs/x/run.db"

@@ -93,8 +93,9 @@ def _generation(key: str, step: int, prompt: int, sample: int, *, kind: str, tex
             "finish_reason": "stop"}
 
 
-def tamper(src: Path, dst: Path, sql: str, params: tuple = ()) -> Path:
-    """Copy a run database and change one value in the copy with raw SQL (the only SQL a test writes)."""
+def tamper(src: Path, dst: Path, sql: str, params: tuple = (), rows: int | None = 1) -> Path:
+    """Copy a run database and change one value (``rows`` rows; None: any number) in the copy with raw SQL (the
+    only SQL a test writes)."""
     dst.write_bytes(src.read_bytes())
     for suffix in ("-wal", "-shm"):
         side = Path(str(src) + suffix)
@@ -106,7 +107,7 @@ def tamper(src: Path, dst: Path, sql: str, params: tuple = ()) -> Path:
         conn.commit()
     finally:
         conn.close()
-    assert changed == 1, f"tamper changed {changed} rows: {sql}"
+    assert changed == rows or (rows is None and changed > 0), f"tamper changed {changed} rows: {sql}"
     return dst
 
 

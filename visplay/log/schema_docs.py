@@ -15,7 +15,9 @@ from typing import Any
 # {table: (one row per ..., {column: meaning})}; columns in schema order.
 TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
     "runs": ("run", {
-        "run_id": "unique id of the run", "name": "the recipe's name", "status": "running / finished / failed",
+        "run_id": "unique id of the run", "name": "the recipe's name", "status": "running / finished / stopped "
+                  "(SIGINT or SIGTERM, event run_stopped) / failed (an error, event run_failed); a run killed "
+                  "outright (SIGKILL, power loss) stays running: the report then says no process holds it",
         "created_at": "start (unix seconds)", "finished_at": "end (unix seconds)", "seed": "root seed",
         "variant": "paper or released", "recipe_yaml": "the resolved recipe", "recipe_sha256": "hash of recipe_yaml",
         "visplay_version": "package version", "git_commit": "checkout commit, if any", "python": "Python version",
@@ -96,7 +98,7 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
     "events": ("something worth knowing", {
         "id": "order of recording", "iteration": "where it happened", "phase": "engine phase",
         "step": "step in the phase", "level": "info / warning / error",
-        "kind": "image_skipped, empty_reasoner_set, run_resumed, plugin_error, ...", "source": "who recorded it",
+        "kind": "image_skipped, empty_reasoner_set, run_resumed, run_stopped, run_failed, plugin_error, ...", "source": "who recorded it",
         "message": "what happened", "payload": "JSON details",
     }),
 }

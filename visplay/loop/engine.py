@@ -35,7 +35,7 @@ from visplay.keys import rank
 from visplay.loader import require_served
 from visplay.log.runlog import KeptQuestion, RunLog
 from visplay.log.schema_docs import write_datasette_metadata
-from visplay.loop import phases
+from visplay.loop import lifecycle, phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
 from visplay.loop.progress import Progress, start_line, summary_line
 from visplay.loop.runsetup import (
@@ -92,10 +92,13 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
     elif is_rank0():
         prepare_run_dir(run_dir, db_path, overwrite)
     shadow = join_process_group(session.context(cfg, run_dir), run_dir, db_path, resume)
+    real_run_dir = run_dir
     if shadow is not None:  # a rank other than 0 runs the same loop in a private copy of the run
         run_dir, db_path, quiet = shadow, shadow / "run.db", True
     try:
         with contextlib.ExitStack() as stack:
+            # SIGINT/SIGTERM abandon the step in progress and raise lifecycle.RunStopped with the resume command
+            stack.enter_context(lifecycle.stop_on_signals(real_run_dir))
             if shadow is None:  # one writer per run directory, for the run's whole life (rank 0 holds it)
                 stack.enter_context(run_lock(run_dir))
             runlog = stack.enter_context(RunLog(db_path, create=True))
@@ -105,7 +108,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
             runlog.on_event = progress.on_event  # warnings (skipped images, empty sets...) reach the terminal
             ctx = session.context(cfg, run_dir, log=runlog, progress=progress)
             pool = open_run(ctx, resumed=resume, accept_changed_images=accept_changed_images)
-            finished = SelfPlay(ctx, pool, progress, start, stop).run()
+            with lifecycle.recorded(runlog, ctx):  # runs.status = stopped / failed, with an event, if it ends early
+                finished = SelfPlay(ctx, pool, progress, start, stop).run()
             if finished:
                 runlog.set_run(status="finished", finished_at=time.time())
     finally:
@@ -274,7 +278,8 @@ class SelfPlay:
         recomputed = {r["key"]: r["advantage"] for r in result.rows.get("advantages", [])}
         metrics = {r["name"]: r["value"] for r in self.ctx.log.step_rows("metrics", i, role, u)
                    if not r["name"].startswith("time/")}
-        new_metrics = {k: float(v) for k, v in result.metrics.items() if not k.startswith("time/")}
+        # a metric this version adds that the logged step lacks (a run started before it) is not a disagreement
+        new_metrics = {k: float(v) for k, v in result.metrics.items() if not k.startswith("time/") and k in metrics}
         for what, a, b in (("advantages", logged, recomputed), ("metrics", metrics, new_metrics)):
             differing = sorted(k for k in set(a) | set(b) if repr(a.get(k)) != repr(b.get(k)))
             if not differing:

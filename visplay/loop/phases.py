@@ -44,6 +44,11 @@ class StepResult:
             self.rows[table].extend(new)
 
 
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1, as torch's ``std``, the optimizer's ``reward/std``); 0 for one value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def _mean(values: Sequence[float]) -> float:
     return fmean(values) if values else 0.0
 
@@ -122,6 +127,7 @@ def score(ctx: RunContext, role: str, items: Sequence[QuestionItem] | Sequence[A
         out.rows["rewards"].append(rows.reward_row(at, item.key, "total", role, totals[k], combiner))
     for name, values in components.items():
         out.metrics[f"reward/{name}/mean"] = _mean(values)
+        out.metrics[f"reward/{name}/std"] = _std(values)  # TRL's rewards/<name>/std: a component that never varies
     out.metrics["reward/mean"] = _mean(totals)
     return totals
 
@@ -141,6 +147,24 @@ def update(ctx: RunContext, optimizer: Optimizer, role: str, items: Sequence[Que
         out.rows["advantages"].append(rows.advantage_row(at, rollout.key, role, rollout.group, rollout.reward,
                                                          float(result.advantages[rollout.key])))
     out.metrics.update(finite_metrics(f"optimizer {name!r}", result.metrics))
+    advantages = [float(result.advantages[r.key]) for r in rollouts]
+    health = health_metrics(rollouts, advantages, int(ctx.recipe[role].sampling.max_new_tokens))
+    out.metrics.update({k: v for k, v in health.items() if k not in out.metrics})  # the optimizer's own come first
+
+
+def health_metrics(rollouts: Sequence[Rollout], advantages: Sequence[float], max_new_tokens: int) -> dict[str, float]:
+    """What tells a GRPO step is sick, under EasyR1's and TRL's names (docs/metrics.md):
+    ``response_length/clip_ratio`` (share of responses as long as ``max_new_tokens``: truncated, EasyR1's
+    definition), ``response_length/min``, ``frac_reward_zero_std`` (share of groups whose rewards are all equal:
+    their advantages are 0, they teach nothing; TRL's name) and ``advantage/min``, ``advantage/max``."""
+    lengths = [len(r.token_ids) for r in rollouts]
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rollouts:
+        groups[r.group].append(r.reward)
+    return {"response_length/clip_ratio": _mean([float(n >= max_new_tokens) for n in lengths]),
+            "response_length/min": float(min(lengths)) if lengths else 0.0,
+            "frac_reward_zero_std": _mean([float(max(g) - min(g) == 0) for g in groups.values()]),
+            "advantage/min": min(advantages, default=0.0), "advantage/max": max(advantages, default=0.0)}
 
 
 def finite_metrics(source: str, metrics: dict[str, Any]) -> dict[str, float]:

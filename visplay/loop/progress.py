@@ -3,13 +3,17 @@ summary line per iteration (stdout).
 
 ``quiet`` turns the bars off (CI); warnings and summary lines still print because they are results, not
 decoration. A plugin doing long work inside one engine step (the cold-start SFT, an evaluation) reports its own
-step counts through ``RunContext.report_progress``, so the bar shows them instead of "0/1".
+step counts through ``RunContext.report_progress``, so the bar shows them instead of "0/1": a one-step phase's bar
+opens at the plugin's first report (or when the step ends), never as ``0/1``. When stderr is not a terminal (a
+log file, SLURM's output, CI) a bar is a plain line every tenth of its total (:class:`PlainBar`), not carriage
+returns.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -22,27 +26,45 @@ WARN_REPEAT = 3  # warnings of one kind printed before the rest are only counted
 class Progress:
     """Owns at most one open bar at a time."""
 
-    def __init__(self, *, quiet: bool = False, iterations: int = 0, silent: bool = False):
+    def __init__(self, *, quiet: bool = False, iterations: int = 0, silent: bool = False, plain: bool | None = None):
         self.quiet = quiet or silent
         self.silent = silent  # not even summary lines (ranks other than 0 of a multi-process run)
         self.iterations = iterations
+        self.plain = plain  # plain lines instead of tqdm bars; None: when stderr is not a terminal
         self._bar: Any = None
+        self._pending: dict[str, Any] | None = None  # a one-step phase's bar, opened at its first count
         self._sub = False  # the bar counts a plugin's own steps inside one engine step
         self._warned: Counter[str] = Counter()
 
     def phase(self, iteration: int, phase: str, total: int, done: int = 0) -> None:
-        """Open the bar for a phase; ``done`` steps were already committed (resume)."""
+        """Open the bar for a phase; ``done`` steps were already committed (resume). A one-step phase's bar waits
+        for the plugin's first count (``substep``) or the step's end, so it never shows ``0/1`` first."""
         self.close()
         if self.quiet:
             return
+        where = f"iter {iteration}/{self.iterations} " if iteration else ""
+        self._pending = {"total": total, "initial": done, "desc": f"{where}{PHASE_TITLES.get(phase, phase)}"}
+        if total != 1 or done >= total:
+            self._open()
+
+    def _open(self, unit: str = "step") -> None:
+        spec, self._pending = self._pending, None
+        if spec is None:
+            return
+        plain = self.plain if self.plain is not None else not _is_terminal(sys.stderr)
+        if plain:
+            self._bar = PlainBar(**spec, unit=unit)
+            return
         from tqdm import tqdm
 
-        where = f"iter {iteration}/{self.iterations} " if iteration else ""
-        self._bar = tqdm(total=total, initial=done, desc=f"{where}{PHASE_TITLES.get(phase, phase)}",
-                         unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+        self._bar = tqdm(**spec, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
 
     def substep(self, done: int, total: int, unit: str = "step", postfix: dict[str, float] | None = None) -> None:
         """A plugin's own progress inside the current engine step (e.g. SFT step 120 of 450)."""
+        if self._pending is not None:  # the one-step phase's bar opens with the plugin's count
+            self._pending.update(total=total, initial=0)
+            self._open(unit)
+            self._sub = True
         if self._bar is None:
             return
         if not self._sub or self._bar.total != total:
@@ -55,6 +77,13 @@ class Progress:
         self._bar.refresh()
 
     def advance(self, postfix: dict[str, float] | None = None) -> None:
+        if self._pending is not None:  # a one-step phase that counted nothing of its own: shown once, done
+            self._pending["initial"] = self._pending["total"]
+            self._open()
+            if postfix:
+                self._bar.set_postfix(_fmt(postfix), refresh=False)
+            self._bar.refresh() if not isinstance(self._bar, PlainBar) else self._bar.print_line()
+            return
         if self._bar is None:
             return
         if postfix:
@@ -69,7 +98,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self._sub = False
+        self._pending, self._sub = None, False
 
     def say(self, line: str) -> None:
         """A result line on stdout (kept clear of an open bar)."""
@@ -89,7 +118,7 @@ class Progress:
         if count == limit + 1:
             message = f"further '{key}' warnings are not printed (the run log has the details)"
         line = f"warning: {message}"
-        if self._bar is not None:
+        if self._bar is not None and not isinstance(self._bar, PlainBar):
             from tqdm import tqdm
 
             tqdm.write(line, file=sys.stderr)
@@ -117,6 +146,53 @@ class Progress:
             self.warn(f"invalid_questions/i{iteration}/{phase}",  # once per phase of an iteration
                       f"{where}{100 * (1 - valid):.0f}% of the questions did not parse "
                       f"(threshold {100 * INVALID_WARN_SHARE:.0f}%)", limit=1)
+
+
+class PlainBar:
+    """The part of tqdm's interface Progress uses, printing a plain line on stderr each time the count passes
+    another tenth of the total (and at the end): ``iter 1/3 evaluate: 60/300 question (20%) 42s, reward=0.41``.
+    For logs that are not terminals, where a tqdm bar is one long line of carriage returns."""
+
+    PARTS = 10
+
+    def __init__(self, *, total: int, initial: int = 0, desc: str = "", unit: str = "step"):
+        self.total, self.n, self.desc, self.unit = total, initial, desc, unit
+        self.postfix = ""
+        self._printed = initial  # the count last printed (nothing is printed for steps a resume found done)
+        self._started = time.monotonic()
+
+    def reset(self, total: int) -> None:
+        self.total, self.n, self._printed, self._started = total, 0, 0, time.monotonic()
+
+    def set_postfix(self, postfix: dict[str, str], refresh: bool = True) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in postfix.items())
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        self.refresh()
+
+    def refresh(self) -> None:
+        every = max(1, math.ceil(self.total / self.PARTS)) if self.total else 1
+        if self.n != self._printed and (self.n >= self.total or self.n // every > self._printed // every):
+            self.print_line()
+
+    def print_line(self) -> None:
+        share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        postfix = f", {self.postfix}" if self.postfix else ""
+        print(f"{self.desc}: {self.n}/{self.total} {self.unit}{share} {time.monotonic() - self._started:.0f}s"
+              f"{postfix}", file=sys.stderr, flush=True)
+        self._printed = self.n
+
+    def close(self) -> None:
+        if self.n != self._printed:
+            self.print_line()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or odd stream
+        return False
 
 
 def _fmt(postfix: dict[str, float]) -> dict[str, str]:

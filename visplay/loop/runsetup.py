@@ -21,6 +21,7 @@ from visplay.config import RecipeError, recipe_sha256, recipe_yaml
 from visplay.context import RunContext
 from visplay.files import check_writable_file, write_file
 from visplay.log.runlog import RunLogError
+from visplay.log.status import LOCK_NAME
 from visplay.plugins import PluginError, plugin_infos
 from visplay.types import ImageSource
 
@@ -29,7 +30,6 @@ class RunExistsError(RecipeError):
     """A fresh run would overwrite an existing run directory."""
 
 
-LOCK_NAME = "run.lock"
 
 
 # --- several processes (torchrun) ---------------------------------------------------------------------------------
@@ -179,6 +179,7 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
                 runlog.event("image_pool_changed", change, source="engine")
                 for record in pool:
                     runlog.upsert_image(record, store_bytes=record.png is not None)
+            runlog.set_run(status="running", finished_at=None)  # it may have been stopped or failed
             runlog.event("run_resumed", f"resumed after {len(runlog.done_steps())} committed steps", level="info",
                          source="engine")
         return pool

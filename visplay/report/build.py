@@ -59,9 +59,13 @@ def _recipe(run: dict) -> Any:
 def collect(db_path: str | Path, session: PluginSession | None = None) -> ReportData:
     """Read everything the report needs (the database is opened read-only); ``session``: the plugins that add
     their numbers (default: the installed ones)."""
+    from visplay.log.status import shown_status
+
     with RunLog(db_path, readonly=True) as runlog:
         runlog.check_arrays()
         run = runlog.run() or {}
+        if run:  # a run killed outright still says "running": say so
+            run = {**run, "status": shown_status(run.get("status"), Path(db_path).parent)}
         events: dict[str, int] = defaultdict(int)
         warnings: dict[str, tuple[int, str]] = {}
         for e in runlog.rows("events"):
