@@ -272,8 +272,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:  # plans without weights, for a box of --gpus GPUs (visplay/scale/plan.py)
         from visplay.scale import plan
 
-        cfg = session.load_recipe(args.recipe, plan.dry_run_overrides(list(args.overrides or [])))
-        print(plan.dry_run(session.context(cfg), args.gpus, args.gpu_memory, args.nproc))
+        print(plan.plan_for_box(session, args.recipe, list(args.overrides or []), args.gpus, args.gpu_memory,
+                                args.nproc))
         return EXIT_OK
     cfg = session.load_recipe(args.recipe, list(args.overrides or []))
     from visplay.loop.engine import start_run

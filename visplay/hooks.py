@@ -401,6 +401,18 @@ class Hooks:
             out.append((plugin, part))
         return out
 
+    def plan_choices(self, visible: int) -> list[list[str]]:
+        """Every plugin's override lists for a box of ``visible`` GPUs, in plugin order then preference."""
+        hook = "visplay_plan_choices"
+        out: list[list[str]] = []
+        for plugin, choices in self._each(hook, visible=visible):
+            if not isinstance(choices, list) or not all(
+                    isinstance(c, list) and c and all(isinstance(o, str) and "=" in o for o in c) for c in choices):
+                raise _fail(plugin, hook, f"expected a list of non-empty lists of 'key=value' strings, got "
+                                          f"{_short(choices)}")
+            out += choices
+        return out
+
     def check_inputs(self, skip: frozenset[str] = frozenset()) -> list[str]:
         """Every line of what the plugins checked (they raise RecipeError when something is missing)."""
         return [str(line) for _, lines in self._each("visplay_check_inputs", skip=skip) for line in lines]

@@ -367,6 +367,17 @@ def visplay_engine_needs(ctx: RunContext, role: str) -> EngineNeeds | None:
 
 
 @hookspec
+def visplay_plan_choices(ctx: RunContext, visible: int) -> list[list[str]] | None:
+    """Overrides that adapt the recipe to a box of ``visible`` GPUs, most preferred first (e.g. fewer GPUs per
+    engine than the recipe's 8-GPU layout); each is a list of ``key=value`` strings for this plugin's own keys.
+
+    A dry run plans the recipe as given; when that does not place or fit, it tries each plugin's choices in turn
+    (skipping keys the user set on the command line), plans with the first that fits and names it. None: nothing
+    to offer.
+    """
+
+
+@hookspec
 def visplay_footprint(ctx: RunContext, facts: ModelFacts, placement: Any, nproc: int,
                       gpu_memory_gib: float) -> Footprint | None:
     """Report this plugin's share of the recipe's memory and the plan lines only it can write.

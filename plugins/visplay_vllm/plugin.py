@@ -96,6 +96,26 @@ def visplay_engine_needs(ctx: Any, role: str) -> EngineNeeds | None:
 
 
 @hookimpl
+def visplay_plan_choices(ctx: Any, visible: int) -> list[list[str]] | None:
+    """Fewer GPUs per engine for a smaller box: the recipe's tensor-parallel size halved down to 1 (each engine then
+    holds a whole copy of the weights on fewer GPUs, as EasyR1's 4 x 40 GB layout does with tensor_parallel_size 1
+    per rollout worker); then, for engines that must share a GPU (with each other or with training), one engine
+    GPU each with a smaller memory share (0.45, 0.3, 0.2 of the GPU)."""
+    if not any(ctx.recipe.sampler.get(role) == SAMPLER for role in ("questioner", "reasoner")):
+        return None
+    v = plugin_section(ctx.recipe, "vllm")
+    tp, share = int(v.tensor_parallel_size), float(v.gpu_memory_utilization)
+    sizes = []
+    while tp > 1:
+        tp //= 2
+        sizes.append(tp)
+    choices = [[f"plugins.vllm.tensor_parallel_size={size}"] for size in sizes]
+    choices += [["plugins.vllm.tensor_parallel_size=1", f"plugins.vllm.gpu_memory_utilization={s}"]
+                for s in (0.45, 0.3, 0.2) if s < share]
+    return choices or None
+
+
+@hookimpl
 def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memory_gib: float) -> Footprint | None:
     """Per engine GPU: the weights' tensor-parallel shard and the KV budget (utilization x GPU - weights)."""
     v = plugin_section(ctx.recipe, "vllm")

@@ -70,3 +70,38 @@ def test_the_3b_recipe_leaves_30_percent_on_8_gpus_and_fits_4_gpus_of_40_gib():
     four = dry_run(load_for_dry_run("qwen-vl-3b", ["plugins.vllm.tensor_parallel_size=1"]), visible=4,
                    gpu_memory_gib=40)
     assert _training(four)["total"] <= 40 and "fits: yes" in four
+
+
+def _cli_plan(capsys, *args):
+    from visplay.cli import main
+
+    code = main(["reproduce", *args, "--dry-run"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_planner_chooses_the_engine_layout_for_a_smaller_box_and_names_it(capsys):
+    """Issue 22: `--gpus 4 --gpu-memory 40` was refused (the recipe's 8-GPU tensor_parallel_size=2); the vLLM plugin
+    now offers fewer GPUs per engine (visplay_plan_choices), the dry run plans with the first that fits and says so."""
+    code, out, err = _cli_plan(capsys, "qwen-vl-3b", "--gpus", "4", "--gpu-memory", "40")
+    assert code == 0, err
+    assert out.startswith("chose: plugins.vllm.tensor_parallel_size=1 for 4 GPU(s) of 40 GiB; give them to run this "
+                          "layout (the recipe as given: plugins.vllm.tensor_parallel_size=2 needs 2 GPUs per engine")
+    assert "questioner engine on [0]; reasoner engine on [1]" in out and "fits: yes" in out
+    assert _training(out)["total"] <= 40
+    code, out, _ = _cli_plan(capsys, "qwen-vl-3b", "--gpus", "8")  # the recipe's own box: nothing chosen
+    assert code == 0 and "chose:" not in out
+    code, out, err = _cli_plan(capsys, "qwen-vl-3b", "--gpus", "1", "--gpu-memory", "80")  # one shared GPU
+    assert code == 0, err
+    assert out.startswith("chose: plugins.vllm.tensor_parallel_size=1 plugins.vllm.gpu_memory_utilization=0.2 ")
+    assert "placement: shared over 1 visible GPU(s)" in out and "fits: yes" in out
+
+
+def test_a_key_the_user_set_is_not_chosen_over_and_a_box_nothing_fits_lists_what_was_tried(capsys):
+    code, _, err = _cli_plan(capsys, "qwen-vl-3b", "--gpus", "4", "--gpu-memory", "40",
+                             "plugins.vllm.tensor_parallel_size=2")
+    assert code == 2 and "tensor_parallel_size=2 needs 2 GPUs per engine" in err and "also tried" not in err
+    code, _, err = _cli_plan(capsys, "qwen-vl-3b", "--gpus", "1", "--gpu-memory", "40")
+    assert code == 2
+    assert "also tried for 1 GPU(s) of 40 GiB, none fits:" in err
+    assert "plugins.vllm.tensor_parallel_size=1 plugins.vllm.gpu_memory_utilization=0.2: the plan does not fit: " in err

@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from visplay.config import RecipeError
-from visplay.scale.placement import Placement, plan_placement, training_processes
+from visplay.scale.placement import Placement, plan_placement, training_processes, visible_gpu_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from visplay.context import RunContext
@@ -99,6 +99,40 @@ def dry_run(ctx: RunContext, visible: int | None = None, gpu_memory_gib: float =
         raise RecipeError("the plan does not fit:\n  " + "\n  ".join(problems) + "\n" + "\n".join(lines))
     lines.append(_fits_line(memory, placement, gpu_memory_gib))
     return "\n".join(lines)
+
+
+def plan_for_box(session: Any, recipe: Any, overrides: list[str], visible: int | None = None,
+                 gpu_memory_gib: float = 80.0, nproc: int | None = None) -> str:
+    """:func:`dry_run` of ``recipe`` with ``overrides``; when the recipe as given does not place or fit on the box,
+    the plugins' choices for it (``visplay_plan_choices``, keys the user set excepted) are tried in turn and the
+    first that fits is planned, named on the plan's first line. Raises the recipe's own RecipeError if none fits."""
+    given = dry_run_overrides(list(overrides))
+    ctx = session.context(session.load_recipe(recipe, given))
+    try:
+        return dry_run(ctx, visible, gpu_memory_gib, nproc)
+    except RecipeError as exc:
+        refused = exc
+    user_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    box = visible if visible is not None else visible_gpu_count()
+    tried = []
+    for choice in ctx.hooks.plan_choices(box):
+        if any(o.split("=", 1)[0] in user_keys for o in choice):
+            continue
+        try:
+            text = dry_run(session.context(session.load_recipe(recipe, [*given, *choice])), visible, gpu_memory_gib,
+                           nproc)
+        except RecipeError as exc:
+            lines = str(exc).splitlines()
+            first = f"{lines[0]} {lines[1].strip()}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+            tried.append(f"{' '.join(choice)}: {first}")
+            continue
+        why = str(refused).splitlines()[0]
+        return (f"chose: {' '.join(choice)} for {box} GPU(s) of {gpu_memory_gib:g} GiB; give them to run this layout "
+                f"(the recipe as given: {why})\n" + text)
+    if tried:
+        raise RecipeError(f"{refused}\nalso tried for {box} GPU(s) of {gpu_memory_gib:g} GiB, none fits:\n  "
+                          + "\n  ".join(tried)) from refused
+    raise refused
 
 
 def memory_table(parts: list[tuple[str, Footprint]]) -> dict[str, list[MemoryItem]]:
