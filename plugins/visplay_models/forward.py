@@ -1,7 +1,10 @@
-"""Forward passes of a Qwen2-VL-family model: teacher-forced log-probs (batched) and incremental decoding.
+"""Forward passes of an image-text-to-text model: teacher-forced log-probs (batched) and incremental decoding.
 
-We compute the multimodal rotary positions ourselves with the model's ``get_rope_index`` and pass them explicitly,
-so no call depends on the position state transformers caches on the model between calls (``rope_deltas``).
+For the mrope families (Qwen2-VL, Qwen2.5-VL: ``processor.mrope``) we compute the multimodal rotary positions
+ourselves with the model's ``get_rope_index`` and pass them explicitly, so no call depends on the position state
+transformers caches on the model between calls (``rope_deltas``). Any other family gets no position ids (its model
+counts them from the attention mask or the cache) and its processor's image tensors as they come
+(``Encoded.extras``, concatenated over the batch's images).
 
 Log-prob convention (shared by the sampler and the teacher-forced pass, so they match): the log-probability of a
 token is ``log_softmax(logits / T)`` over the **whole vocabulary**, at the sampling temperature ``T`` (T = 1 when
@@ -42,11 +45,32 @@ class Batch:
 
     input_ids: torch.Tensor  # (B, L) long
     attention_mask: torch.Tensor  # (B, L) long
-    position_ids: torch.Tensor  # (3, B, L) long
-    pixel_values: torch.Tensor | None  # (sum of patches, patch_dim)
-    image_grid_thw: torch.Tensor | None  # (images, 3)
+    position_ids: torch.Tensor | None  # (3, B, L) long (mrope families), else None
+    pixel_values: torch.Tensor | None  # (sum of patches, patch_dim), or the family's image layout
+    image_grid_thw: torch.Tensor | None  # (images, 3) (mrope families)
     prompt_lens: list[int]
     response_lens: list[int]
+    extras: dict[str, torch.Tensor] | None = None  # the family processor's other image tensors
+
+
+def _is_mrope(processor: Any) -> bool:
+    return bool(getattr(processor, "mrope", False))
+
+
+def _cat_images(processor: Any, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-prompt image tensors (images first) over the batch; families that take them as (1, images,
+    ...) (``processor.images_batched``, Idefics3) get that leading dimension back."""
+    out = torch.cat(list(tensors))
+    return out[None] if getattr(processor, "images_batched", False) else out
+
+
+def image_kwargs(batch: Batch) -> dict[str, Any]:
+    """The image arguments of the model call: Qwen's pixel_values + image_grid_thw, or the family's tensors."""
+    out: dict[str, Any] = {"pixel_values": batch.pixel_values}
+    if batch.image_grid_thw is not None or batch.extras is None:
+        out["image_grid_thw"] = batch.image_grid_thw
+    out.update(batch.extras or {})
+    return out
 
 
 def make_batch(hf: Any, processor: VLProcessor, encs: Sequence[Encoded], responses: Sequence[Sequence[int]],
@@ -63,11 +87,17 @@ def make_batch(hf: Any, processor: VLProcessor, encs: Sequence[Encoded], respons
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, : len(row)] = 1
     images = [e for e in encs if e.pixel_values is not None]
+    ids, mask = ids.to(device), mask.to(device)
+    lens = [len(e.input_ids) for e in encs], [len(r) for r in responses]
+    if not _is_mrope(processor):
+        pixels = _cat_images(processor, [e.pixel_values for e in images]).to(device, dtype) if images else None
+        extras = {k: _cat_images(processor, [e.extras[k] for e in images]).to(device)
+                  for k in (images[0].extras if images else {})}
+        return Batch(ids, mask, None, pixels, None, *lens, extras=extras)
     pixels = torch.cat([e.pixel_values for e in images]).to(device, dtype) if images else None
     grid = torch.cat([e.image_grid_thw for e in images]).to(device) if images else None
-    ids, mask = ids.to(device), mask.to(device)
     positions = rope_positions(hf, processor, ids, mask, grid)
-    return Batch(ids, mask, positions, pixels, grid, [len(e.input_ids) for e in encs], [len(r) for r in responses])
+    return Batch(ids, mask, positions, pixels, grid, *lens)
 
 
 def rope_positions(hf: Any, processor: VLProcessor, ids: torch.Tensor, mask: torch.Tensor | None,
@@ -96,8 +126,7 @@ def token_logprobs(model: Any, processor: VLProcessor, encs: Sequence[Encoded],
     device = torch.device(device)
     batch = make_batch(hf, processor, encs, responses, device, dtype)
     out = hf.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                   position_ids=batch.position_ids, pixel_values=batch.pixel_values,
-                   image_grid_thw=batch.image_grid_thw, use_cache=False)
+                   position_ids=batch.position_ids, use_cache=False, **image_kwargs(batch))
     hidden = out.last_hidden_state  # (B, L, H)
     # Position p - 1 predicts token p: gather only response positions before the (large-vocabulary) head.
     rows, cols = [], []
@@ -171,20 +200,26 @@ def prefill(hf: Any, processor: VLProcessor, enc: Encoded, device: torch.device,
     from transformers import DynamicCache
 
     ids = torch.tensor([enc.input_ids], dtype=torch.long, device=device)
+    cache = DynamicCache(config=hf.config)
+    if not _is_mrope(processor):
+        pixels = _cat_images(processor, [enc.pixel_values]).to(device, dtype) if enc.pixel_values is not None else None
+        extras = {k: _cat_images(processor, [v]).to(device) for k, v in enc.extras.items()}
+        out = hf.model(input_ids=ids, pixel_values=pixels, past_key_values=cache, use_cache=True, **extras)
+        return hf.lm_head(out.last_hidden_state[:, -1:])[:, 0], out.past_key_values, 0
     grid = enc.image_grid_thw.to(device) if enc.image_grid_thw is not None else None
     pixels = enc.pixel_values.to(device, dtype) if enc.pixel_values is not None else None
     positions = rope_positions(hf, processor, ids, None, grid)
     delta = int(positions.max().item()) + 1 - ids.shape[1]
-    cache = DynamicCache(config=hf.config)
     out = hf.model(input_ids=ids, position_ids=positions, pixel_values=pixels, image_grid_thw=grid,
                    past_key_values=cache, use_cache=True)
     logits = hf.lm_head(out.last_hidden_state[:, -1:])[:, 0]
     return logits, out.past_key_values, delta
 
 
-def decode_step(hf: Any, tokens: torch.Tensor, cache: Any, position: int) -> torch.Tensor:
+def decode_step(hf: Any, tokens: torch.Tensor, cache: Any, position: int, mrope: bool = True) -> torch.Tensor:
     """Feed one token per row at text position ``position`` (same for all rows); returns logits (B, V)."""
     b = tokens.shape[0]
-    positions = torch.full((3, b, 1), position, dtype=torch.long, device=tokens.device)
+    shape = (3, b, 1) if mrope else (b, 1)
+    positions = torch.full(shape, position, dtype=torch.long, device=tokens.device)
     out = hf.model(input_ids=tokens[:, None], position_ids=positions, past_key_values=cache, use_cache=True)
     return hf.lm_head(out.last_hidden_state[:, -1:])[:, 0]

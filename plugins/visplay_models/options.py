@@ -17,7 +17,8 @@ class TinyModelConfig:
     values and the seed."""
 
     architecture: str = "qwen2_5_vl"
-    """``qwen2_5_vl`` or ``qwen2_vl``: which transformers architecture the tiny model uses."""
+    """``qwen2_5_vl``, ``qwen2_vl`` or ``idefics3`` (SmolVLM's architecture, a Llama text model): which
+    transformers architecture the tiny model uses."""
     hidden_size: int = 128
     """Text hidden size; hidden_size / num_heads (head_dim) must be >= 32 for vLLM's CPU kernels."""
     num_layers: int = 2
@@ -42,8 +43,10 @@ class TinyModelConfig:
 
     def validate(self) -> dict[str, str]:
         problems = {}
-        if self.architecture not in ("qwen2_5_vl", "qwen2_vl"):
-            problems["architecture"] = f"must be 'qwen2_5_vl' or 'qwen2_vl', got {self.architecture!r}"
+        from visplay_models.tiny import ARCHITECTURES
+
+        if self.architecture not in ARCHITECTURES:
+            problems["architecture"] = f"must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"
         if self.num_heads < 1 or self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
             problems["hidden_size"] = "hidden_size / num_heads must be an integer >= 32 (vLLM CPU kernels)"
         elif (self.hidden_size // self.num_heads) % 8:

@@ -102,7 +102,8 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
 
 @hookimpl
 def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
-    """``model.path`` (backend hf) is a folder with a config.json; its weights are checked when loaded."""
+    """``model.path`` (backend hf) is a folder with a config.json of an image-text-to-text architecture (no remote
+    code unless ``model.trust_remote_code``, no pickled-only weights); the weights are read when loaded."""
     recipe = ctx.recipe
     if recipe.model.backend != "hf" or "model.path" in skip:
         return None
@@ -118,4 +119,10 @@ def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
     if not (folder / "config.json").is_file():
         what = "does not exist" if not folder.exists() else "has no config.json (not a model folder)"
         raise RecipeError(f"model.path={folder} {what}{hint}")
-    return [f"model.path {folder} (config.json found)"]
+    from visplay_models.policy import ModelLoadError, check_model_config
+
+    try:  # a text-only model, a config needing remote code or pickled-only weights: refused before the run starts
+        model_type = check_model_config(folder, trust_remote_code=bool(recipe.model.get("trust_remote_code")))
+    except ModelLoadError as exc:
+        raise RecipeError(f"model.path: {exc}") from exc
+    return [f"model.path {folder} (config.json found: {model_type})"]

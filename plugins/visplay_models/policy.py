@@ -1,4 +1,5 @@
-"""HFPolicy: a transformers Qwen2-VL-family model in one role, and loading one from a local folder.
+"""HFPolicy: a transformers image-text-to-text model in one role, and loading one from a local folder by capability
+(any architecture ``AutoModelForImageTextToText`` knows; see :func:`check_model_dir`).
 
 The reference model (for the KL term) is the role's weights *as loaded*: a frozen copy for full fine-tuning (loaded
 again from the same folder the first time an optimizer asks for reference log-probs, so a run that needs none never
@@ -24,7 +25,9 @@ from visplay_models.forward import token_logprobs
 from visplay_models.processor import VLProcessor
 from visplay_models.sampler import HFSampler
 
-SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+# Families with multimodal rotary positions whose prompts the torchvision-free adapter (processor.py) encodes, and
+# the class each is loaded with; any other image-text-to-text family goes through AutoProcessor / Auto class.
+MROPE_MODEL_TYPES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -241,8 +244,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, d in DTYPES.items() if d == dtype)
 
 
-def check_model_dir(path: str | Path) -> str:
-    """Validate a local model folder; return its ``model_type``. Raises ModelLoadError naming the path."""
+def check_model_dir(path: str | Path, trust_remote_code: bool = False) -> str:
+    """Validate a local model folder by capability; return its ``model_type``. Raises ModelLoadError naming the path.
+
+    Accepted: a folder whose config.json names an architecture transformers can load as an image-text-to-text
+    model (``AutoModelForImageTextToText``'s table), with ``*.safetensors`` weights. A config that needs code from
+    the folder (``auto_map``) is accepted only with ``trust_remote_code``."""
     folder = Path(path).expanduser()
     if not folder.exists():
         raise ModelLoadError(f"model path {str(folder)!r} does not exist (models are never downloaded: "
@@ -257,34 +264,87 @@ def check_model_dir(path: str | Path) -> str:
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{cfg_file}: cannot read config.json: {exc}") from exc
     model_type = cfg.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelLoadError(f"{cfg_file}: unsupported architecture model_type={model_type!r} "
-                             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)}; MiMo-VL is qwen2_5_vl)")
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(f"{cfg_file}: model_type={model_type!r} needs code from the folder (config.json has "
+                             "auto_map); set model.trust_remote_code=true only if you trust that code")
+    if not cfg.get("auto_map"):
+        _check_vision_language(cfg_file, model_type)
+    model_type = str(model_type)
     if not any(folder.glob("*.safetensors")):
         raise ModelLoadError(f"model path {str(folder)!r} has no *.safetensors weights (pickled .bin weights are "
                              "not loaded)")
     return model_type
 
 
-def load_hf_model(path: str | Path, *, dtype: str = "float32", device: str = "cpu",
-                  trust_remote_code: bool = False) -> tuple[Any, VLProcessor]:
-    """Load model + processor adapter from a local folder (offline, safetensors only)."""
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+def check_model_config(path: str | Path, trust_remote_code: bool = False) -> str:
+    """The checks of :func:`check_model_dir` a folder without weights can pass (a dry run plans from config.json
+    alone): the architecture, remote code, and no pickled-only weights. Returns the ``model_type``."""
+    folder = Path(path).expanduser()
+    if any(folder.glob("*.bin")) and not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(f"model path {str(folder)!r} has only pickled *.bin weights, which are not loaded: "
+                             "convert them to safetensors")
+    try:
+        return check_model_dir(folder, trust_remote_code)
+    except ModelLoadError as exc:
+        if "no *.safetensors" in str(exc):
+            return str(json.loads((folder / "config.json").read_text()).get("model_type"))
+        raise
 
+
+def _check_vision_language(cfg_file: Path, model_type: Any) -> None:
+    """Refuse a config whose architecture transformers cannot load as an image-text-to-text model."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return
+    if model_type in CONFIG_MAPPING_NAMES:
+        raise ModelLoadError(f"{cfg_file}: unsupported architecture model_type={model_type!r}: transformers has no "
+                             "image-text-to-text class for it (a text-only model? visplay needs a vision-language "
+                             "model, e.g. qwen2_5_vl, qwen3_vl, idefics3, gemma3)")
+    raise ModelLoadError(f"{cfg_file}: unsupported architecture model_type={model_type!r}: unknown to the installed "
+                         f"transformers {transformers.__version__}")
+
+
+def model_class(model_type: str) -> Any:
+    """The transformers class that loads ``model_type`` as an image-text-to-text model."""
+    from transformers import AutoModelForImageTextToText
+
+    if model_type in MROPE_MODEL_TYPES:  # the classes these families have always been loaded with
+        import transformers
+
+        return getattr(transformers, MROPE_MODEL_TYPES[model_type])
+    return AutoModelForImageTextToText
+
+
+def load_hf_model(path: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                  trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load model + processor adapter from a local folder (offline, safetensors only)."""
     if dtype not in DTYPES:
         raise ModelLoadError(f"model.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    model_type = check_model_dir(path)
+    model_type = check_model_dir(path, trust_remote_code=trust_remote_code)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the per-tensor loading bar is noise in logs and tests
-    cls = Qwen2_5_VLForConditionalGeneration if model_type == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
     try:
-        model = cls.from_pretrained(str(path), dtype=DTYPES[dtype], local_files_only=True, use_safetensors=True,
-                                    trust_remote_code=trust_remote_code)
-        processor = VLProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
+        model = model_class(model_type).from_pretrained(
+            str(path), dtype=DTYPES[dtype], local_files_only=True, use_safetensors=True,
+            trust_remote_code=trust_remote_code)
+        processor = load_processor(path, model_type, model.config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         raise ModelLoadError(f"model path {str(path)!r}: cannot load: {exc}") from exc
     return model.to(device), processor
+
+
+def load_processor(path: str | Path, model_type: str, config: Any, trust_remote_code: bool = False) -> Any:
+    """The prompt encoder of a model folder: the torchvision-free Qwen adapter for the mrope families, else the
+    family's own processor (``AutoProcessor``) behind :class:`visplay_models.processor.FamilyProcessor`."""
+    if model_type in MROPE_MODEL_TYPES:
+        return VLProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    from visplay_models.processor import FamilyProcessor
+
+    return FamilyProcessor.from_pretrained(path, config, trust_remote_code=trust_remote_code)
 
 
 def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: str = "cpu",

@@ -1,4 +1,5 @@
-"""A Qwen-VL processor adapter that needs no torchvision.
+"""Prompt encoders: a Qwen-VL processor adapter that needs no torchvision, and :class:`FamilyProcessor` for any
+other image-text-to-text family (its own processor, through ``AutoProcessor``).
 
 transformers' Qwen2-VL / Qwen2.5-VL processor classes require torchvision (their video processor is mandatory), which
 has no CPU build for our torch. This adapter pairs the tokenizer with the PIL image processor
@@ -10,7 +11,7 @@ Each prompt is encoded on its own, so a prompt's tokens and pixels never depend 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,13 @@ class Encoded:
     input_ids: list[int]
     pixel_values: torch.Tensor | None  # (patches, channels * temporal_patch * patch * patch)
     image_grid_thw: torch.Tensor | None  # (1, 3) long
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # other image tensors of the family's processor
 
 
 class VLProcessor:
     """Tokenizer + PIL image processor for Qwen2-VL-family models (see the module docstring)."""
+
+    mrope = True  # prompts' positions come from the model's get_rope_index (visplay_models.forward)
 
     def __init__(self, tokenizer: Any, image_processor: Any):
         self.tokenizer = tokenizer
@@ -124,3 +128,95 @@ def _qwen_chat(messages: list[dict[str, Any]]) -> str:
             "<|vision_start|><|image_pad|><|vision_end|>" if p["type"] == "image" else p["text"] for p in m["content"])
         parts.append(f"<|im_start|>{m['role']}\n{body}<|im_end|>\n")
     return "".join(parts) + "<|im_start|>assistant\n"
+
+
+# --- any other image-text-to-text family -------------------------------------------------------------------------
+
+
+class FamilyProcessor:
+    """A family's own processor (``AutoProcessor``) behind the interface the policy, sampler and forward use.
+
+    The prompt goes through the processor's chat template (images where the family puts them), then through the
+    processor itself, which expands the image placeholder into as many image tokens as the family's vision tower
+    makes; the image-token id, end-of-turn id and special tokens are read from the processor and the model config,
+    never assumed. Image tensors besides ``pixel_values`` (Idefics3's ``pixel_attention_mask``, ...) travel in
+    :attr:`Encoded.extras`."""
+
+    mrope = False
+    images_batched = False  # the model takes pixel_values as (1, images, ...) (set by the first encoded image)
+
+    def __init__(self, processor: Any, config: Any):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_token_id = _image_token_id(processor, config)
+        self.im_end_id = _end_of_turn_id(self.tokenizer, config)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end_id
+        decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        self.special_ids = sorted(set(self.tokenizer.all_special_ids)
+                                  | {int(i) for i, tok in decoder.items() if getattr(tok, "special", False)})
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, config: Any, trust_remote_code: bool = False) -> FamilyProcessor:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+        if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+            raise ValueError(f"{path}: AutoProcessor gave {type(processor).__name__}, which has no tokenizer and "
+                             "image processor (not a vision-language processor)")
+        return cls(processor, config)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.processor.save_pretrained(str(directory))
+
+    def chat_text(self, prompt: Any) -> str:
+        messages: list[dict[str, Any]] = []
+        if prompt.system is not None:
+            messages.append({"role": "system", "content": [{"type": "text", "text": prompt.system}]})
+        content: list[dict[str, str]] = [{"type": "image"}] if prompt.image is not None else []
+        content.append({"type": "text", "text": prompt.user})
+        messages.append({"role": "user", "content": content})
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, prompt: Any) -> Encoded:
+        text = self.chat_text(prompt)
+        kwargs: dict[str, Any] = {}
+        if prompt.image is not None:
+            image = prompt.image.image if hasattr(prompt.image, "image") else prompt.image
+            kwargs["images"] = [[image.convert("RGB")]]
+        out = self.processor(text=[text], return_tensors="pt", add_special_tokens=False, **kwargs)
+        ids = [int(i) for i in out["input_ids"][0]]
+        if prompt.image is not None and self.image_token_id not in ids:
+            raise ValueError(f"{type(self.processor).__name__}: the chat template put no image token in the prompt")
+        extras = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "pixel_values",
+                                                             "image_grid_thw", "token_type_ids", "mm_token_type_ids")}
+        pixels = out.get("pixel_values")
+        if pixels is not None and pixels.dim() == 5:  # (1, images, C, H, W): keep images first, like the others
+            self.images_batched = True
+            pixels = pixels[0]
+            extras = {k: v[0] for k, v in extras.items()}
+        return Encoded(ids, pixels, out.get("image_grid_thw"), extras)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def _image_token_id(processor: Any, config: Any) -> int:
+    for owner, name in ((processor, "image_token_id"), (config, "image_token_id"), (config, "image_token_index")):
+        value = getattr(owner, name, None)
+        if isinstance(value, int):
+            return value
+    token = getattr(processor, "image_token", None)
+    if token is not None:
+        return int(processor.tokenizer.convert_tokens_to_ids(str(token)))
+    raise ValueError(f"{type(processor).__name__}: no image token id in the processor or config")
+
+
+def _end_of_turn_id(tokenizer: Any, config: Any) -> int:
+    """The token that ends the assistant's turn: the tokenizer's eos (families set it to their end-of-turn)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        eos = getattr(getattr(config, "text_config", config), "eos_token_id", None)
+        eos = eos[0] if isinstance(eos, list) else eos
+    if eos is None:
+        raise ValueError("the tokenizer and config name no end-of-sequence token")
+    return int(eos)

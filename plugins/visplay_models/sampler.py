@@ -95,7 +95,7 @@ class HFSampler:
                 break
             feed = torch.tensor([t[-1] if not d else proc.pad_id for t, d in zip(tokens, done)],
                                 dtype=torch.long, device=policy.device)
-            logits = decode_step(hf, feed, cache, position + step)
+            logits = decode_step(hf, feed, cache, position + step, mrope=bool(getattr(proc, "mrope", False)))
         return [
             Generation(prompt=prompt, text=proc.decode([t for t in tokens[j] if t not in stop]),
                        token_ids=tokens[j], logprobs=logps[j], seed=sp.seed, sample_index=j,

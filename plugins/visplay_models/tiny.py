@@ -32,6 +32,8 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+# plugins.models.tiny.architecture: the Qwen mrope families (built here) and the others (tiny_families.py).
+ARCHITECTURES = ("qwen2_5_vl", "qwen2_vl", "idefics3")
 
 # Qwen-style chat template: an optional system turn, user content as a list of {type: image|text} parts (or a
 # string), and the assistant generation prompt. No default system prompt, so the tiny prompt stays short.
@@ -88,29 +90,30 @@ def corpus() -> list[str]:
     return lines + _SENTENCES * 4
 
 
-def train_tokenizer(vocab_size: int) -> Any:
-    """A byte-level BPE trained on :func:`corpus`, special tokens at ids 0..6, wrapped in PreTrainedTokenizerFast."""
+def train_tokenizer(vocab_size: int, specials: tuple[str, ...] = SPECIAL_TOKENS, eos: str = "<|im_end|>",
+                    pad: str = "<|endoftext|>", chat_template: str = CHAT_TEMPLATE) -> Any:
+    """A byte-level BPE trained on :func:`corpus`, ``specials`` at ids 0.., wrapped in PreTrainedTokenizerFast."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < 256 + len(SPECIAL_TOKENS) + 16:
-        raise ValueError(f"plugins.models.tiny.vocab_size must be >= {256 + len(SPECIAL_TOKENS) + 16}, got {vocab_size}")
+    if vocab_size < 256 + len(specials) + 16:
+        raise ValueError(f"plugins.models.tiny.vocab_size must be >= {256 + len(specials) + 16}, got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size, min_frequency=1, special_tokens=list(specials),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
-    for text, idx in SPECIAL_IDS.items():
+    for idx, text in enumerate(specials):
         if tok.token_to_id(text) != idx:  # the trainer places specials first; this guards that assumption
             raise RuntimeError(f"tokenizer: special token {text} got id {tok.token_to_id(text)}, expected {idx}")
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
+        tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=None,
         unk_token=None, model_max_length=32768,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast
 
 
@@ -142,8 +145,8 @@ def _tiny_dict(tiny_cfg: Any) -> dict[str, Any]:
 
 def _check(t: dict[str, Any]) -> None:
     arch = t["architecture"]
-    if arch not in ("qwen2_5_vl", "qwen2_vl"):
-        raise ValueError(f"plugins.models.tiny.architecture must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"plugins.models.tiny.architecture must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
     if t["hidden_size"] % t["num_heads"] or t["hidden_size"] // t["num_heads"] < 32:
         raise ValueError("plugins.models.tiny.hidden_size / model.tiny.num_heads must be an integer >= 32 "
                          f"(got {t['hidden_size']} / {t['num_heads']})")
@@ -167,6 +170,10 @@ def model_config(tiny_cfg: Any) -> Any:
     """The transformers config of the tiny model described by ``tiny_cfg`` (recipe.plugins.models.tiny)."""
     t = _tiny_dict(tiny_cfg)
     _check(t)
+    if t["architecture"] == "idefics3":
+        from visplay_models.tiny_families import idefics3_config
+
+        return idefics3_config(t)
     head_dim = t["hidden_size"] // t["num_heads"]
     text = dict(
         vocab_size=t["vocab_size"], hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
@@ -254,6 +261,11 @@ def build_tiny_model(tiny_cfg: Any, seed: int, cache_dir: Path | str | None = No
 
 
 def _write_model(t: dict[str, Any], seed: int, folder: Path) -> None:
+    if t["architecture"] != "qwen2_5_vl" and t["architecture"] != "qwen2_vl":
+        from visplay_models.tiny_families import write_family_model
+
+        write_family_model(t, seed, folder)
+        return
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
     from transformers.utils import logging as hf_logging

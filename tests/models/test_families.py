@@ -1,0 +1,144 @@
+"""Loading by capability: a non-Qwen family (a tiny Idefics3, SmolVLM's architecture) end to end, and the folders
+that are refused (a text-only model, pickled-only weights, a config that needs remote code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from support.models import image, small_cfg
+
+from visplay.types import Prompt, SamplingParams
+
+# head_dim 32, like the Qwen tiny of the other tests; a 64 x 64 image gives 4 image tokens
+IDEFICS3 = dict(architecture="idefics3")
+
+
+def _idefics3_path() -> Path:
+    from visplay_models.tiny import build_tiny_model
+
+    return build_tiny_model(small_cfg(**IDEFICS3), seed=0)
+
+
+def test_tiny_idefics3_is_loaded_through_its_own_processor():
+    from visplay_models.policy import load_policy
+
+    path = _idefics3_path()
+    meta = json.loads((path / "visplay_tiny.json").read_text())
+    assert json.loads((path / "config.json").read_text())["model_type"] == "idefics3"
+    assert 100_000 < meta["parameters"] < 2_000_000
+    policy = load_policy(path, "reasoner", keep_reference=None)
+    assert type(policy.model).__name__ == "Idefics3ForConditionalGeneration"
+    proc = policy.processor
+    tok = proc.tokenizer
+    # ids read from the processor and config, not Qwen's
+    assert proc.image_token_id == tok.convert_tokens_to_ids("<image>") == policy.model.config.image_token_id
+    assert policy.stop_ids == {tok.convert_tokens_to_ids("<end_of_utterance>")}
+    prompt = Prompt(user="How many red circles are there?", image=image(1))
+    text = proc.chat_text(prompt)
+    assert text.startswith("<|im_start|>User:<image>How many") and text.endswith("<end_of_utterance>\nAssistant:")
+    enc = proc.encode(prompt)
+    assert enc.input_ids.count(proc.image_token_id) == proc.processor.image_seq_len == 4
+    assert enc.pixel_values.shape == (1, 3, 64, 64) and set(enc.extras) == {"pixel_attention_mask"}
+    prompts = [prompt, Prompt(user="What is 2 + 3?")]
+    gens = policy.sampler().sample(prompts, [SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3)] * 2)
+    responses = [gens[0][1].token_ids, gens[1][0].token_ids]
+    lps = policy.logprobs(prompts, responses, temperature=1.0)  # batched, right-padded, one image in the batch
+    for lp, g in zip(lps, (gens[0][1], gens[1][0])):
+        assert torch.allclose(lp, torch.tensor(g.logprobs), atol=1e-4)
+    again = policy.sampler().sample(prompts, [SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3)] * 2)
+    assert [[g.token_ids for g in gs] for gs in again] == [[g.token_ids for g in gs] for gs in gens]
+
+
+def test_saved_idefics3_folder_round_trips(tmp_path):
+    from visplay_models.policy import load_policy
+
+    policy = load_policy(_idefics3_path(), "reasoner", keep_reference=False)
+    policy.save(tmp_path / "v1")
+    again = load_policy(tmp_path / "v1", "reasoner", keep_reference=False)
+    assert again.weights_sha256() == policy.weights_sha256()
+    assert again.processor.chat_text(Prompt(user="hi")) == policy.processor.chat_text(Prompt(user="hi"))
+
+
+def test_unsupported_folders_are_refused_naming_folder_and_reason(tmp_path):
+    from visplay_models.policy import ModelLoadError, check_model_config, load_policy
+
+    text_only = tmp_path / "llama"
+    text_only.mkdir()
+    (text_only / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (text_only / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"llama/config.json: unsupported architecture.*'llama'.*text-only"):
+        load_policy(text_only, "reasoner")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(_idefics3_path(), pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"pickled.*only pickled \*\.bin"):
+        check_model_config(pickled)
+    remote = tmp_path / "remote"
+    shutil.copytree(_idefics3_path(), remote)
+    cfg = json.loads((remote / "config.json").read_text())
+    (remote / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoConfig": "custom.MyConfig"}}))
+    with pytest.raises(ModelLoadError, match=r"remote/config.json.*auto_map.*model.trust_remote_code=true"):
+        load_policy(remote, "reasoner")
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "no_such_family"}))
+    with pytest.raises(ModelLoadError, match="unknown to the installed transformers"):
+        check_model_config(unknown)
+
+
+# --- the real CLI --------------------------------------------------------------------------------------------------
+
+SMALL = ["iterations=1", "questioner.steps=1", "questioner.images_per_step=2", "questioner.group_size=2",
+         "questioner.votes=2", "reasoner.steps=1", "reasoner.set_images=2", "reasoner.votes=2",
+         "reasoner.group_size=2", "reasoner.questions_per_step=2", "data.num_images=8", "plugins.games.image_size=48",
+         "plugins.games.gold_reward=true", "plugins.games.held_out=0", "plugins.games.cold_start_steps=0",
+         "plugins.games.cold_start_reasoner_steps=0"]
+SIZES = [f"plugins.models.tiny.{k}={v}" for k, v in small_cfg(**IDEFICS3).__dict__.items() if k != "cache_dir"]
+
+
+def _visplay(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", None)
+    return subprocess.run([sys.executable, "-m", "visplay.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _trained(run: Path) -> dict[str, str]:
+    """model_type of each role's trained checkpoint (v1 exists only after an update step)."""
+    return {role: json.loads((run / "checkpoints" / f"{role}_v1" / "config.json").read_text())["model_type"]
+            for role in ("questioner", "reasoner")}
+
+
+def test_one_self_play_iteration_on_tiny_idefics3_and_on_a_saved_folder(tmp_path):
+    done = _visplay(tmp_path, "run", "tiny", *SMALL, *SIZES, "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "iteration 1/1:" in done.stdout
+    assert _trained(tmp_path / "runs" / "tiny") == {"questioner": "idefics3", "reasoner": "idefics3"}
+    # a plain save_pretrained folder of that model (no visplay files) is accepted by model.path and trained
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = tmp_path / "smol"
+    AutoModelForImageTextToText.from_pretrained(str(_idefics3_path())).save_pretrained(folder)
+    AutoProcessor.from_pretrained(str(_idefics3_path())).save_pretrained(folder)
+    done = _visplay(tmp_path, "run", "tiny", *SMALL, "model.backend=hf", f"model.path={folder}",
+                    "run_dir=runs/smol", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _trained(tmp_path / "runs" / "smol") == {"questioner": "idefics3", "reasoner": "idefics3"}
+
+
+def test_text_only_model_path_exits_2_before_the_run(tmp_path):
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "model.safetensors").write_bytes(b"")
+    done = _visplay(tmp_path, "run", "tiny", "model.backend=hf", f"model.path={folder}")
+    assert done.returncode == 2
+    assert f"{folder}/config.json" in done.stderr and "text-only" in done.stderr
+    assert not (tmp_path / "runs").exists()
