@@ -76,7 +76,9 @@ class LoraConfig:
     dropout: float = 0.0
     """LoRA dropout."""
     target_modules: str = r".*model\.language_model.*\.(q_proj|v_proj)"
-    """Regex of module names that get adapters (default: the language model's q/v projections)."""
+    """Regex of module names that get adapters (default: the language model's q/v projections; for a family whose
+    text model is not ``model.language_model``, e.g. Idefics3's ``model.text_model``, the same projections under
+    the model's decoder)."""
 
     def validate(self) -> dict[str, str]:
         problems = {key: f"must be >= 1, got {getattr(self, key)}" for key in ("r", "alpha") if getattr(self, key) < 1}

@@ -142,3 +142,16 @@ def test_text_only_model_path_exits_2_before_the_run(tmp_path):
     assert done.returncode == 2
     assert f"{folder}/config.json" in done.stderr and "text-only" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_lora_default_targets_follow_the_family_text_model():
+    from visplay_models.lora import DEFAULT_TARGETS
+    from visplay_models.options import LoraConfig
+    from visplay_models.policy import load_policy
+
+    assert LoraConfig().target_modules == DEFAULT_TARGETS
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": DEFAULT_TARGETS}
+    policy = load_policy(_idefics3_path(), "reasoner", lora_cfg=lora, seed=1)
+    names = [n for n, _ in policy.trainable_parameters()]
+    assert names and all(".model.text_model.layers." in n and ("q_proj" in n or "v_proj" in n) for n in names)
+    assert len(names) == 2 * 2 * 2  # 2 layers x (q, v) x (lora_A, lora_B)
