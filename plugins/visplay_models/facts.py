@@ -110,6 +110,8 @@ def count_parameters(cfg: dict[str, Any]) -> dict[str, int]:
     Counted from the layer shapes of transformers' implementation (q/k/v biases, untied or tied lm_head, the
     vision patch embedding, blocks and patch merger); tests check it against a meta-device instantiation.
     """
+    if cfg.get("model_type", "qwen2_5_vl") not in ("qwen2_vl", "qwen2_5_vl"):
+        return meta_parameters(cfg)
     t = _text(cfg)
     h, layers, inter, vocab = t["hidden_size"], t["num_hidden_layers"], t["intermediate_size"], t["vocab_size"]
     heads, kv = t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"])
@@ -119,6 +121,28 @@ def count_parameters(cfg: dict[str, Any]) -> dict[str, int]:
     text = vocab * h + layers * per_layer + h + (0 if t.get("tie_word_embeddings", False) else vocab * h)
     vision = _vision_parameters(cfg.get("model_type", "qwen2_5_vl"), cfg.get("vision_config", {}), h)
     return {"text": text, "vision": vision, "total": text + vision}
+
+
+def meta_parameters(cfg: dict[str, Any]) -> dict[str, int]:
+    """{"text", "vision", "total"} of any other image-text-to-text family, counted on an instantiation of
+    transformers' class on the meta device (no memory, no weights): text = the decoder (``get_decoder()``) plus an
+    untied head, vision = the rest (vision tower and connector)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    data = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures", "transformers_version")}
+    try:
+        config = AutoConfig.for_model(str(cfg.get("model_type")), **data)
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RecipeError(f"model facts: cannot build model_type={cfg.get('model_type')!r} from its config "
+                          f"to count parameters: {exc}") from exc
+    total = sum(p.numel() for p in model.parameters())
+    text_params = {id(p): p.numel() for p in model.get_decoder().parameters()}
+    text_params.update({id(p): p.numel() for p in model.get_output_embeddings().parameters()})
+    text = sum(text_params.values())
+    return {"text": text, "vision": total - text, "total": total}
 
 
 def _vision_parameters(model_type: str, v: dict[str, Any], text_hidden: int) -> int:
@@ -186,7 +210,8 @@ def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int) -> d
     per_token = (2 * h * layers + 34 * h) if recompute else 34 * h * layers
     # Qwen2-VL's vision width is embed_dim (its hidden_size is the merger's output); Qwen2.5-VL's is hidden_size
     width = int(v.get("embed_dim", 0) if cfg.get("model_type") == "qwen2_vl" else v.get("hidden_size", 0))
-    depth = int(v.get("depth", 0))
+    width = width or int(v.get("hidden_size", 0))
+    depth = int(v.get("depth", v.get("num_hidden_layers", 0)))
     per_patch = (2 * width * depth + 34 * width) if recompute else 34 * width * depth
     merge = int(v.get("spatial_merge_size", 2)) ** 2
     return {"per_token": float(per_token + (0 if chunk else 10 * vocab)),

@@ -155,3 +155,21 @@ def test_lora_default_targets_follow_the_family_text_model():
     names = [n for n, _ in policy.trainable_parameters()]
     assert names and all(".model.text_model.layers." in n and ("q_proj" in n or "v_proj" in n) for n in names)
     assert len(names) == 2 * 2 * 2  # 2 layers x (q, v) x (lora_A, lora_B)
+
+
+def test_planner_counts_another_family_from_its_config_json():
+    from visplay_models.facts import count_parameters, kv_bytes_per_token
+
+    path = _idefics3_path()
+    cfg = json.loads((path / "config.json").read_text())
+    counts = count_parameters(cfg)
+    assert counts["total"] == json.loads((path / "visplay_tiny.json").read_text())["parameters"]
+    assert counts["vision"] > 0 and counts["text"] + counts["vision"] == counts["total"]
+    # 2 (K, V) x 2 layers x 1 kv head x head_dim 32 x 4 bytes
+    assert kv_bytes_per_token(cfg, 4) == 2 * 2 * 1 * 32 * 4
+
+
+def test_dry_run_plans_another_family_from_model_path(tmp_path):
+    done = _visplay(tmp_path, "run", "tiny", "model.backend=hf", f"model.path={_idefics3_path()}", "--dry-run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "model: hf idefics3 0.18M parameters" in done.stdout
