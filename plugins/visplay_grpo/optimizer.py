@@ -63,7 +63,7 @@ class GRPOOptimizer:
                  seed: int = 0, loss_agg: str = "token_mean", max_tokens_per_micro_batch: int | None = None,
                  advantage_estimator: str = "grpo", norm_adv_by_std: bool = True, advantage_dtype: str = "float64",
                  policy_loss: str = "dual_clip", tau_positive: float = 1.0, tau_negative: float = 1.05,
-                 norm_length: int = 1, clipfrac_higher: str = "positive"):
+                 norm_length: int = 1, clipfrac_higher: str = "positive", drop_zero_variance: bool = False):
         if kl_type not in KL_TYPES:
             raise ValueError(f"plugins.grpo.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
         if advantage_dtype not in ADVANTAGE_DTYPES or clipfrac_higher not in CLIPFRACS:
@@ -77,6 +77,7 @@ class GRPOOptimizer:
         self.loss_settings = {"clip_low": clip_low, "clip_high": clip_high, "dual_clip": dual_clip,
                               "tau_positive": tau_positive, "tau_negative": tau_negative}
         self.norm_length = float(norm_length)
+        self.drop_zero_variance = bool(drop_zero_variance)
         self.clipfrac_key = "clipped_higher" if clipfrac_higher == "positive" else "clipped_higher_any"
         if old_logprobs not in ("recompute", "sampler"):
             raise ValueError(f"plugins.grpo.old_logprobs must be 'recompute' or 'sampler', got {old_logprobs!r}")
@@ -114,6 +115,37 @@ class GRPOOptimizer:
         if adv.shape != rewards.shape:  # a non-finite one stops the update at its loss, naming the loss
             raise ValueError(f"GRPO: the advantage estimator gave {tuple(adv.shape)} advantages for "
                              f"{len(rollouts)} rollouts")
+        all_rollouts, all_adv, dropped = rollouts, adv, self._zero_variance(rollouts)
+        if dropped:  # DAPO's dynamic sampling: those groups leave the update (their advantage is logged 0)
+            kept = [i for i, r in enumerate(rollouts) if r.group not in dropped]
+            rollouts, adv = [rollouts[i] for i in kept], adv[kept]
+            all_adv = torch.where(torch.tensor([r.group in dropped for r in all_rollouts]), 0.0, all_adv)
+        metrics, batches, diff = self._train(rollouts, adv) if rollouts else ({}, 0, 0.0)
+        lengths = torch.tensor([len(r.token_ids) for r in all_rollouts], dtype=torch.float64)
+        metrics.update({  # in this order since before issue 24 (run-log rows)
+            "actor/updates": float(batches), "actor/lr": float(self.optim.param_groups[0]["lr"]),
+            "actor/old_logprob_max_diff": diff, "reward/mean": float(rewards.mean()),
+            "reward/std": float(rewards.std()) if len(all_rollouts) > 1 else 0.0,
+            "advantage/abs_mean": float(all_adv.abs().mean()), "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+        })
+        if self.drop_zero_variance:
+            metrics.update({"dynamic_sampling/dropped_groups": float(len(dropped)),
+                            "dynamic_sampling/dropped_rollouts": float(len(all_rollouts) - len(rollouts))})
+        return UpdateResult(advantages={r.key: float(a) for r, a in zip(all_rollouts, all_adv)}, metrics=metrics)
+
+    def _zero_variance(self, rollouts: Sequence[Rollout]) -> set[str]:
+        """Groups whose rewards are all equal (a group of one included), when dynamic sampling is on; else none."""
+        if not self.drop_zero_variance:
+            return set()
+        rewards: dict[str, set[float]] = {}
+        for r in rollouts:
+            rewards.setdefault(r.group, set()).add(float(r.reward))
+        return {g for g, values in rewards.items() if len(values) == 1}
+
+    def _train(self, rollouts: Sequence[Rollout], adv: torch.Tensor) -> tuple[dict[str, float], int, float]:
+        """Old/reference log-probs, then the update batches' AdamW steps: (the metrics averaged over them, their
+        count, the largest sampler vs recomputed old log-prob difference)."""
         prompts, responses = [r.prompt for r in rollouts], [list(r.token_ids) for r in rollouts]
         lengths = self._sequence_lengths(prompts, responses)
         old, ref, diff = self._fixed_logprobs(rollouts, prompts, responses, lengths)
@@ -129,16 +161,7 @@ class GRPOOptimizer:
                 for k, v in self._update_batch(idx, prompts, responses, old, ref, adv, lengths).items():
                     sums[k] = sums.get(k, 0.0) + v
                 batches += 1
-        metrics = {k: v / batches for k, v in sums.items()}
-        lengths = torch.tensor([len(t) for t in responses], dtype=torch.float64)
-        metrics.update({
-            "actor/updates": float(batches), "actor/lr": float(self.optim.param_groups[0]["lr"]),
-            "actor/old_logprob_max_diff": diff, "reward/mean": float(rewards.mean()),
-            "reward/std": float(rewards.std()) if len(rollouts) > 1 else 0.0,
-            "advantage/abs_mean": float(adv.abs().mean()), "response_length/mean": float(lengths.mean()),
-            "response_length/max": float(lengths.max()),
-        })
-        return UpdateResult(advantages={r.key: float(a) for r, a in zip(rollouts, adv)}, metrics=metrics)
+        return {k: v / batches for k, v in sums.items()}, batches, diff
 
     def _sequence_lengths(self, prompts: list, responses: list) -> list[int] | None:
         """Prompt + response tokens per rollout, which a token budget groups by (None without one)."""

@@ -93,6 +93,11 @@ class GrpoOptions:
     """Log-probs of the sampling policy in the PPO ratio: ``recompute`` (teacher-forced before the update, as
     EasyR1) or ``sampler`` (the sampler's own, as logged)."""
 
+    drop_zero_variance: bool = False
+    """DAPO's dynamic sampling, its filter half (Yu et al. 2025, arXiv 2503.14476; EasyR1 ``online_filtering``):
+    groups whose rewards are all equal (every vote agreeing, a group of one) leave the update, their advantages are
+    logged 0, and ``dynamic_sampling/dropped_groups`` / ``dropped_rollouts`` count them (which ones follows from the
+    logged rewards). No further prompts are drawn to refill the batch."""
     legacy_keys = {f"optimizer.{key}": key for key in MOVED}
     variant_defaults = {
         "paper": {"loss_agg": "token_mean", "advantage_dtype": "float64", "clipfrac_higher": "positive"},
@@ -118,6 +123,7 @@ class GrpoOptions:
             "tau_positive": number_in(self.tau_positive, 0.0, low_open=True),
             "tau_negative": number_in(self.tau_negative, 0.0, low_open=True),
             "clipfrac_higher": one_of(self.clipfrac_higher, CLIPFRACS),
+            "drop_zero_variance": None if isinstance(self.drop_zero_variance, bool) else "must be true or false",
             "adv_eps": number_in(self.adv_eps, 0.0, low_open=True),
             "micro_batch_size": int_at_least(self.micro_batch_size, 1),
             "max_tokens_per_micro_batch": optional_int_at_least(self.max_tokens_per_micro_batch, 1),

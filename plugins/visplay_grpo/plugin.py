@@ -56,7 +56,7 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
         advantage_dtype=str(opt.advantage_dtype or "float64"), policy_loss=str(opt.policy_loss),
         tau_positive=float(opt.tau_positive), tau_negative=float(opt.tau_negative),
         norm_length=int(opt.norm_length) if opt.norm_length is not None else max_new_tokens,
-        clipfrac_higher=str(opt.clipfrac_higher or "positive"),
+        clipfrac_higher=str(opt.clipfrac_higher or "positive"), drop_zero_variance=bool(opt.drop_zero_variance),
     )
 
 

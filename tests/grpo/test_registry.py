@@ -107,3 +107,42 @@ def test_every_builtin_trains_deterministically(loss, agg, estimator):
     (sha_a, m_a), (sha_b, m_b) = run(), run()
     assert sha_a == sha_b and m_a == m_b
     assert sha_a != make_policy().weights_sha256() and all(v == v for v in m_a.values())
+
+
+# --- dynamic sampling (DAPO's filter) ------------------------------------------------------------------------------
+
+
+def _two_groups():
+    ps = prompts()
+    same = [Rollout(f"a/g{g}", "a", ps[0], [40 + g, 41], [], 1.0) for g in range(4)]
+    mixed = [Rollout(f"b/g{g}", "b", ps[1], [50 + g, 51, 52], [], float(g % 2)) for g in range(4)]
+    return same, mixed
+
+
+def _update(rollouts, drop):
+    policy = make_policy()
+    opt = GRPOOptimizer(policy, lr=1e-3, kl_coef=1e-2, micro_batch_size=4, advantage_dtype="float32",
+                        drop_zero_variance=drop)
+    return opt.update(rollouts), policy.weights_sha256()
+
+
+def test_dynamic_sampling_drops_zero_variance_groups_from_the_update():
+    same, mixed = _two_groups()
+    result, sha = _update(same + mixed, drop=True)
+    alone, sha_alone = _update(mixed, drop=False)
+    assert sha == sha_alone  # the all-equal group took no part in the step
+    assert [result.advantages[r.key] for r in same] == [0.0] * 4
+    assert [result.advantages[r.key] for r in mixed] == [alone.advantages[r.key] for r in mixed]
+    assert (result.metrics["dynamic_sampling/dropped_groups"], result.metrics["dynamic_sampling/dropped_rollouts"]) \
+        == (1.0, 4.0)
+    kept, sha_kept = _update(same + mixed, drop=False)
+    assert sha_kept != sha and "dynamic_sampling/dropped_groups" not in kept.metrics
+    assert _update(same + mixed, drop=True) == (result, sha)  # deterministic
+
+
+def test_dynamic_sampling_with_every_group_dropped_makes_no_step():
+    same, _ = _two_groups()
+    before = make_policy().weights_sha256()
+    result, sha = _update(same, drop=True)
+    assert sha == before and result.metrics["actor/updates"] == 0.0
+    assert result.metrics["dynamic_sampling/dropped_groups"] == 1.0
