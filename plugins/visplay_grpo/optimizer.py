@@ -1,7 +1,9 @@
 """The GRPO optimizer plugin (name ``grpo``): rewards -> group advantages -> clipped policy-gradient updates.
 
 One ``update(rollouts)`` call is one GRPO step over a rollout batch (EasyR1's defaults, PAPER.md):
-1. advantages per group (same prompt): (r - mean) / (std + eps);
+1. advantages from rewards by the recipe's ``advantage_estimator`` (default grpo: per group (same prompt),
+   (r - mean) / (std + eps)); the per-token ``policy_loss`` (default dual_clip) and the ``loss_agg`` (default
+   token_mean) are looked up by name too (visplay_grpo/registry.py; the functions in core_algos.py);
 2. old log-probs: recomputed teacher-forced with the current weights before any update (EasyR1 does the same;
    recipe ``plugins.grpo.old_logprobs: sampler`` uses the sampler's instead), at the role's sampling temperature;
 3. reference log-probs (frozen starting weights, or the LoRA adapter disabled) when ``kl_coef > 0``;
@@ -10,7 +12,8 @@ One ``update(rollouts)`` call is one GRPO step over a rollout batch (EasyR1's de
    accumulate gradients of ``pg_loss + kl_coef * kl``, then the gradient norm is clipped and AdamW steps.
    ``loss_agg="token_mean"``: each micro-batch is weighted by its share of the update batch's tokens, so the loss
    is the token-mean over the whole update batch (EasyR1 HEAD); ``"seq_mean_token_mean"``: each rollout's
-   token-mean, averaged over the update batch's rollouts (the released fork at micro-batch 1).
+   token-mean, averaged over the update batch's rollouts (the released fork at micro-batch 1); any aggregation
+   weighs a micro-batch by its tokens or by its rollouts, as it registered.
    A non-finite loss, gradient norm or weight raises NonFiniteUpdate there and then, so the engine never
    commits the step (EasyR1 skips such an update instead, which hides it).
 
@@ -37,16 +40,9 @@ import torch
 
 from visplay.api import PluginError, Rollout, UpdateResult, file_hashes
 from visplay.api import distributed as dist
-from visplay_grpo.core_algos import (
-    group_advantages,
-    kl_penalty,
-    masked_mean,
-    pad_rows,
-    policy_loss_terms,
-    seq_mean_token_mean,
-    token_budget_micro_batches,
-)
-from visplay_grpo.options import KL_TYPES, LOSS_AGGS
+from visplay_grpo.core_algos import kl_penalty, masked_mean, pad_rows, token_budget_micro_batches
+from visplay_grpo.options import ADVANTAGE_DTYPES, CLIPFRACS, KL_TYPES
+from visplay_grpo.registry import lookup
 
 STATE_FORMAT = 1
 NOT_COMMITTED = ("; the step was not committed (the run log and checkpoints hold the previous step): lower "
@@ -64,11 +60,25 @@ class GRPOOptimizer:
                  clip_low: float = 0.2, clip_high: float = 0.3, dual_clip: float = 3.0, kl_coef: float = 1e-2,
                  kl_type: str = "low_var_kl", adv_eps: float = 1e-6, micro_batch_size: int = 8,
                  update_batch_size: int | None = None, temperature: float = 1.0, old_logprobs: str = "recompute",
-                 seed: int = 0, loss_agg: str = "token_mean", max_tokens_per_micro_batch: int | None = None):
+                 seed: int = 0, loss_agg: str = "token_mean", max_tokens_per_micro_batch: int | None = None,
+                 advantage_estimator: str = "grpo", norm_adv_by_std: bool = True, advantage_dtype: str = "float64",
+                 policy_loss: str = "dual_clip", tau_positive: float = 1.0, tau_negative: float = 1.05,
+                 norm_length: int = 1, clipfrac_higher: str = "positive", drop_zero_variance: bool = False):
         if kl_type not in KL_TYPES:
             raise ValueError(f"plugins.grpo.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
-        if loss_agg not in LOSS_AGGS:
-            raise ValueError(f"plugins.grpo.loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
+        if advantage_dtype not in ADVANTAGE_DTYPES or clipfrac_higher not in CLIPFRACS:
+            raise ValueError(f"plugins.grpo.advantage_dtype must be one of {', '.join(ADVANTAGE_DTYPES)} and "
+                             f"plugins.grpo.clipfrac_higher one of {', '.join(CLIPFRACS)}, got {advantage_dtype!r}, "
+                             f"{clipfrac_higher!r}")
+        self.estimator = lookup("advantage_estimator", advantage_estimator)
+        self.policy_loss = lookup("policy_loss", policy_loss)
+        self.reduce, self.weigh_by = lookup("loss_agg", loss_agg)
+        self.norm_adv_by_std, self.advantage_dtype = bool(norm_adv_by_std), getattr(torch, advantage_dtype)
+        self.loss_settings = {"clip_low": clip_low, "clip_high": clip_high, "dual_clip": dual_clip,
+                              "tau_positive": tau_positive, "tau_negative": tau_negative}
+        self.norm_length = float(norm_length)
+        self.drop_zero_variance = bool(drop_zero_variance)
+        self.clipfrac_key = "clipped_higher" if clipfrac_higher == "positive" else "clipped_higher_any"
         if old_logprobs not in ("recompute", "sampler"):
             raise ValueError(f"plugins.grpo.old_logprobs must be 'recompute' or 'sampler', got {old_logprobs!r}")
         if micro_batch_size < 1 or (update_batch_size is not None and update_batch_size < 1):
@@ -100,7 +110,42 @@ class GRPOOptimizer:
             if not r.token_ids:
                 raise ValueError(f"GRPO update: rollout {r.key!r} has no tokens")
         rewards = torch.tensor([float(r.reward) for r in rollouts])
-        adv = group_advantages(rewards, [r.group for r in rollouts], self.adv_eps)
+        adv = self.estimator(rewards, [r.group for r in rollouts], torch.tensor([len(r.token_ids) for r in rollouts]),
+                             eps=self.adv_eps, norm_by_std=self.norm_adv_by_std, dtype=self.advantage_dtype)
+        if adv.shape != rewards.shape:  # a non-finite one stops the update at its loss, naming the loss
+            raise ValueError(f"GRPO: the advantage estimator gave {tuple(adv.shape)} advantages for "
+                             f"{len(rollouts)} rollouts")
+        all_rollouts, all_adv, dropped = rollouts, adv, self._zero_variance(rollouts)
+        if dropped:  # DAPO's dynamic sampling: those groups leave the update (their advantage is logged 0)
+            kept = [i for i, r in enumerate(rollouts) if r.group not in dropped]
+            rollouts, adv = [rollouts[i] for i in kept], adv[kept]
+            all_adv = torch.where(torch.tensor([r.group in dropped for r in all_rollouts]), 0.0, all_adv)
+        metrics, batches, diff = self._train(rollouts, adv) if rollouts else ({}, 0, 0.0)
+        lengths = torch.tensor([len(r.token_ids) for r in all_rollouts], dtype=torch.float64)
+        metrics.update({  # in this order since before issue 24 (run-log rows)
+            "actor/updates": float(batches), "actor/lr": float(self.optim.param_groups[0]["lr"]),
+            "actor/old_logprob_max_diff": diff, "reward/mean": float(rewards.mean()),
+            "reward/std": float(rewards.std()) if len(all_rollouts) > 1 else 0.0,
+            "advantage/abs_mean": float(all_adv.abs().mean()), "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+        })
+        if self.drop_zero_variance:
+            metrics.update({"dynamic_sampling/dropped_groups": float(len(dropped)),
+                            "dynamic_sampling/dropped_rollouts": float(len(all_rollouts) - len(rollouts))})
+        return UpdateResult(advantages={r.key: float(a) for r, a in zip(all_rollouts, all_adv)}, metrics=metrics)
+
+    def _zero_variance(self, rollouts: Sequence[Rollout]) -> set[str]:
+        """Groups whose rewards are all equal (a group of one included), when dynamic sampling is on; else none."""
+        if not self.drop_zero_variance:
+            return set()
+        rewards: dict[str, set[float]] = {}
+        for r in rollouts:
+            rewards.setdefault(r.group, set()).add(float(r.reward))
+        return {g for g, values in rewards.items() if len(values) == 1}
+
+    def _train(self, rollouts: Sequence[Rollout], adv: torch.Tensor) -> tuple[dict[str, float], int, float]:
+        """Old/reference log-probs, then the update batches' AdamW steps: (the metrics averaged over them, their
+        count, the largest sampler vs recomputed old log-prob difference)."""
         prompts, responses = [r.prompt for r in rollouts], [list(r.token_ids) for r in rollouts]
         lengths = self._sequence_lengths(prompts, responses)
         old, ref, diff = self._fixed_logprobs(rollouts, prompts, responses, lengths)
@@ -116,16 +161,7 @@ class GRPOOptimizer:
                 for k, v in self._update_batch(idx, prompts, responses, old, ref, adv, lengths).items():
                     sums[k] = sums.get(k, 0.0) + v
                 batches += 1
-        metrics = {k: v / batches for k, v in sums.items()}
-        lengths = torch.tensor([len(t) for t in responses], dtype=torch.float64)
-        metrics.update({
-            "actor/updates": float(batches), "actor/lr": float(self.optim.param_groups[0]["lr"]),
-            "actor/old_logprob_max_diff": diff, "reward/mean": float(rewards.mean()),
-            "reward/std": float(rewards.std()) if len(rollouts) > 1 else 0.0,
-            "advantage/abs_mean": float(adv.abs().mean()), "response_length/mean": float(lengths.mean()),
-            "response_length/max": float(lengths.max()),
-        })
-        return UpdateResult(advantages={r.key: float(a) for r, a in zip(rollouts, adv)}, metrics=metrics)
+        return {k: v / batches for k, v in sums.items()}, batches, diff
 
     def _sequence_lengths(self, prompts: list, responses: list) -> list[int] | None:
         """Prompt + response tokens per rollout, which a token budget groups by (None without one)."""
@@ -226,13 +262,12 @@ class GRPOOptimizer:
             device = logp.device
             old_t, _ = pad_rows([old[i].to(device) for i in mb])
             a = adv[mb].to(device)[:, None].expand_as(logp)
-            terms = policy_loss_terms(old_t, logp, a, self.clip_low, self.clip_high, self.dual_clip)
-            average = masked_mean if self.loss_agg == "token_mean" else seq_mean_token_mean
-            pg = average(terms["loss"], mask)
+            terms = self.policy_loss(old_t, logp, a, mask, **self.loss_settings)
+            pg = self.reduce(terms["loss"], mask, self.norm_length)
             kl = torch.zeros((), device=device)
             if ref is not None:
                 ref_t, _ = pad_rows([ref[i].to(device) for i in mb])
-                kl = average(kl_penalty(logp, ref_t, self.kl_type), mask)
+                kl = self.reduce(kl_penalty(logp, ref_t, self.kl_type), mask, self.norm_length)
             loss = pg + self.kl_coef * kl
             # A rank alone must not raise mid-update under several processes (the others would wait in the
             # all-reduce): there the global gradient norm below, NaN on every rank alike, stops the step.
@@ -242,13 +277,14 @@ class GRPOOptimizer:
                                       f"{[mb[0], mb[-1]]}{NOT_COMMITTED}")
             # The micro-batch's weight in the update batch: its tokens (token-mean) or its rollouts (seq-mean);
             # ``weight`` 0 marks an FSDP padding pass (a copy that only keeps the ranks in step).
-            share = weight * (float(mask.sum()) / total_tokens if self.loss_agg == "token_mean" else len(mb) / len(idx))
+            share = weight * (float(mask.sum()) / total_tokens if self.weigh_by == "tokens" else len(mb) / len(idx))
             (loss * share).backward()
             ent, _ = pad_rows([e.detach() for e in ent_rows])
+            zero = torch.zeros_like(mask)
             for key, value in (("actor/loss", loss), ("actor/pg_loss", pg), ("actor/kl", kl),
-                               ("actor/ppo_kl", masked_mean(terms["neg_log_ratio"], mask)),
-                               ("actor/pg_clipfrac_higher", masked_mean(terms["clipped_higher"], mask)),
-                               ("actor/pg_clipfrac_lower", masked_mean(terms["clipped_lower"], mask)),
+                               ("actor/ppo_kl", masked_mean(terms.get("neg_log_ratio", old_t - logp.detach()), mask)),
+                               ("actor/pg_clipfrac_higher", masked_mean(terms.get(self.clipfrac_key, zero), mask)),
+                               ("actor/pg_clipfrac_lower", masked_mean(terms.get("clipped_lower", zero), mask)),
                                ("actor/entropy", masked_mean(ent, mask))):
                 sums[key] += float(value.detach()) * share
         params = [p for _, p in self.policy.trainable_parameters()]

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from visplay.api import int_at_least, number_in, one_of, optional_int_at_least
+from visplay_grpo.registry import known
 
 KL_TYPES = ("low_var_kl", "kl", "mse")
 """KL estimators (EasyR1's names): k3 clamped to [-10, 10], k1, k2."""
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean")
-"""Loss aggregations over an update batch."""
+ADVANTAGE_DTYPES = ("float64", "float32")
+CLIPFRACS = ("positive", "any_sign")
 OLD_LOGPROBS = ("recompute", "sampler")
 
 MOVED = ("lr", "weight_decay", "grad_clip", "clip_low", "clip_high", "dual_clip", "kl_coef", "kl_type", "adv_eps",
@@ -56,16 +57,52 @@ class GrpoOptions:
     group_size rollouts (released: 128 prompts = 1,024 rollouts, 4 updates per 512-prompt step); None: the whole
     rollout batch."""
     loss_agg: str | None = None
-    """How the loss averages over an update batch: ``token_mean`` (every token weighs the same; EasyR1 HEAD) or
+    """How the loss averages over an update batch: ``token_mean`` (every token weighs the same; EasyR1 HEAD),
     ``seq_mean_token_mean`` (each rollout's token-mean, averaged over rollouts: the released fork's per-micro-batch
-    mean at its scripts' micro-batch size 1); None: the variant's (paper token_mean, released
+    mean at its scripts' micro-batch size 1), ``seq_mean_token_sum`` (each rollout's token-sum, averaged; verl) or
+    ``seq_mean_token_sum_norm`` (token-sums / (rollouts x ``norm_length``): Dr.GRPO, TRL's ``dr_grpo``), or a name
+    another package registered (visplay_grpo.api); None: the variant's (paper token_mean, released
     seq_mean_token_mean)."""
+    norm_length: int | None = None
+    """The constant length ``seq_mean_token_sum_norm`` divides by (Dr.GRPO's generation budget); None: the role's
+    ``sampling.max_new_tokens``."""
+    advantage_estimator: str = "grpo"
+    """Advantages from rewards: ``grpo`` ((r - group mean) / (group std + adv_eps)), ``rloo`` (leave-one-out group
+    mean as baseline), ``reinforce_plus_plus`` (returns whitened over the batch's tokens), ``grpo_passk`` (only the
+    group's best rollout is pushed, by its margin over the second), or a registered name (EasyR1's
+    ``adv_estimator``; visplay_grpo/core_algos.py says which source each follows)."""
+    norm_adv_by_std: bool = True
+    """``grpo``: divide by the group std (False: r - group mean, Dr.GRPO; verl's ``norm_adv_by_std_in_grpo``)."""
+    advantage_dtype: str | None = None
+    """Arithmetic of the advantages: ``float64`` (an all-equal group gets exactly 0) or ``float32`` (EasyR1's and
+    the released fork's: eight rewards of 0.9 get -0.0560 each); None: the variant's (paper float64, released
+    float32)."""
+    policy_loss: str = "dual_clip"
+    """Per-token policy loss: ``dual_clip`` (PPO clip + dual clip, EasyR1's ``default``), ``vanilla`` (PPO clip
+    alone), ``gspo`` / ``gspo_token`` (sequence-level ratio), ``cispo`` (clipped weight on log-prob), ``sapo``
+    (sigmoid gate), or a registered name (EasyR1's ``loss_type``)."""
+    tau_positive: float = 1.0
+    """``sapo``: the gate's temperature for tokens with A >= 0 (EasyR1 1.0)."""
+    tau_negative: float = 1.05
+    """``sapo``: the gate's temperature for tokens with A < 0 (EasyR1 1.05)."""
+    clipfrac_higher: str | None = None
+    """What ``actor/pg_clipfrac_higher`` counts: ``positive`` (tokens with A > 0 whose ratio was clipped at
+    1 + clip_high) or ``any_sign`` (EasyR1's: every token where the clipped term won, so A < 0 with a ratio below
+    1 - clip_low counts too); None: the variant's (paper positive, released any_sign)."""
     old_logprobs: str = "recompute"
     """Log-probs of the sampling policy in the PPO ratio: ``recompute`` (teacher-forced before the update, as
     EasyR1) or ``sampler`` (the sampler's own, as logged)."""
 
+    drop_zero_variance: bool = False
+    """DAPO's dynamic sampling, its filter half (Yu et al. 2025, arXiv 2503.14476; EasyR1 ``online_filtering``):
+    groups whose rewards are all equal (every vote agreeing, a group of one) leave the update, their advantages are
+    logged 0, and ``dynamic_sampling/dropped_groups`` / ``dropped_rollouts`` count them (which ones follows from the
+    logged rewards). No further prompts are drawn to refill the batch."""
     legacy_keys = {f"optimizer.{key}": key for key in MOVED}
-    variant_defaults = {"paper": {"loss_agg": "token_mean"}, "released": {"loss_agg": "seq_mean_token_mean"}}
+    variant_defaults = {
+        "paper": {"loss_agg": "token_mean", "advantage_dtype": "float64", "clipfrac_higher": "positive"},
+        "released": {"loss_agg": "seq_mean_token_mean", "advantage_dtype": "float32", "clipfrac_higher": "any_sign"},
+    }
 
     def validate(self) -> dict[str, str]:
         checks = {
@@ -77,7 +114,16 @@ class GrpoOptions:
             "dual_clip": number_in(self.dual_clip, 1.0, low_open=True),  # EasyR1: clip_ratio_dual > 1
             "kl_coef": number_in(self.kl_coef, 0.0),
             "kl_type": one_of(self.kl_type, KL_TYPES),
-            "loss_agg": one_of(self.loss_agg, LOSS_AGGS),
+            "loss_agg": one_of(self.loss_agg, known("loss_agg")),
+            "norm_length": optional_int_at_least(self.norm_length, 1),
+            "advantage_estimator": one_of(self.advantage_estimator, known("advantage_estimator")),
+            "norm_adv_by_std": None if isinstance(self.norm_adv_by_std, bool) else "must be true or false",
+            "advantage_dtype": one_of(self.advantage_dtype, ADVANTAGE_DTYPES),
+            "policy_loss": one_of(self.policy_loss, known("policy_loss")),
+            "tau_positive": number_in(self.tau_positive, 0.0, low_open=True),
+            "tau_negative": number_in(self.tau_negative, 0.0, low_open=True),
+            "clipfrac_higher": one_of(self.clipfrac_higher, CLIPFRACS),
+            "drop_zero_variance": None if isinstance(self.drop_zero_variance, bool) else "must be true or false",
             "adv_eps": number_in(self.adv_eps, 0.0, low_open=True),
             "micro_batch_size": int_at_least(self.micro_batch_size, 1),
             "max_tokens_per_micro_batch": optional_int_at_least(self.max_tokens_per_micro_batch, 1),

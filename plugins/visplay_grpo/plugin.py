@@ -41,6 +41,7 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
     section = ctx.recipe.get(role)
     temperature = float(section.sampling.temperature) if section is not None else 1.0
     group_size = int(section.group_size) if section is not None else 1
+    max_new_tokens = int(section.sampling.max_new_tokens) if section is not None else 1
     return GRPOOptimizer(
         policy, lr=float(opt.lr), weight_decay=float(opt.weight_decay), grad_clip=float(opt.grad_clip),
         clip_low=float(opt.clip_low), clip_high=float(opt.clip_high), dual_clip=float(opt.dual_clip),
@@ -51,6 +52,11 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
         seed=ctx.seed_for("grpo", role), loss_agg=str(opt.loss_agg or "token_mean"),
         max_tokens_per_micro_batch=None if opt.max_tokens_per_micro_batch is None
         else int(opt.max_tokens_per_micro_batch),
+        advantage_estimator=str(opt.advantage_estimator), norm_adv_by_std=bool(opt.norm_adv_by_std),
+        advantage_dtype=str(opt.advantage_dtype or "float64"), policy_loss=str(opt.policy_loss),
+        tau_positive=float(opt.tau_positive), tau_negative=float(opt.tau_negative),
+        norm_length=int(opt.norm_length) if opt.norm_length is not None else max_new_tokens,
+        clipfrac_higher=str(opt.clipfrac_higher or "positive"), drop_zero_variance=bool(opt.drop_zero_variance),
     )
 
 
@@ -89,6 +95,8 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
     out.lines.append(f"optimizer grpo: lr {opt.lr}, update batch "
                      f"{f'{opt.update_batch_size} prompts' if opt.update_batch_size else 'whole rollout batch'}, "
                      f"micro batch {micro_line(opt)}, kl {opt.kl_type} x {opt.kl_coef}, loss {opt.loss_agg}")
+    if (opt.advantage_estimator, opt.policy_loss) != ("grpo", "dual_clip"):
+        out.lines.append(f"optimizer grpo: advantages {opt.advantage_estimator}, policy loss {opt.policy_loss}")
     return out
 
 
