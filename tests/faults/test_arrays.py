@@ -13,7 +13,7 @@ import sqlite3
 
 import pytest
 from support.engine import standin_plugins
-from support.faults import stand_in_run
+from support.faults import copy_db, stand_in_run
 
 from visplay.log.errors import RunLogError
 from visplay.log.runlog import RunLog
@@ -30,13 +30,6 @@ def run_db(tmp_path_factory):
         mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
         return stand_in_run(tmp_path_factory.mktemp("arrays") / "run", "log.vote_logprobs=true")
 
-
-def _copy(run_db, tmp_path):
-    target = tmp_path / "orig" / "run.db"
-    target.parent.mkdir()
-    with RunLog(run_db, readonly=True) as log:
-        log.db.execute(f"vacuum into '{target}'")
-    return target
 
 
 DAMAGE = {
@@ -76,7 +69,7 @@ def test_damaged_array_is_named_by_every_reader(run_db, tmp_path, name):
     from visplay.report.build import collect
 
     column, change, what = DAMAGE[name]
-    db = _copy(run_db, tmp_path)
+    db = copy_db(run_db, tmp_path)
     key = _damage(db, column, change)
     named = rf"generations\[{key}\]\.{column}: .*{what}"
     with RunLog(db, readonly=True) as log:
@@ -100,7 +93,7 @@ def test_damaged_array_is_named_by_every_reader(run_db, tmp_path, name):
 def test_cli_refuses_and_names_the_row(run_db, tmp_path, capsys):
     from visplay.cli import main
 
-    db = _copy(run_db, tmp_path)
+    db = copy_db(run_db, tmp_path)
     key = _damage(db, "logprobs", lambda b: b[:-4])
     assert main(["export", str(db), "--out", str(tmp_path / "x")]) == 1  # a run-log error, as a foreign file
     err = capsys.readouterr().err

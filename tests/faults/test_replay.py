@@ -11,7 +11,7 @@ import re
 
 import pytest
 from support.engine import standin_plugins
-from support.faults import sql, stand_in_run
+from support.faults import copy_db, sql, stand_in_run
 
 from visplay.log.runlog import RunLog
 from visplay.loop.replay import format_report, replay_run
@@ -30,16 +30,9 @@ def run_db(tmp_path_factory):
         return stand_in_run(tmp_path_factory.mktemp("replay") / "run", "log.vote_logprobs=true")
 
 
-def _copy(run_db, tmp_path):
-    target = tmp_path / "orig" / "run.db"
-    target.parent.mkdir()
-    with RunLog(run_db, readonly=True) as log:
-        log.db.execute(f"vacuum into '{target}'")
-    return target
-
 
 def test_clean_replay_still_agrees(run_db, tmp_path):
-    report = replay_run(_copy(run_db, tmp_path), extra_plugins=standin_plugins())
+    report = replay_run(copy_db(run_db, tmp_path), extra_plugins=standin_plugins())
     assert report.ok, format_report(report)
 
 
@@ -49,7 +42,7 @@ def test_clean_replay_still_agrees(run_db, tmp_path):
     ("question", "update generations set token_ids = '[0]' where key = ?"),
 ])
 def test_edited_generation_is_named_without_resample(run_db, tmp_path, kind, edit):
-    db = _copy(run_db, tmp_path)
+    db = copy_db(run_db, tmp_path)
     with RunLog(db, readonly=True) as log:
         key = next(r["key"] for r in log.rows("generations") if r["kind"] == kind and r["iteration"] == 1)
     sql(db, edit.replace("?", f"'{key}'"))

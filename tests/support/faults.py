@@ -103,6 +103,17 @@ def flip_byte(path: Path, offset: int = -1) -> None:
     path.write_bytes(bytes(data))
 
 
+def copy_db(run_db: Path, tmp_path: Path) -> Path:
+    """A consistent copy of a run log (``vacuum into``) at ``tmp_path/orig/run.db``, to tamper with."""
+    from visplay.log.runlog import RunLog
+
+    target = tmp_path / "orig" / "run.db"
+    target.parent.mkdir()
+    with RunLog(run_db, readonly=True) as log:
+        log.db.execute(f"vacuum into '{target}'")
+    return target
+
+
 def sql(db: Path, *statements: str) -> None:
     """Edit a database behind visplay's back (what a user with the sqlite3 shell can do)."""
     conn = sqlite3.connect(db)

@@ -754,7 +754,7 @@ class RunLog:
             SELECT key, 'logprobs', logprobs, NULL FROM generations
              WHERE typeof(logprobs) = 'blob' AND NOT (substr(logprobs, 1, 1) IN (x'66', x'64') AND {_whole('logprobs')})
             UNION ALL
-            SELECT key, 'logprobs', NULL, (length(token_ids) - 1) / 4 FROM generations
+            SELECT key, 'logprobs', logprobs, (length(token_ids) - 1) / 4 FROM generations
              WHERE typeof(token_ids) = 'blob' AND typeof(logprobs) = 'blob' AND length(logprobs) > 1
                AND {_whole('token_ids')} AND {_whole('logprobs')}
                AND (length(logprobs) - 1) / (CASE substr(logprobs, 1, 1) WHEN x'64' THEN 8 ELSE 4 END)
@@ -762,13 +762,10 @@ class RunLog:
             LIMIT {int(limit)}"""
         out = []
         for key, column, blob, ids in self.db.execute(sql).fetchall():
-            what = arrays.problem(blob) if ids is None else f"{arrays.length(self._blob(key))} values for {ids} " \
-                "token ids (truncated or damaged)"
+            what = arrays.problem(blob) if ids is None else \
+                f"{arrays.length(blob)} values for {ids} token ids (truncated or damaged)"
             out.append(f"generations[{key}].{column}: {what}")
         return out
-
-    def _blob(self, key: str) -> bytes:
-        return self.db.execute("SELECT logprobs FROM generations WHERE key = ?", [key]).fetchone()[0]
 
     def check_arrays(self) -> None:
         """Raise RunLogError naming the first damaged arrays (:meth:`bad_arrays`); nothing is modified."""

@@ -426,8 +426,11 @@ def _logged_recipe(session: PluginSession, on_disk: DictConfig, logged_yaml: str
     (a warning); any other difference is refused naming the keys."""
     from omegaconf import OmegaConf
 
+    from visplay.config import recipe_yaml
+    from visplay.log.diff import recipe_changes
+
     logged = session.load_recipe(OmegaConf.create(logged_yaml))
-    changed = _changed_keys(OmegaConf.to_container(logged, resolve=True), OmegaConf.to_container(on_disk, resolve=True))
+    changed = [key for key, _, _ in recipe_changes(recipe_yaml(logged), recipe_yaml(on_disk))]
     semantic = [k for k in changed if k.split(".")[0] not in DESCRIPTIVE_KEYS]
     if semantic:
         shown = ", ".join(semantic[:8]) + (f" (+{len(semantic) - 8} more)" if len(semantic) > 8 else "")
@@ -438,16 +441,6 @@ def _logged_recipe(session: PluginSession, on_disk: DictConfig, logged_yaml: str
         print(f"note: {recipe_file}: {', '.join(changed)} edited since the run started; resuming with the run log's "
               f"recipe", file=sys.stderr)
     return logged
-
-
-def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain recipe trees (a list is one value)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b), key=str):
-            out += _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, session: PluginSession) -> None:
