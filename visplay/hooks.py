@@ -304,6 +304,18 @@ class Hooks:
                 raise _fail(plugin, hook, f"expected (ImageRecord, question, answer) triples, got {_short(triple)}")
         return plugin, triples
 
+    def question_kinds(self, questions: Sequence[tuple[str, str]]) -> list[str | None]:
+        """One kind (or None: unnamed) per (image id, question) pair (``visplay_question_kinds``)."""
+        hook = "visplay_question_kinds"
+        questions = list(questions)
+        plugin, kinds = self._first(hook, questions=questions)
+        if plugin is None:
+            return [None] * len(questions)
+        kinds = list(kinds)
+        if len(kinds) != len(questions) or not all(k is None or isinstance(k, str) for k in kinds):
+            raise _fail(plugin, hook, f"expected {len(questions)} kinds (strings or None), got {_short(kinds)}")
+        return kinds
+
     def load_policy(self, role: str, init_from: str | None) -> Policy:
         hook = "visplay_load_policy"
         plugin, policy = self._first(hook, role=role, init_from=init_from)

@@ -256,6 +256,18 @@ def visplay_reasoner_questions(
 
 
 @hookspec(firstresult=True)
+def visplay_question_kinds(ctx: RunContext, questions: Sequence[tuple[str, str]]) -> list[str | None] | None:
+    """Name the kind of each question (e.g. a game's template, ``2048/tile_at``), for the per-kind signals of
+    self-play collapse and the guards that act per kind (plugins/visplay_collapse).
+
+    :param questions: (image id, question text) pairs of one iteration's reasoner set.
+    :return: one kind or None (not this plugin's to name) per question, or None to abstain; the caller names the
+        rest by the form of their silver label (``answer/number``, ``answer/yes-no``...). Stops at first
+        non-None result.
+    """
+
+
+@hookspec(firstresult=True)
 def visplay_load_policy(ctx: RunContext, role: str, init_from: str | None) -> Policy | None:
     """Load the model for a role from ``recipe.model`` (backend ``recipe.model.backend``).
 

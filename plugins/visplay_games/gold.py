@@ -175,4 +175,24 @@ def silver_metrics(labels: Sequence[dict], rows: Sequence[dict[str, Any]], kept:
         kept_rows = [r["correct"] for r in rows if r["kept"]]
         if kept_rows:
             metrics["gold/silver_accuracy_kept"] = _mean(kept_rows)
+        # per kind: where the collapse happens (docs/collapse.md); the kept rows are the ones the reasoner trains on
+        groups: dict[str, list[int]] = defaultdict(list)
+        for r in rows:
+            groups[f"gold/silver_accuracy/kind/{r['game']}/{r['kind']}"].append(r["correct"])
+            if r["kept"]:
+                groups[f"gold/silver_accuracy_kept/kind/{r['game']}/{r['kind']}"].append(r["correct"])
+        metrics.update({name: _mean(v) for name, v in sorted(groups.items())})
     return metrics
+
+
+def silver_warning(metrics: dict[str, float], start: dict[str, float]) -> str | None:
+    """The message when the iteration's silver labels are right less often than one sample of the starting
+    reasoner (``start``: iteration 0's eval metrics): from there, training on them teaches wrong answers."""
+    silver, floor = metrics.get("gold/silver_accuracy"), start.get("gold/sample_accuracy")
+    if silver is None or floor is None or silver >= floor:
+        return None
+    worst = sorted((v, k.rsplit("kind/", 1)[1]) for k, v in metrics.items()
+                   if k.startswith("gold/silver_accuracy/kind/"))[:3]
+    return (f"silver-label accuracy {silver:.3f} is below the starting pass@1 {floor:.3f}: the reasoner is being "
+            f"trained on labels worse than its own first guesses (lowest kinds: "
+            + ", ".join(f"{kind} {v:.2f}" for v, kind in worst) + "; docs/collapse.md)")

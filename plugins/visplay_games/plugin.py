@@ -164,7 +164,11 @@ def silver_eval(ctx: Any, iteration: int, opts: GamesOptions) -> dict[str, float
     if rows:
         log.declare_table(gold.SILVER_TABLE, gold.SILVER_COLUMNS, pk="question_key")
         log.insert(gold.SILVER_TABLE, rows, replace=True)
-    return gold.silver_metrics(labels, rows, kept)
+    metrics = gold.silver_metrics(labels, rows, kept)
+    warning = gold.silver_warning(metrics, log.metrics_of(0, "eval")) if iteration > 0 else None
+    if warning is not None:
+        log.event("silver_below_start", warning, level="warning", source="games")
+    return metrics
 
 
 @hookimpl
@@ -174,6 +178,23 @@ def visplay_iteration_end(ctx: Any, iteration: int, questioner: Any, reasoner: A
     if not enabled or not opts.held_out:
         return None
     return gold_eval(ctx, iteration, reasoner.sampler(), opts)
+
+
+@hookimpl
+def visplay_question_kinds(ctx: Any, questions: Sequence[tuple[str, str]]) -> list[str | None] | None:
+    """``<game>/<template kind>`` (e.g. ``2048/tile_at``) for each question the game engine can parse about a
+    picture of this run's pool; None for the rest (free-form questions, other images)."""
+    if not _uses_games(ctx):
+        return None
+    from visplay_games.generators import answer
+
+    states = states_by_id(ctx, options(ctx))
+    kinds: list[str | None] = []
+    for image_id, question in questions:
+        gs = states.get(image_id)
+        solved = answer(gs, question) if gs is not None and question else None
+        kinds.append(f"{gs.game}/{solved[0].kind}" if solved else None)
+    return kinds
 
 
 @hookimpl
