@@ -76,11 +76,13 @@ def reasoner_set(ctx: Any, iteration: int) -> list[dict[str, Any]]:
     if not labels:
         return []
     questions = {q["key"]: q for q in log.rows_matching("questions", iteration=iteration, phase=PHASE)}
-    keep = {f["question_key"]: int(f["keep"]) for f in log.filters_of(iteration)}
+    filters = log.filters_of(iteration)
+    keep = {f["question_key"]: int(f["keep"]) for f in filters}
+    gold = {f["question_key"] for f in filters if f["reason"] == "gold"}  # a plugin's gold set: nothing was voted
     rows = []
     for label in sorted(labels, key=lambda lab: lab["question_key"]):
         q = questions.get(label["question_key"])
-        if q is None:
+        if q is None or label["question_key"] in gold or not label["m"]:
             continue
         rows.append({"key": label["question_key"], "image_id": q["image_id"], "question": q["question"],
                      "silver_label": label["silver_label"], "answer_keys": _keys(label["answer_keys"]),
@@ -121,7 +123,7 @@ def warnings(metrics: dict[str, float], rows: list[dict[str, Any]], first: list[
     shift = metrics.get("collapse/kind_shift")
     if shift is not None and iteration > 1 and shift > opts.kind_shift_warn:
         now, then = shares([r["kind"] for r in rows]), shares([r["kind"] for r in first])
-        grown = sorted(now, key=lambda k: then.get(k, 0.0) - now[k])[:3]
+        grown = sorted((k for k in now if now[k] > then.get(k, 0.0)), key=lambda k: (then.get(k, 0.0) - now[k], k))[:3]
         moves = ", ".join(f"{k} {100 * then.get(k, 0.0):.0f}% -> {100 * now[k]:.0f}%" for k in grown)
         out.append(("collapse_kind_shift",
                     f"the questioner's kinds moved {shift:.2f} (total variation) from iteration 1's, past "

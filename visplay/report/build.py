@@ -296,7 +296,10 @@ def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
     training = [_fig("rewards", plots.plot_rewards(data.reward_totals), "mean total reward per step", figures),
                 _fig("confidence", plots.plot_confidence_hist(data.labels, kept),
                      "confidence histogram per iteration", figures),
-                _fig("kept_fraction", plots.plot_kept_fraction(data.filters), "kept fraction", figures)]
+                _fig("kept_fraction", plots.plot_kept_fraction(data.filters), "kept fraction", figures),
+                _fig("kind_shares", plots.plot_kind_shares(data.metrics),
+                     "kinds of question in the reasoner's set per iteration, and their shift from iteration 1",
+                     figures)]
     gold = _fig("gold_silver", plots.plot_named(_gold_series(data), "per iteration (visplay_summary_fields)",
                                                  _gold_errors(data)),
                 "numbers the plugins report for each iteration, e.g. gold vs silver accuracy", figures)

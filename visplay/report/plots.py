@@ -128,6 +128,46 @@ def plot_kept_fraction(filters: Sequence[Mapping[str, Any]]) -> str | None:
     return _svg(fig)
 
 
+def plot_kind_shares(metrics: Sequence[Mapping[str, Any]], top: int = 8) -> str | None:
+    """The kinds of the questions asked for the reasoner's set, as shares per iteration (stacked bars of the
+    ``<prefix>/asked_share/<kind>`` eval metrics a plugin logs, the ``top`` largest kinds and "other"), with the
+    iteration's ``kind_shift`` written above its bar: where the questioner drifts, and how far."""
+    shares: dict[str, dict[int, float]] = defaultdict(dict)
+    shift: dict[int, float] = {}
+    for r in metrics:
+        if r["phase"] != "eval" or r["value"] is None:
+            continue
+        name, it = str(r["name"]), int(r["iteration"])
+        if "/asked_share/" in name:
+            shares[name.split("/asked_share/", 1)[1]][it] = float(r["value"])
+        elif name.endswith("/kind_shift"):
+            shift[it] = float(r["value"])
+    if not shares:
+        return None
+    its = sorted({i for v in shares.values() for i in v})
+    ranked = sorted(shares, key=lambda k: (-sum(shares[k].values()), k))
+    shown, rest = ranked[:top], ranked[top:]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bottom = [0.0] * len(its)
+    colours = plt.get_cmap("tab10")
+    for n, kind in enumerate([*shown, *(["other"] if rest else [])]):
+        values = [sum(shares[k].get(i, 0.0) for k in rest) if kind == "other" else shares[kind].get(i, 0.0)
+                  for i in its]
+        ax.bar([str(i) for i in its], values, bottom=bottom, label=kind,
+               color="lightgrey" if kind == "other" else colours(n % 10))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for x, i in enumerate(its):
+        if i in shift:
+            ax.text(x, 1.01, f"shift {shift[i]:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("share of the reasoner set")
+    ax.set_title("kinds of question asked (collapse signals)", fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return _svg(fig)
+
+
 def plot_rewards(totals: Sequence[Mapping[str, Any]]) -> str | None:
     """Mean total reward per training step, one line per role (from ``rewards`` rows, component ``total``)."""
     sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
