@@ -5,7 +5,8 @@
     python reproduce/collapse_study.py --out reproduce/collapse_study --table-only --docs docs/games.md  # from JSON
 
 Each arm is the default tiny recipe (``variant=paper``) with one guard turned on (reproduce/games_study.py's ARMS:
-``wellformed`` = plugins.question_guard.min_words=4, ``margin`` = plugins.margin_guard.min_votes=3, ``kindcap`` =
+``wellformed`` = plugins.question_guard.min_words=4, ``wellformed_q`` = the same with
+plugins.question_guard.at_parse=true (short questions are invalid for the questioner's reward too), ``margin`` = plugins.margin_guard.min_votes=3, ``kindcap`` =
 plugins.kind_cap.max_share=0.1; ``paper`` = none), run once per seed by games_study.py's runner (one process and
 one torch thread per run; ``--jobs`` at a time: the machine has 2 cores and concurrent runs slow each other).
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ARMS = ("paper", "wellformed", "margin", "kindcap")
+ARMS = ("paper", "wellformed", "wellformed_q", "margin", "kindcap")
 BEGIN, END = "<!-- collapse-study:begin -->", "<!-- collapse-study:end -->"
 SIGNALS = ("collapse/kind_shift", "collapse/top_kept_share", "collapse/margin_p50", "collapse/unanimous_frac",
            "silver/kept_fraction", "gold/silver_accuracy_kept")

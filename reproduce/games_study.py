@@ -41,12 +41,13 @@ ARMS: dict[str, list[str]] = {
     "frozen": ["variant=paper"],
     # the collapse guards (issue 26, docs/collapse.md): gold-free filters of the reasoner's set, each its own plugin
     "wellformed": ["variant=paper", "plugins.question_guard.min_words=4"],
+    "wellformed_q": ["variant=paper", "plugins.question_guard.min_words=4", "plugins.question_guard.at_parse=true"],
     "margin": ["variant=paper", "plugins.margin_guard.min_votes=3"],
     "kindcap": ["variant=paper", "plugins.kind_cap.max_share=0.1"],
 }
 ALL_ARMS = ("floor", *ARMS)
 GAMES_ARMS = ("floor", "paper", "released", "gold", "frozen")  # the games study's arms (docs/games.md, "Findings")
-COLLAPSE_ARMS = ("floor", "paper", "wellformed", "margin", "kindcap")  # the collapse study's (docs/games.md)
+COLLAPSE_ARMS = ("floor", "paper", "wellformed", "wellformed_q", "margin", "kindcap")  # the collapse study's (docs/games.md)
 # (metric, column title) of the findings table; pass@1 = mean accuracy of the sampled answers, maj@m = their
 # majority's accuracy, greedy = one temperature-0 answer, silver = the iteration's checkable silver labels
 COLUMNS = (("gold/sample_accuracy", "pass@1"), ("gold/accuracy", "maj@m"), ("gold/greedy_accuracy", "greedy"),

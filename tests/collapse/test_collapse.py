@@ -150,6 +150,18 @@ def test_question_guard_rejects_short_and_repeated_questions():
     assert [(k, r) for p, k, r in decisions(ctx, items) if p == "question_guard"] == [(True, "kept"), (True, "kept")]
 
 
+def test_question_guard_at_parse_makes_short_questions_invalid_for_the_questioner_too():
+    ctx = make_context(["plugins.question_guard.min_words=4", "plugins.question_guard.at_parse=true"],
+                       plugins=GUARDS)
+    short, long = ctx.hooks.parse_question(q("How?")), ctx.hooks.parse_question(q("How many red shapes are there?"))
+    assert (short.valid, short.reason, short.question) == (False, "short_question", "How?")
+    assert (long.valid, long.reason) == (True, "ok")
+    assert ctx.hooks.parse_question("no tags") == make_context([], plugins=GUARDS).hooks.parse_question("no tags")
+    assert make_context(["plugins.question_guard.min_words=4"], plugins=GUARDS).hooks.parse_question(q("How?")).valid
+    with pytest.raises(RecipeError, match=r"plugins\.question_guard\.at_parse': needs"):
+        make_context(["plugins.question_guard.at_parse=true"], plugins=GUARDS)
+
+
 class FirstWordKinds:
     plugin_name = "first_word_kinds"
 
