@@ -3,6 +3,8 @@
 Run as a script, like tests/engine_fixtures.py, with a pause: ``VISPLAY_TEST_PAUSE=DIR`` makes the run write
 ``DIR/paused`` (holding its pid) after its first committed step and wait until ``DIR/go`` exists, so a test can
 start a second process against the same run while the first is provably alive and mid-run.
+``VISPLAY_TEST_PAUSE_AT=1,3`` pauses after each of those commits (counted in this process) instead; each pause also
+writes ``DIR/paused-<n>`` and consumes ``DIR/go``, so a test can let the run commit a few steps and stop it again.
 
     PYTHONPATH=tests python tests/support/faults.py run|resume RUN_DIR [key=value ...]
 """
@@ -30,18 +32,22 @@ class Pauser:
 
     plugin_name = "faults_pauser"
 
-    def __init__(self, folder: str | None):
+    def __init__(self, folder: str | None, at: str | None = None):
         self.folder = Path(folder) if folder else None
+        self.at = {int(n) for n in (at or "1").split(",")}
+        self.commits = 0
 
     @hookimpl
     def visplay_log_metrics(self, ctx: Any, iteration: int, phase: str, step: int, metrics: dict) -> None:
-        if self.folder is None:
+        self.commits += 1
+        if self.folder is None or self.commits not in self.at:
             return
+        (self.folder / f"paused-{self.commits}").write_text(str(os.getpid()))
         (self.folder / "paused").write_text(str(os.getpid()))
         deadline = time.monotonic() + 120
         while not (self.folder / "go").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.folder = None
+        (self.folder / "go").unlink(missing_ok=True)
 
 
 class PaddedPolicy(UnigramPolicy):
@@ -137,7 +143,7 @@ def main(argv: list[str]) -> int:
 
     command, run_dir, overrides = argv[0], Path(argv[1]), argv[2:]
     models = padded_plugins() if os.environ.get("VISPLAY_TEST_PAD") else standin_plugins()
-    plugins = (*models, Pauser(os.environ.get("VISPLAY_TEST_PAUSE")))
+    plugins = (*models, Pauser(os.environ.get("VISPLAY_TEST_PAUSE"), os.environ.get("VISPLAY_TEST_PAUSE_AT")))
     if os.environ.get("VISPLAY_TEST_FSIZE"):  # a file-size limit: writes beyond it fail as on a full disk
         limit = int(os.environ["VISPLAY_TEST_FSIZE"])
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an EFBIG error instead of a killing signal

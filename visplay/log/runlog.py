@@ -774,6 +774,22 @@ class RunLog:
             raise RunLogError(f"{self.path}: damaged arrays in the run log: " + "; ".join(bad)
                               + ". The log was truncated or edited after the run; restore it from a copy")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[RunLog]:
+        """Every read inside sees the log as it was when the block began (one read transaction), however many
+        steps another process commits meanwhile: a live run is read as its committed prefix. In WAL mode a reader
+        never blocks the writer; the writer's WAL just cannot be checkpointed past this point until the block ends."""
+        if self.db.conn.in_transaction:  # already inside one (a nested snapshot, or a writer's transaction)
+            yield self
+            return
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot is taken at the first read
+            yield self
+        finally:
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
+
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
