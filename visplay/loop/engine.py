@@ -86,6 +86,9 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
     db_path = Path(db_path or run_dir / "run.db")
     require_served(cfg, session.declared, f"recipe {cfg.name!r}")
     preflight(cfg)
+    # the files the plugins' settings name (model, images, metrics sinks): refused before anything is created or
+    # resumed, so a run never fails at its first step for a missing package or an unwritable folder
+    session.context(cfg, run_dir).hooks.check_inputs()
     if resume:
         if not db_path.is_file():
             raise RecipeError(f"{db_path}: no run log to resume (start it with `visplay run`)")
@@ -378,7 +381,7 @@ def start_run(cfg: DictConfig, *, session: PluginSession, nproc: int | None, ove
     else ``distributed.nproc``; 0 = one per training GPU of the placement), else run the recipe and its report."""
     from visplay.scale import distributed, placement
 
-    ctx = session.context(cfg)
+    ctx = session.context(cfg, cfg.run_dir)
     ctx.hooks.check_inputs()  # before any relaunch: a missing model path is one clear error, not one per process
     nproc = placement.training_processes(ctx, requested=nproc)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
