@@ -716,6 +716,17 @@ class RunLog:
         """{image_id: source} of the logged image pool: the pool's fingerprint, checked on resume."""
         return {r["image_id"]: r["source"] for r in self.db["images"].rows_where(select="image_id, source")}
 
+    def first_digested_step(self) -> tuple[int, str, int] | None:
+        """The earliest step whose generations carry a ``digest`` (every step written by schema 5 on does); None
+        when no row has one (a log written before digests existed)."""
+        from visplay.keys import rank
+
+        if "generations" not in self.tables() or "digest" not in self.columns("generations"):
+            return None
+        steps = self.db.execute("SELECT DISTINCT iteration, phase, step FROM generations "
+                                "WHERE digest IS NOT NULL").fetchall()
+        return min((tuple(s) for s in steps), key=rank) if steps else None
+
     def done_steps(self) -> set[tuple[int, str, int]]:
         return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}
 

@@ -91,6 +91,7 @@ class ReplayReport:
     sampled_fresh: dict[str, int] = field(default_factory=dict)
     hook_order: dict[str, list[str]] = field(default_factory=dict)
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unchecked: dict[str, int] = field(default_factory=dict)  # served rows logged before digests existed
     live: str | None = None  # pid of the process that held the run's lock (the run was being written)
     live_prefix: tuple[Position | None, int] | None = None  # a live run's last committed step and step count
 
@@ -334,7 +335,7 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
         raise RuntimeError(f"{db} changed during replay; this is a bug in visplay")
     return ReplayReport(original=db, replayed=out, mode=mode, diff=result, slice=plan,
                         seconds=time.perf_counter() - started, served=dict(plugin.served),
-                        sampled_fresh=dict(plugin.sampled_fresh), changes=changes,
+                        sampled_fresh=dict(plugin.sampled_fresh), changes=changes, unchecked=dict(plugin.unchecked),
                         hook_order=hook_table(session.pm), live=live, live_prefix=prefix)
 
 
@@ -428,6 +429,9 @@ def format_report(report: ReplayReport, *, limit: int = 10) -> str:
     if report.served:
         lines.append("served from the log: " + ", ".join(f"{n} {role} generations"
                                                          for role, n in sorted(report.served.items())))
+    if report.unchecked:
+        lines.append("served without a digest check (logged before generations carried digests): " + ", ".join(
+            f"{n} {role} generations" for role, n in sorted(report.unchecked.items())))
     if report.sampled_fresh:
         lines.append("sampled fresh (not in the log): " + ", ".join(
             f"{n} {role} requests" for role, n in sorted(report.sampled_fresh.items())))
