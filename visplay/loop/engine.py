@@ -33,7 +33,7 @@ from visplay.config import ROLES, RecipeError
 from visplay.context import RunContext
 from visplay.keys import rank
 from visplay.loader import require_served
-from visplay.log.runlog import KeptQuestion, RunLog
+from visplay.log.runlog import KeptQuestion, RunLog, RunLogError
 from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import lifecycle, phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
@@ -290,8 +290,14 @@ class SelfPlay:
             far = [k for k in differing if not _close(a.get(k), b.get(k))]
             where = f"recomputing {role} step {u} of iteration {i} from the run log gave different {what}"
             if far:
-                raise RuntimeError(f"resume: {where} ({far[:3]}); the run's plugins or files changed since the "
-                                   f"step was logged")
+                column = "advantage" if what == "advantages" else "value"
+                more = f" (and {len(far) - 1} more)" if len(far) > 1 else ""
+                raise RecomputedStepMismatch(
+                    f"{self.ctx.log.path}: {where}: {what}[{far[0]}].{column} is {a.get(far[0])!r} in the run log, "
+                    f"{b.get(far[0])!r} recomputed{more}. The run log was edited after the run, or the run's "
+                    f"plugins changed since the step was logged, so resuming would silently continue from other "
+                    f"weights. Restore the run log from a copy (or undo the edit, or install the plugins the run "
+                    f"used) and resume again, or start the run over with `visplay run <recipe> --overwrite`.")
             self.ctx.log.event("recomputed_step_differs", f"{where} within {RECOMPUTE_TOLERANCE} (relative): "
                                f"{differing[:3]}", source="engine", payload={"role": role, "step": u, "what": what})
 
@@ -333,6 +339,10 @@ class SelfPlay:
         if "reward/mean" in metrics and math.isfinite(metrics["reward/mean"]):
             self._rewards.append(metrics["reward/mean"])
         self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics)
+
+
+class RecomputedStepMismatch(RunLogError):
+    """A step recomputed from the run log on resume does not reproduce its logged advantages or metrics."""
 
 
 class _Stopped(Exception):
