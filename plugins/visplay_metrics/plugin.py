@@ -193,7 +193,7 @@ def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
     from visplay.api import RecipeError
 
     opts = options(ctx)
-    if not opts.sinks or not _is_rank0():
+    if not opts.sinks or not _is_rank0() or "plugins.metrics" in skip:  # skipped by a replay
         return None
     problems = sink_problems(ctx, opts)
     if problems:

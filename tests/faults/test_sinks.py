@@ -152,3 +152,17 @@ def test_export_to_a_file_or_under_one_is_refused_naming_out(small_run, tmp_path
     assert f"--out {out}" in capsys.readouterr().err
     assert blocker.read_text() == "not a folder\n"
 
+
+
+def test_a_replay_is_not_refused_for_its_own_sinks(tmp_path, monkeypatch):
+    # the replay's sinks are a side output of the comparison: a sink that cannot open there stays a warning
+    from visplay.loop.replay import format_report, replay_run
+
+    pytest.importorskip("mlflow")
+    db = _run(tmp_path / "run", "plugins.metrics.sinks=[tensorboard,mlflow]", stop=(0, "eval", 0))
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # uninstalled since the run
+    report = replay_run(db, out=tmp_path / "r" / "run.db", extra_plugins=(*standin_plugins(), metrics_plugin))
+    assert report.ok, format_report(report)
+    with RunLog(tmp_path / "r" / "run.db", readonly=True) as log:
+        (event,) = log.rows("events", "kind = 'metrics_sink_failed'")
+    assert "metrics sink mlflow could not open" in event["message"]

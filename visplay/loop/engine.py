@@ -64,7 +64,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
                run_dir: str | Path | None = None, db_path: str | Path | None = None,
                extra_plugins: Iterable[Any] = (), overwrite: bool = False, resume: bool = False, quiet: bool = False,
                start: Step | None = None, stop: Step | None = None,
-               plugin_names: Collection[str] | None = None, accept_changed_images: bool = False) -> Path:
+               plugin_names: Collection[str] | None = None, accept_changed_images: bool = False,
+               skip_checks: Collection[str] = ()) -> Path:
     """Run (or resume) a recipe; return the path of its run.db.
 
     :param recipe: a loaded recipe, or a recipe name/path.
@@ -79,6 +80,7 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
     :param stop: return after committing this step (inclusive); the run is then left resumable.
     :param plugin_names: load only these entry-point plugins (replay: the set the original run logged).
     :param accept_changed_images: on resume, continue although the image pool differs from the logged one.
+    :param skip_checks: recipe keys (or sections) ``visplay_check_inputs`` leaves unchecked (replay: the sinks).
     """
     session = session or PluginSession(extra=tuple(extra_plugins), only=plugin_names)
     cfg = session.recipe(recipe)  # checked against this session's plugins (their sections and names)
@@ -88,7 +90,7 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
     preflight(cfg)
     # the files the plugins' settings name (model, images, metrics sinks): refused before anything is created or
     # resumed, so a run never fails at its first step for a missing package or an unwritable folder
-    session.context(cfg, run_dir).hooks.check_inputs()
+    session.context(cfg, run_dir).hooks.check_inputs(frozenset(skip_checks))
     if resume:
         if not db_path.is_file():
             raise RecipeError(f"{db_path}: no run log to resume (start it with `visplay run`)")
