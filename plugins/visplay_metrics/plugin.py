@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import os
 import resource
 import sys
 from pathlib import Path
@@ -105,6 +106,99 @@ def system_scalars(runlog: Any, iteration: int, phase: str, step: int, clock: di
         out["system/step_seconds"] = seconds
         out["system/tokens_per_s"] = runlog.step_tokens(iteration, phase, step) / seconds
     return out
+
+
+# --- checked before the run: each chosen sink can open ----------------------------------------------------------
+
+# The package each sink imports, and the extra that installs it.
+SINK_PACKAGES = {"tensorboard": ("tensorboard", "visplay"), "wandb": ("wandb", "visplay[wandb]"),
+                 "mlflow": ("mlflow", "visplay[mlflow]")}
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    if module in sys.modules:  # None there means "import refused" (how a test hides an installed package)
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why a sink could not write its files under ``path`` (a file in the way, no write permission); None: it can
+    (the folder exists and is writable, or its nearest existing ancestor is a writable folder)."""
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} exists and is not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{path} cannot be created: {ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {ancestor} is not writable"
+    return None
+
+
+def _wandb_key_problem(opts: MetricsOptions) -> str | None:
+    """W&B online needs an API key (WANDB_API_KEY or a ``wandb login`` entry in ~/.netrc); offline needs none."""
+    if opts.wandb_mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return None
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        if netrc.netrc().authenticators(host):
+            return None
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return (f"wandb_mode=online but no W&B API key is set (WANDB_API_KEY, or `wandb login` for {host}); set one, "
+            f"or use plugins.metrics.wandb_mode=offline (then `wandb sync`)")
+
+
+def sink_problems(ctx: Any, opts: MetricsOptions) -> dict[str, str]:
+    """{key under ``plugins.metrics``: why the sink it configures cannot open}, for the chosen sinks."""
+    run_dir = Path(ctx.run_dir)
+    problems: dict[str, str] = {}
+    for name in opts.sinks:
+        module, extra = SINK_PACKAGES[name]
+        if not _installed(module):
+            problems.setdefault("sinks", f"has {name!r} but the {module} package is not installed "
+                                         f"(pip install '{extra}'), or remove {name!r} from the list")
+    folders = {"tensorboard": ("tensorboard_dir", opts.tensorboard_dir, run_dir / "tensorboard"),
+               "wandb": ("wandb_dir", opts.wandb_dir, run_dir)}
+    uri = opts.mlflow_tracking_uri
+    if uri is None or uri.startswith("file:"):  # a local file store; a server's URI is the server's business
+        from urllib.parse import unquote, urlparse
+
+        folders["mlflow"] = ("mlflow_tracking_uri", unquote(urlparse(uri).path) if uri else None, run_dir / "mlruns")
+    for name, (key, given, default) in folders.items():
+        if name in opts.sinks:
+            why = folder_problem(Path(given).expanduser() if given else default)
+            if why:
+                problems.setdefault(key, why + ("" if given else f" (the default; set plugins.metrics.{key})"))
+    if "wandb" in opts.sinks and (why := _wandb_key_problem(opts)):
+        problems.setdefault("wandb_mode", why)
+    return problems
+
+
+@hookimpl
+def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
+    """Each sink of ``plugins.metrics.sinks`` can open (its package installed, its folder writable, W&B online has a
+    key), so a sink never fails a run that has already started: refused naming the key, before anything exists."""
+    from visplay.api import RecipeError
+
+    opts = options(ctx)
+    if not opts.sinks or not _is_rank0() or "plugins.metrics" in skip:  # skipped by a replay
+        return None
+    problems = sink_problems(ctx, opts)
+    if problems:
+        raise RecipeError("; ".join(f"key 'plugins.metrics.{key}': {why}" for key, why in problems.items()))
+    return [f"plugins.metrics.sinks {', '.join(opts.sinks)} (installed, folders writable)"]
 
 
 @hookimpl(tryfirst=True)

@@ -51,3 +51,27 @@ def test_edited_generation_is_named_without_resample(run_db, tmp_path, kind, edi
     named = rf"generations row '{re.escape(key)}'.*no longer matches the digest|generations\[{re.escape(key)}\]\.logprobs: "
     with pytest.raises(Exception, match=named):
         replay_run(db, extra_plugins=standin_plugins())
+
+
+def test_a_cleared_digest_is_named_not_served_unchecked(run_db, tmp_path):
+    """Issue 28: a schema-5 row whose digest was set to NULL (to hide an edit) was served unchecked."""
+    db = copy_db(run_db, tmp_path)
+    with RunLog(db, readonly=True) as log:
+        key = next(r["key"] for r in log.rows("generations") if r["kind"] == "question" and r["iteration"] == 2)
+    sql(db, f"update generations set digest = NULL, text = text || ' edited' where key = '{key}'")
+    with pytest.raises(Exception, match=rf"generations row '{re.escape(key)}': its digest is NULL, but every "
+                                        rf"generation from step \(1, 'questioner', 0\) on was logged with one"):
+        replay_run(db, extra_plugins=standin_plugins())
+
+
+def test_a_log_from_before_digests_replays_and_says_what_went_unchecked(run_db, tmp_path):
+    db = copy_db(run_db, tmp_path)
+    sql(db, "update generations set digest = NULL")  # as a log written before schema 5 and migrated reads
+    with RunLog(db, readonly=True) as log:
+        assert log.first_digested_step() is None
+        total = log.count("generations", "phase in ('questioner', 'reasoner_set', 'reasoner')")
+    report = replay_run(db, extra_plugins=standin_plugins())
+    text = format_report(report)
+    assert report.ok, text
+    assert sum(report.unchecked.values()) == sum(report.served.values()) == total
+    assert "served without a digest check (logged before generations carried digests): " in text

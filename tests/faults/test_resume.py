@@ -290,3 +290,49 @@ def test_a_run_killed_while_pruning_snapshots_leaves_whole_snapshots_and_resumes
     resume_in_process(run_dir)
     assert not (run_dir / "checkpoints" / TRASH).exists()
     assert same_computation(comparable_rows(db), uninterrupted)
+
+
+def test_a_tampered_advantage_found_while_recomputing_on_resume_is_a_refusal_naming_the_row(tmp_path):
+    """Issue 28: a logged advantage edited between a kill and a resume surfaced as a RuntimeError traceback from
+    the recompute-on-resume check; it is now a RunLogError (exit 1, no traceback) naming the row and both values,
+    worded as the checkpoint check is, and the log stays resumable once the value is restored."""
+    from visplay.loop.engine import RecomputedStepMismatch
+
+    every_2 = ("checkpoint.every=2", "questioner.steps=3")  # step 0 of a phase has no snapshot: resume recomputes it
+    run_dir = tmp_path / "run"
+    db = stand_in_run(run_dir, *every_2, stop=STOP)
+    with RunLog(db, readonly=True) as log:
+        row = log.rows("advantages", "iteration = 1 and role = 'questioner' and step = 0")[0]
+        steps = log.count("steps")
+    sql(db, f"update advantages set advantage = advantage + 1.0 where key = '{row['key']}'")
+    with pytest.raises(RecomputedStepMismatch) as info:
+        resume_in_process(run_dir)
+    assert isinstance(info.value, RunLogError) and not isinstance(info.value, RuntimeError)
+    message = str(info.value)
+    assert message.startswith(f"{db}: recomputing questioner step 0 of iteration 1 from the run log gave different "
+                              f"advantages: advantages[{row['key']}].advantage is {row['advantage'] + 1.0!r} in the "
+                              f"run log, {row['advantage']!r} recomputed"), message
+    assert "Restore the run log from a copy" in message and "--overwrite" in message
+    with RunLog(db, readonly=True) as log:
+        assert log.integrity_ok() and log.count("steps") == steps
+        assert log.run()["status"] == "failed"
+    sql(db, f"update advantages set advantage = {row['advantage']!r} where key = '{row['key']}'")
+    resume_in_process(run_dir)  # the edit undone: the run goes on
+    with RunLog(db, readonly=True) as log:
+        assert log.run()["status"] == "finished"
+    whole = stand_in_run(tmp_path / "whole", *every_2)
+    resumed, expected = comparable_rows(db), comparable_rows(whole)
+    for rows in (resumed, expected):  # a resume's own events: the recompute and the failed attempt
+        rows["events"] = [r for r in rows["events"] if ("kind", "steps_recomputed") not in r]
+    assert same_computation(resumed, expected)
+
+
+def test_the_cli_reports_a_recompute_mismatch_without_a_traceback(tmp_path):
+    run_dir = tmp_path / "run"
+    db = stand_in_run(run_dir, "checkpoint.every=2", "questioner.steps=3", stop=STOP)
+    sql(db, "update advantages set advantage = advantage + 1.0 where key = (select key from advantages "
+            "where iteration = 1 and role = 'questioner' and step = 0 limit 1)")
+    again = _drive(tmp_path, "resume", str(run_dir))
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 1, err
+    assert "visplay: " in err and "gave different advantages: advantages[" in err and "Traceback" not in err, err

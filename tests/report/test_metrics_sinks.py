@@ -178,15 +178,21 @@ def test_mlflow_params_are_all_logged_not_the_first_100(tmp_path):
     assert [len(logged[k]) for k in params] == [min(len(v), 6000) for v in params.values()]
 
 
-def test_a_failing_sink_is_a_warning_not_a_dead_run(tmp_path):
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("")
-    db = _run(tmp_path / "run", ["iterations=1", f"plugins.metrics.tensorboard_dir={blocker}"])
+def test_a_sink_that_cannot_open_once_the_run_started_is_a_warning_not_a_dead_run(tmp_path, monkeypatch):
+    # a folder the check before the run found writable, gone bad by the first step (a file shadowing it is
+    # refused before the run: tests/faults/test_sinks.py)
+    from visplay_metrics.sinks import TensorBoardSink
+
+    def refused(self, log_dir, recipe_yaml=None):
+        raise PermissionError(f"[Errno 13] Permission denied: '{log_dir}'")
+
+    monkeypatch.setattr(TensorBoardSink, "__init__", refused)
+    db = _run(tmp_path / "run", ["iterations=1"])
     with RunLog(db, readonly=True) as log:
         assert log.run()["status"] == "finished"
         (event,) = log.rows("events", "kind = 'metrics_sink_failed'")
     assert event["level"] == "warning" and "metrics sink tensorboard could not open" in event["message"]
-    assert str(blocker) in event["message"]
+    assert str(db.parent / "tensorboard") in event["message"]
 
 
 def test_a_sink_that_fails_mid_run_is_dropped_with_one_warning(tmp_path, monkeypatch):

@@ -3,6 +3,9 @@
 Run as a script, like tests/engine_fixtures.py, with a pause: ``VISPLAY_TEST_PAUSE=DIR`` makes the run write
 ``DIR/paused`` (holding its pid) after its first committed step and wait until ``DIR/go`` exists, so a test can
 start a second process against the same run while the first is provably alive and mid-run.
+``VISPLAY_TEST_PAUSE_AT=1,3`` pauses after each of those commits (counted in this process) instead; each pause also
+writes ``DIR/paused-<n>`` and consumes ``DIR/go``, so a test can let the run commit a few steps and stop it again.
+``VISPLAY_TEST_PRUNE_KILL=<point>`` SIGKILLs the run at one point of its first snapshot prune (:data:`PRUNE_POINTS`).
 
     PYTHONPATH=tests python tests/support/faults.py run|resume RUN_DIR [key=value ...]
 """
@@ -30,18 +33,22 @@ class Pauser:
 
     plugin_name = "faults_pauser"
 
-    def __init__(self, folder: str | None):
+    def __init__(self, folder: str | None, at: str | None = None):
         self.folder = Path(folder) if folder else None
+        self.at = {int(n) for n in (at or "1").split(",")}
+        self.commits = 0
 
     @hookimpl
     def visplay_log_metrics(self, ctx: Any, iteration: int, phase: str, step: int, metrics: dict) -> None:
-        if self.folder is None:
+        self.commits += 1
+        if self.folder is None or self.commits not in self.at:
             return
+        (self.folder / f"paused-{self.commits}").write_text(str(os.getpid()))
         (self.folder / "paused").write_text(str(os.getpid()))
         deadline = time.monotonic() + 120
         while not (self.folder / "go").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.folder = None
+        (self.folder / "go").unlink(missing_ok=True)
 
 
 class PaddedPolicy(UnigramPolicy):
@@ -125,6 +132,47 @@ def sql(db: Path, *statements: str) -> None:
         conn.close()
 
 
+# Where ``VISPLAY_TEST_PRUNE_KILL`` SIGKILLs the run while it prunes an old step snapshot (Roles.prune_states):
+# before the rename out of state/, after it, halfway through deleting the renamed folder, after deleting it (before
+# the empty trash folder is removed).
+PRUNE_POINTS = ("before_rename", "renamed", "half_deleted", "deleted")
+
+
+def arm_prune_kill(point: str) -> None:
+    """SIGKILL this process (no cleanup runs) at ``point`` of the first snapshot prune."""
+    import shutil
+
+    from visplay.loop.checkpoints import TRASH
+
+    if point not in PRUNE_POINTS:
+        raise ValueError(f"VISPLAY_TEST_PRUNE_KILL={point!r}; known: {', '.join(PRUNE_POINTS)}")
+    real_rename, real_rmtree = Path.rename, shutil.rmtree
+
+    def die(at: str) -> None:
+        if at == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def rename(self: Path, target: Any) -> Any:
+        pruning = TRASH in Path(target).parts
+        if pruning:
+            die("before_rename")
+        result = real_rename(self, target)
+        if pruning:
+            die("renamed")
+        return result
+
+    def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        pruning = TRASH in Path(path).parts and Path(path).parent.name == TRASH  # one pruned snapshot
+        if pruning and point == "half_deleted":
+            next(f for f in sorted(Path(path).rglob("*")) if f.is_file()).unlink()
+            die("half_deleted")
+        real_rmtree(path, *args, **kwargs)
+        if pruning:
+            die("deleted")
+
+    Path.rename, shutil.rmtree = rename, rmtree  # this process only: it is killed before anything else runs
+
+
 def main(argv: list[str]) -> int:
     os.environ["VISPLAY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     import torch
@@ -137,7 +185,9 @@ def main(argv: list[str]) -> int:
 
     command, run_dir, overrides = argv[0], Path(argv[1]), argv[2:]
     models = padded_plugins() if os.environ.get("VISPLAY_TEST_PAD") else standin_plugins()
-    plugins = (*models, Pauser(os.environ.get("VISPLAY_TEST_PAUSE")))
+    plugins = (*models, Pauser(os.environ.get("VISPLAY_TEST_PAUSE"), os.environ.get("VISPLAY_TEST_PAUSE_AT")))
+    if os.environ.get("VISPLAY_TEST_PRUNE_KILL"):
+        arm_prune_kill(os.environ["VISPLAY_TEST_PRUNE_KILL"])
     if os.environ.get("VISPLAY_TEST_FSIZE"):  # a file-size limit: writes beyond it fail as on a full disk
         limit = int(os.environ["VISPLAY_TEST_FSIZE"])
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an EFBIG error instead of a killing signal

@@ -88,6 +88,7 @@ class DiffResult:
     b: Path
     tables: dict[str, TableStats] = field(default_factory=dict)
     divergences: list[Divergence] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was left out and why (a live run's uncommitted steps)
 
     @property
     def equal(self) -> bool:
@@ -386,11 +387,35 @@ def _compare_rows(table: str, key: tuple, row_a: dict | None, row_b: dict | None
 
 
 def diff_runs(a: str | Path, b: str | Path, **kwargs: Any) -> DiffResult:
-    """Compare two run databases, both opened read-only (a newer-schema or non-SQLite file raises RunLogError)."""
-    with RunLog(a, readonly=True) as log_a, RunLog(b, readonly=True) as log_b:
+    """Compare two run databases, both opened read-only (a newer-schema or non-SQLite file raises RunLogError).
+
+    Each is read as one snapshot. A run that a live process is still writing (it holds the ``run.lock`` beside the
+    database) is compared as its committed prefix: only rows up to its last committed step, on both sides, and
+    the result's ``notes`` say so (else the other run's later steps would read as a divergence at the step being
+    written)."""
+    from visplay.keys import rank
+    from visplay.log.status import LOCK_NAME, lock_holder
+
+    with RunLog(a, readonly=True) as log_a, RunLog(b, readonly=True) as log_b, log_a.snapshot(), log_b.snapshot():
         log_a.check_arrays()
         log_b.check_arrays()
-        return diff_logs(log_a, log_b, **kwargs)
+        notes, stops = [], []
+        for side, log in (("a", log_a), ("b", log_b)):
+            holder = lock_holder(log.path.parent)
+            if holder is None:
+                continue
+            done = log.done_steps()
+            stop = max(done, key=rank) if done else None
+            stops.append(rank(stop) if stop else ())
+            notes.append(f"{side} ({log.path}) is being written by process {holder} (it holds "
+                         f"{log.path.parent / LOCK_NAME}): compared up to its last committed step {stop} "
+                         f"({len(done)} steps); later steps of either run are not compared")
+        if stops:
+            limit, outer = min(stops), kwargs.pop("scope", None)
+            kwargs["scope"] = lambda row: (row_position(row) <= limit) and (outer is None or outer(row))
+        result = diff_logs(log_a, log_b, **kwargs)
+        result.notes = notes
+        return result
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -398,7 +423,7 @@ def diff_runs(a: str | Path, b: str | Path, **kwargs: Any) -> DiffResult:
 
 def format_diff(result: DiffResult, *, tolerance: float = 0.0, limit: int = 1) -> str:
     """The agreement table, then either "equal" or the earliest ``limit`` divergences."""
-    lines = [result.summary()]
+    lines = [f"note: {note}" for note in result.notes] + [result.summary()]
     if result.equal:
         lines.append(f"\nequal: {sum(s.equal for s in result.tables.values())} rows agree"
                      + (f" (tolerance {tolerance})" if tolerance else " (bit for bit)"))

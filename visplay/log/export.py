@@ -65,6 +65,18 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
                              else json.dumps(r[c]) if isinstance(r[c], list) else r[c] for c in columns])
 
 
+def _make_out(out_dir: Path) -> None:
+    """The output folder, made if missing; a file in its place or an unwritable place is an ExportError naming it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} exists and is not a folder; give a folder (made if missing)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file among its parents, no permission, a read-only file system
+        raise ExportError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ExportError(f"--out {out_dir} is not writable")
+
+
 def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parquet",
                tables: list[str] | None = None) -> dict[str, Path]:
     """Write the chosen tables/views (default: all); returns {name: file}."""
@@ -76,7 +88,7 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
     with RunLog(db, readonly=True) as log:
         names = _select(log, tables)
         log.check_arrays()  # before anything is created
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _make_out(out_dir)
         for name in names:
             path = out_dir / f"{name}.{fmt}"
             columns = list(GENERATION_COLUMNS) if name == "generations" else log.columns(name)  # decoded shape
@@ -84,6 +96,8 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
             try:
                 (_write_parquet if fmt == "parquet" else _write_csv)(part, columns, _rows(log, name))
                 os.replace(part, path)
+            except OSError as exc:  # a full disk, a folder at the file's name...
+                raise ExportError(f"--out {out_dir}: cannot write {path.name} ({exc.strerror or exc})") from exc
             finally:
                 part.unlink(missing_ok=True)
             written[name] = path

@@ -716,6 +716,17 @@ class RunLog:
         """{image_id: source} of the logged image pool: the pool's fingerprint, checked on resume."""
         return {r["image_id"]: r["source"] for r in self.db["images"].rows_where(select="image_id, source")}
 
+    def first_digested_step(self) -> tuple[int, str, int] | None:
+        """The earliest step whose generations carry a ``digest`` (every step written by schema 5 on does); None
+        when no row has one (a log written before digests existed)."""
+        from visplay.keys import rank
+
+        if "generations" not in self.tables() or "digest" not in self.columns("generations"):
+            return None
+        steps = self.db.execute("SELECT DISTINCT iteration, phase, step FROM generations "
+                                "WHERE digest IS NOT NULL").fetchall()
+        return min((tuple(s) for s in steps), key=rank) if steps else None
+
     def done_steps(self) -> set[tuple[int, str, int]]:
         return {(r["iteration"], r["phase"], r["step"]) for r in self.db["steps"].rows}
 
@@ -773,6 +784,22 @@ class RunLog:
         if bad:
             raise RunLogError(f"{self.path}: damaged arrays in the run log: " + "; ".join(bad)
                               + ". The log was truncated or edited after the run; restore it from a copy")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[RunLog]:
+        """Every read inside sees the log as it was when the block began (one read transaction), however many
+        steps another process commits meanwhile: a live run is read as its committed prefix. In WAL mode a reader
+        never blocks the writer; the writer's WAL just cannot be checkpointed past this point until the block ends."""
+        if self.db.conn.in_transaction:  # already inside one (a nested snapshot, or a writer's transaction)
+            yield self
+            return
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot is taken at the first read
+            yield self
+        finally:
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -18,20 +18,32 @@ def resume_command(run_dir: str | Path) -> str:
     return f"visplay resume {shlex.quote(str(run_dir))}"
 
 
+def lock_holder(run_dir: str | Path) -> str | None:
+    """The pid (as the lock file holds it, ``?`` if unreadable) of the live process that holds ``run_dir``'s
+    ``run.lock``; None when no process holds it (or there is no lock file). The lock is only tested (shared,
+    non-blocking, released at once), never kept, and a planted link is not followed."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # no lock file (an older run, a copied run.db), a folder or a link: nobody holds it
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        except OSError:
+            return None
+        return None
+    finally:
+        os.close(fd)
+
+
 def shown_status(status: str | None, run_dir: str | Path) -> str:
     """``runs.status`` as a reader should see it: a ``running`` run whose ``run.lock`` no process holds was killed
     outright (SIGKILL, a lost node) and is said to be so. The lock is only tested (shared, non-blocking, released
     at once), never kept."""
     if status != "running":
         return str(status or "?")
-    try:
-        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
-    except OSError:  # no lock file (an older run, or a copied run.db): nothing to tell
-        return status
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return status  # a live process holds it
-    finally:
-        os.close(fd)
+    if not (Path(run_dir) / LOCK_NAME).is_file() or lock_holder(run_dir) is not None:
+        return status  # an older run or a copied run.db (nothing to tell), or a live process holds it
     return f"running, but no process holds it (killed?): `{resume_command(run_dir)}` continues it"

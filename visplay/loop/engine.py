@@ -33,7 +33,7 @@ from visplay.config import ROLES, RecipeError
 from visplay.context import RunContext
 from visplay.keys import rank
 from visplay.loader import require_served
-from visplay.log.runlog import KeptQuestion, RunLog
+from visplay.log.runlog import KeptQuestion, RunLog, RunLogError
 from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import lifecycle, phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
@@ -64,7 +64,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
                run_dir: str | Path | None = None, db_path: str | Path | None = None,
                extra_plugins: Iterable[Any] = (), overwrite: bool = False, resume: bool = False, quiet: bool = False,
                start: Step | None = None, stop: Step | None = None,
-               plugin_names: Collection[str] | None = None, accept_changed_images: bool = False) -> Path:
+               plugin_names: Collection[str] | None = None, accept_changed_images: bool = False,
+               skip_checks: Collection[str] = ()) -> Path:
     """Run (or resume) a recipe; return the path of its run.db.
 
     :param recipe: a loaded recipe, or a recipe name/path.
@@ -79,6 +80,7 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
     :param stop: return after committing this step (inclusive); the run is then left resumable.
     :param plugin_names: load only these entry-point plugins (replay: the set the original run logged).
     :param accept_changed_images: on resume, continue although the image pool differs from the logged one.
+    :param skip_checks: recipe keys (or sections) ``visplay_check_inputs`` leaves unchecked (replay: the sinks).
     """
     session = session or PluginSession(extra=tuple(extra_plugins), only=plugin_names)
     cfg = session.recipe(recipe)  # checked against this session's plugins (their sections and names)
@@ -86,6 +88,9 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
     db_path = Path(db_path or run_dir / "run.db")
     require_served(cfg, session.declared, f"recipe {cfg.name!r}")
     preflight(cfg)
+    # the files the plugins' settings name (model, images, metrics sinks): refused before anything is created or
+    # resumed, so a run never fails at its first step for a missing package or an unwritable folder
+    session.context(cfg, run_dir).hooks.check_inputs(frozenset(skip_checks))
     if resume:
         if not db_path.is_file():
             raise RecipeError(f"{db_path}: no run log to resume (start it with `visplay run`)")
@@ -287,8 +292,14 @@ class SelfPlay:
             far = [k for k in differing if not _close(a.get(k), b.get(k))]
             where = f"recomputing {role} step {u} of iteration {i} from the run log gave different {what}"
             if far:
-                raise RuntimeError(f"resume: {where} ({far[:3]}); the run's plugins or files changed since the "
-                                   f"step was logged")
+                column = "advantage" if what == "advantages" else "value"
+                more = f" (and {len(far) - 1} more)" if len(far) > 1 else ""
+                raise RecomputedStepMismatch(
+                    f"{self.ctx.log.path}: {where}: {what}[{far[0]}].{column} is {a.get(far[0])!r} in the run log, "
+                    f"{b.get(far[0])!r} recomputed{more}. The run log was edited after the run, or the run's "
+                    f"plugins changed since the step was logged, so resuming would silently continue from other "
+                    f"weights. Restore the run log from a copy (or undo the edit, or install the plugins the run "
+                    f"used) and resume again, or start the run over with `visplay run <recipe> --overwrite`.")
             self.ctx.log.event("recomputed_step_differs", f"{where} within {RECOMPUTE_TOLERANCE} (relative): "
                                f"{differing[:3]}", source="engine", payload={"role": role, "step": u, "what": what})
 
@@ -330,6 +341,10 @@ class SelfPlay:
         if "reward/mean" in metrics and math.isfinite(metrics["reward/mean"]):
             self._rewards.append(metrics["reward/mean"])
         self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics)
+
+
+class RecomputedStepMismatch(RunLogError):
+    """A step recomputed from the run log on resume does not reproduce its logged advantages or metrics."""
 
 
 class _Stopped(Exception):
@@ -378,7 +393,7 @@ def start_run(cfg: DictConfig, *, session: PluginSession, nproc: int | None, ove
     else ``distributed.nproc``; 0 = one per training GPU of the placement), else run the recipe and its report."""
     from visplay.scale import distributed, placement
 
-    ctx = session.context(cfg)
+    ctx = session.context(cfg, cfg.run_dir)
     ctx.hooks.check_inputs()  # before any relaunch: a missing model path is one clear error, not one per process
     nproc = placement.training_processes(ctx, requested=nproc)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:

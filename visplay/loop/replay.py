@@ -37,6 +37,7 @@ from visplay.log.diff import (
     values_equal,
 )
 from visplay.log.runlog import TABLES, RunLog, RunLogError
+from visplay.log.status import LOCK_NAME, lock_holder
 from visplay.session import PluginSession
 
 # What a replay compares: everything the engine recomputes (``runs``, ``plugins`` and ``events`` describe the
@@ -90,6 +91,9 @@ class ReplayReport:
     sampled_fresh: dict[str, int] = field(default_factory=dict)
     hook_order: dict[str, list[str]] = field(default_factory=dict)
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unchecked: dict[str, int] = field(default_factory=dict)  # served rows logged before digests existed
+    live: str | None = None  # pid of the process that held the run's lock (the run was being written)
+    live_prefix: tuple[Position | None, int] | None = None  # a live run's last committed step and step count
 
     @property
     def ok(self) -> bool:
@@ -111,8 +115,10 @@ def sha256_file(path: Path) -> str:
 # --- slices ---------------------------------------------------------------------------------------------------
 
 
-def plan_slice(log: RunLog, iteration: int | None, role: str | None, step: int | None) -> Slice:
-    """The logged steps named by ``--iteration/--role/--step`` (all of them when none is given)."""
+def plan_slice(log: RunLog, iteration: int | None, role: str | None, step: int | None,
+               live: str | None = None) -> Slice:
+    """The logged steps named by ``--iteration/--role/--step`` (all of them when none is given); ``live``: the pid
+    of a process still writing the run (named when the slice is not committed yet)."""
     if iteration is None:
         if role is not None or step is not None:
             raise ReplayUsageError("--role and --step need --iteration")
@@ -129,7 +135,8 @@ def plan_slice(log: RunLog, iteration: int | None, role: str | None, step: int |
         logged = sorted({s[0] for s in done})
         raise ReplayUsageError(f"{log.path}: no committed step matches --iteration {iteration}"
                                + (f" --role {role}" if role else "") + (f" --step {step}" if step is not None else "")
-                               + f" (logged iterations: {logged or 'none'})")
+                               + f" (logged iterations: {logged or 'none'}"
+                               + (f"; process {live} is still writing the run" if live else "") + ")")
     return Slice(start=chosen[0], stop=chosen[-1])
 
 
@@ -215,7 +222,12 @@ def _copy_checkpoints(rows: list[dict[str, Any]], src_dir: Path, dst_dir: Path) 
             target = dst_dir / row["path"]
             if target.exists():
                 shutil.rmtree(target)
-            shutil.copytree(src_dir / row["path"], target)
+            try:
+                shutil.copytree(src_dir / row["path"], target)
+            except (FileNotFoundError, shutil.Error) as exc:  # a live run pruned it while it was copied
+                raise ReplayUsageError(f"checkpoint {src_dir / row['path']} disappeared while the replay copied it "
+                                       f"(the run is still being written and pruned it): replay the slice "
+                                       f"again, or once the run has ended") from exc
 
 
 def default_out(db: Path) -> Path:
@@ -289,12 +301,18 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
     mode = "resample" if resample else "what-if" if what_if else "replay"
     original_hash = sha256_file(db) if db.is_file() else None
     started = time.perf_counter()
-    with RunLog(db, readonly=True) as original:
+    live = lock_holder(db.parent)  # a process still writing the run: replay what it had committed when we began
+    # one read transaction for the whole replay: steps the live run commits meanwhile are not seen
+    with RunLog(db, readonly=True) as original, original.snapshot():
         original.check_arrays()  # a damaged token-id or log-prob array would otherwise be served as logged
-        plan = resolve_start(original, db.parent, plan_slice(original, iteration, role, step))
-        if plan.stop is None and (original.run() or {}).get("status") != "finished" and original.done_steps():
-            # an interrupted run: replay what it committed, no further
+        plan = resolve_start(original, db.parent, plan_slice(original, iteration, role, step, live=live))
+        if plan.stop is None and (original.run() or {}).get("status") != "finished":
+            if not original.done_steps():
+                raise ReplayUsageError(f"{db}: no step of this run is committed yet, nothing to replay"
+                                       + (f" ({_live_words(db, live)})" if live else ""))
+            # an interrupted or live run: replay what it committed, no further
             plan = Slice(stop=max(original.done_steps(), key=_rank))
+        prefix = (plan.stop, len(original.done_steps())) if live else None
         run_dir = _prepare_out(db, out)
         logged = logged_plugins(original)
         plugin = ReplayPlugin(original, missing="sample" if what_if else "error", serve=not resample)
@@ -304,20 +322,26 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
         if plan.start is not None:
             with RunLog(out, create=True) as new:
                 copy_prefix(original, new, plan.start, db.parent, run_dir, recipe)
+        # the replay's own metrics sinks are a side output: one that cannot open is a warning there, not a refusal
         run_recipe(recipe, session=session, run_dir=run_dir, db_path=out, resume=plan.start is not None,
-                   quiet=quiet, stop=plan.stop)
+                   quiet=quiet, stop=plan.stop, skip_checks={"plugins.metrics"})
         with RunLog(out, readonly=True) as new:
             tables = REPLAY_TABLES if plan.start is None else tuple(t for t in REPLAY_TABLES if t != "images")
             tables += tuple(t for t in table_order(original, new) if t not in TABLES)  # plugin-owned tables
             result = diff_logs(original, new, tables=tables, tolerance=tolerance, limit=limit,
                                scope=lambda row: plan.contains(_position_of(row)))
             changes = what_if_changes(original, new, plan, tolerance) if what_if else {}
-    if original_hash is not None and sha256_file(db) != original_hash:  # a guarantee, so it is checked
+    live = live or lock_holder(db.parent)  # a run resumed while we replayed writes the file too
+    if original_hash is not None and live is None and sha256_file(db) != original_hash:  # a guarantee: checked
         raise RuntimeError(f"{db} changed during replay; this is a bug in visplay")
     return ReplayReport(original=db, replayed=out, mode=mode, diff=result, slice=plan,
                         seconds=time.perf_counter() - started, served=dict(plugin.served),
-                        sampled_fresh=dict(plugin.sampled_fresh), changes=changes,
-                        hook_order=hook_table(session.pm))
+                        sampled_fresh=dict(plugin.sampled_fresh), changes=changes, unchecked=dict(plugin.unchecked),
+                        hook_order=hook_table(session.pm), live=live, live_prefix=prefix)
+
+
+def _live_words(db: Path, holder: str) -> str:
+    return f"process {holder} holds {db.parent / LOCK_NAME} and is still writing it"
 
 
 # --- what-if ------------------------------------------------------------------------------------------------
@@ -392,8 +416,13 @@ def _first(hook_order: dict[str, list[str]], hook: str) -> str | None:
 
 
 def format_report(report: ReplayReport, *, limit: int = 10) -> str:
-    lines = [f"{report.mode} of {report.original} -> {report.replayed} in {report.seconds:.1f} s "
-             f"(original unchanged: sha256 checked before and after)"]
+    guarantee = ("original unchanged: sha256 checked before and after" if report.live is None
+                 else "original opened read-only; its sha256 is not checked, its own writer changes it")
+    lines = [f"{report.mode} of {report.original} -> {report.replayed} in {report.seconds:.1f} s ({guarantee})"]
+    if report.live is not None and report.live_prefix is not None:
+        stop, steps = report.live_prefix
+        lines.append(f"live run: {_live_words(report.original, report.live)}; replayed its committed prefix "
+                     f"({steps} steps, up to {stop}) as it was when the replay began; later steps are not compared")
     if report.slice.start is not None:
         lines.append(f"slice: {report.slice.start} .. {report.slice.stop}"
                      + (" (started at the phase's first step: the earlier step state is not on disk)"
@@ -401,6 +430,9 @@ def format_report(report: ReplayReport, *, limit: int = 10) -> str:
     if report.served:
         lines.append("served from the log: " + ", ".join(f"{n} {role} generations"
                                                          for role, n in sorted(report.served.items())))
+    if report.unchecked:
+        lines.append("served without a digest check (logged before generations carried digests): " + ", ".join(
+            f"{n} {role} generations" for role, n in sorted(report.unchecked.items())))
     if report.sampled_fresh:
         lines.append("sampled fresh (not in the log): " + ", ".join(
             f"{n} {role} requests" for role, n in sorted(report.sampled_fresh.items())))

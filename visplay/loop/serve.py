@@ -49,6 +49,8 @@ class ReplayPlugin:
         self.served: Counter[str] = Counter()  # generations answered from the log, per role
         self.sampled_fresh: Counter[str] = Counter()  # requests the log could not answer (what-if only)
         self.passed_through: Counter[str] = Counter()  # requests outside LOGGED_PHASES, per phase
+        self.unchecked: Counter[str] = Counter()  # served rows logged before digests existed, per role
+        self._digests_from: tuple | None | bool = False  # the first step with digests (False: not looked up yet)
         self._steps: dict[tuple[int, str, int], dict[tuple[str, int, int], dict[str, Any]]] = {}
 
     # --- hooks ------------------------------------------------------------------------------------------------
@@ -97,10 +99,29 @@ class ReplayPlugin:
     def _checked(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row, if its text and token ids still hash to the digest logged with them (older logs have none):
         an edited text would otherwise be served, re-parsed and re-logged as if the model had written it."""
-        if row.get("digest") and row["digest"] != generation_digest(row["text"] or "", _as_list(row["token_ids"])):
+        if row.get("digest") is None:
+            return self._undigested(row)
+        if row["digest"] != generation_digest(row["text"] or "", _as_list(row["token_ids"])):
             raise ReplayError(f"{self.log.path}: generations row {row['key']!r}: its text (or token_ids) no longer "
                               f"matches the digest logged with it; the run log was edited after the run. Replay "
                               f"the untouched log, or use --resample to sample afresh instead")
+        return row
+
+    def _undigested(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A row without a digest is served unchecked only where the log predates digests: every step from the
+        first one with digests on was written by a version that stores one per row (a run resumed by a newer
+        visplay starts having them; an older one cannot open the log), so a NULL there was cleared by hand."""
+        from visplay.keys import rank
+
+        if self._digests_from is False:
+            self._digests_from = self.log.first_digested_step()
+        start = self._digests_from
+        if start is not None and rank((row["iteration"], row["phase"], row["step"])) >= rank(start):
+            raise ReplayError(f"{self.log.path}: generations row {row['key']!r}: its digest is NULL, but every "
+                              f"generation from step {start} on was logged with one; the run log was edited after "
+                              f"the run (the digest cleared). Replay the untouched log, or use --resample to sample "
+                              f"afresh instead")
+        self.unchecked[row["role"]] += 1
         return row
 
     def _problem(self, ctx: RunContext, role: str, image: ImageRecord, seed: int, n: int,

@@ -107,7 +107,8 @@ def plan_for_box(session: Any, recipe: Any, overrides: list[str], visible: int |
     the plugins' choices for it (``visplay_plan_choices``, keys the user set excepted) are tried in turn and the
     first that fits is planned, named on the plan's first line. Raises the recipe's own RecipeError if none fits."""
     given = dry_run_overrides(list(overrides))
-    ctx = session.context(session.load_recipe(recipe, given))
+    cfg = session.load_recipe(recipe, given)
+    ctx = session.context(cfg, cfg.run_dir)
     try:
         return dry_run(ctx, visible, gpu_memory_gib, nproc)
     except RecipeError as exc:
