@@ -10,7 +10,9 @@ Arms, each one run of the default tiny recipe per seed, all scored on the same h
 - ``paper`` / ``released``: self-play with ``variant=paper`` / ``variant=released``;
 - ``gold``: the reasoner trained on game-engine answers (``plugins.games.gold_reward=true``): the ceiling;
 - ``frozen``: self-play with the questioner frozen at its cold start (its updates are skipped), to see whether
-  the questioner's training is worth it.
+  the questioner's training is worth it;
+- ``wellformed``, ``wellformed_q``, ``margin``, ``kindcap``: self-play with one collapse guard on (docs/collapse.md;
+  run by reproduce/collapse_study.py over ten seeds).
 
 Each run writes ``<out>/<arm>-s<seed>/result.json`` (eval metrics per iteration, CPU seconds, peak RSS); the
 whole study writes ``<out>/study.json`` (every value) and prints the findings table made from it; ``--docs``
@@ -216,7 +218,9 @@ def rewrite_docs(path: Path, table: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", default=",".join(ALL_ARMS), help=f"comma-separated, of {', '.join(ALL_ARMS)}")
+    parser.add_argument("--arms", default=",".join(GAMES_ARMS),
+                        help=f"comma-separated, of {', '.join(ALL_ARMS)} (default: {', '.join(GAMES_ARMS)}; the guard "
+                             "arms are reproduce/collapse_study.py's)")
     parser.add_argument("--out", default="runs/games_study")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each uses one torch thread)")
     parser.add_argument("--docs", help="rewrite the findings table in this markdown file (docs/games.md)")
