@@ -4,7 +4,9 @@ Each committed step's metrics are sent as ``<phase>/<name>`` scalars at the step
 read back from the run log, so a resumed run continues its curves). With ``plugins.metrics.system`` (default on)
 every step also sends ``<phase>/system/step_seconds``, ``<phase>/system/tokens_per_s`` (tokens the step sampled,
 over the time since the previous step committed) and ``<phase>/system/peak_memory_mb`` (CUDA peak allocation on a
-GPU, else the process's peak resident memory). Only rank 0 of a multi-process run writes.
+GPU, else the process's peak resident memory). With ``plugins.metrics.timing`` (default on) it also sends the step's
+wall-clock parts as ``<phase>/timing_s/*`` (EasyR1's names; measured by the engine, never in the run log). Only rank
+0 of a multi-process run writes.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def visplay_run_start(ctx: Any, questioner: Any, reasoner: Any) -> None:
 
 
 @hookimpl
-def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
+def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics: dict[str, float],
+                        timing: dict[str, float]) -> None:
     if ctx.log is None or not _is_rank0():
         return
     opts = options(ctx)
@@ -132,6 +135,8 @@ def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics
                if math.isfinite(float(value))}  # NaN/inf are reported on the terminal, not plotted
     if opts.system:
         scalars.update({f"{phase}/{k}": v for k, v in system_scalars(ctx.log, iteration, phase, step, clock).items()})
+    if opts.timing:
+        scalars.update({f"{phase}/{k}": float(v) for k, v in sorted(timing.items())})
     for sink in list(_OPEN[key]):
         try:
             sink.log(scalars, clock["global_step"], clock["committed_at"])

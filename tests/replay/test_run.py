@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from support.metrics import accumulator
 from support.replay import EveryTextIsAQuestion, make_run, sha256_file, tamper
 
 from visplay.hookspecs import hookimpl
@@ -52,6 +53,13 @@ def test_clean_replay_checks_every_value(run_db):
     assert report.served["questioner"] > 0 and report.served["reasoner"] > 0
     assert sha256_file(run_db) == before
     assert "OK:" in format_report(report)
+    # both runs sent their wall-clock timing_s/* to TensorBoard (values differ), and neither run log holds it:
+    # the replay compares every metrics row and still passes
+    for db in (run_db, report.replayed):
+        tags = accumulator(db.parent / "tensorboard").Tags()["scalars"]
+        assert {"questioner/timing_s/gen", "reasoner/timing_s/update", "eval/timing_s/step"} <= set(tags), db
+        with RunLog(db, readonly=True) as log:
+            assert not log.rows("metrics", "name like 'timing_s/%'"), db
 
 
 def test_tampered_reward_confidence_and_loss_are_named_exactly(run_db, tmp_path):

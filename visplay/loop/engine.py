@@ -135,6 +135,7 @@ class SelfPlay:
         self.start, self.stop = start, stop
         self.keep_states = os.environ.get("VISPLAY_KEEP_STATES", "") not in ("", "0")
         self._rewards: list[float] = []  # this phase's step rewards, for the bar's running mean
+        self._step_started = time.perf_counter()  # when the step in progress began (its ``timing_s/step``)
 
     def run(self) -> bool:
         """PAPER.md's loop. Returns False when it stopped at ``stop`` before the end."""
@@ -218,6 +219,7 @@ class SelfPlay:
         self._rewards: list[float] = []
         for s in todo:
             self.ctx.at(iteration, phase, s)
+            self._step_started = time.perf_counter()
             yield s
             # the running mean of this phase's step rewards (steps run in this process)
             self.progress.advance({"reward": fmean(self._rewards)} if self._rewards else None)
@@ -231,14 +233,17 @@ class SelfPlay:
         snapshot = last or (s + 1) % self.cfg.checkpoint.every == 0
         name = version_name(role, i) if last else state_name(role, i, s)
         self.roles.trained(role, i, s, name)
-        saved = self.roles.save(role, name, with_optimizer=True) if snapshot else None
+        saved = None
+        if snapshot:
+            with result.timed("save_checkpoint"):
+                saved = self.roles.save(role, name, with_optimizer=True)
         with self.ctx.log.step(i, role, s):
             self._write(result)
             if saved is not None:
                 self.roles.commit(saved[0], name, role, i, s, self._with_hash(role, saved[1]))
         if saved is not None and not self.keep_states:
             self.roles.prune_states(role, None if last else self.cfg.checkpoint.keep)
-        self._committed(i, role, s, result.metrics)
+        self._committed(i, role, s, result.metrics, result.timing)
 
     def catch_up(self, role: str, i: int, s: int, kept: list[KeptQuestion] | None = None) -> None:
         """Before step ``s``: when the state after step s-1 is neither live nor on disk (a resume between
@@ -295,7 +300,7 @@ class SelfPlay:
     def commit(self, i: int, phase: str, s: int, result: phases.StepResult) -> None:
         with self.ctx.log.step(i, phase, s):
             self._write(result)
-        self._committed(i, phase, s, result.metrics)
+        self._committed(i, phase, s, result.metrics, result.timing)
 
     def is_done(self, step: Step) -> bool:
         if step in self.done:
@@ -324,12 +329,16 @@ class SelfPlay:
     def _with_hash(self, role: str, files: dict[str, str]) -> dict[str, str]:
         return {**files, "weights_sha256": self.roles.held[role].policy.weights_sha256()}
 
-    def _committed(self, i: int, phase: str, s: int, metrics: dict[str, float]) -> None:
+    def _committed(self, i: int, phase: str, s: int, metrics: dict[str, float],
+                   timing: dict[str, float] | None = None) -> None:
+        """After a step's commit: the bar, the metric checks and the sinks (``visplay_log_metrics``), which also get
+        the step's wall-clock ``timing_s/*`` (its parts, and ``timing_s/step`` from its start to its commit)."""
+        timing = {**(timing or {}), "timing_s/step": time.perf_counter() - self._step_started}
         self.done.add((i, phase, s))
         self.progress.check_metrics(i, phase, s, metrics)  # NaN/inf, a high share of invalid questions
         if "reward/mean" in metrics and math.isfinite(metrics["reward/mean"]):
             self._rewards.append(metrics["reward/mean"])
-        self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics)
+        self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics, timing)
 
 
 class _Stopped(Exception):

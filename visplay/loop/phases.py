@@ -13,8 +13,10 @@ frozen reasoner (``sample_answers``, ``extract_answers``, ``answer_key``) -> sil
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,19 @@ if TYPE_CHECKING:  # pragma: no cover
 class StepResult:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metrics: dict[str, float] = field(default_factory=dict)
+    # wall-clock seconds of the step's parts (``timing_s/<part>``, EasyR1's names): they go to the metrics sinks,
+    # never to the run log, whose rows must be identical across reruns (docs/metrics.md)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Add the wall-clock seconds of the block to ``timing["timing_s/<part>"]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"timing_s/{part}"
+            self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - started
 
     def add(self, more: dict[str, list[dict[str, Any]]]) -> None:
         for table, new in more.items():
@@ -193,10 +208,14 @@ def questioner_step(ctx: RunContext, roles: Roles, pool: Sequence[ImageRecord],
     _, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
     reasoner = roles.frozen_sampler("reasoner", version_name("reasoner", ctx.iteration - 1))
     images = sample_images(ctx, pool, cfg.images_per_step)
-    items = ask(ctx, roles.sampler("questioner"), images, cfg.group_size, out)
-    vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
-    totals = score(ctx, "questioner", items, out)
-    update(ctx, optimizer, "questioner", items, totals, out)
+    with out.timed("gen"):
+        items = ask(ctx, roles.sampler("questioner"), images, cfg.group_size, out)
+    with out.timed("vote"):
+        vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
+    with out.timed("reward"):
+        totals = score(ctx, "questioner", items, out)
+    with out.timed("update"):
+        update(ctx, optimizer, "questioner", items, totals, out)
     question_metrics(items, out)
     return out
 
@@ -213,11 +232,14 @@ def reasoner_set_step(ctx: RunContext, roles: Roles, images: list[ImageRecord],
         return gold_set_step(ctx, *gold, out)
     questioner = roles.frozen_sampler("questioner", version_name("questioner", ctx.iteration))
     reasoner = roles.frozen_sampler("reasoner", version_name("reasoner", ctx.iteration - 1))
-    items = ask(ctx, questioner, images, cfg.questions_per_image, out)
-    vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
+    with out.timed("gen"):
+        items = ask(ctx, questioner, images, cfg.questions_per_image, out)
+    with out.timed("vote"):
+        vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
     voted = [item for item in items if item.vote is not None]
     decisions = {item.key: (False, "invalid_question", "engine") for item in items if item.vote is None}
-    decisions.update(filter_questions(ctx, voted))
+    with out.timed("filter"):
+        decisions.update(filter_questions(ctx, voted))
     at = _here(ctx)
     for item in items:
         out.rows["filters"].append(rows.filter_row(at, item.key, *decisions[item.key]))
@@ -276,7 +298,9 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
     groups = [at.group(k) for k in range(len(batch))]
     questions = [AskedQuestion(images_by_id[q.image_id], q.question, q.qtype) for q in batch]
     seeds = [ctx.seed_for("rollout", group) for group in groups]
-    gens = ctx.hooks.sample_answers(roles.sampler("reasoner"), questions, cfg.group_size, seeds, purpose="rollout")
+    with out.timed("gen"):
+        gens = ctx.hooks.sample_answers(roles.sampler("reasoner"), questions, cfg.group_size, seeds,
+                                        purpose="rollout")
     items: list[AnswerItem] = []
     for q, group, seed, samples in zip(batch, groups, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
@@ -288,8 +312,10 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
             out.rows["generations"].append(rows.generation_row(at, item.key, "reasoner", "rollout", q.image_id,
                                                                q.key, gen, seed))
             out.rows["answers"].append(rows.answer_row(at, item.key, q.key, group, answer, key, q.silver_key))
-    totals = score(ctx, "reasoner", items, out)
-    update(ctx, optimizer, "reasoner", items, totals, out)
+    with out.timed("reward"):
+        totals = score(ctx, "reasoner", items, out)
+    with out.timed("update"):
+        update(ctx, optimizer, "reasoner", items, totals, out)
     out.metrics["answers/silver_match_frac"] = _mean([float(i.answer_key is not None and i.answer_key == i.silver_key)
                                                      for i in items])
     return out
