@@ -62,6 +62,19 @@ def test_clean_replay_checks_every_value(run_db):
             assert not log.rows("metrics", "name like 'timing_s/%'"), db
 
 
+def test_training_steps_log_their_prompt_lengths_in_tokens(run_db):
+    """The tiny model's policy counts its prompts (chat template and image tokens): prompt_length/* per step."""
+    with RunLog(run_db, readonly=True) as log:
+        for role in ("questioner", "reasoner"):
+            steps = [(i, s) for i, phase, s in log.done_steps() if phase == role]
+            for i, s in steps:
+                metrics = {r["name"]: r["value"] for r in log.step_rows("metrics", i, role, s)}
+                low, mean, high = (metrics[f"prompt_length/{k}"] for k in ("min", "mean", "max"))
+                assert 10 < low <= mean <= high and low == int(low) and high == int(high), (role, i, s)
+                assert high < 2000, (role, i, s)
+            assert len(steps) == 2
+
+
 def test_tampered_reward_confidence_and_loss_are_named_exactly(run_db, tmp_path):
     copy = tamper(run_db, tmp_path / "t1.db",
                   "update rewards set value = value + 0.25 where key = 'i1/questioner/s1/p0/g1' and component = 'total'")

@@ -28,7 +28,17 @@ from visplay.log import rows
 from visplay.loop.checkpoints import version_name
 from visplay.loop.votes import majority_vote
 from visplay.plugins import PluginError
-from visplay.types import AnswerItem, AskedQuestion, ImageRecord, Optimizer, QuestionItem, Rollout, Sampler
+from visplay.types import (
+    AnswerItem,
+    AskedQuestion,
+    ImageRecord,
+    Optimizer,
+    Policy,
+    Prompt,
+    QuestionItem,
+    Rollout,
+    Sampler,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from visplay.context import RunContext
@@ -147,8 +157,8 @@ def score(ctx: RunContext, role: str, items: Sequence[QuestionItem] | Sequence[A
     return totals
 
 
-def update(ctx: RunContext, optimizer: Optimizer, role: str, items: Sequence[QuestionItem] | Sequence[AnswerItem],
-           totals: list[float], out: StepResult) -> None:
+def update(ctx: RunContext, policy: Policy, optimizer: Optimizer, role: str,
+           items: Sequence[QuestionItem] | Sequence[AnswerItem], totals: list[float], out: StepResult) -> None:
     """One policy update on the step's rollouts; logs each rollout's advantage and the optimizer's metrics."""
     at = _here(ctx)
     rollouts = [Rollout(key=item.key, group=item.group, prompt=item.generation.prompt,
@@ -163,23 +173,45 @@ def update(ctx: RunContext, optimizer: Optimizer, role: str, items: Sequence[Que
                                                          float(result.advantages[rollout.key])))
     out.metrics.update(finite_metrics(f"optimizer {name!r}", result.metrics))
     advantages = [float(result.advantages[r.key]) for r in rollouts]
-    health = health_metrics(rollouts, advantages, int(ctx.recipe[role].sampling.max_new_tokens))
+    health = health_metrics(rollouts, advantages, int(ctx.recipe[role].sampling.max_new_tokens),
+                            prompt_lengths(policy, rollouts))
     out.metrics.update({k: v for k, v in health.items() if k not in out.metrics})  # the optimizer's own come first
 
 
-def health_metrics(rollouts: Sequence[Rollout], advantages: Sequence[float], max_new_tokens: int) -> dict[str, float]:
+def health_metrics(rollouts: Sequence[Rollout], advantages: Sequence[float], max_new_tokens: int,
+                   prompt_tokens: Sequence[int] | None = None) -> dict[str, float]:
     """What tells a GRPO step is sick, under EasyR1's and TRL's names (docs/metrics.md):
     ``response_length/clip_ratio`` (share of responses as long as ``max_new_tokens``: truncated, EasyR1's
     definition), ``response_length/min``, ``frac_reward_zero_std`` (share of groups whose rewards are all equal:
-    their advantages are 0, they teach nothing; TRL's name) and ``advantage/min``, ``advantage/max``."""
+    their advantages are 0, they teach nothing; TRL's name), ``advantage/min``, ``advantage/max`` and, given each
+    rollout's prompt length in tokens, ``prompt_length/{mean,max,min}`` (EasyR1's ``compute_length_metrics``)."""
     lengths = [len(r.token_ids) for r in rollouts]
     groups: dict[str, list[float]] = defaultdict(list)
     for r in rollouts:
         groups[r.group].append(r.reward)
-    return {"response_length/clip_ratio": _mean([float(n >= max_new_tokens) for n in lengths]),
-            "response_length/min": float(min(lengths)) if lengths else 0.0,
-            "frac_reward_zero_std": _mean([float(max(g) - min(g) == 0) for g in groups.values()]),
-            "advantage/min": min(advantages, default=0.0), "advantage/max": max(advantages, default=0.0)}
+    out = {"response_length/clip_ratio": _mean([float(n >= max_new_tokens) for n in lengths]),
+           "response_length/min": float(min(lengths)) if lengths else 0.0,
+           "frac_reward_zero_std": _mean([float(max(g) - min(g) == 0) for g in groups.values()]),
+           "advantage/min": min(advantages, default=0.0), "advantage/max": max(advantages, default=0.0)}
+    if prompt_tokens:
+        out.update({"prompt_length/mean": _mean([float(n) for n in prompt_tokens]),
+                    "prompt_length/max": float(max(prompt_tokens)), "prompt_length/min": float(min(prompt_tokens))})
+    return out
+
+
+def prompt_lengths(policy: Policy, rollouts: Sequence[Rollout]) -> list[int] | None:
+    """Each rollout's prompt in tokens (chat template and image tokens included), from a policy that counts them
+    (``sequence_lengths``, as the HF backend's does); None from one that does not. Each distinct prompt is encoded
+    once (a questioner group shares its image and instruction)."""
+    count = getattr(policy, "sequence_lengths", None)
+    if count is None or not rollouts:
+        return None
+    def key(prompt: Prompt) -> tuple[str | None, str, str | None]:  # a Prompt's image (its meta dict) is unhashable
+        return prompt.system, prompt.user, prompt.image.image_id if prompt.image is not None else None
+
+    distinct = {key(r.prompt): r.prompt for r in rollouts}
+    tokens = dict(zip(distinct, count(list(distinct.values()), [[] for _ in distinct])))
+    return [int(tokens[key(r.prompt)]) for r in rollouts]
 
 
 def finite_metrics(source: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -205,7 +237,7 @@ def questioner_step(ctx: RunContext, roles: Roles, pool: Sequence[ImageRecord],
                     images_by_id: dict[str, ImageRecord]) -> StepResult:
     """Train questioner_i one step against the frozen reasoner_{i-1} (PAPER.md, loop step 1)."""
     cfg, out = ctx.recipe.questioner, StepResult()
-    _, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
+    policy, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
     reasoner = roles.frozen_sampler("reasoner", version_name("reasoner", ctx.iteration - 1))
     images = sample_images(ctx, pool, cfg.images_per_step)
     with out.timed("gen"):
@@ -215,7 +247,7 @@ def questioner_step(ctx: RunContext, roles: Roles, pool: Sequence[ImageRecord],
     with out.timed("reward"):
         totals = score(ctx, "questioner", items, out)
     with out.timed("update"):
-        update(ctx, optimizer, "questioner", items, totals, out)
+        update(ctx, policy, optimizer, "questioner", items, totals, out)
     question_metrics(items, out)
     return out
 
@@ -288,7 +320,7 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
                   images_by_id: dict[str, ImageRecord]) -> StepResult:
     """Train reasoner_i one step on kept questions; reward = agreement with the silver label (loop step 3)."""
     cfg, out = ctx.recipe.reasoner, StepResult()
-    _, optimizer = roles.trainer("reasoner", ctx.iteration, ctx.step)
+    policy, optimizer = roles.trainer("reasoner", ctx.iteration, ctx.step)
     at = _here(ctx)
     if not batch:  # nothing survived the filters: the reasoner stays as it is this step, and the log says why
         out.rows["events"].append(rows.event_row(at, "empty_reasoner_set", "no question was kept for the "
@@ -315,7 +347,7 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
     with out.timed("reward"):
         totals = score(ctx, "reasoner", items, out)
     with out.timed("update"):
-        update(ctx, optimizer, "reasoner", items, totals, out)
+        update(ctx, policy, optimizer, "reasoner", items, totals, out)
     out.metrics["answers/silver_match_frac"] = _mean([float(i.answer_key is not None and i.answer_key == i.silver_key)
                                                      for i in items])
     return out
