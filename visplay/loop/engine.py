@@ -37,7 +37,7 @@ from visplay.log.runlog import KeptQuestion, RunLog
 from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import lifecycle, phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
-from visplay.loop.progress import Progress, start_line, summary_line
+from visplay.loop.progress import PHASE_TITLES, Progress, start_line, summary_line
 from visplay.loop.runsetup import (
     RunExistsError,
     is_rank0,
@@ -216,6 +216,8 @@ class SelfPlay:
         once the ``stop`` step is committed."""
         todo = [s for s in range(total) if not self.is_done((iteration, phase, s))]
         self.progress.phase(iteration, phase, total, total - len(todo))
+        log.info("iteration %d %s: %d step(s), %d already committed", iteration, PHASE_TITLES.get(phase, phase),
+                 total, total - len(todo))  # -v: a line per phase and per step
         self._rewards: list[float] = []
         for s in todo:
             self.ctx.at(iteration, phase, s)
@@ -334,6 +336,9 @@ class SelfPlay:
         """After a step's commit: the bar, the metric checks and the sinks (``visplay_log_metrics``), which also get
         the step's wall-clock ``timing_s/*`` (its parts, and ``timing_s/step`` from its start to its commit)."""
         timing = {**(timing or {}), "timing_s/step": time.perf_counter() - self._step_started}
+        log.info("iteration %d %s step %d committed in %.1f s%s", i, PHASE_TITLES.get(phase, phase), s,
+                 timing["timing_s/step"], f", reward/mean {metrics['reward/mean']:.3f}" if "reward/mean" in metrics
+                 else "")
         self.done.add((i, phase, s))
         self.progress.check_metrics(i, phase, s, metrics)  # NaN/inf, a high share of invalid questions
         if "reward/mean" in metrics and math.isfinite(metrics["reward/mean"]):
