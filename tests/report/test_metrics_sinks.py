@@ -77,6 +77,20 @@ def test_system_scalars_are_sent_but_never_logged(finished_run):
     assert first.value == pytest.approx(n / clock["seconds"], rel=1e-4)
 
 
+def test_tokens_total_is_the_running_sum_of_every_steps_sampled_tokens(finished_run):
+    acc = accumulator(finished_run.parent / "tensorboard")
+    with RunLog(finished_run, readonly=True) as log:
+        steps = sorted(log.rows("steps"), key=lambda r: log.step_clock(r["iteration"], r["phase"],
+                                                                          r["step"])["global_step"])  # commit order
+        per_step = [log.step_tokens(r["iteration"], r["phase"], r["step"]) for r in steps]
+        expected = {g: float(sum(per_step[:g + 1])) for g in range(len(steps))}
+        last = steps[-1]
+        assert log.tokens_through(last["iteration"], last["phase"], last["step"]) == sum(per_step)
+    sent = {e.step: e.value for phase in ("cold_start", "questioner", "reasoner_set", "reasoner", "eval")
+            for e in acc.Scalars(f"{phase}/system/tokens_total")}
+    assert sent == expected and max(sent.values()) > 0
+
+
 # the parts the engine times in each phase (docs/metrics.md); save_checkpoint only at a snapshot step
 TIMED_PARTS = {"questioner": {"gen", "vote", "reward", "update", "step"},
                "reasoner_set": {"gen", "vote", "filter", "step"},
