@@ -67,3 +67,15 @@ def test_v_logs_a_line_per_part_and_no_hook_calls(run_db, tmp_path, caplog):
     infos = [r.getMessage() for r in caplog.records if r.name == "visplay.progress"]
     assert infos[0] == f"report: {REPORT_PARTS[0]} (1/{len(REPORT_PARTS)})" and len(infos) == len(REPORT_PARTS)
     assert not [r for r in caplog.records if r.name == "visplay.hooks"]  # hook calls are -vv's
+
+
+def test_the_report_at_a_runs_end_counts_its_parts_too(run_db, capsys):
+    from visplay.loop.engine import _write_report
+    from visplay.session import PluginSession
+
+    assert _write_report(run_db.parent, PluginSession(), quiet=False).endswith("index.html")
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" part ")[0].rsplit(" ", 1)[1] for line in err if line.startswith("report: ")] == [
+        f"{k}/{len(REPORT_PARTS)}" for k in range(1, len(REPORT_PARTS) + 1)]
+    _write_report(run_db.parent, PluginSession(), quiet=True)
+    assert capsys.readouterr().err == ""

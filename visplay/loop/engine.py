@@ -401,7 +401,7 @@ def start_run(cfg: DictConfig, *, session: PluginSession, nproc: int | None, ove
     started = time.time()
     db_path = run_recipe(cfg, session=session, run_dir=run_dir, overwrite=overwrite, quiet=quiet)
     if is_rank0():
-        _finish(cfg, run_dir, db_path, time.time() - started, session)
+        _finish(cfg, run_dir, db_path, time.time() - started, session, quiet)
     return 0
 
 
@@ -426,7 +426,7 @@ def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = 
     db_path = run_recipe(cfg, session=session, run_dir=run_dir, resume=True, quiet=quiet,
                          accept_changed_images=accept_changed_images)
     if is_rank0():
-        _finish(cfg, run_dir, db_path, time.time() - started, session)
+        _finish(cfg, run_dir, db_path, time.time() - started, session, quiet)
     return 0
 
 
@@ -457,9 +457,10 @@ def _logged_recipe(session: PluginSession, on_disk: DictConfig, logged_yaml: str
     return logged
 
 
-def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, session: PluginSession) -> None:
+def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, session: PluginSession,
+            quiet: bool = False) -> None:
     """Write the report and say where everything went."""
-    report_note = _write_report(run_dir, session)
+    report_note = _write_report(run_dir, session, quiet)
     print(f"\nrun {cfg.name!r} finished in {seconds / 60:.1f} min ({math.ceil(seconds)} s)")
     print(f"  run log:     {db_path}")
     print(f"  checkpoints: {run_dir / 'checkpoints'}")
@@ -468,12 +469,16 @@ def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, sessi
     print(f"  next:        visplay replay {db_path}   |   sqlite3 {db_path} 'select * from metrics'")
 
 
-def _write_report(run_dir: Path, session: PluginSession) -> str:
-    from visplay.report.build import write_report
+def _write_report(run_dir: Path, session: PluginSession, quiet: bool = False) -> str:
+    from visplay.loop.progress import Parts
+    from visplay.report.build import REPORT_PARTS, write_report
 
+    parts = Parts("report", len(REPORT_PARTS), quiet=quiet)  # the bar of `visplay report`, at the run's end
     try:
-        out = write_report(run_dir, session=session)
+        out = write_report(run_dir, session=session, parts=parts)
     except Exception as exc:  # the run is done and logged; a report failure must not hide that
         log.warning("report failed: %s", exc)
         return f"failed ({type(exc).__name__}: {exc}); retry with `visplay report {run_dir}`"
+    finally:
+        parts.close()
     return str(out or run_dir / "report")
