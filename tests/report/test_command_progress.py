@@ -1,5 +1,5 @@
 """``visplay report`` and ``visplay export`` say how far they are (issue 27): a bar of parts done / total on stderr
-(a plain line per part when stderr is not a terminal), none under -q; ``-v`` adds a line per part (and per engine
+(a plain line per part, per tenth past ten, off a terminal), none under -q; ``-v`` adds a line per part (and per engine
 phase and step in a run), ``-vv`` the hook calls too."""
 
 from __future__ import annotations
