@@ -153,8 +153,8 @@ class Progress:
 
 class Parts:
     """Progress of a command made of known parts (``visplay report``, ``visplay export``): a bar of parts done over
-    the total on stderr, titled with the part in progress (a plain line per part, per tenth of them past ten, when stderr is not a terminal),
-    nothing under ``quiet``; each part is also logged at INFO when it starts (``-v``).
+    the total on stderr, titled with the part in progress (off a terminal, a plain line per part, or per tenth of
+    them past ten), nothing under ``quiet``; each part is also logged at INFO when it starts (``-v``).
 
     ``with parts.part("plots"): ...`` counts one part done when the block ends.
     """
