@@ -59,10 +59,14 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, recipe_help: str) -> None:
                    help="with --dry-run: memory of each GPU in GiB (default 80: H100/A100-80G)")
 
 
+VERBOSE_HELP = ("more on stderr: -v, a line per engine phase and committed step (report and export: per part); "
+                "-vv, debug logging with one line per hook call (VISPLAY_TRACE_HOOKS=1 shows those alone)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     # -v anywhere: counted on the subcommand too and added to the top level's count in parse_args
     p.add_argument("--verbose", "-v", action="count", default=0, dest="sub_verbose",
-                   help="more logging on stderr (-vv: debug)")
+                   help=VERBOSE_HELP)
     if "--quiet" not in p._option_string_actions:  # accepted everywhere, so a habit never errors
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (warnings still print)")
 
@@ -72,7 +76,7 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
     plugin that fails to load never breaks the parser: ``--help`` names it and lists the core's commands."""
     parser = argparse.ArgumentParser(prog="visplay", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--verbose", "-v", action="count", default=0, help="more logging on stderr (-vv: debug)")
+    parser.add_argument("--verbose", "-v", action="count", default=0, help=VERBOSE_HELP)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars (warnings still print)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -128,8 +132,9 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
     p.add_argument("--limit", type=int, default=1, help="print this many divergences (earliest first)")
 
     p = sub.add_parser("report", help="HTML report (plots, samples, paper comparison) and a text summary",
-                       description="Write runs/<name>/report/index.html (self-contained, with PNG plots beside it) "
-                                   "and print a compact summary.")
+                       description="Write runs/<name>/report/index.html (self-contained, with SVG plots beside it) "
+                                   "and print a compact summary. A progress bar on stderr counts the report's parts "
+                                   "(reading the run log, samples, the plugins' numbers, plots, files); -q: none.")
     p.add_argument("run", help="a run directory or its run.db")
     p.add_argument("--out", help="output folder (default: <run>/report)")
 
@@ -168,7 +173,8 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
     p = sub.add_parser("export", help="the run log's tables and views as parquet or CSV files",
                        description="Write each table (and view) of a run log as <table>.parquet or <table>.csv "
                                    "into --out (default <run>/export). JSON columns stay JSON text; image PNGs are "
-                                   "bytes in parquet and base64 in CSV.")
+                                   "bytes in parquet and base64 in CSV. A progress bar on stderr counts the tables "
+                                   "written; -q: none.")
     p.add_argument("run", help="a run directory or its run.db")
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     p.add_argument("--tables", default="", help="comma-separated tables/views (default: all)")
@@ -314,11 +320,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from visplay.report.build import collect, text_summary, write_report
+    from visplay.log.runlog import RunLogError
+    from visplay.loop.progress import Parts
+    from visplay.report.build import REPORT_PARTS, collect, text_summary, write_report
 
     path = Path(args.run)
-    index = write_report(path, args.out, session=args.session)
-    print(text_summary(collect(path / "run.db" if path.is_dir() else path, args.session)))
+    db_path = path / "run.db" if path.is_dir() else path
+    if not db_path.is_file():
+        raise RunLogError(f"{args.run}: no run.db here (pass a run directory or its run.db)")
+    parts = Parts("report", len(REPORT_PARTS), quiet=args.quiet)
+    try:  # one read: the HTML and the summary show the same moment of a live run
+        data = collect(db_path, args.session, parts)
+        index = write_report(path, args.out, session=args.session, parts=parts, data=data)
+    finally:
+        parts.close()
+    print(text_summary(data))
     print(f"report: {index}")
     return EXIT_OK
 
@@ -368,13 +384,23 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from visplay.log.export import ExportError, export_run
+    from visplay.loop.progress import Parts
 
     tables = [t.strip() for t in (args.tables or "").split(",") if t.strip()] or None
+    bars: list[Parts] = []
+
+    def progress(total: int) -> Parts:  # the export knows its parts once it has read the table list
+        bars.append(Parts("export", total, quiet=args.quiet))
+        return bars[-1]
+
     try:
-        written = export_run(args.run, args.out, args.format, tables)
+        written = export_run(args.run, args.out, args.format, tables, progress=progress)
     except ExportError as exc:
         print(f"visplay export: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        for bar in bars:
+            bar.close()
     for name, path in written.items():
         print(f"{name:<20} {path}")
     return EXIT_OK

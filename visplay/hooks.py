@@ -370,8 +370,10 @@ class Hooks:
             raise _fail(plugin, hook, f"expected an EvalProtocol, got {_short(protocol)}")
         return protocol
 
-    def log_metrics(self, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
-        self._each("visplay_log_metrics", iteration=iteration, phase=phase, step=step, metrics=metrics)
+    def log_metrics(self, iteration: int, phase: str, step: int, metrics: dict[str, float],
+                    timing: dict[str, float] | None = None) -> None:
+        self._each("visplay_log_metrics", iteration=iteration, phase=phase, step=step, metrics=metrics,
+                   timing=dict(timing or {}))
 
     def _merged(self, hook: str, **kwargs: Any) -> dict[str, float]:
         merged: dict[str, float] = {}

@@ -350,8 +350,15 @@ def visplay_add_commands(subparsers: Any) -> dict[str, Any] | None:
 
 
 @hookspec
-def visplay_log_metrics(ctx: RunContext, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
-    """Observe metrics after they are committed to the run log (a sink: TensorBoard, W&B, a CSV...)."""
+def visplay_log_metrics(ctx: RunContext, iteration: int, phase: str, step: int, metrics: dict[str, float],
+                        timing: dict[str, float]) -> None:
+    """Observe metrics after they are committed to the run log (a sink: TensorBoard, W&B, a CSV...).
+
+    ``metrics`` are the step's run-log rows; ``timing`` its wall-clock seconds in this process (``timing_s/step``
+    and, for the steps that have them, ``timing_s/gen``, ``vote``, ``reward``, ``update``, ``filter``,
+    ``save_checkpoint``: docs/metrics.md). Timings differ from run to run, so they are never in the run log; an
+    implementation may leave the ``timing`` parameter out.
+    """
 
 
 # -------------------------------------------------------------------------------------------------------------

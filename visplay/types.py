@@ -7,6 +7,7 @@ returns results in the order of its inputs.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -298,3 +299,18 @@ class Footprint:
     items: list[MemoryItem] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # plan lines only this plugin can write
     problems: list[str] = field(default_factory=list)  # why the plan cannot work, each naming a key
+
+
+# --- the terminal ------------------------------------------------------------------------------------------
+
+
+class PartProgress(Protocol):
+    """Progress over a command's known parts (visplay.loop.progress.Parts): ``with progress.part(name): ...``
+    counts one part done when the block ends."""
+
+    def part(self, name: str) -> contextlib.AbstractContextManager[None]: ...
+
+
+def in_part(progress: PartProgress | None, name: str) -> contextlib.AbstractContextManager[None]:
+    """``progress.part(name)``, or nothing when there is no progress to report."""
+    return progress.part(name) if progress is not None else contextlib.nullcontext()

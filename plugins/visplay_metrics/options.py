@@ -30,8 +30,12 @@ class MetricsOptions:
     mlflow_experiment: str = "visplay"
     """MLflow experiment name."""
     system: bool = True
-    """Also send ``system/*`` numbers per step (step seconds, tokens/s, peak memory). They depend on the machine,
+    """Also send ``system/*`` numbers per step (step seconds, tokens/s, tokens so far, peak memory). They depend on the machine,
     so they go to the sinks only, never to the run log (whose rows must be identical across reruns)."""
+    timing: bool = True
+    """Also send each step's wall-clock parts as ``<phase>/timing_s/*`` (EasyR1's names: ``step``, ``gen``,
+    ``vote``, ``reward``, ``update``, ``filter``, ``save_checkpoint``; docs/metrics.md). Like ``system``, sinks
+    only: they differ from run to run, so the run log never holds them."""
 
     def validate(self) -> dict[str, str]:
         """{key under the section: problem} (the recipe loader's section hook turns each into a RecipeError)."""

@@ -3,8 +3,10 @@
 Each committed step's metrics are sent as ``<phase>/<name>`` scalars at the step's global step and wall time (both
 read back from the run log, so a resumed run continues its curves). With ``plugins.metrics.system`` (default on)
 every step also sends ``<phase>/system/step_seconds``, ``<phase>/system/tokens_per_s`` (tokens the step sampled,
-over the time since the previous step committed) and ``<phase>/system/peak_memory_mb`` (CUDA peak allocation on a
-GPU, else the process's peak resident memory). Only rank 0 of a multi-process run writes.
+over the time since the previous step committed), ``<phase>/system/tokens_total`` (tokens sampled so far) and ``<phase>/system/peak_memory_mb`` (CUDA peak allocation on a
+GPU, else the process's peak resident memory). With ``plugins.metrics.timing`` (default on) it also sends the step's
+wall-clock parts as ``<phase>/timing_s/*`` (EasyR1's names; measured by the engine, never in the run log). Only rank
+0 of a multi-process run writes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from visplay_metrics.sinks import MlflowSink, Sink, TensorBoardSink, WandbSink
 log = logging.getLogger("visplay.metrics")
 
 _OPEN: dict[str, list[Sink]] = {}  # run directory -> its open sinks (one process may run several runs: tests)
+_TOKENS: dict[str, int] = {}  # run directory -> tokens sampled through the last step sent (system/tokens_total)
 
 
 def options(ctx: Any) -> MetricsOptions:
@@ -99,12 +102,16 @@ def peak_memory_mb() -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def system_scalars(runlog: Any, iteration: int, phase: str, step: int, clock: dict[str, Any]) -> dict[str, float]:
-    out = {"system/peak_memory_mb": peak_memory_mb()}
+def system_scalars(runlog: Any, iteration: int, phase: str, step: int, clock: dict[str, Any],
+                   key: str) -> dict[str, float]:
+    tokens = runlog.step_tokens(iteration, phase, step)
+    # the run's running total: read from the log once per process (a resumed run continues it), then added up
+    _TOKENS[key] = _TOKENS[key] + tokens if key in _TOKENS else runlog.tokens_through(iteration, phase, step)
+    out = {"system/peak_memory_mb": peak_memory_mb(), "system/tokens_total": float(_TOKENS[key])}
     seconds = clock["seconds"]
     if seconds is not None and seconds > 0:
         out["system/step_seconds"] = seconds
-        out["system/tokens_per_s"] = runlog.step_tokens(iteration, phase, step) / seconds
+        out["system/tokens_per_s"] = tokens / seconds
     return out
 
 
@@ -208,7 +215,8 @@ def visplay_run_start(ctx: Any, questioner: Any, reasoner: Any) -> None:
 
 
 @hookimpl
-def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics: dict[str, float]) -> None:
+def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics: dict[str, float],
+                        timing: dict[str, float]) -> None:
     if ctx.log is None or not _is_rank0():
         return
     opts = options(ctx)
@@ -225,7 +233,10 @@ def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics
     scalars = {f"{phase}/{name}": float(value) for name, value in sorted(metrics.items())
                if math.isfinite(float(value))}  # NaN/inf are reported on the terminal, not plotted
     if opts.system:
-        scalars.update({f"{phase}/{k}": v for k, v in system_scalars(ctx.log, iteration, phase, step, clock).items()})
+        system = system_scalars(ctx.log, iteration, phase, step, clock, key)
+        scalars.update({f"{phase}/{k}": v for k, v in system.items()})
+    if opts.timing:
+        scalars.update({f"{phase}/{k}": float(v) for k, v in sorted(timing.items())})
     for sink in list(_OPEN[key]):
         try:
             sink.log(scalars, clock["global_step"], clock["committed_at"])
@@ -240,6 +251,7 @@ def visplay_log_metrics(ctx: Any, iteration: int, phase: str, step: int, metrics
 def close(key: str | None = None) -> None:
     """Close the sinks of one run directory (all when None)."""
     for k in [key] if key is not None else list(_OPEN):
+        _TOKENS.pop(k, None)
         for sink in _OPEN.pop(k, []):
             _close_quietly(sink)
 

@@ -106,7 +106,8 @@ def test_a_run_logged_before_the_health_metrics_resumes_between_snapshots(tmp_pa
     assert first.returncode == -signal.SIGKILL
     db = tmp_path / "runs/x/run.db"
     tampered = tamper(db, tmp_path / "t.db", "delete from metrics where name in ('frac_reward_zero_std', "
-                      "'advantage/min', 'advantage/max', 'response_length/clip_ratio', 'response_length/min')", rows=None)
+                      "'advantage/min', 'advantage/max', 'response_length/clip_ratio', 'response_length/min', "
+                      "'prompt_length/mean', 'prompt_length/max', 'prompt_length/min')", rows=None)
     tampered.replace(db)
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)

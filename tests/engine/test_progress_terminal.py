@@ -184,3 +184,24 @@ def test_gold_evaluation_bar_moves_per_chunk_of_questions(no_autoload):
     # 20 chunks of ceil(30 / 20) = 2 questions: sampled answers, then greedy ones
     assert ctx.progress.calls == [(min(k, n) + offset, 2 * n, "question") for offset in (0, n)
                                   for k in range(2, n + 2, 2)]
+
+
+def test_v_logs_a_line_per_phase_and_committed_step_and_no_hook_calls(tmp_path, caplog):
+    import logging
+
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.INFO):
+        mp.setenv("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", "1")
+        db = engine.run_recipe(engine_fixtures.standin_recipe(tmp_path / "v", ["iterations=1"]), quiet=True,
+                               extra_plugins=engine_fixtures.standin_plugins())
+    lines = [r.getMessage() for r in caplog.records if r.name == "visplay.loop.engine"]
+    from visplay.log.runlog import RunLog
+
+    with RunLog(db, readonly=True) as log:
+        steps = log.rows("steps")
+        questioner = log.count("steps", "phase = 'questioner'")
+    committed = [line for line in lines if " committed in " in line]
+    assert len(committed) == len(steps)  # one line per committed step
+    assert f"iteration 1 train questioner: {questioner} step(s), 0 already committed" in lines
+    assert any(line.startswith("iteration 1 train questioner step 0 committed in ") and "reward/mean" in line
+               for line in committed)
+    assert not [r for r in caplog.records if r.name == "visplay.hooks"]  # one line per hook call is -vv's

@@ -21,7 +21,7 @@ from visplay.report.build import collect, text_summary
 
 FIXTURE = Path(__file__).parent / "data" / "runlog_v1"
 HEALTH_METRICS = {"response_length/clip_ratio", "response_length/min", "frac_reward_zero_std", "advantage/min",
-                  "advantage/max"}
+                  "advantage/max", "prompt_length/mean", "prompt_length/max", "prompt_length/min"}
 
 
 @pytest.fixture

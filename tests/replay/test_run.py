@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from support.metrics import accumulator
 from support.replay import EveryTextIsAQuestion, make_run, sha256_file, tamper
 
 from visplay.hookspecs import hookimpl
@@ -52,6 +53,26 @@ def test_clean_replay_checks_every_value(run_db):
     assert report.served["questioner"] > 0 and report.served["reasoner"] > 0
     assert sha256_file(run_db) == before
     assert "OK:" in format_report(report)
+    # both runs sent their wall-clock timing_s/* to TensorBoard (values differ), and neither run log holds it:
+    # the replay compares every metrics row and still passes
+    for db in (run_db, report.replayed):
+        tags = accumulator(db.parent / "tensorboard").Tags()["scalars"]
+        assert {"questioner/timing_s/gen", "reasoner/timing_s/update", "eval/timing_s/step"} <= set(tags), db
+        with RunLog(db, readonly=True) as log:
+            assert not log.rows("metrics", "name like 'timing_s/%'"), db
+
+
+def test_training_steps_log_their_prompt_lengths_in_tokens(run_db):
+    """The tiny model's policy counts its prompts (chat template and image tokens): prompt_length/* per step."""
+    with RunLog(run_db, readonly=True) as log:
+        for role in ("questioner", "reasoner"):
+            steps = [(i, s) for i, phase, s in log.done_steps() if phase == role]
+            for i, s in steps:
+                metrics = {r["name"]: r["value"] for r in log.step_rows("metrics", i, role, s)}
+                low, mean, high = (metrics[f"prompt_length/{k}"] for k in ("min", "mean", "max"))
+                assert 10 < low <= mean <= high and low == int(low) and high == int(high), (role, i, s)
+                assert high < 2000, (role, i, s)
+            assert len(steps) == 2
 
 
 def test_tampered_reward_confidence_and_loss_are_named_exactly(run_db, tmp_path):

@@ -77,6 +77,60 @@ def test_system_scalars_are_sent_but_never_logged(finished_run):
     assert first.value == pytest.approx(n / clock["seconds"], rel=1e-4)
 
 
+def test_tokens_total_is_the_running_sum_of_every_steps_sampled_tokens(finished_run):
+    acc = accumulator(finished_run.parent / "tensorboard")
+    with RunLog(finished_run, readonly=True) as log:
+        steps = sorted(log.rows("steps"), key=lambda r: log.step_clock(r["iteration"], r["phase"],
+                                                                          r["step"])["global_step"])  # commit order
+        per_step = [log.step_tokens(r["iteration"], r["phase"], r["step"]) for r in steps]
+        expected = {g: float(sum(per_step[:g + 1])) for g in range(len(steps))}
+        last = steps[-1]
+        assert log.tokens_through(last["iteration"], last["phase"], last["step"]) == sum(per_step)
+    sent = {e.step: e.value for phase in ("cold_start", "questioner", "reasoner_set", "reasoner", "eval")
+            for e in acc.Scalars(f"{phase}/system/tokens_total")}
+    assert sent == expected and max(sent.values()) > 0
+
+
+# the parts the engine times in each phase (docs/metrics.md); save_checkpoint only at a snapshot step
+TIMED_PARTS = {"questioner": {"gen", "vote", "reward", "update", "step"},
+               "reasoner_set": {"gen", "vote", "filter", "step"},
+               "reasoner": {"gen", "reward", "update", "step"}, "cold_start": {"step"}, "eval": {"step"}}
+
+
+def test_timing_scalars_are_sent_per_step_but_never_logged(finished_run):
+    acc = accumulator(finished_run.parent / "tensorboard")
+    tags = set(acc.Tags()["scalars"])
+    with RunLog(finished_run, readonly=True) as log:
+        assert not [r for r in log.rows("metrics") if r["name"].startswith("timing_s/")]
+        steps = {phase: {log.step_clock(r["iteration"], phase, r["step"])["global_step"]
+                         for r in log.rows("steps", "phase = ?", [phase])} for phase in TIMED_PARTS}
+        empty = {log.step_clock(r["iteration"], r["phase"], r["step"])["global_step"]  # nothing kept: no rollouts
+                 for r in log.rows("metrics", "name = 'set/empty'")}
+    for phase, parts in TIMED_PARTS.items():
+        for part in parts:
+            events = acc.Scalars(f"{phase}/timing_s/{part}")
+            expected = steps[phase] if part == "step" else steps[phase] - empty
+            assert expected and {e.step for e in events} == expected, (phase, part)  # one per step that has it
+            assert all(0 < e.value < 600 for e in events), (phase, part)
+    saves = acc.Scalars("reasoner/timing_s/save_checkpoint")  # the phase's last step is always a snapshot
+    assert saves and {e.step for e in saves} <= steps["reasoner"]
+    for phase in ("questioner", "reasoner"):  # the parts happen inside the step: together they take less time
+        total = {e.step: e.value for e in acc.Scalars(f"{phase}/timing_s/step")}
+        for step, value in total.items():
+            if step in empty:
+                continue
+            inner = sum(e.value for p in TIMED_PARTS[phase] - {"step"} | {"save_checkpoint"}
+                        if f"{phase}/timing_s/{p}" in tags for e in acc.Scalars(f"{phase}/timing_s/{p}")
+                        if e.step == step)
+            assert 0 < inner <= value * 1.001 + 1e-4, (phase, step)
+
+
+def test_timing_off_sends_none(tmp_path):
+    db = _run(tmp_path / "run", ["iterations=1", "plugins.metrics.timing=false"])
+    tags = set(accumulator(db.parent / "tensorboard").Tags()["scalars"])
+    assert "questioner/system/step_seconds" in tags and not [t for t in tags if "/timing_s/" in t]
+
+
 def test_sinks_off_writes_no_event_files(tmp_path):
     db = _run(tmp_path / "run", ["iterations=1", "plugins.metrics.sinks=[]"])
     assert not (db.parent / "tensorboard").exists()
@@ -154,7 +208,7 @@ def test_every_sink_at_once_with_nested_names_finishes_and_mlflow_holds_every_me
     expected: dict[str, list[float]] = {}
     for r in rows:
         expected.setdefault(mlflow_key(f"{r['phase']}/{r['name']}"), []).append(r["value"])
-    logged = {k for k in run.data.metrics if "/system." not in k}
+    logged = {k for k in run.data.metrics if "/system." not in k and "/timing_s." not in k}
     assert logged == set(expected)  # every metric, each under its own key
     for key, values in expected.items():
         history = client.get_metric_history(run.info.run_id, key)

@@ -12,10 +12,12 @@ import csv
 import difflib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from visplay.log.runlog import GENERATION_COLUMNS, RunLog, RunLogError
+from visplay.types import PartProgress, in_part
 
 FORMATS = ("parquet", "csv")
 
@@ -78,8 +80,11 @@ def _make_out(out_dir: Path) -> None:
 
 
 def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parquet",
-               tables: list[str] | None = None) -> dict[str, Path]:
-    """Write the chosen tables/views (default: all); returns {name: file}."""
+               tables: list[str] | None = None, *,
+               progress: Callable[[int], PartProgress] | None = None) -> dict[str, Path]:
+    """Write the chosen tables/views (default: all); returns {name: file}. ``progress(total)``, when given, makes
+    what counts the parts (visplay.loop.progress.Parts): the arrays' check, then one part per table or view."""
+
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     db = _db_path(run)
@@ -87,18 +92,26 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
     written = {}
     with RunLog(db, readonly=True) as log:
         names = _select(log, tables)
-        log.check_arrays()  # before anything is created
+        parts = progress(1 + len(names)) if progress is not None else None
+        with in_part(parts, "check the run log's arrays"):
+            log.check_arrays()  # before anything is created
         _make_out(out_dir)
         for name in names:
-            path = out_dir / f"{name}.{fmt}"
-            columns = list(GENERATION_COLUMNS) if name == "generations" else log.columns(name)  # decoded shape
-            part = out_dir / f".{name}.{fmt}.part"  # written, then renamed: a killed export leaves no short file
-            try:
-                (_write_parquet if fmt == "parquet" else _write_csv)(part, columns, _rows(log, name))
-                os.replace(part, path)
-            except OSError as exc:  # a full disk, a folder at the file's name...
-                raise ExportError(f"--out {out_dir}: cannot write {path.name} ({exc.strerror or exc})") from exc
-            finally:
-                part.unlink(missing_ok=True)
-            written[name] = path
+            with in_part(parts, name):
+                written[name] = _export(log, name, out_dir, fmt)
     return written
+
+
+def _export(log: RunLog, name: str, out_dir: Path, fmt: str) -> Path:
+    """One table or view as ``<out_dir>/<name>.<fmt>``."""
+    path = out_dir / f"{name}.{fmt}"
+    columns = list(GENERATION_COLUMNS) if name == "generations" else log.columns(name)  # decoded shape
+    part = out_dir / f".{name}.{fmt}.part"  # written, then renamed: a killed export leaves no short file
+    try:
+        (_write_parquet if fmt == "parquet" else _write_csv)(part, columns, _rows(log, name))
+        os.replace(part, path)
+    except OSError as exc:  # a full disk, a folder at the file's name...
+        raise ExportError(f"--out {out_dir}: cannot write {path.name} ({exc.strerror or exc})") from exc
+    finally:
+        part.unlink(missing_ok=True)
+    return path

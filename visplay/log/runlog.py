@@ -705,6 +705,14 @@ class RunLog:
                               "where iteration = ? and phase = ? and step = ?", [iteration, phase, step]).fetchone()
         return int(row[0])
 
+    def tokens_through(self, iteration: int, phase: str, step: int) -> int:
+        """Tokens sampled in all steps committed up to and including this one (run-wide, in commit order)."""
+        row = self.db.execute(
+            "select coalesce(sum(vp_len(g.token_ids)), 0) from generations g join steps s on s.iteration = "
+            "g.iteration and s.phase = g.phase and s.step = g.step where s.rowid <= (select rowid from steps where "
+            "iteration = ? and phase = ? and step = ?)", [iteration, phase, step]).fetchone()
+        return int(row[0])
+
     def checkpoint(self, name: str) -> dict[str, Any] | None:
         """The ``checkpoints`` row of ``name`` (files: {relative path: sha256}), or None."""
         rows = list(self.db["checkpoints"].rows_where("name = ?", [name]))

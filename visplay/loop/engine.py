@@ -37,7 +37,7 @@ from visplay.log.runlog import KeptQuestion, RunLog, RunLogError
 from visplay.log.schema_docs import write_datasette_metadata
 from visplay.loop import lifecycle, phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
-from visplay.loop.progress import Progress, start_line, summary_line
+from visplay.loop.progress import PHASE_TITLES, Progress, start_line, summary_line
 from visplay.loop.runsetup import (
     RunExistsError,
     is_rank0,
@@ -140,6 +140,7 @@ class SelfPlay:
         self.start, self.stop = start, stop
         self.keep_states = os.environ.get("VISPLAY_KEEP_STATES", "") not in ("", "0")
         self._rewards: list[float] = []  # this phase's step rewards, for the bar's running mean
+        self._step_started = time.perf_counter()  # when the step in progress began (its ``timing_s/step``)
 
     def run(self) -> bool:
         """PAPER.md's loop. Returns False when it stopped at ``stop`` before the end."""
@@ -220,9 +221,12 @@ class SelfPlay:
         once the ``stop`` step is committed."""
         todo = [s for s in range(total) if not self.is_done((iteration, phase, s))]
         self.progress.phase(iteration, phase, total, total - len(todo))
+        log.info("iteration %d %s: %d step(s), %d already committed", iteration, PHASE_TITLES.get(phase, phase),
+                 total, total - len(todo))  # -v: a line per phase and per step
         self._rewards: list[float] = []
         for s in todo:
             self.ctx.at(iteration, phase, s)
+            self._step_started = time.perf_counter()
             yield s
             # the running mean of this phase's step rewards (steps run in this process)
             self.progress.advance({"reward": fmean(self._rewards)} if self._rewards else None)
@@ -236,14 +240,17 @@ class SelfPlay:
         snapshot = last or (s + 1) % self.cfg.checkpoint.every == 0
         name = version_name(role, i) if last else state_name(role, i, s)
         self.roles.trained(role, i, s, name)
-        saved = self.roles.save(role, name, with_optimizer=True) if snapshot else None
+        saved = None
+        if snapshot:
+            with result.timed("save_checkpoint"):
+                saved = self.roles.save(role, name, with_optimizer=True)
         with self.ctx.log.step(i, role, s):
             self._write(result)
             if saved is not None:
                 self.roles.commit(saved[0], name, role, i, s, self._with_hash(role, saved[1]))
         if saved is not None and not self.keep_states:
             self.roles.prune_states(role, None if last else self.cfg.checkpoint.keep)
-        self._committed(i, role, s, result.metrics)
+        self._committed(i, role, s, result.metrics, result.timing)
 
     def catch_up(self, role: str, i: int, s: int, kept: list[KeptQuestion] | None = None) -> None:
         """Before step ``s``: when the state after step s-1 is neither live nor on disk (a resume between
@@ -306,7 +313,7 @@ class SelfPlay:
     def commit(self, i: int, phase: str, s: int, result: phases.StepResult) -> None:
         with self.ctx.log.step(i, phase, s):
             self._write(result)
-        self._committed(i, phase, s, result.metrics)
+        self._committed(i, phase, s, result.metrics, result.timing)
 
     def is_done(self, step: Step) -> bool:
         if step in self.done:
@@ -335,12 +342,19 @@ class SelfPlay:
     def _with_hash(self, role: str, files: dict[str, str]) -> dict[str, str]:
         return {**files, "weights_sha256": self.roles.held[role].policy.weights_sha256()}
 
-    def _committed(self, i: int, phase: str, s: int, metrics: dict[str, float]) -> None:
+    def _committed(self, i: int, phase: str, s: int, metrics: dict[str, float],
+                   timing: dict[str, float] | None = None) -> None:
+        """After a step's commit: the bar, the metric checks and the sinks (``visplay_log_metrics``), which also get
+        the step's wall-clock ``timing_s/*`` (its parts, and ``timing_s/step`` from its start to its commit)."""
+        timing = {**(timing or {}), "timing_s/step": time.perf_counter() - self._step_started}
+        log.info("iteration %d %s step %d committed in %.1f s%s", i, PHASE_TITLES.get(phase, phase), s,
+                 timing["timing_s/step"], f", reward/mean {metrics['reward/mean']:.3f}" if "reward/mean" in metrics
+                 else "")
         self.done.add((i, phase, s))
         self.progress.check_metrics(i, phase, s, metrics)  # NaN/inf, a high share of invalid questions
         if "reward/mean" in metrics and math.isfinite(metrics["reward/mean"]):
             self._rewards.append(metrics["reward/mean"])
-        self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics)
+        self.ctx.at(i, phase, s).hooks.log_metrics(i, phase, s, metrics, timing)
 
 
 class RecomputedStepMismatch(RunLogError):
@@ -402,7 +416,7 @@ def start_run(cfg: DictConfig, *, session: PluginSession, nproc: int | None, ove
     started = time.time()
     db_path = run_recipe(cfg, session=session, run_dir=run_dir, overwrite=overwrite, quiet=quiet)
     if is_rank0():
-        _finish(cfg, run_dir, db_path, time.time() - started, session)
+        _finish(cfg, run_dir, db_path, time.time() - started, session, quiet)
     return 0
 
 
@@ -427,7 +441,7 @@ def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = 
     db_path = run_recipe(cfg, session=session, run_dir=run_dir, resume=True, quiet=quiet,
                          accept_changed_images=accept_changed_images)
     if is_rank0():
-        _finish(cfg, run_dir, db_path, time.time() - started, session)
+        _finish(cfg, run_dir, db_path, time.time() - started, session, quiet)
     return 0
 
 
@@ -458,9 +472,10 @@ def _logged_recipe(session: PluginSession, on_disk: DictConfig, logged_yaml: str
     return logged
 
 
-def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, session: PluginSession) -> None:
+def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, session: PluginSession,
+            quiet: bool = False) -> None:
     """Write the report and say where everything went."""
-    report_note = _write_report(run_dir, session)
+    report_note = _write_report(run_dir, session, quiet)
     print(f"\nrun {cfg.name!r} finished in {seconds / 60:.1f} min ({math.ceil(seconds)} s)")
     print(f"  run log:     {db_path}")
     print(f"  checkpoints: {run_dir / 'checkpoints'}")
@@ -469,12 +484,16 @@ def _finish(cfg: DictConfig, run_dir: Path, db_path: Path, seconds: float, sessi
     print(f"  next:        visplay replay {db_path}   |   sqlite3 {db_path} 'select * from metrics'")
 
 
-def _write_report(run_dir: Path, session: PluginSession) -> str:
-    from visplay.report.build import write_report
+def _write_report(run_dir: Path, session: PluginSession, quiet: bool = False) -> str:
+    from visplay.loop.progress import Parts
+    from visplay.report.build import REPORT_PARTS, write_report
 
+    parts = Parts("report", len(REPORT_PARTS), quiet=quiet)  # the bar of `visplay report`, at the run's end
     try:
-        out = write_report(run_dir, session=session)
+        out = write_report(run_dir, session=session, parts=parts)
     except Exception as exc:  # the run is done and logged; a report failure must not hide that
         log.warning("report failed: %s", exc)
         return f"failed ({type(exc).__name__}: {exc}); retry with `visplay report {run_dir}`"
+    finally:
+        parts.close()
     return str(out or run_dir / "report")

@@ -13,8 +13,10 @@ frozen reasoner (``sample_answers``, ``extract_answers``, ``answer_key``) -> sil
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -26,7 +28,17 @@ from visplay.log import rows
 from visplay.loop.checkpoints import version_name
 from visplay.loop.votes import majority_vote
 from visplay.plugins import PluginError
-from visplay.types import AnswerItem, AskedQuestion, ImageRecord, Optimizer, QuestionItem, Rollout, Sampler
+from visplay.types import (
+    AnswerItem,
+    AskedQuestion,
+    ImageRecord,
+    Optimizer,
+    Policy,
+    Prompt,
+    QuestionItem,
+    Rollout,
+    Sampler,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from visplay.context import RunContext
@@ -38,6 +50,19 @@ if TYPE_CHECKING:  # pragma: no cover
 class StepResult:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metrics: dict[str, float] = field(default_factory=dict)
+    # wall-clock seconds of the step's parts (``timing_s/<part>``, EasyR1's names): they go to the metrics sinks,
+    # never to the run log, whose rows must be identical across reruns (docs/metrics.md)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Add the wall-clock seconds of the block to ``timing["timing_s/<part>"]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"timing_s/{part}"
+            self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - started
 
     def add(self, more: dict[str, list[dict[str, Any]]]) -> None:
         for table, new in more.items():
@@ -132,8 +157,8 @@ def score(ctx: RunContext, role: str, items: Sequence[QuestionItem] | Sequence[A
     return totals
 
 
-def update(ctx: RunContext, optimizer: Optimizer, role: str, items: Sequence[QuestionItem] | Sequence[AnswerItem],
-           totals: list[float], out: StepResult) -> None:
+def update(ctx: RunContext, policy: Policy, optimizer: Optimizer, role: str,
+           items: Sequence[QuestionItem] | Sequence[AnswerItem], totals: list[float], out: StepResult) -> None:
     """One policy update on the step's rollouts; logs each rollout's advantage and the optimizer's metrics."""
     at = _here(ctx)
     rollouts = [Rollout(key=item.key, group=item.group, prompt=item.generation.prompt,
@@ -148,23 +173,45 @@ def update(ctx: RunContext, optimizer: Optimizer, role: str, items: Sequence[Que
                                                          float(result.advantages[rollout.key])))
     out.metrics.update(finite_metrics(f"optimizer {name!r}", result.metrics))
     advantages = [float(result.advantages[r.key]) for r in rollouts]
-    health = health_metrics(rollouts, advantages, int(ctx.recipe[role].sampling.max_new_tokens))
+    health = health_metrics(rollouts, advantages, int(ctx.recipe[role].sampling.max_new_tokens),
+                            prompt_lengths(policy, rollouts))
     out.metrics.update({k: v for k, v in health.items() if k not in out.metrics})  # the optimizer's own come first
 
 
-def health_metrics(rollouts: Sequence[Rollout], advantages: Sequence[float], max_new_tokens: int) -> dict[str, float]:
+def health_metrics(rollouts: Sequence[Rollout], advantages: Sequence[float], max_new_tokens: int,
+                   prompt_tokens: Sequence[int] | None = None) -> dict[str, float]:
     """What tells a GRPO step is sick, under EasyR1's and TRL's names (docs/metrics.md):
     ``response_length/clip_ratio`` (share of responses as long as ``max_new_tokens``: truncated, EasyR1's
     definition), ``response_length/min``, ``frac_reward_zero_std`` (share of groups whose rewards are all equal:
-    their advantages are 0, they teach nothing; TRL's name) and ``advantage/min``, ``advantage/max``."""
+    their advantages are 0, they teach nothing; TRL's name), ``advantage/min``, ``advantage/max`` and, given each
+    rollout's prompt length in tokens, ``prompt_length/{mean,max,min}`` (EasyR1's ``compute_length_metrics``)."""
     lengths = [len(r.token_ids) for r in rollouts]
     groups: dict[str, list[float]] = defaultdict(list)
     for r in rollouts:
         groups[r.group].append(r.reward)
-    return {"response_length/clip_ratio": _mean([float(n >= max_new_tokens) for n in lengths]),
-            "response_length/min": float(min(lengths)) if lengths else 0.0,
-            "frac_reward_zero_std": _mean([float(max(g) - min(g) == 0) for g in groups.values()]),
-            "advantage/min": min(advantages, default=0.0), "advantage/max": max(advantages, default=0.0)}
+    out = {"response_length/clip_ratio": _mean([float(n >= max_new_tokens) for n in lengths]),
+           "response_length/min": float(min(lengths)) if lengths else 0.0,
+           "frac_reward_zero_std": _mean([float(max(g) - min(g) == 0) for g in groups.values()]),
+           "advantage/min": min(advantages, default=0.0), "advantage/max": max(advantages, default=0.0)}
+    if prompt_tokens:
+        out.update({"prompt_length/mean": _mean([float(n) for n in prompt_tokens]),
+                    "prompt_length/max": float(max(prompt_tokens)), "prompt_length/min": float(min(prompt_tokens))})
+    return out
+
+
+def prompt_lengths(policy: Policy, rollouts: Sequence[Rollout]) -> list[int] | None:
+    """Each rollout's prompt in tokens (chat template and image tokens included), from a policy that counts them
+    (``sequence_lengths``, as the HF backend's does); None from one that does not. Each distinct prompt is encoded
+    once (a questioner group shares its image and instruction)."""
+    count = getattr(policy, "sequence_lengths", None)
+    if count is None or not rollouts:
+        return None
+    def key(prompt: Prompt) -> tuple[str | None, str, str | None]:  # a Prompt's image (its meta dict) is unhashable
+        return prompt.system, prompt.user, prompt.image.image_id if prompt.image is not None else None
+
+    distinct = {key(r.prompt): r.prompt for r in rollouts}
+    tokens = dict(zip(distinct, count(list(distinct.values()), [[] for _ in distinct])))
+    return [int(tokens[key(r.prompt)]) for r in rollouts]
 
 
 def finite_metrics(source: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -190,13 +237,17 @@ def questioner_step(ctx: RunContext, roles: Roles, pool: Sequence[ImageRecord],
                     images_by_id: dict[str, ImageRecord]) -> StepResult:
     """Train questioner_i one step against the frozen reasoner_{i-1} (PAPER.md, loop step 1)."""
     cfg, out = ctx.recipe.questioner, StepResult()
-    _, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
+    policy, optimizer = roles.trainer("questioner", ctx.iteration, ctx.step)
     reasoner = roles.frozen_sampler("reasoner", version_name("reasoner", ctx.iteration - 1))
     images = sample_images(ctx, pool, cfg.images_per_step)
-    items = ask(ctx, roles.sampler("questioner"), images, cfg.group_size, out)
-    vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
-    totals = score(ctx, "questioner", items, out)
-    update(ctx, optimizer, "questioner", items, totals, out)
+    with out.timed("gen"):
+        items = ask(ctx, roles.sampler("questioner"), images, cfg.group_size, out)
+    with out.timed("vote"):
+        vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
+    with out.timed("reward"):
+        totals = score(ctx, "questioner", items, out)
+    with out.timed("update"):
+        update(ctx, policy, optimizer, "questioner", items, totals, out)
     question_metrics(items, out)
     return out
 
@@ -213,11 +264,14 @@ def reasoner_set_step(ctx: RunContext, roles: Roles, images: list[ImageRecord],
         return gold_set_step(ctx, *gold, out)
     questioner = roles.frozen_sampler("questioner", version_name("questioner", ctx.iteration))
     reasoner = roles.frozen_sampler("reasoner", version_name("reasoner", ctx.iteration - 1))
-    items = ask(ctx, questioner, images, cfg.questions_per_image, out)
-    vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
+    with out.timed("gen"):
+        items = ask(ctx, questioner, images, cfg.questions_per_image, out)
+    with out.timed("vote"):
+        vote(ctx, reasoner, items, images_by_id, cfg.votes, out)
     voted = [item for item in items if item.vote is not None]
     decisions = {item.key: (False, "invalid_question", "engine") for item in items if item.vote is None}
-    decisions.update(filter_questions(ctx, voted))
+    with out.timed("filter"):
+        decisions.update(filter_questions(ctx, voted))
     at = _here(ctx)
     for item in items:
         out.rows["filters"].append(rows.filter_row(at, item.key, *decisions[item.key]))
@@ -266,7 +320,7 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
                   images_by_id: dict[str, ImageRecord]) -> StepResult:
     """Train reasoner_i one step on kept questions; reward = agreement with the silver label (loop step 3)."""
     cfg, out = ctx.recipe.reasoner, StepResult()
-    _, optimizer = roles.trainer("reasoner", ctx.iteration, ctx.step)
+    policy, optimizer = roles.trainer("reasoner", ctx.iteration, ctx.step)
     at = _here(ctx)
     if not batch:  # nothing survived the filters: the reasoner stays as it is this step, and the log says why
         out.rows["events"].append(rows.event_row(at, "empty_reasoner_set", "no question was kept for the "
@@ -276,7 +330,9 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
     groups = [at.group(k) for k in range(len(batch))]
     questions = [AskedQuestion(images_by_id[q.image_id], q.question, q.qtype) for q in batch]
     seeds = [ctx.seed_for("rollout", group) for group in groups]
-    gens = ctx.hooks.sample_answers(roles.sampler("reasoner"), questions, cfg.group_size, seeds, purpose="rollout")
+    with out.timed("gen"):
+        gens = ctx.hooks.sample_answers(roles.sampler("reasoner"), questions, cfg.group_size, seeds,
+                                        purpose="rollout")
     items: list[AnswerItem] = []
     for q, group, seed, samples in zip(batch, groups, seeds, gens):
         answers, keys = extract_and_key(ctx, [g.text for g in samples])
@@ -288,8 +344,10 @@ def reasoner_step(ctx: RunContext, roles: Roles, batch: list[KeptQuestion],
             out.rows["generations"].append(rows.generation_row(at, item.key, "reasoner", "rollout", q.image_id,
                                                                q.key, gen, seed))
             out.rows["answers"].append(rows.answer_row(at, item.key, q.key, group, answer, key, q.silver_key))
-    totals = score(ctx, "reasoner", items, out)
-    update(ctx, optimizer, "reasoner", items, totals, out)
+    with out.timed("reward"):
+        totals = score(ctx, "reasoner", items, out)
+    with out.timed("update"):
+        update(ctx, policy, optimizer, "reasoner", items, totals, out)
     out.metrics["answers/silver_match_frac"] = _mean([float(i.answer_key is not None and i.answer_key == i.silver_key)
                                                      for i in items])
     return out

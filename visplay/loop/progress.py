@@ -11,10 +11,13 @@ returns.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 PHASE_TITLES = {"cold_start": "cold start", "questioner": "train questioner", "reasoner_set": "build reasoner set",
@@ -148,6 +151,36 @@ class Progress:
                       f"(threshold {100 * INVALID_WARN_SHARE:.0f}%)", limit=1)
 
 
+class Parts:
+    """Progress of a command made of known parts (``visplay report``, ``visplay export``): a bar of parts done over
+    the total on stderr, titled with the part in progress (off a terminal, a plain line per part, or per tenth of
+    them past ten), nothing under ``quiet``; each part is also logged at INFO when it starts (``-v``).
+
+    ``with parts.part("plots"): ...`` counts one part done when the block ends.
+    """
+
+    def __init__(self, title: str, total: int, *, quiet: bool = False, plain: bool | None = None):
+        self.title, self.total = title, total
+        self._progress = Progress(quiet=quiet, plain=plain)
+        self._progress.phase(0, title, total)
+        if self._progress._bar is not None:
+            self._progress._bar.unit = "part"
+        self.done = 0
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        logging.getLogger("visplay.progress").info("%s: %s (%d/%d)", self.title, name, self.done + 1, self.total)
+        bar = self._progress._bar
+        if bar is not None:
+            bar.set_description(f"{self.title}: {name}", refresh=False)
+        yield
+        self.done += 1
+        self._progress.advance()
+
+    def close(self) -> None:
+        self._progress.close()
+
+
 class PlainBar:
     """The part of tqdm's interface Progress uses, printing a plain line on stderr each time the count passes
     another tenth of the total (and at the end): ``iter 1/3 evaluate: 60/300 question (20%) 42s, reward=0.41``.
@@ -160,6 +193,9 @@ class PlainBar:
         self.postfix = ""
         self._printed = initial  # the count last printed (nothing is printed for steps a resume found done)
         self._started = time.monotonic()
+
+    def set_description(self, desc: str, refresh: bool = True) -> None:
+        self.desc = desc
 
     def reset(self, total: int) -> None:
         self.total, self.n, self._printed, self._started = total, 0, 0, time.monotonic()

@@ -27,6 +27,7 @@ from visplay.log.runlog import RunLog, RunLogError
 from visplay.report import plots
 from visplay.report.samples import collect_samples
 from visplay.session import PluginSession
+from visplay.types import PartProgress, in_part
 
 
 @dataclass
@@ -56,32 +57,41 @@ def _recipe(run: dict) -> Any:
     return OmegaConf.create(text) if text else OmegaConf.create({})
 
 
-def collect(db_path: str | Path, session: PluginSession | None = None) -> ReportData:
+# the parts of a report, as its progress bar counts them (visplay.loop.progress.Parts)
+COLLECT_PARTS = ("check the run log's arrays", "read the run log", "pick the samples", "the plugins' numbers")
+REPORT_PARTS = (*COLLECT_PARTS, "plots and page", "write the files")
+
+
+def collect(db_path: str | Path, session: PluginSession | None = None, parts: PartProgress | None = None) -> ReportData:
     """Read everything the report needs (the database is opened read-only); ``session``: the plugins that add
-    their numbers (default: the installed ones)."""
+    their numbers (default: the installed ones); ``parts``: progress (visplay.loop.progress.Parts) that counts :data:`COLLECT_PARTS`."""
     from visplay.log.status import shown_status
 
     with RunLog(db_path, readonly=True) as runlog:
-        runlog.check_arrays()
+        with in_part(parts, COLLECT_PARTS[0]):
+            runlog.check_arrays()
         run = runlog.run() or {}
         if run:  # a run killed outright still says "running": say so
             run = {**run, "status": shown_status(run.get("status"), Path(db_path).parent)}
         events: dict[str, int] = defaultdict(int)
         warnings: dict[str, tuple[int, str]] = {}
-        for e in runlog.rows("events"):
-            events[e["kind"]] += 1
-            if e["level"] in ("warning", "error"):
-                count, first = warnings.get(e["kind"], (0, e["message"]))
-                warnings[e["kind"]] = (count + 1, first)
-        return ReportData(
-            db_path=Path(db_path), run=run, recipe=_recipe(run), metrics=runlog.rows("metrics"),
-            labels=runlog.rows("labels"), filters=runlog.rows("filters"),
-            reward_totals=runlog.rows_matching("rewards", component="total"),
-            questions=runlog.rows("questions"), checkpoints=runlog.checkpoint_rows(),
-            eval_scores=runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else [],
-            samples=collect_samples(runlog), events=dict(events), warnings=warnings,
-            fields=_summary_fields(runlog, run, session or PluginSession()),
-        )
+        with in_part(parts, COLLECT_PARTS[1]):
+            for e in runlog.rows("events"):
+                events[e["kind"]] += 1
+                if e["level"] in ("warning", "error"):
+                    count, first = warnings.get(e["kind"], (0, e["message"]))
+                    warnings[e["kind"]] = (count + 1, first)
+            tables = {"metrics": runlog.rows("metrics"), "labels": runlog.rows("labels"),
+                      "filters": runlog.rows("filters"),
+                      "reward_totals": runlog.rows_matching("rewards", component="total"),
+                      "questions": runlog.rows("questions"), "checkpoints": runlog.checkpoint_rows(),
+                      "eval_scores": runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else []}
+        with in_part(parts, COLLECT_PARTS[2]):
+            samples = collect_samples(runlog)
+        with in_part(parts, COLLECT_PARTS[3]):
+            fields = _summary_fields(runlog, run, session or PluginSession())
+        return ReportData(db_path=Path(db_path), run=run, recipe=_recipe(run), **tables, samples=samples,
+                          events=dict(events), warnings=warnings, fields=fields)
 
 
 def _summary_fields(runlog: RunLog, run: dict, session: PluginSession) -> dict[int, dict[str, float | str]]:
@@ -318,21 +328,25 @@ def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
     return page, figures
 
 
-def write_report(run: str | Path, out: str | Path | None = None, *, session: PluginSession | None = None) -> Path:
+def write_report(run: str | Path, out: str | Path | None = None, *, session: PluginSession | None = None,
+                 parts: PartProgress | None = None, data: ReportData | None = None) -> Path:
     """Write ``index.html`` and the SVG figures into ``out`` (default ``<run dir>/report``); returns the HTML path.
-    ``session``: the command's plugin session (a finished run's report reuses the run's)."""
+    ``session``: the command's plugin session (a finished run's report reuses the run's); ``parts``: a progress
+    bar counting :data:`REPORT_PARTS` (the first four only when ``data``, already collected, is given)."""
     path = Path(run)
     db_path = path / "run.db" if path.is_dir() else path
     if not db_path.is_file():
         raise RunLogError(f"{run}: no run.db here (pass a run directory or its run.db)")
-    data = collect(db_path, session)
-    page, figures = build_html(data)
-    out_dir = Path(out) if out else db_path.parent / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("*.png"):  # figures of an older report version
-        stale.unlink()
-    for name, svg in figures.items():
-        write_file(out_dir / name, svg)
-    index = out_dir / "index.html"
-    write_file(index, page)
+    data = data if data is not None else collect(db_path, session, parts)
+    with in_part(parts, REPORT_PARTS[4]):
+        page, figures = build_html(data)
+    with in_part(parts, REPORT_PARTS[5]):
+        out_dir = Path(out) if out else db_path.parent / "report"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob("*.png"):  # figures of an older report version
+            stale.unlink()
+        for name, svg in figures.items():
+            write_file(out_dir / name, svg)
+        index = out_dir / "index.html"
+        write_file(index, page)
     return index
