@@ -3,9 +3,12 @@
 Facts come from ``model.path``'s config.json (backend ``hf``), the tiny section (backend ``tiny``), or, for a dry
 run without weights, the built-in facts below: the keys that decide parameter counts, KV-cache size and memory,
 copied from each model's public config.json (Qwen/Qwen2.5-VL-3B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct,
-XiaomiMiMo/MiMo-VL-7B-SFT). A local ``model.path`` with a config.json always wins; ``model.path`` may also name one of
+XiaomiMiMo/MiMo-VL-7B-SFT, Qwen/Qwen3-VL-4B-Instruct, Qwen/Qwen3-VL-8B-Instruct; the sources of the Qwen3-VL
+numbers are named beside them). A local ``model.path`` with a config.json always wins; ``model.path`` may also name one of
 the hub ids below, and a recipe names the one it plans as with ``plugins.models.plan_as``.
-tests/scale/test_recipes.py checks the counts against a meta-device instantiation of transformers' class.
+tests/scale/test_recipes.py checks the Qwen2.5-VL counts against a meta-device instantiation of transformers' class
+(other families are counted on one), tests/scale/test_qwen3_vl_recipes.py the Qwen3-VL counts against the
+checkpoints'.
 
 Memory model (bytes; P parameters, T trainable, b bytes per weight, h hidden, L layers, V vocabulary): weights P*b
 and gradients T*b per training process (sharded under FSDP). Activations per token of a training forward: 34*h per
@@ -16,7 +19,7 @@ layer (Korthikanti et al. 2022, "Reducing Activation Recomputation", flash atten
 their gradient in the backward pass). Per sequence, its image's vision tower: 4 patches per image token, 34*w per
 block and patch (w the vision width), or 2*w per block + one block with recomputation. Image tokens follow the
 images plugin's resize (``plugins.images``): ``fixed`` size S -> (S / 28)^2 rounded to 28-px merged patches
-(patch 14 x merge 2: 64 tokens at 224 px); ``pixels`` -> at most max_pixels / 28^2 (released 4,194,304 px: 5,349
+(Qwen2.5-VL's patch 14 x merge 2: 64 tokens at 224 px; Qwen3-VL's 16 x 2: 49); ``pixels`` -> at most max_pixels / 28^2 (released 4,194,304 px: 5,349
 tokens; min_pixels 262,144: 334).
 """
 
@@ -39,6 +42,14 @@ def _qwen25_vl(**text: Any) -> dict[str, Any]:
     return {"model_type": "qwen2_5_vl", **text, "vision_config": {**_VISION, "out_hidden_size": text["hidden_size"]}}
 
 
+def _qwen3_vl(text: dict[str, Any], vision: dict[str, Any], tie: bool) -> dict[str, Any]:
+    # keys both checkpoints share: patch 16, merge 2, 2 frames per temporal patch, 2304 position embeddings
+    v = {"patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3,
+         "num_position_embeddings": 2304, "out_hidden_size": text["hidden_size"], **vision}
+    return {"model_type": "qwen3_vl", "tie_word_embeddings": tie,
+            "text_config": {**text, "tie_word_embeddings": tie}, "vision_config": v}
+
+
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # 36 layers of width 2048, GQA 16/2 heads, tied embeddings: 3,754,622,976 parameters.
     "Qwen/Qwen2.5-VL-3B-Instruct": _qwen25_vl(
@@ -52,6 +63,28 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "XiaomiMiMo/MiMo-VL-7B-SFT": _qwen25_vl(
         hidden_size=4096, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=32,
         num_key_value_heads=8, vocab_size=151680, tie_word_embeddings=False),
+    # Qwen3-VL (transformers model_type qwen3_vl): counted on a meta-device instantiation of
+    # Qwen3VLForConditionalGeneration (meta_parameters). Text: Qwen3 layers (q/k norms, no q/k/v biases, head_dim
+    # 128); vision: 16-px patches merged 2 x 2 (32 px per image token), DeepStack mergers at three blocks.
+    # Source: Qwen/Qwen3-VL-4B-Instruct's config.json (as copied into public code, e.g. a DiffSynth Qwen3-VL encoder
+    # and a LoRA export of unsloth/Qwen3-VL-4B-Instruct on the hub). 36 layers of width 2560, GQA 32/8, tied:
+    # 4,437,815,808 parameters (vision 415,347,712), the 4.438B / 415.3M / 4.022B that
+    # huggingface.co/OpenExplorer/Qwen3-VL-4B-Instruct counts from the checkpoint's tensors.
+    "Qwen/Qwen3-VL-4B-Instruct": _qwen3_vl(
+        text=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936),
+        vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                    deepstack_visual_indexes=[5, 11, 17]), tie=True),
+    # Source: the GGUF metadata of Qwen3-VL-8B-Instruct (ollama.com qwen3-vl:8b-instruct-bf16: 36 blocks, width
+    # 4096, feed-forward 12288, 32/8 heads of 128, vision 27 blocks of width 1152, patch 16, merge 2, DeepStack
+    # [8, 16, 24]); the vocabulary (151936), untied head, vision MLP 4304 and output width 4096 from the config.json
+    # of nvidia/Cosmos-Reason2-8B (a Qwen3-VL-8B fine-tune, the same shapes). 8,767,123,696 parameters (vision
+    # 576,388,336): huggingface.co/OpenExplorer/Qwen3-VL-8B-Instruct counts 8.767B / 576.4M / 8.191B.
+    "Qwen/Qwen3-VL-8B-Instruct": _qwen3_vl(
+        text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936),
+        vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+                    deepstack_visual_indexes=[8, 16, 24]), tie=False),
 }
 
 
