@@ -16,11 +16,12 @@ layer (Korthikanti et al. 2022, "Reducing Activation Recomputation", flash atten
 ``plugins.models.gradient_checkpointing`` each layer's 2*h-byte input plus one layer recomputed at a time (2*h*L +
 34*h); the logits: 10*V per token (bf16 logits, float32 copy, float32 log-softmax), or with
 ``plugins.models.logprob_chunk_tokens`` C a fixed 16*V*C per forward (a chunk's logits, their float32 copies and
-their gradient in the backward pass). Per sequence, its image's vision tower: 4 patches per image token, 34*w per
-block and patch (w the vision width), or 2*w per block + one block with recomputation. Image tokens follow the
-images plugin's resize (``plugins.images``): ``fixed`` size S -> (S / 28)^2 rounded to 28-px merged patches
-(Qwen2.5-VL's patch 14 x merge 2: 64 tokens at 224 px; Qwen3-VL's 16 x 2: 49); ``pixels`` -> at most max_pixels / 28^2 (released 4,194,304 px: 5,349
-tokens; min_pixels 262,144: 334).
+their gradient in the backward pass). Per sequence, its image's vision tower: merge^2 (4) patches per image token
+(Gemma 3: all (896 / 14)^2 = 4,096 patches of its fixed-size input), 34*w per block and patch (w the vision width),
+or 2*w per block + one block with recomputation. Image tokens follow the images plugin's resize
+(``plugins.images``): ``fixed`` size S -> (S / u)^2 rounded, u = patch x merge px per token (Qwen2.5-VL 14 x 2 = 28:
+64 tokens at 224 px; Qwen3-VL 16 x 2 = 32: 49); ``pixels`` -> at most max_pixels / u^2 (released 4,194,304 px at
+28 px: 5,349 tokens; min_pixels 262,144: 334). Gemma 3 resizes every image itself: ``mm_tokens_per_image`` (256).
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                   num_key_value_heads=8, head_dim=128, vocab_size=151936),
         vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
                     deepstack_visual_indexes=[8, 16, 24]), tie=False),
+    # Gemma 3 (model_type gemma3): google/gemma-3-4b-it's config.json names the keys below except the heads, head_dim,
+    # vocabulary and query scale, which it leaves to transformers' Gemma3TextConfig defaults (8 / 4 heads of 256,
+    # 262,208 tokens, scale 256; transformers 5.19 configuration_gemma3.py). A SigLIP tower (27 layers of width 1152,
+    # 896 px in 14-px patches) pooled to 256 tokens per image. 4,300,079,472 parameters on a meta instantiation
+    # (the model card's 4.3B); vision 419,816,304 with the projector. 29 of the 34 layers attend to a 1,024-token
+    # window, which the planner's KV bytes (every layer holds every token) do not model: an upper bound.
+    "google/gemma-3-4b-it": {
+        "model_type": "gemma3", "mm_tokens_per_image": 256, "tie_word_embeddings": True,
+        "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240,
+                        "num_hidden_layers": 34, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                        "vocab_size": 262208, "sliding_window": 1024, "query_pre_attn_scalar": 256,
+                        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+                          "num_attention_heads": 16, "num_hidden_layers": 27, "image_size": 896, "patch_size": 14,
+                          "vision_use_head": False},
+    },
 }
 
 
@@ -222,6 +239,9 @@ def image_tokens(recipe: Any, cfg: dict[str, Any]) -> tuple[int, str]:
     """(merged image tokens per image, how they were counted) from the images plugin's resize settings and the
     vision tower's patch and merge sizes (Qwen2-VL / Qwen2.5-VL: 14 x 2 = 28 px per token)."""
     v = cfg.get("vision_config", {})
+    if cfg.get("mm_tokens_per_image"):  # Gemma 3: every image resized to the tower's size, pooled to a fixed count
+        n = int(cfg["mm_tokens_per_image"])
+        return n, f"mm_tokens_per_image: each image resized to {v.get('image_size', '?')} px"
     unit = int(v.get("patch_size", 14)) * int(v.get("spatial_merge_size", 2))
     images = recipe.get("plugins", {}).get("images") if "plugins" in recipe else None
     resize = str(images.get("resize", "fixed")) if images is not None else "fixed"
@@ -232,6 +252,15 @@ def image_tokens(recipe: Any, cfg: dict[str, Any]) -> tuple[int, str]:
     max_pixels = int(images.get("max_pixels", 4194304))
     note = "" if resize == "pixels" else f" (resize {resize}: planned at plugins.images.max_pixels)"
     return max_pixels // (unit * unit), f"<= {max_pixels:,} px (plugins.images.max_pixels) / {unit}^2{note}"
+
+
+def patches_per_image(cfg: dict[str, Any], image_tokens_: int) -> int:
+    """Patches the vision tower runs per image: merge^2 per image token (Qwen-VL), or for a tower of fixed input size
+    pooled to ``mm_tokens_per_image`` (Gemma 3) all (image_size / patch_size)^2 of them."""
+    v = cfg.get("vision_config", {})
+    if cfg.get("mm_tokens_per_image") and v.get("image_size"):
+        return (int(v["image_size"]) // int(v.get("patch_size", 14))) ** 2
+    return image_tokens_ * int(v.get("spatial_merge_size", 2)) ** 2
 
 
 def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int) -> dict[str, float]:
@@ -246,9 +275,8 @@ def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int) -> d
     width = width or int(v.get("hidden_size", 0))
     depth = int(v.get("depth", v.get("num_hidden_layers", 0)))
     per_patch = (2 * width * depth + 34 * width) if recompute else 34 * width * depth
-    merge = int(v.get("spatial_merge_size", 2)) ** 2
     return {"per_token": float(per_token + (0 if chunk else 10 * vocab)),
-            "per_sequence": float(image_tokens_ * merge * per_patch),
+            "per_sequence": float(patches_per_image(cfg, image_tokens_) * per_patch),
             "fixed": float(16 * vocab * int(chunk)) if chunk else 0.0}
 
 

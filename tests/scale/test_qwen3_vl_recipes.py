@@ -94,3 +94,18 @@ def test_cli_refuses_four_40_gib_gpus_naming_the_keys():
     assert proc.returncode == 2
     assert "plugins.vllm.tensor_parallel_size=2 needs 2 GPUs per engine" in proc.stderr
     assert "change plugins.models.lora.enabled=true" in proc.stderr
+
+
+def test_gemma3_4b_facts_plan_256_image_tokens_per_image():
+    """google/gemma-3-4b-it plans on top of a recipe (plugins.models.plan_as) with its fixed 256 tokens per image and
+    the 4,096 patches its SigLIP tower runs on an 896 px image; the model card's 4.3B parameters."""
+    from visplay_models.facts import image_tokens, patches_per_image
+
+    facts = BUILT_IN["google/gemma-3-4b-it"]
+    assert count_parameters(facts) == {"text": 3880263168, "vision": 419816304, "total": 4300079472}
+    cfg = load_for_dry_run("qwen3-vl-4b", ["plugins.models.plan_as=google/gemma-3-4b-it"])
+    assert image_tokens(cfg, facts)[0] == 256 and patches_per_image(facts, 256) == 4096
+    text = dry_run(cfg, visible=8)
+    assert "model: hf gemma3 4.300B parameters (text 3.880B, vision 0.420B)" in text
+    assert "prompt allowance: 704 tokens = 448 text + 256 image tokens (mm_tokens_per_image" in text
+    assert "fits: yes" in text
