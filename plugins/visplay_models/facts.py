@@ -136,6 +136,12 @@ def read_config(recipe: Any, options: Any) -> tuple[dict[str, Any], str]:
 
 
 def tiny_config(tiny: Any) -> dict[str, Any]:
+    """The tiny model's config facts: for the Qwen2/2.5-VL tiny the keys below, for another family its real
+    transformers config (the flat keys would build that family's default-sized text model)."""
+    if tiny.architecture not in ("qwen2_5_vl", "qwen2_vl"):
+        from visplay_models.tiny import model_config
+
+        return model_config(tiny).to_dict()
     return {
         "model_type": tiny.architecture, "vocab_size": tiny.vocab_size, "hidden_size": tiny.hidden_size,
         "num_hidden_layers": tiny.num_layers, "num_attention_heads": tiny.num_heads,

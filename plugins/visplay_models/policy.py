@@ -27,7 +27,8 @@ from visplay_models.sampler import HFSampler
 
 # Families with multimodal rotary positions whose prompts the torchvision-free adapter (processor.py) encodes, and
 # the class each is loaded with; any other image-text-to-text family goes through AutoProcessor / Auto class.
-MROPE_MODEL_TYPES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+MROPE_MODEL_TYPES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                     "qwen3_vl": "Qwen3VLForConditionalGeneration"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
