@@ -84,7 +84,7 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
                                                           "alias: reproduce",
                        description="Run a recipe with optional key=value overrides. RECIPE is a recipe name "
                                    "(looked up in ./recipes, then among the recipes shipped with visplay: tiny, "
-                                   "qwen-vl-3b, qwen-vl-7b, mimo-vl-7b) or a path to a YAML file. `visplay run tiny` "
+                                   "qwen-vl-3b, qwen-vl-7b, mimo-vl-7b, qwen3-vl-4b, qwen3-vl-8b) or a path to a YAML file. `visplay run tiny` "
                                    "runs the whole VisPlay loop on CPU with the embedded tiny model and procedural "
                                    "images; the paper recipes need model.path and data.images pointing at local "
                                    "files. The run goes to the recipe's run_dir (default runs/<name>): run.db, "

@@ -3,9 +3,12 @@
 Facts come from ``model.path``'s config.json (backend ``hf``), the tiny section (backend ``tiny``), or, for a dry
 run without weights, the built-in facts below: the keys that decide parameter counts, KV-cache size and memory,
 copied from each model's public config.json (Qwen/Qwen2.5-VL-3B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct,
-XiaomiMiMo/MiMo-VL-7B-SFT). A local ``model.path`` with a config.json always wins; ``model.path`` may also name one of
+XiaomiMiMo/MiMo-VL-7B-SFT, Qwen/Qwen3-VL-4B-Instruct, Qwen/Qwen3-VL-8B-Instruct; the sources of the Qwen3-VL
+numbers are named beside them). A local ``model.path`` with a config.json always wins; ``model.path`` may also name one of
 the hub ids below, and a recipe names the one it plans as with ``plugins.models.plan_as``.
-tests/scale/test_recipes.py checks the counts against a meta-device instantiation of transformers' class.
+tests/scale/test_recipes.py checks the Qwen2.5-VL counts against a meta-device instantiation of transformers' class
+(other families are counted on one), tests/scale/test_qwen3_vl_recipes.py the Qwen3-VL counts against the
+checkpoints'.
 
 Memory model (bytes; P parameters, T trainable, b bytes per weight, h hidden, L layers, V vocabulary): weights P*b
 and gradients T*b per training process (sharded under FSDP). Activations per token of a training forward: 34*h per
@@ -13,11 +16,12 @@ layer (Korthikanti et al. 2022, "Reducing Activation Recomputation", flash atten
 ``plugins.models.gradient_checkpointing`` each layer's 2*h-byte input plus one layer recomputed at a time (2*h*L +
 34*h); the logits: 10*V per token (bf16 logits, float32 copy, float32 log-softmax), or with
 ``plugins.models.logprob_chunk_tokens`` C a fixed 16*V*C per forward (a chunk's logits, their float32 copies and
-their gradient in the backward pass). Per sequence, its image's vision tower: 4 patches per image token, 34*w per
-block and patch (w the vision width), or 2*w per block + one block with recomputation. Image tokens follow the
-images plugin's resize (``plugins.images``): ``fixed`` size S -> (S / 28)^2 rounded to 28-px merged patches
-(patch 14 x merge 2: 64 tokens at 224 px); ``pixels`` -> at most max_pixels / 28^2 (released 4,194,304 px: 5,349
-tokens; min_pixels 262,144: 334).
+their gradient in the backward pass). Per sequence, its image's vision tower: merge^2 (4) patches per image token
+(Gemma 3: all (896 / 14)^2 = 4,096 patches of its fixed-size input), 34*w per block and patch (w the vision width),
+or 2*w per block + one block with recomputation. Image tokens follow the images plugin's resize
+(``plugins.images``): ``fixed`` size S -> (S / u)^2 rounded, u = patch x merge px per token (Qwen2.5-VL 14 x 2 = 28:
+64 tokens at 224 px; Qwen3-VL 16 x 2 = 32: 49); ``pixels`` -> at most max_pixels / u^2 (released 4,194,304 px at
+28 px: 5,349 tokens; min_pixels 262,144: 334). Gemma 3 resizes every image itself: ``mm_tokens_per_image`` (256).
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ def _qwen25_vl(**text: Any) -> dict[str, Any]:
     return {"model_type": "qwen2_5_vl", **text, "vision_config": {**_VISION, "out_hidden_size": text["hidden_size"]}}
 
 
+def _qwen3_vl(text: dict[str, Any], vision: dict[str, Any], tie: bool) -> dict[str, Any]:
+    # keys both checkpoints share: patch 16, merge 2, 2 frames per temporal patch, 2304 position embeddings
+    v = {"patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3,
+         "num_position_embeddings": 2304, "out_hidden_size": text["hidden_size"], **vision}
+    return {"model_type": "qwen3_vl", "tie_word_embeddings": tie,
+            "text_config": {**text, "tie_word_embeddings": tie}, "vision_config": v}
+
+
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # 36 layers of width 2048, GQA 16/2 heads, tied embeddings: 3,754,622,976 parameters.
     "Qwen/Qwen2.5-VL-3B-Instruct": _qwen25_vl(
@@ -52,6 +64,44 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "XiaomiMiMo/MiMo-VL-7B-SFT": _qwen25_vl(
         hidden_size=4096, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=32,
         num_key_value_heads=8, vocab_size=151680, tie_word_embeddings=False),
+    # Qwen3-VL (transformers model_type qwen3_vl): counted on a meta-device instantiation of
+    # Qwen3VLForConditionalGeneration (meta_parameters). Text: Qwen3 layers (q/k norms, no q/k/v biases, head_dim
+    # 128); vision: 16-px patches merged 2 x 2 (32 px per image token), DeepStack mergers at three blocks.
+    # Source: Qwen/Qwen3-VL-4B-Instruct's config.json (as copied into public code, e.g. a DiffSynth Qwen3-VL encoder
+    # and a LoRA export of unsloth/Qwen3-VL-4B-Instruct on the hub). 36 layers of width 2560, GQA 32/8, tied:
+    # 4,437,815,808 parameters (vision 415,347,712), the 4.438B / 415.3M / 4.022B that
+    # huggingface.co/OpenExplorer/Qwen3-VL-4B-Instruct counts from the checkpoint's tensors.
+    "Qwen/Qwen3-VL-4B-Instruct": _qwen3_vl(
+        text=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936),
+        vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                    deepstack_visual_indexes=[5, 11, 17]), tie=True),
+    # Source: the GGUF metadata of Qwen3-VL-8B-Instruct (ollama.com qwen3-vl:8b-instruct-bf16: 36 blocks, width
+    # 4096, feed-forward 12288, 32/8 heads of 128, vision 27 blocks of width 1152, patch 16, merge 2, DeepStack
+    # [8, 16, 24]); the vocabulary (151936), untied head, vision MLP 4304 and output width 4096 from the config.json
+    # of nvidia/Cosmos-Reason2-8B (a Qwen3-VL-8B fine-tune, the same shapes). 8,767,123,696 parameters (vision
+    # 576,388,336): huggingface.co/OpenExplorer/Qwen3-VL-8B-Instruct counts 8.767B / 576.4M / 8.191B.
+    "Qwen/Qwen3-VL-8B-Instruct": _qwen3_vl(
+        text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936),
+        vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+                    deepstack_visual_indexes=[8, 16, 24]), tie=False),
+    # Gemma 3 (model_type gemma3): google/gemma-3-4b-it's config.json names the keys below except the heads, head_dim,
+    # vocabulary and query scale, which it leaves to transformers' Gemma3TextConfig defaults (8 / 4 heads of 256,
+    # 262,208 tokens, scale 256; transformers 5.19 configuration_gemma3.py). A SigLIP tower (27 layers of width 1152,
+    # 896 px in 14-px patches) pooled to 256 tokens per image. 4,300,079,472 parameters on a meta instantiation
+    # (the model card's 4.3B); vision 419,816,304 with the projector. 29 of the 34 layers attend to a 1,024-token
+    # window, which the planner's KV bytes (every layer holds every token) do not model: an upper bound.
+    "google/gemma-3-4b-it": {
+        "model_type": "gemma3", "mm_tokens_per_image": 256, "tie_word_embeddings": True,
+        "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240,
+                        "num_hidden_layers": 34, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                        "vocab_size": 262208, "sliding_window": 1024, "query_pre_attn_scalar": 256,
+                        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+                          "num_attention_heads": 16, "num_hidden_layers": 27, "image_size": 896, "patch_size": 14,
+                          "vision_use_head": False},
+    },
 }
 
 
@@ -86,6 +136,12 @@ def read_config(recipe: Any, options: Any) -> tuple[dict[str, Any], str]:
 
 
 def tiny_config(tiny: Any) -> dict[str, Any]:
+    """The tiny model's config facts: for the Qwen2/2.5-VL tiny the keys below, for another family its real
+    transformers config (the flat keys would build that family's default-sized text model)."""
+    if tiny.architecture not in ("qwen2_5_vl", "qwen2_vl"):
+        from visplay_models.tiny import model_config
+
+        return model_config(tiny).to_dict()
     return {
         "model_type": tiny.architecture, "vocab_size": tiny.vocab_size, "hidden_size": tiny.hidden_size,
         "num_hidden_layers": tiny.num_layers, "num_attention_heads": tiny.num_heads,
@@ -189,6 +245,9 @@ def image_tokens(recipe: Any, cfg: dict[str, Any]) -> tuple[int, str]:
     """(merged image tokens per image, how they were counted) from the images plugin's resize settings and the
     vision tower's patch and merge sizes (Qwen2-VL / Qwen2.5-VL: 14 x 2 = 28 px per token)."""
     v = cfg.get("vision_config", {})
+    if cfg.get("mm_tokens_per_image"):  # Gemma 3: every image resized to the tower's size, pooled to a fixed count
+        n = int(cfg["mm_tokens_per_image"])
+        return n, f"mm_tokens_per_image: each image resized to {v.get('image_size', '?')} px"
     unit = int(v.get("patch_size", 14)) * int(v.get("spatial_merge_size", 2))
     images = recipe.get("plugins", {}).get("images") if "plugins" in recipe else None
     resize = str(images.get("resize", "fixed")) if images is not None else "fixed"
@@ -199,6 +258,15 @@ def image_tokens(recipe: Any, cfg: dict[str, Any]) -> tuple[int, str]:
     max_pixels = int(images.get("max_pixels", 4194304))
     note = "" if resize == "pixels" else f" (resize {resize}: planned at plugins.images.max_pixels)"
     return max_pixels // (unit * unit), f"<= {max_pixels:,} px (plugins.images.max_pixels) / {unit}^2{note}"
+
+
+def patches_per_image(cfg: dict[str, Any], image_tokens_: int) -> int:
+    """Patches the vision tower runs per image: merge^2 per image token (Qwen-VL), or for a tower of fixed input size
+    pooled to ``mm_tokens_per_image`` (Gemma 3) all (image_size / patch_size)^2 of them."""
+    v = cfg.get("vision_config", {})
+    if cfg.get("mm_tokens_per_image") and v.get("image_size"):
+        return (int(v["image_size"]) // int(v.get("patch_size", 14))) ** 2
+    return image_tokens_ * int(v.get("spatial_merge_size", 2)) ** 2
 
 
 def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int) -> dict[str, float]:
@@ -213,9 +281,8 @@ def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int) -> d
     width = width or int(v.get("hidden_size", 0))
     depth = int(v.get("depth", v.get("num_hidden_layers", 0)))
     per_patch = (2 * width * depth + 34 * width) if recompute else 34 * width * depth
-    merge = int(v.get("spatial_merge_size", 2)) ** 2
     return {"per_token": float(per_token + (0 if chunk else 10 * vocab)),
-            "per_sequence": float(image_tokens_ * merge * per_patch),
+            "per_sequence": float(patches_per_image(cfg, image_tokens_) * per_patch),
             "fixed": float(16 * vocab * int(chunk)) if chunk else 0.0}
 
 

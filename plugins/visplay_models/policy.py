@@ -27,7 +27,8 @@ from visplay_models.sampler import HFSampler
 
 # Families with multimodal rotary positions whose prompts the torchvision-free adapter (processor.py) encodes, and
 # the class each is loaded with; any other image-text-to-text family goes through AutoProcessor / Auto class.
-MROPE_MODEL_TYPES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+MROPE_MODEL_TYPES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                     "qwen3_vl": "Qwen3VLForConditionalGeneration"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -133,7 +134,7 @@ class HFPolicy:
             if self.sharded:
                 from visplay.api import distributed
 
-                distributed.parallelize(self._reference, "fsdp")
+                distributed.parallelize(self._reference, "fsdp", is_transformer_block)
         if self._reference is None:
             raise ValueError("this policy keeps no reference model (loaded with keep_reference=False)")
         return contextlib.nullcontext(self._reference)
@@ -154,9 +155,9 @@ class HFPolicy:
         if self.lora:
             raise ValueError("model.lora.enabled with distributed.strategy=fsdp is not supported (the adapter is "
                              "small: use distributed.strategy=ddp)")
-        distributed.parallelize(self.model, "fsdp")
+        distributed.parallelize(self.model, "fsdp", is_transformer_block)
         if self._reference is not None:
-            distributed.parallelize(self._reference, "fsdp")
+            distributed.parallelize(self._reference, "fsdp", is_transformer_block)
         self.sharded = True
 
     sharded = False
@@ -231,6 +232,16 @@ class HFPolicy:
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
+
+
+def is_transformer_block(module: Any) -> bool:
+    """A text decoder layer or vision encoder block of any transformers family: the modules transformers marks as
+    ``GradientCheckpointingLayer`` (Qwen2/2.5/3-VL decoder layers and vision blocks, Gemma 3's decoder layers and
+    its SigLIP tower's encoder layers, Idefics3's Llama layers and vision encoder layers). These are the units FSDP
+    shards one by one and the layers ``gradient_checkpointing_enable`` recomputes, so both follow the family."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return isinstance(module, GradientCheckpointingLayer)
 
 
 def _frozen(model: Any) -> Any:

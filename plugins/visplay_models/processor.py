@@ -22,11 +22,12 @@ IMAGE_PAD = "<|image_pad|>"
 SAVED_IMAGE_PROCESSOR_TYPE = "Qwen2VLImageProcessor"
 
 
-def default_image_processor(min_pixels: int = 56 * 56, max_pixels: int = 256 * 28 * 28) -> Any:
-    """The PIL Qwen2-VL image processor with patch 14, merge 2, temporal patch 2 (Qwen's), bounded pixels."""
+def default_image_processor(min_pixels: int = 56 * 56, max_pixels: int = 256 * 28 * 28, **kwargs: Any) -> Any:
+    """The PIL Qwen2-VL image processor with patch 14, merge 2, temporal patch 2 (Qwen's), bounded pixels;
+    ``kwargs`` override its settings (Qwen3-VL: patch_size 16, mean and std 0.5)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    proc = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+    proc = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels, **kwargs)
     proc.image_processor_type = SAVED_IMAGE_PROCESSOR_TYPE
     return proc
 

@@ -33,7 +33,11 @@ SPECIAL_TOKENS = (
 )
 SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
 # plugins.models.tiny.architecture: the Qwen mrope families (built here) and the others (tiny_families.py).
-ARCHITECTURES = ("qwen2_5_vl", "qwen2_vl", "idefics3")
+ARCHITECTURES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3")
+# plugins.models.tiny.architecture -> the transformers class its folder is built with (the Qwen-VL families)
+QWEN_CLASSES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration",
+                "qwen3_vl": "Qwen3VLForConditionalGeneration"}
+QWEN3_PATCH = 16  # Qwen3-VL's patch size (Qwen2/2.5-VL: 14), merged 2 x 2 as theirs
 
 # Qwen-style chat template: an optional system turn, user content as a list of {type: image|text} parts (or a
 # string), and the assistant generation prompt. No default system prompt, so the tiny prompt stays short.
@@ -166,6 +170,29 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [t, h, half - t - h]
 
 
+def _mrope_section_qwen3(head_dim: int) -> list[int]:
+    """Qwen3-VL's interleaved split in its checkpoints' proportions (24, 20, 20 of 64)."""
+    half = head_dim // 2
+    t = half * 3 // 8
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def _qwen3_vl_config(t: dict[str, Any], text: dict[str, Any], ids: dict[str, int]) -> Any:
+    from transformers import Qwen3VLConfig
+
+    head_dim = t["hidden_size"] // t["num_heads"]
+    text = {**text, "head_dim": head_dim, "rope_parameters": {
+        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section_qwen3(head_dim),
+        "mrope_interleaved": True}}
+    # one DeepStack level, from the first vision block into the first decoder layer; a learned 8 x 8 position grid
+    vision = dict(depth=t["vision_depth"], hidden_size=t["vision_hidden_size"], num_heads=t["vision_heads"],
+                  intermediate_size=2 * t["vision_hidden_size"], out_hidden_size=t["hidden_size"],
+                  patch_size=QWEN3_PATCH, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                  deepstack_visual_indexes=[0])
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
+
+
 def model_config(tiny_cfg: Any) -> Any:
     """The transformers config of the tiny model described by ``tiny_cfg`` (recipe.plugins.models.tiny)."""
     t = _tiny_dict(tiny_cfg)
@@ -188,6 +215,8 @@ def model_config(tiny_cfg: Any) -> Any:
         image_token_id=SPECIAL_IDS["<|image_pad|>"], video_token_id=SPECIAL_IDS["<|video_pad|>"],
         vision_start_token_id=SPECIAL_IDS["<|vision_start|>"], vision_end_token_id=SPECIAL_IDS["<|vision_end|>"],
     )
+    if t["architecture"] == "qwen3_vl":
+        return _qwen3_vl_config(t, text, ids)
     if t["architecture"] == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
 
@@ -261,13 +290,13 @@ def build_tiny_model(tiny_cfg: Any, seed: int, cache_dir: Path | str | None = No
 
 
 def _write_model(t: dict[str, Any], seed: int, folder: Path) -> None:
-    if t["architecture"] != "qwen2_5_vl" and t["architecture"] != "qwen2_vl":
+    if t["architecture"] not in QWEN_CLASSES:
         from visplay_models.tiny_families import write_family_model
 
         write_family_model(t, seed, folder)
         return
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    import transformers
     from transformers.utils import logging as hf_logging
 
     from visplay_models.processor import default_image_processor
@@ -275,7 +304,7 @@ def _write_model(t: dict[str, Any], seed: int, folder: Path) -> None:
     hf_logging.disable_progress_bar()  # the shard-writing bar is noise in logs and tests
     tokenizer = train_tokenizer(t["vocab_size"])
     cfg = model_config(t)
-    cls = Qwen2_5_VLForConditionalGeneration if t["architecture"] == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+    cls = getattr(transformers, QWEN_CLASSES[t["architecture"]])
     # Initialise under a private generator state: fork_rng restores the global state afterwards.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -287,7 +316,12 @@ def _write_model(t: dict[str, Any], seed: int, folder: Path) -> None:
     with every_rank_writes(model):  # under torchrun each rank builds its own copy (the first rename wins)
         model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    default_image_processor().save_pretrained(folder)
+    if t["architecture"] == "qwen3_vl":  # 16-px patches, Qwen3-VL's normalisation (mean = std = 0.5)
+        unit = QWEN3_PATCH * 2
+        default_image_processor(min_pixels=4 * unit * unit, max_pixels=256 * unit * unit, patch_size=QWEN3_PATCH,
+                                image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    else:
+        default_image_processor().save_pretrained(folder)
     meta = {"format": FORMAT_VERSION, "seed": seed, "tiny": t,
             "parameters": sum(p.numel() for p in model.parameters())}
     (folder / "visplay_tiny.json").write_text(json.dumps(meta, indent=1, sort_keys=True))

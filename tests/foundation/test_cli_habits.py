@@ -43,7 +43,7 @@ def test_run_and_reproduce_are_one_command():
 def test_recipes_ship_inside_the_package():
     packaged = Path(str(resources.files("visplay") / "data" / "recipes"))
     assert recipe_dirs()[-1] == packaged
-    assert {"tiny", "qwen-vl-3b", "qwen-vl-7b", "mimo-vl-7b"} <= {p.stem for p in packaged.glob("*.yaml")}
+    assert {"tiny", "qwen-vl-3b", "qwen-vl-7b", "mimo-vl-7b", "qwen3-vl-4b", "qwen3-vl-8b"} <= {p.stem for p in packaged.glob("*.yaml")}
     assert (Path(str(resources.files("visplay") / "data" / "paper_table1.json"))).is_file()
 
 

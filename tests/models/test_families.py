@@ -173,3 +173,44 @@ def test_dry_run_plans_another_family_from_model_path(tmp_path):
     done = _visplay(tmp_path, "run", "tiny", "model.backend=hf", f"model.path={_idefics3_path()}", "--dry-run")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "model: hf idefics3 0.18M parameters" in done.stdout
+
+
+# --- a tiny Qwen3-VL (16-px patches, DeepStack, interleaved mrope) through the Qwen adapter ----------------------
+
+QWEN3_VL = dict(architecture="qwen3_vl")
+
+
+def test_tiny_qwen3_vl_samples_what_it_scores_and_plans_from_its_config():
+    from visplay_models.facts import count_parameters, tiny_config
+    from visplay_models.policy import load_policy
+    from visplay_models.tiny import build_tiny_model
+
+    path = build_tiny_model(small_cfg(**QWEN3_VL), seed=0)
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["model_type"] == "qwen3_vl" and cfg["vision_config"]["patch_size"] == 16
+    meta = json.loads((path / "visplay_tiny.json").read_text())
+    assert 100_000 < meta["parameters"] < 2_000_000
+    assert count_parameters(tiny_config(small_cfg(**QWEN3_VL)))["total"] == meta["parameters"]
+    policy = load_policy(path, "reasoner", keep_reference=None)
+    assert type(policy.model).__name__ == "Qwen3VLForConditionalGeneration"
+    prompt = Prompt(user="How many red circles are there?", image=image(1))
+    enc = policy.processor.encode(prompt)
+    # a 64 x 64 image: 4 x 4 patches of 16 px (3 channels x 2 frames x 16 x 16 values each), merged 2 x 2 -> 4 tokens
+    assert enc.pixel_values.shape == (16, 1536) and enc.image_grid_thw.tolist() == [[1, 4, 4]]
+    assert enc.input_ids.count(policy.processor.image_token_id) == 4
+    prompts = [prompt, Prompt(user="What is 2 + 3?")]
+    params = [SamplingParams(n=2, max_new_tokens=6, temperature=1.0, seed=3)] * 2
+    gens = policy.sampler().sample(prompts, params)
+    lps = policy.logprobs(prompts, [gens[0][1].token_ids, gens[1][0].token_ids], temperature=1.0)
+    for lp, g in zip(lps, (gens[0][1], gens[1][0])):
+        assert torch.allclose(lp, torch.tensor(g.logprobs), atol=1e-4)
+    again = policy.sampler().sample(prompts, params)
+    assert [[g.token_ids for g in gs] for gs in again] == [[g.token_ids for g in gs] for gs in gens]
+
+
+def test_one_self_play_iteration_on_tiny_qwen3_vl(tmp_path):
+    sizes = [f"plugins.models.tiny.{k}={v}" for k, v in small_cfg(**QWEN3_VL).__dict__.items() if k != "cache_dir"]
+    done = _visplay(tmp_path, "run", "tiny", *SMALL, *sizes, "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "iteration 1/1:" in done.stdout
+    assert _trained(tmp_path / "runs" / "tiny") == {"questioner": "qwen3_vl", "reasoner": "qwen3_vl"}

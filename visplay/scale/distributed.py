@@ -24,7 +24,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 log = logging.getLogger("visplay.scale.distributed")
@@ -248,14 +248,15 @@ def broadcast_parameters(model: Any, src: int = 0) -> None:
         dist.broadcast(tensor.data, src=src)
 
 
-def parallelize(model: Any, strategy: str) -> Any:
+def parallelize(model: Any, strategy: str, is_block: Callable[[Any], bool] | None = None) -> Any:
     """Prepare ``model`` for data-parallel training in place and return it.
 
     ``ddp``: parameters broadcast from rank 0; gradients are then reduced with :func:`all_reduce_gradients`.
     ``fsdp``: every transformer block and every other parameter-owning module are sharded with FSDP2
-    (``fully_shard``); FSDP reduce-scatters (averages) the gradients during backward, and
-    ``all_reduce_gradients(average=False)`` only rescales those shards to the sum (gloo has no pre-scaled sum).
-    Save with ``p.full_tensor()`` on every rank.
+    (``fully_shard``; the units: :func:`fsdp_units`); FSDP reduce-scatters (averages) the gradients during backward,
+    and ``all_reduce_gradients(average=False)`` only rescales those shards to the sum (gloo has no pre-scaled sum).
+    Save with ``p.full_tensor()`` on every rank. ``is_block`` says which modules are the model's transformer blocks
+    (the backend plugin knows its families; default :func:`named_like_a_block`).
     """
     if strategy not in ("ddp", "fsdp"):
         raise ValueError(f"distributed.strategy must be ddp or fsdp, got {strategy!r}")
@@ -266,28 +267,45 @@ def parallelize(model: Any, strategy: str) -> Any:
         return model
     from torch.distributed.fsdp import fully_shard
 
-    # Units: every transformer block, then every other module that owns parameters directly (embeddings, norms,
-    # lm_head, patch embedding, merger). Each unit gathers its parameters in its own forward hook, so the model
-    # works whichever submodule a caller enters through (the policy calls the inner model, then the head).
-    # Tied weights (embed_tokens = lm_head) stay replicated: a shard owned by one unit would reach the other module
-    # still sharded. all_reduce_gradients reduces their gradients like any replicated parameter.
+    units, tied = fsdp_units(model, is_block or named_like_a_block)
+    for module in units:
+        fully_shard(module, ignored_params=tied)
+    fully_shard(model, ignored_params=tied)
+    return model
+
+
+def named_like_a_block(module: Any) -> bool:
+    """A transformer block by its class name (``...DecoderLayer``, ``...VisionBlock``): what FSDP wrapped before a
+    backend said which modules are its blocks."""
+    return type(module).__name__.endswith(("DecoderLayer", "VisionBlock"))
+
+
+def fsdp_units(model: Any, is_block: Callable[[Any], bool]) -> tuple[list[Any], set[Any]]:
+    """(the submodules FSDP shards one by one, in order; the tied parameters it leaves replicated).
+
+    Units: every transformer block (``is_block``), then every other module that owns parameters directly
+    (embeddings, norms, lm_head, patch embedding, merger) and is not inside a block. Each unit gathers its parameters
+    in its own forward hook, so the model works whichever submodule a caller enters through (the policy calls the
+    inner model, then the head). Tied weights (embed_tokens = lm_head) stay replicated: a shard owned by one unit
+    would reach the other module still sharded; all_reduce_gradients reduces their gradients like any replicated
+    parameter. A block missed here still trains, but as one unit per linear layer (many small all-gathers)."""
     owners: dict[int, int] = {}
     for module in model.modules():
         for p in module.parameters(recurse=False):
             owners[id(p)] = owners.get(id(p), 0) + 1
     tied = {p for p in model.parameters() if owners[id(p)] > 1}
     covered: set[int] = {id(p) for p in tied}
+    units = []
     for module in model.modules():
-        if type(module).__name__.endswith(("DecoderLayer", "VisionBlock")):
-            fully_shard(module, ignored_params=tied)
+        if module is not model and is_block(module):
+            units.append(module)
             covered.update(id(p) for p in module.parameters())
     for module in model.modules():
         own = [p for p in module.parameters(recurse=False) if id(p) not in covered]
         if own and module is not model:
-            fully_shard(module, ignored_params=tied)
+            units.append(module)
             covered.update(id(p) for p in module.parameters())
-    fully_shard(model, ignored_params=tied)
-    return model
+    return units, tied
 
 
 class ShardedSampler:
