@@ -9,6 +9,7 @@ import pytest
 import torch
 from support.models import make_policy, prompts
 from visplay_grpo import api
+from visplay_grpo import core_algos as ca
 from visplay_grpo import plugin as grpo_plugin
 from visplay_grpo.optimizer import GRPOOptimizer
 
@@ -46,6 +47,15 @@ def test_cov_loss_settings_default_to_verls_config():
     opt = make_context(plugins=[grpo_plugin]).recipe.plugins.grpo
     assert (opt.clip_cov_ratio, opt.clip_cov_lb, opt.clip_cov_ub, opt.kl_cov_ratio, opt.ppo_kl_coef) == (
         2e-4, 1.0, 5.0, 2e-4, 0.1)
+
+
+def test_cov_loss_settings_reach_the_optimizer_from_the_recipe():
+    ctx = make_context(["plugins.grpo.policy_loss=kl_cov", "plugins.grpo.kl_cov_ratio=0.25",
+                        "plugins.grpo.ppo_kl_coef=0.5", "plugins.grpo.clip_cov_ub=7"], plugins=[grpo_plugin])
+    opt = grpo_plugin.visplay_make_optimizer(ctx, "reasoner", make_policy())
+    assert opt.policy_loss is ca.kl_cov_loss
+    assert {k: opt.loss_settings[k] for k in ("kl_cov_ratio", "ppo_kl_coef", "clip_cov_ub", "clip_cov_lb")} == {
+        "kl_cov_ratio": 0.25, "ppo_kl_coef": 0.5, "clip_cov_ub": 7.0, "clip_cov_lb": 1.0}
 
 
 def test_variant_defaults_released_float32_and_easyr1_clipfrac():
