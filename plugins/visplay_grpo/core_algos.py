@@ -289,8 +289,68 @@ def sapo_loss(old_logp: torch.Tensor, logp: torch.Tensor, advantages: torch.Tens
     return _unclipped_terms(old_logp, logp, -advantages * gate)
 
 
+def clip_cov_loss(old_logp: torch.Tensor, logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                  **settings: float) -> dict[str, torch.Tensor]:
+    """``clip_cov`` (Clip-Cov, Cui et al. 2025, "The Entropy Mechanism of Reinforcement Learning for Reasoning
+    Language Models", arXiv 2505.22617; verl ``compute_policy_loss_clip_cov``): the PPO clipped surrogate
+    ``max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high))`` (no dual clip, no log-ratio clamp, as verl), whose
+    gradient is cut (the token's loss times 0) on a few tokens of high covariance between advantage and log-prob.
+
+    Per token ``cov = (A - mean(A)) * (logp - mean(logp))`` (token means over the micro-batch's mask); the
+    candidates are the real tokens the PPO clip left alone with ``clip_cov_lb < cov < clip_cov_ub``, and
+    ``max(int(clip_cov_ratio x tokens), 1)`` of them are drawn at random (``torch.randperm`` on torch's global
+    generator, as verl; the optimizer seeds it per update, so a run is reproducible). Indicators: ``clipped_higher``
+    / ``clipped_higher_any`` mark the cut tokens (verl's ``pg_clipfrac``), ``clipped_lower`` / ``clipped_low`` 0.
+    Shapes (N, T); returns its dict.
+    """
+    ratio = torch.exp(logp - old_logp)
+    loss1 = -advantages * ratio
+    loss2 = -advantages * torch.clamp(ratio, 1.0 - settings["clip_low"], 1.0 + settings["clip_high"])
+    real = mask > 0
+    with torch.no_grad():
+        tokens = mask.sum() + 1e-8
+        cov = ((advantages - (advantages * mask).sum() / tokens) * (logp - (logp * mask).sum() / tokens))
+        candidate = real & ~(loss2 > loss1) & (cov > settings["clip_cov_lb"]) & (cov < settings["clip_cov_ub"])
+        where = torch.nonzero(candidate)
+        count = max(int(settings["clip_cov_ratio"] * mask.sum().item()), 1)
+        if len(where) > 0:
+            where = where[torch.randperm(len(where))[:min(count, len(where))].to(where.device)]
+        keep = torch.ones_like(loss1)
+        keep[where[:, 0], where[:, 1]] = 0.0
+    cut = (keep == 0).float() * mask
+    zero = torch.zeros_like(loss1)
+    return {"loss": torch.maximum(loss1, loss2) * keep, "clipped_higher": cut, "clipped_higher_any": cut,
+            "clipped_lower": zero, "clipped_low": zero, "neg_log_ratio": (old_logp - logp).detach()}
+
+
+def kl_cov_loss(old_logp: torch.Tensor, logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                **settings: float) -> dict[str, torch.Tensor]:
+    """``kl_cov`` (KL-Cov, arXiv 2505.22617; verl ``compute_policy_loss_kl_cov``): the unclipped surrogate
+    ``-A r``, plus ``ppo_kl_coef x |logp - old_logp|`` on the ``max(int(kl_cov_ratio x tokens), 1)`` real tokens
+    of the largest covariance ``(A - mean(A)) * (logp - mean(logp))`` (means over the micro-batch's real tokens;
+    ``torch.topk``, so ties go to the token it ranks first). No token is clipped: the indicators are 0, and
+    ``neg_log_ratio`` is ``|logp - old_logp|`` (verl logs that as this loss's ``ppo_kl``). Shapes (N, T).
+    """
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    real = mask > 0
+    with torch.no_grad():
+        flat = torch.nonzero(real.reshape(-1), as_tuple=True)[0]
+        adv, lp = advantages.detach().reshape(-1)[flat], logp.detach().reshape(-1)[flat]
+        penalised = torch.zeros_like(mask, dtype=torch.bool)
+        if len(flat) > 0:
+            cov = (adv - adv.mean()) * (lp - lp.mean())
+            count = max(1, int(len(cov) * settings["kl_cov_ratio"]))
+            penalised.view(-1)[flat[torch.topk(cov, count, largest=True).indices]] = True
+    loss = -advantages * ratio + settings["ppo_kl_coef"] * log_ratio.abs() * penalised
+    zero = torch.zeros_like(loss).detach()
+    return {"loss": loss, "clipped_higher": zero, "clipped_higher_any": zero, "clipped_lower": zero,
+            "clipped_low": zero, "neg_log_ratio": log_ratio.abs().detach()}
+
+
 POLICY_LOSSES = {"dual_clip": dual_clip_loss, "vanilla": vanilla_loss, "gspo": gspo_loss,
-                 "gspo_token": gspo_token_loss, "cispo": cispo_loss, "sapo": sapo_loss}
+                 "gspo_token": gspo_token_loss, "cispo": cispo_loss, "sapo": sapo_loss, "clip_cov": clip_cov_loss,
+                 "kl_cov": kl_cov_loss}
 
 
 # --- KL, padding, micro-batches ----------------------------------------------------------------------------------

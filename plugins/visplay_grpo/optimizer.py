@@ -63,6 +63,8 @@ class GRPOOptimizer:
                  seed: int = 0, loss_agg: str = "token_mean", max_tokens_per_micro_batch: int | None = None,
                  advantage_estimator: str = "grpo", norm_adv_by_std: bool = True, advantage_dtype: str = "float64",
                  policy_loss: str = "dual_clip", tau_positive: float = 1.0, tau_negative: float = 1.05,
+                 clip_cov_ratio: float = 2e-4, clip_cov_lb: float = 1.0, clip_cov_ub: float = 5.0,
+                 kl_cov_ratio: float = 2e-4, ppo_kl_coef: float = 0.1,
                  norm_length: int = 1, clipfrac_higher: str = "positive", drop_zero_variance: bool = False):
         if kl_type not in KL_TYPES:
             raise ValueError(f"plugins.grpo.kl_type must be one of {', '.join(KL_TYPES)}, got {kl_type!r}")
@@ -75,7 +77,9 @@ class GRPOOptimizer:
         self.reduce, self.weigh_by = lookup("loss_agg", loss_agg)
         self.norm_adv_by_std, self.advantage_dtype = bool(norm_adv_by_std), getattr(torch, advantage_dtype)
         self.loss_settings = {"clip_low": clip_low, "clip_high": clip_high, "dual_clip": dual_clip,
-                              "tau_positive": tau_positive, "tau_negative": tau_negative}
+                              "tau_positive": tau_positive, "tau_negative": tau_negative,
+                              "clip_cov_ratio": clip_cov_ratio, "clip_cov_lb": clip_cov_lb, "clip_cov_ub": clip_cov_ub,
+                              "kl_cov_ratio": kl_cov_ratio, "ppo_kl_coef": ppo_kl_coef}
         self.norm_length = float(norm_length)
         self.drop_zero_variance = bool(drop_zero_variance)
         self.clipfrac_key = "clipped_higher" if clipfrac_higher == "positive" else "clipped_higher_any"

@@ -80,11 +80,24 @@ class GrpoOptions:
     policy_loss: str = "dual_clip"
     """Per-token policy loss: ``dual_clip`` (PPO clip + dual clip, EasyR1's ``default``), ``vanilla`` (PPO clip
     alone), ``gspo`` / ``gspo_token`` (sequence-level ratio), ``cispo`` (clipped weight on log-prob), ``sapo``
-    (sigmoid gate), or a registered name (EasyR1's ``loss_type``)."""
+    (sigmoid gate), ``clip_cov`` / ``kl_cov`` (the Entropy Mechanism paper's, verl's: cut the gradient of, or
+    penalise the |log-ratio| of, a few tokens of high advantage-log-prob covariance), or a registered name
+    (EasyR1's ``loss_type``, verl's ``policy_loss.loss_mode``)."""
     tau_positive: float = 1.0
     """``sapo``: the gate's temperature for tokens with A >= 0 (EasyR1 1.0)."""
     tau_negative: float = 1.05
     """``sapo``: the gate's temperature for tokens with A < 0 (EasyR1 1.05)."""
+    clip_cov_ratio: float = 2e-4
+    """``clip_cov``: the share of a micro-batch's tokens whose gradient is cut (at least one; verl 0.0002)."""
+    clip_cov_lb: float = 1.0
+    """``clip_cov``: only tokens with covariance above this are candidates (verl 1.0)."""
+    clip_cov_ub: float = 5.0
+    """``clip_cov``: only tokens with covariance below this are candidates (verl 5.0)."""
+    kl_cov_ratio: float = 2e-4
+    """``kl_cov``: the share of a micro-batch's tokens (the largest covariance) that get the |log-ratio| penalty
+    (at least one; verl 0.0002)."""
+    ppo_kl_coef: float = 0.1
+    """``kl_cov``: coefficient of the |log-ratio| penalty (verl's config 0.1; its function's fallback is 1.0)."""
     clipfrac_higher: str | None = None
     """What ``actor/pg_clipfrac_higher`` counts: ``positive`` (tokens with A > 0 whose ratio was clipped at
     1 + clip_high) or ``any_sign`` (EasyR1's: every token where the clipped term won, so A < 0 with a ratio below
@@ -122,6 +135,13 @@ class GrpoOptions:
             "policy_loss": one_of(self.policy_loss, known("policy_loss")),
             "tau_positive": number_in(self.tau_positive, 0.0, low_open=True),
             "tau_negative": number_in(self.tau_negative, 0.0, low_open=True),
+            "clip_cov_ratio": number_in(self.clip_cov_ratio, 0.0, 1.0, low_open=True),  # verl asserts > 0
+            "clip_cov_lb": number_in(self.clip_cov_lb),
+            "clip_cov_ub": number_in(self.clip_cov_ub) or (
+                None if number_in(self.clip_cov_lb) or self.clip_cov_ub > self.clip_cov_lb
+                else f"must be above clip_cov_lb ({self.clip_cov_lb}), got {self.clip_cov_ub!r}"),
+            "kl_cov_ratio": number_in(self.kl_cov_ratio, 0.0, 1.0, low_open=True),  # verl asserts > 0
+            "ppo_kl_coef": number_in(self.ppo_kl_coef, 0.0),
             "clipfrac_higher": one_of(self.clipfrac_higher, CLIPFRACS),
             "drop_zero_variance": None if isinstance(self.drop_zero_variance, bool) else "must be true or false",
             "adv_eps": number_in(self.adv_eps, 0.0, low_open=True),

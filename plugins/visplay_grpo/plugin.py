@@ -55,6 +55,8 @@ def visplay_make_optimizer(ctx: Any, role: str, policy: Any) -> Any:
         advantage_estimator=str(opt.advantage_estimator), norm_adv_by_std=bool(opt.norm_adv_by_std),
         advantage_dtype=str(opt.advantage_dtype or "float64"), policy_loss=str(opt.policy_loss),
         tau_positive=float(opt.tau_positive), tau_negative=float(opt.tau_negative),
+        clip_cov_ratio=float(opt.clip_cov_ratio), clip_cov_lb=float(opt.clip_cov_lb),
+        clip_cov_ub=float(opt.clip_cov_ub), kl_cov_ratio=float(opt.kl_cov_ratio), ppo_kl_coef=float(opt.ppo_kl_coef),
         norm_length=int(opt.norm_length) if opt.norm_length is not None else max_new_tokens,
         clipfrac_higher=str(opt.clipfrac_higher or "positive"), drop_zero_variance=bool(opt.drop_zero_variance),
     )

@@ -5,6 +5,7 @@ tests/grpo/anchors/ (EasyR1 and verl, Apache 2.0, pinned commits named in each f
 from __future__ import annotations
 
 import importlib.util
+import types
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import torch
 from visplay_grpo import core_algos as ca
 
 ANCHORS = Path(__file__).parent / "anchors"
-SETTINGS = {"clip_low": 0.2, "clip_high": 0.3, "dual_clip": 3.0, "tau_positive": 1.0, "tau_negative": 1.05}
+SETTINGS = {"clip_low": 0.2, "clip_high": 0.3, "dual_clip": 3.0, "tau_positive": 1.0, "tau_negative": 1.05,
+            "clip_cov_ratio": 2e-4, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0, "kl_cov_ratio": 2e-4, "ppo_kl_coef": 0.1}
 
 
 def _load(name: str):
@@ -24,6 +26,7 @@ def _load(name: str):
 
 easyr1 = _load("easyr1_core_algos")
 verl = _load("verl_agg_loss")
+verl_cov = _load("verl_cov_losses")
 
 
 def _batch(seed: int, n: int = 12, t: int = 9):
@@ -142,6 +145,89 @@ def test_vanilla_has_no_dual_clip_and_no_nan_at_zero_advantage():
     assert terms["loss"].detach()[0].tolist() == pytest.approx([5.0, 0.0, 0.0], rel=1e-6)  # dual_clip caps at 3
     terms["loss"].sum().backward()
     assert torch.isfinite(logp.grad).all()
+
+
+# --- verl's Clip-Cov / KL-Cov (the Entropy Mechanism paper) ----------------------------------------------------------
+
+
+def _verl_config(**policy_loss):
+    return types.SimpleNamespace(clip_ratio=0.2, clip_ratio_low=0.2, clip_ratio_high=0.3, global_batch_info={},
+                                 policy_loss=types.SimpleNamespace(**policy_loss))
+
+
+def _cov_inputs(seed: int):
+    """Rollouts whose advantage-log-prob covariances spread past 1 (the clip_cov band is (1, 5) by default)."""
+    _, _, _, mask = _batch(seed, n=16, t=12)
+    old, logp, _ = _logps(seed, mask)
+    adv = torch.randn(mask.shape[0], 1, generator=torch.Generator().manual_seed(200 + seed)) * 3
+    return old, logp, adv.expand(mask.shape).contiguous(), mask
+
+
+COV_CASES = {  # (ratio, loss_agg): verl's default ratio (one token), and ratios that pick several / every candidate
+    "default": (2e-4, "token-mean"), "ten_percent": (0.1, "token-mean"), "seq_mean": (0.05, "seq-mean-token-mean"),
+    "every_candidate": (1.0, "token-mean"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COV_CASES))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clip_cov_equals_verl_values_gradients_metrics(case, seed):
+    """verl draws the cut tokens with torch.randperm on the global generator: both run under the same seed."""
+    ratio, mode = COV_CASES[case]
+    old, logp, adv, mask = _cov_inputs(seed)
+    config = _verl_config(clip_cov_ratio=ratio, clip_cov_lb=1.0, clip_cov_ub=5.0)
+    torch.manual_seed(1000 + seed)
+    theirs, metrics = verl_cov.compute_policy_loss_clip_cov(old, logp, adv, mask, mode, config)
+    (their_grad,) = torch.autograd.grad(theirs, logp)
+    torch.manual_seed(1000 + seed)
+    terms = ca.POLICY_LOSSES["clip_cov"](old, logp, adv, mask, **{**SETTINGS, "clip_cov_ratio": ratio})
+    ours = (ca.masked_mean if mode == "token-mean" else ca.seq_mean_token_mean)(terms["loss"], mask)
+    (our_grad,) = torch.autograd.grad(ours, logp)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(our_grad, their_grad, rtol=1e-5, atol=1e-8)
+    cut = float(ca.masked_mean(terms["clipped_higher"], mask))
+    assert cut == pytest.approx(metrics["actor/pg_clipfrac"], rel=1e-6, abs=1e-9)
+    assert float(ca.masked_mean(terms["neg_log_ratio"], mask)) == pytest.approx(metrics["actor/ppo_kl"], rel=1e-5)
+    assert cut > 0  # the inputs reach the band: some gradient is cut
+    if case == "default":
+        assert float(terms["clipped_higher"].sum()) == 1.0  # max(int(2e-4 x tokens), 1) = 1 token
+
+
+def test_clip_cov_cuts_a_seeded_random_choice_of_the_candidates():
+    """More candidates than the count: the seed picks which (verl's randperm); every candidate: any seed."""
+    old, logp, adv, mask = _cov_inputs(0)
+    cut = {}
+    for ratio in (0.02, 1.0):
+        for seed in (0, 1, 2):
+            torch.manual_seed(seed)
+            terms = ca.POLICY_LOSSES["clip_cov"](old, logp, adv, mask, **{**SETTINGS, "clip_cov_ratio": ratio})
+            cut[ratio, seed] = terms["clipped_higher"].nonzero().tolist()
+        torch.manual_seed(0)
+        again = ca.POLICY_LOSSES["clip_cov"](old, logp, adv, mask, **{**SETTINGS, "clip_cov_ratio": ratio})
+        assert again["clipped_higher"].nonzero().tolist() == cut[ratio, 0]
+    assert len({str(cut[0.02, s]) for s in (0, 1, 2)}) > 1
+    assert cut[1.0, 0] == cut[1.0, 1] == cut[1.0, 2] and len(cut[1.0, 0]) > len(cut[0.02, 0])
+
+
+@pytest.mark.parametrize(("ratio", "coef", "mode"), [(2e-4, 0.1, "token-mean"), (0.1, 0.1, "token-mean"),
+                                                     (0.3, 1.0, "seq-mean-token-mean")])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kl_cov_equals_verl_values_gradients_metrics(ratio, coef, mode, seed):
+    """verl picks the penalised tokens with torch.topk: continuous random inputs make the selection unique."""
+    old, logp, adv, mask = _cov_inputs(seed)
+    config = _verl_config(kl_cov_ratio=ratio, ppo_kl_coef=coef)
+    theirs, metrics = verl_cov.compute_policy_loss_kl_cov(old, logp, adv, mask, mode, config)
+    (their_grad,) = torch.autograd.grad(theirs, logp)
+    terms = ca.POLICY_LOSSES["kl_cov"](old, logp, adv, mask, **{**SETTINGS, "kl_cov_ratio": ratio,
+                                                                 "ppo_kl_coef": coef})
+    ours = (ca.masked_mean if mode == "token-mean" else ca.seq_mean_token_mean)(terms["loss"], mask)
+    (our_grad,) = torch.autograd.grad(ours, logp)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(our_grad, their_grad, rtol=1e-5, atol=1e-8)
+    assert float(ca.masked_mean(terms["neg_log_ratio"], mask)) == pytest.approx(metrics["actor/ppo_kl"], rel=1e-5)
+    plain = ca.masked_mean(-adv * torch.exp(logp - old), mask) if mode == "token-mean" else None
+    if plain is not None:
+        assert float(ours.detach()) > float(plain)  # the penalty adds to the loss
 
 
 # --- loss aggregations ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 import torch
 from support.models import make_policy, prompts
 from visplay_grpo import api
+from visplay_grpo import core_algos as ca
 from visplay_grpo import plugin as grpo_plugin
 from visplay_grpo.optimizer import GRPOOptimizer
 
@@ -23,13 +24,38 @@ def _rollouts(rewards):
 
 
 @pytest.mark.parametrize(("key", "names"), [
-    ("policy_loss", "dual_clip, vanilla, gspo, gspo_token, cispo, sapo"),
+    ("policy_loss", "dual_clip, vanilla, gspo, gspo_token, cispo, sapo, clip_cov, kl_cov"),
     ("advantage_estimator", "grpo, rloo, reinforce_plus_plus, grpo_passk"),
     ("loss_agg", "token_mean, seq_mean_token_mean, seq_mean_token_sum, seq_mean_token_sum_norm"),
 ])
 def test_unknown_name_is_refused_at_load_naming_key_and_known_names(key, names):
     with pytest.raises(RecipeError, match=rf"plugins\.grpo\.{key}.*must be one of {names}, got 'nope'"):
         make_context([f"plugins.grpo.{key}=nope"], plugins=[grpo_plugin])
+
+
+@pytest.mark.parametrize(("setting", "why"), [
+    ("clip_cov_ratio=0", r"plugins\.grpo\.clip_cov_ratio.*0"), ("kl_cov_ratio=1.5", r"plugins\.grpo\.kl_cov_ratio"),
+    ("ppo_kl_coef=-1", r"plugins\.grpo\.ppo_kl_coef"), ("clip_cov_ub=0.5", r"plugins\.grpo\.clip_cov_ub.*clip_cov_lb"),
+    ("clip_cov_lb=inf", r"plugins\.grpo\.clip_cov_lb.*finite number"),
+])
+def test_cov_loss_settings_are_checked_naming_the_key(setting, why):
+    with pytest.raises(RecipeError, match=why):
+        make_context([f"plugins.grpo.{setting}"], plugins=[grpo_plugin])
+
+
+def test_cov_loss_settings_default_to_verls_config():
+    opt = make_context(plugins=[grpo_plugin]).recipe.plugins.grpo
+    assert (opt.clip_cov_ratio, opt.clip_cov_lb, opt.clip_cov_ub, opt.kl_cov_ratio, opt.ppo_kl_coef) == (
+        2e-4, 1.0, 5.0, 2e-4, 0.1)
+
+
+def test_cov_loss_settings_reach_the_optimizer_from_the_recipe():
+    ctx = make_context(["plugins.grpo.policy_loss=kl_cov", "plugins.grpo.kl_cov_ratio=0.25",
+                        "plugins.grpo.ppo_kl_coef=0.5", "plugins.grpo.clip_cov_ub=7"], plugins=[grpo_plugin])
+    opt = grpo_plugin.visplay_make_optimizer(ctx, "reasoner", make_policy())
+    assert opt.policy_loss is ca.kl_cov_loss
+    assert {k: opt.loss_settings[k] for k in ("kl_cov_ratio", "ppo_kl_coef", "clip_cov_ub", "clip_cov_lb")} == {
+        "kl_cov_ratio": 0.25, "ppo_kl_coef": 0.5, "clip_cov_ub": 7.0, "clip_cov_lb": 1.0}
 
 
 def test_variant_defaults_released_float32_and_easyr1_clipfrac():
@@ -93,7 +119,7 @@ def test_a_third_party_policy_loss_is_named_in_the_recipe_and_runs(third_party):
 @pytest.mark.parametrize(("loss", "agg", "estimator"), [
     ("gspo", "token_mean", "grpo"), ("gspo_token", "seq_mean_token_sum_norm", "rloo"),
     ("cispo", "seq_mean_token_sum", "reinforce_plus_plus"), ("sapo", "seq_mean_token_mean", "grpo_passk"),
-    ("vanilla", "token_mean", "grpo"),
+    ("vanilla", "token_mean", "grpo"), ("clip_cov", "token_mean", "grpo"), ("kl_cov", "seq_mean_token_mean", "rloo"),
 ])
 def test_every_builtin_trains_deterministically(loss, agg, estimator):
     def run():
