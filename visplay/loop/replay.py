@@ -407,7 +407,17 @@ def producer_of(div: Divergence, replayed: Path, hook_order: dict[str, list[str]
         found = _first(hook_order, "visplay_answer_key")
     elif hook.startswith("visplay_"):
         found = _first(hook_order, hook)
+        names = [n for n in hook_order.get(hook, []) if n != LOG_SERVER]
+        if len(names) > 1 and _firstresult(hook):  # which one answered is not logged: name them in call order
+            return (f"plugins {', '.join(repr(n) for n in names)} (hook {hook}, firstresult: the first of them "
+                    f"that answers decides)")
     return f"plugin {found!r} (hook {hook})" if found else f"hook {hook}"
+
+
+def _firstresult(hook: str) -> bool:
+    from visplay import hookspecs
+
+    return bool((getattr(getattr(hookspecs, hook, None), "visplay_spec", None) or {}).get("firstresult"))
 
 
 def _first(hook_order: dict[str, list[str]], hook: str) -> str | None:
