@@ -10,6 +10,7 @@ optimizer plugin's update instead of the hand-written data-parallel loop.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -118,3 +119,10 @@ def _save(out_dir: str, policy, losses: list[float]) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:4])
+    # Leave without running interpreter and C++ static teardown: on the shared 2-core CI machine a gloo worker
+    # aborted in both CI runs of 2026-12-05, in a different test each time ("terminate called without an active
+    # exception", SIGABRT), not reproduced in 5 local runs. The tests check the written results, which a failure
+    # before this line still fails.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
