@@ -95,11 +95,12 @@ def pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def table(runs: list[dict[str, Any]]) -> str:
+def table(runs: list[dict[str, Any]], order: tuple[str, ...] = ARMS) -> str:
     """Per-seed gains (points of gold pass@1, last iteration minus start, with paired standard errors) per arm,
-    then per arm: mean [min, max], seeds that gained, seeds whose silver labels beat the start in every iteration."""
-    arms = [a for a in ARMS if any(r["arm"] == a for r in runs)] + sorted(
-        {r["arm"] for r in runs} - set(ARMS))
+    then per arm: mean [min, max], seeds that gained, seeds whose silver labels beat the start in every iteration.
+    Arms in ``order``, any others after it by name."""
+    arms = [a for a in order if any(r["arm"] == a for r in runs)] + sorted(
+        {r["arm"] for r in runs} - set(order))
     seeds = sorted({r["seed"] for r in runs})
     at = {(r["arm"], r["seed"]): r for r in runs}
     lines = ["| seed | start pass@1 | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
@@ -124,42 +125,52 @@ def table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def rewrite_docs(path: Path, text: str) -> None:
+def rewrite_docs(path: Path, text: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    begin, end = markers
     doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers to put the table between")
-    head, rest = doc.split(BEGIN, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path}: no {begin} ... {end} markers to put the table between")
+    head, rest = doc.split(begin, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
+def study_main(argv: list[str] | None, *, doc: str, arms: tuple[str, ...], markers: tuple[str, str],
+               json_name: str, default_out: str, default_seeds: list[int]) -> int:
+    """The command line of a paired-gain study (this one, reproduce/optimizer_study.py): run the arms' seeds through
+    games_study's runner, keep every run's numbers in ``<out>/<json_name>``, print the table made from that JSON and
+    write it between ``markers`` of ``--docs``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=default_seeds)
+    parser.add_argument("--arms", default=",".join(arms), help=f"comma-separated, of {', '.join(arms)}")
+    parser.add_argument("--out", default=default_out)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each uses one torch thread)")
+    parser.add_argument("--docs", help="rewrite the table between the study's markers of this file")
+    parser.add_argument("--table-only", action="store_true", help="no runs: the table from --out's runs or JSON")
+    args = parser.parse_args(argv)
+    out, chosen = Path(args.out), args.arms.split(",")
+    unknown = [a for a in chosen if a not in arms]
+    if unknown:
+        parser.error(f"--arms: unknown arm(s) {unknown}; known: {', '.join(arms)}")
+    if not args.table_only:
+        games_study().run_all(chosen, args.seeds, out, [], args.jobs)
+    runs = [r for r in collect(out, chosen) if args.table_only or r["seed"] in args.seeds]
+    if not runs and (out / json_name).is_file():  # the kept JSON (no run folders)
+        runs = [r for r in json.loads((out / json_name).read_text())["runs"] if r["arm"] in chosen]
+    if not runs:
+        raise SystemExit(f"{out}: no finished runs and no {json_name}")
+    text = table(runs, arms)
+    out.mkdir(parents=True, exist_ok=True)
+    if collect(out, chosen):  # the JSON is rewritten only from run folders, never from itself
+        (out / json_name).write_text(json.dumps({"runs": runs}, indent=1, sort_keys=True))
+    if args.docs:
+        rewrite_docs(Path(args.docs), text, markers)
+    print(text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
-    parser.add_argument("--out", default="runs/collapse_study")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each uses one torch thread)")
-    parser.add_argument("--docs", help="rewrite the table between the collapse-study markers of this file")
-    parser.add_argument("--table-only", action="store_true", help="no runs: the table from --out's runs or JSON")
-    args = parser.parse_args(argv)
-    out, arms = Path(args.out), args.arms.split(",")
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        parser.error(f"--arms: unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
-    if not args.table_only:
-        games_study().run_all(arms, args.seeds, out, [], args.jobs)
-    runs = [r for r in collect(out, arms) if args.table_only or r["seed"] in args.seeds]
-    if not runs and (out / "collapse.json").is_file():  # the kept JSON (no run folders)
-        runs = [r for r in json.loads((out / "collapse.json").read_text())["runs"] if r["arm"] in arms]
-    if not runs:
-        raise SystemExit(f"{out}: no finished runs and no collapse.json")
-    text = table(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    if collect(out, arms):  # the JSON is rewritten only from run folders, never from itself
-        (out / "collapse.json").write_text(json.dumps({"runs": runs}, indent=1, sort_keys=True))
-    if args.docs:
-        rewrite_docs(Path(args.docs), text)
-    print(text)
-    return 0
+    return study_main(argv, doc=__doc__, arms=ARMS, markers=(BEGIN, END), json_name="collapse.json",
+                      default_out="runs/collapse_study", default_seeds=list(range(10)))
 
 
 if __name__ == "__main__":

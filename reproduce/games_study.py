@@ -12,7 +12,9 @@ Arms, each one run of the default tiny recipe per seed, all scored on the same h
 - ``frozen``: self-play with the questioner frozen at its cold start (its updates are skipped), to see whether
   the questioner's training is worth it;
 - ``wellformed``, ``wellformed_q``, ``margin``, ``kindcap``: self-play with one collapse guard on (docs/collapse.md;
-  run by reproduce/collapse_study.py over ten seeds).
+  run by reproduce/collapse_study.py over ten seeds);
+- ``grpo``, ``dr_grpo``, ``gspo``, ``dapo``: self-play with one optimizer of the grpo plugin's menu (run by
+  reproduce/optimizer_study.py; ``grpo`` is ``paper`` under its optimizer's name).
 
 Each run writes ``<out>/<arm>-s<seed>/result.json`` (eval metrics per iteration, CPU seconds, peak RSS); the
 whole study writes ``<out>/study.json`` (every value) and prints the findings table made from it; ``--docs``
@@ -46,6 +48,12 @@ ARMS: dict[str, list[str]] = {
     "wellformed_q": ["variant=paper", "plugins.question_guard.min_words=4", "plugins.question_guard.at_parse=true"],
     "margin": ["variant=paper", "plugins.margin_guard.min_votes=3"],
     "kindcap": ["variant=paper", "plugins.kind_cap.max_share=0.1"],
+    # the optimizer menu (issue 24, reproduce/optimizer_study.py): each arm the paper's self-play with one optimizer
+    "grpo": ["variant=paper"],
+    "dr_grpo": ["variant=paper", "plugins.grpo.norm_adv_by_std=false", "plugins.grpo.loss_agg=seq_mean_token_sum_norm"],
+    "gspo": ["variant=paper", "plugins.grpo.policy_loss=gspo", "plugins.grpo.clip_low=3e-4",
+             "plugins.grpo.clip_high=4e-4"],
+    "dapo": ["variant=paper", "plugins.grpo.drop_zero_variance=true", "plugins.grpo.clip_high=0.28"],
 }
 ALL_ARMS = ("floor", *ARMS)
 GAMES_ARMS = ("floor", "paper", "released", "gold", "frozen")  # the games study's arms (docs/games.md, "Findings")
