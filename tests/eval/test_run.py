@@ -19,6 +19,7 @@ from visplay.cli import main
 from visplay.log.runlog import RunLog
 
 ALL = "mmmu,mm-vet,realworldqa,visnumbench,mathverse,math-vision,hallusionbench,mmstar"
+REAL_PLUGIN_MANAGER = visplay.plugins.get_plugin_manager  # before the models fixture patches it
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,61 @@ def test_rejudge_stored_responses_with_the_endpoint(tmp_path, data_dir, models, 
     assert {b: s["correct"] for b, s in scores.items()} == {"mm-vet": 0, "mathverse": 0}
     assert all(r["judge_prompt"].startswith("[system]") and r["verdict"] == "No." for r in items)
     assert all(s["eval_id"] == f"{label}/endpoint" for s in scores.values())
+
+
+def test_rejudging_with_the_local_judge_twice_asks_the_model_once(tmp_path, data_dir, models, monkeypatch):
+    """Done means (issue 23): re-judging an evaluated run with the local judge (the real tiny model through the
+    HF backend) twice gives identical verdicts, and the second time no model is loaded or called."""
+    import hashlib
+
+    tiny = pytest.importorskip("visplay_models.tiny")
+    import visplay_eval.plugin as eval_plugin
+    import visplay_models.plugin as models_plugin
+    from visplay_eval import judges
+
+    from visplay.config import load_recipe
+    from visplay.context import RunContext
+    from visplay.eval.run import rejudge
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(tmp_path), "--benchmarks", "mm-vet,mathverse,mmstar", "--data", str(data_dir)]) == 0
+    folder = tiny.build_tiny_model(load_recipe("tiny").plugins.models.tiny, seed=0)
+    loads, calls = [], []
+    real_local_sampler = judges._local_sampler
+
+    class Counting:
+        def __init__(self, sampler):
+            self.sampler = sampler
+
+        def sample(self, prompts, params):
+            calls.append(len(prompts))
+            return self.sampler.sample(prompts, params)
+
+    def counting_sampler(ctx, model_dir):
+        loads.append(model_dir)
+        return Counting(real_local_sampler(ctx, model_dir))
+
+    monkeypatch.setattr(judges, "_local_sampler", counting_sampler)
+    pm = REAL_PLUGIN_MANAGER(autoload=False, extra=(eval_plugin, models_plugin))
+    with RunLog(tmp_path / "eval.db") as log:
+        ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_model={folder}"]), pm=pm,
+                         run_dir=tmp_path, log=log)
+
+        def rejudge_once():
+            judges._LOCAL_SAMPLERS.clear()  # as a new process would start: no model loaded
+            scores = rejudge(ctx, f"{tmp_path.name}/rule", "local")
+            rows = log.rows("eval_items", "judge = ?", ["local"], order_by="key")
+            return scores, [(r["key"], r["judge_prompt"], r["verdict"], r["correct"], r["reason"]) for r in rows]
+
+        first = rejudge_once()
+        first_calls, first_loads = list(calls), list(loads)
+        second = rejudge_once()
+        cached = log.rows("judge_verdicts")
+    assert sum(first_calls) == 4 and len(first_loads) == 3  # 2 + 1 + 1 items: one model call per prompt
+    assert calls == first_calls and loads == first_loads  # the second time: nothing loaded, nothing asked
+    assert second == first and len(first[1]) == 4
+    assert all(isinstance(v, str) and p.startswith("[system]") for _, p, v, _, _ in first[1])
+    shas = {hashlib.sha256(prompt.encode()).hexdigest() for _, prompt, _, _, _ in first[1]}
+    assert {r["prompt_sha"] for r in cached} == shas and {r["status"] for r in cached} == {"ok"}
+    assert {r["reply"] for r in cached} == {v for _, _, v, _, _ in first[1]}
+    judges._LOCAL_SAMPLERS.clear()
