@@ -19,7 +19,6 @@ from visplay.cli import main
 from visplay.log.runlog import RunLog
 
 ALL = "mmmu,mm-vet,realworldqa,visnumbench,mathverse,math-vision,hallusionbench,mmstar"
-REAL_PLUGIN_MANAGER = visplay.plugins.get_plugin_manager  # before the models fixture patches it
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +142,7 @@ def test_rejudging_with_the_local_judge_twice_asks_the_model_once(tmp_path, data
 
     monkeypatch.chdir(tmp_path)
     assert main(["eval", str(tmp_path), "--benchmarks", "mm-vet,mathverse,mmstar", "--data", str(data_dir)]) == 0
+    monkeypatch.undo()  # the stand-in generated the responses; the judge is the real models plugin
     folder = tiny.build_tiny_model(load_recipe("tiny").plugins.models.tiny, seed=0)
     loads, calls = [], []
     real_local_sampler = judges._local_sampler
@@ -160,7 +160,7 @@ def test_rejudging_with_the_local_judge_twice_asks_the_model_once(tmp_path, data
         return Counting(real_local_sampler(ctx, model_dir))
 
     monkeypatch.setattr(judges, "_local_sampler", counting_sampler)
-    pm = REAL_PLUGIN_MANAGER(autoload=False, extra=(eval_plugin, models_plugin))
+    pm = visplay.plugins.get_plugin_manager(autoload=False, extra=(eval_plugin, models_plugin))
     with RunLog(tmp_path / "eval.db") as log:
         ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_model={folder}"]), pm=pm,
                          run_dir=tmp_path, log=log)
