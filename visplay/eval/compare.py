@@ -108,7 +108,7 @@ def format_comparison(comparison: Comparison) -> str:
     for protocol in c.verdicts:
         correct, n = c.score(protocol)
         accuracy = 100.0 * correct / n if n else 0.0
-        lines.append(f"  {protocol:<{width}} {correct:>5}/{n:<5} {accuracy:>7.2f}%")
+        lines.append(f"  {protocol:<{width}} {f'{correct}/{n}':>11} {accuracy:>7.2f}%")
     lines += [f"  {protocol:<{width}} skipped (no prompt or scoring for {c.benchmark})" for protocol in c.skipped]
     found = c.disagreements()
     stages = Counter(stage for _, stage in found)
