@@ -207,3 +207,18 @@ def test_rule_judge_uses_the_algorithm_answer_key(tmp_path):
     assert _ctx(tmp_path).hooks.judge(name="rule", items=[item])[0]["correct"] is False  # fallback key
     with_key = _ctx(tmp_path, extra=(algorithm,)).hooks.judge(name="rule", items=[item])
     assert with_key[0]["correct"] is True
+
+
+def test_endpoint_backoff_doubles_is_capped_and_honours_retry_after(tmp_path):
+    from visplay_eval.endpoint import EndpointClient
+
+    waits: list[float] = []
+    with JudgeServer(failures=[503, 500, 429]) as server:
+        client = EndpointClient(f"{server.url}/chat/completions", 5.0, max_attempts=4, backoff_s=0.5,
+                                backoff_max_s=30.0, sleep=waits.append)
+        body = {"model": "m", "temperature": 0.0, "messages": [
+            {"role": "user", "content": "Reference answer: x\nModel answer: x\n"}]}
+        outcome = client.call(body)
+    assert waits == [0.5, 1.0, 2.0] and (outcome.status, outcome.attempts, outcome.reply) == ("ok", 4, "yes")
+    assert [client._wait(k, None) for k in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+    assert (client._wait(1, 3.0), client._wait(1, 45.0)) == (3.0, 30.0)  # Retry-After, within the cap

@@ -183,3 +183,25 @@ def test_rejudging_with_the_local_judge_twice_asks_the_model_once(tmp_path, data
     assert {r["prompt_sha"] for r in cached} == shas and {r["status"] for r in cached} == {"ok"}
     assert {r["reply"] for r in cached} == {v for _, _, v, _, _ in first[1]}
     judges._LOCAL_SAMPLERS.clear()
+
+
+def test_rejudge_keeps_the_protocol_of_the_source(tmp_path, data_dir, models, monkeypatch):
+    """Responses scored under ``released`` are re-judged under ``released``: its GLM prompt, its reply reading."""
+    from support.eval import JudgeServer
+    from visplay_eval.protocols.released import JUDGE_SYSTEM
+
+    from visplay.config import load_recipe
+    from visplay.context import RunContext
+    from visplay.eval.run import rejudge
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(tmp_path), "--benchmarks", "mmstar", "--data", str(data_dir),
+                 "--protocol", "released"]) == 0
+    with JudgeServer(mode="one") as server, RunLog(tmp_path / "eval.db") as log:
+        ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_url={server.url}"]),
+                         pm=visplay.plugins.get_plugin_manager(), run_dir=tmp_path, log=log)
+        (score,) = rejudge(ctx, f"{tmp_path.name}/rule@released", "endpoint")
+        (item,) = log.rows("eval_items", "judge = ?", ["endpoint"])
+    assert score["eval_id"] == f"{tmp_path.name}/endpoint@released" and score["correct"] == 1
+    assert item["judge_prompt"].startswith(f"[system] {JUDGE_SYSTEM}") and item["reason"] == "judged_correct"
+    assert "Correct answer: D. Answer to be judged: fish." in server.requests[0][2]["messages"][-1]["content"]
