@@ -151,6 +151,10 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
                    help="also write per-item records in lmms-eval's --log_samples shape (+ FILE.results.json)")
     p.add_argument("--rescore", action="store_true",
                    help="MODEL is a samples file: score its responses under --protocol without generating")
+    p.add_argument("--compare-protocols", default=None, metavar="P1,P2,...",
+                   help="also score the same responses under each of these protocols (e.g. released,lmms-eval,"
+                        "visplay) and print per benchmark their scores and the items they disagree on, with the stage "
+                        "that differs (extraction, normalisation, judge)")
     p.add_argument("--recipe", default=None, help="recipe for model/sampler settings (default: the run's, or tiny)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. eval.limit=50")
     p.add_argument("--db", help="eval database (default: the run's run.db, or ./eval.db)")
@@ -345,12 +349,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.rescore:
         return _cmd_rescore(args)
+    compare = _protocol_list(args.compare_protocols)
+    comparisons: list = []
     try:
         target, judge, scores = run_eval(args.model, benchmarks=args.benchmarks, data=args.data, judge=args.judge,
                                          recipe=args.recipe, overrides=args.overrides or (),
                                          iteration=args.iteration, db=args.db, quiet=not sys.stderr.isatty(),
                                          session=args.session, protocol=args.protocol,
-                                         samples_out=args.samples_out)
+                                         samples_out=args.samples_out, compare=compare, comparisons=comparisons)
     except (BenchmarkError, EvalError) as exc:
         print(f"visplay eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -358,27 +364,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     shown = "" if protocol == "visplay" else f" under protocol {protocol}"
     print(f"{target.label} judged by {judge}{shown} -> {target.db_path} (tables eval_scores, eval_items)")
     print(format_scores(scores))
+    _print_comparisons(comparisons, f"responses generated under protocol {protocol}")
     return EXIT_OK
+
+
+def _protocol_list(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def _print_comparisons(comparisons: list, source: str) -> None:
+    from visplay.eval.compare import format_comparison
+
+    if comparisons:
+        print(f"\nprotocols compared on the same {source}:")
+    for comparison in comparisons:
+        print(format_comparison(comparison))
 
 
 def _cmd_rescore(args: argparse.Namespace) -> int:
     from visplay.eval.benchmarks import BenchmarkError
+    from visplay.eval.compare import compare_samples
     from visplay.eval.run import EvalError, format_scores, rescore
     from visplay.eval.samples import SamplesError
 
-    if not args.protocol:
-        print("visplay eval --rescore: name the protocol to score under (--protocol)", file=sys.stderr)
+    compare = _protocol_list(args.compare_protocols)
+    if not args.protocol and not compare:
+        print("visplay eval --rescore: name the protocol to score under (--protocol, or --compare-protocols)",
+              file=sys.stderr)
         return EXIT_USAGE
+    judge = args.judge or "rule"
     try:
-        eval_id, scores = rescore(args.model, protocol=args.protocol, judge=args.judge or "rule",
-                                  benchmark=args.benchmarks or None, recipe=args.recipe,
-                                  overrides=args.overrides or (), db=args.db, samples_out=args.samples_out,
-                                  session=args.session)
+        if args.protocol:
+            eval_id, scores = rescore(args.model, protocol=args.protocol, judge=judge,
+                                      benchmark=args.benchmarks or None, recipe=args.recipe,
+                                      overrides=args.overrides or (), db=args.db, samples_out=args.samples_out,
+                                      session=args.session)
+            print(f"{args.model} re-scored as {eval_id} -> {args.db or 'eval.db'} (tables eval_scores, eval_items)")
+            print(format_scores(scores))
+        comparisons = compare_samples(args.model, compare, judge=judge, benchmark=args.benchmarks or None,
+                                      recipe=args.recipe, overrides=args.overrides or (), db=args.db,
+                                      session=args.session) if compare else []
     except (BenchmarkError, EvalError, SamplesError) as exc:
         print(f"visplay eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{args.model} re-scored as {eval_id} -> {args.db or 'eval.db'} (tables eval_scores, eval_items)")
-    print(format_scores(scores))
+    _print_comparisons(comparisons, f"responses of {args.model}")
     return EXIT_OK
 
 

@@ -2,21 +2,22 @@
 
 Model judges see a fixed prompt (:data:`JUDGE_SYSTEM`, :data:`JUDGE_TEMPLATE`) and answer yes or no. They are
 asked greedily (temperature 0), and their prompt and raw verdict text are returned so the caller logs them: a score
-can be audited and re-judged later with another judge. The paper judged with GLM-4-Flash at temperature 0.6, so its
-numbers are not reproducible; ours are, for the rule and local judges.
+can be audited and re-judged later with another judge. Every model verdict is also kept in the run log keyed by
+(judge identity, exact prompt) (verdicts.py): re-judging the same responses asks nothing and gives the same
+verdicts. The paper judged with GLM-4-Flash at temperature 0.6, so its numbers are not reproducible; ours are.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from visplay.api import Prompt, RunContext, SamplingParams, plugin_section, scoring
+from visplay_eval.endpoint import CallOutcome, EndpointClient
+from visplay_eval.verdicts import TABLE, VerdictCache, folder_digest, sha256, shown_prompt
 
 JUDGE_SYSTEM = "You are a strict grader of answers to benchmark questions."
 JUDGE_TEMPLATE = (
@@ -79,27 +80,41 @@ def parse_verdict(text: str | None) -> bool | None:
     return m.group(1) in ("yes", "correct", "true", "1")
 
 
-Request = tuple[dict[str, Any], str | None, str]
-"""(item, system text or None, user text): one question to a model judge."""
+Request = tuple[str | None, str]
+"""(system text or None, user text): one question to a model judge."""
 
 
-def judge_with(ctx: RunContext, items: Sequence[dict[str, Any]],
-               ask: Callable[[list[Request]], list[str]]) -> list[dict[str, Any]]:
+def judge_with(ctx: RunContext, items: Sequence[dict[str, Any]], identity: dict[str, Any], who: str,
+               ask: Callable[[list[Request]], list[CallOutcome]]) -> list[dict[str, Any]]:
     """Verdicts of a model judge: each item's protocol writes the request and reads the reply; items the protocol
-    scores without a judge (e.g. the released code's empty answers) keep the rule verdict. ``ask`` sends the
-    requests and returns the replies, in order."""
+    scores without a judge (e.g. the released code's empty answers) keep the rule verdict. Replies on file for
+    (``identity``, prompt) in the run log are reused (verdicts.py); ``ask`` sends the others, each distinct prompt
+    once, and returns their outcomes in order, which are stored before a failed one raises (``who`` names it)."""
     protocols = protocols_of(ctx, items)
     requests = [protocol.judge_request(item) for protocol, item in zip(protocols, items)]
-    asked = [i for i, request in enumerate(requests) if request is not None]
-    replies = dict(zip(asked, ask([(items[i], *requests[i]) for i in asked]))) if asked else {}
+    shown = [shown_prompt(*r) if r is not None else None for r in requests]
+    cache = VerdictCache(ctx.log, identity)
+    wanted = list(dict.fromkeys(s for s in shown if s is not None))
+    replies = cache.lookup(wanted)
+    missing = [s for s in wanted if s not in replies]
+    if missing:
+        request_of = {s: r for s, r in zip(shown, requests) if s is not None}  # equal texts, equal requests
+        outcomes = ask([request_of[s] for s in missing])
+        cache.store(missing, outcomes)
+        failed = [(s, o) for s, o in zip(missing, outcomes) if o.status != "ok"]
+        if failed:
+            o = failed[0][1]
+            raise JudgeError(f"{who}: {o.errors[-1] if o.errors else o.status} ({o.attempts} attempt(s); "
+                             f"{len(failed)} of {len(missing)} request(s) failed, outcomes in {TABLE})")
+        replies.update({s: o.reply for s, o in zip(missing, outcomes)})
     out = []
-    for i, (protocol, item) in enumerate(zip(protocols, items)):
-        if requests[i] is None:
+    for protocol, item, text in zip(protocols, items, shown):
+        if text is None:
             out.append({**protocol.score(item), "prompt": None, "verdict": None})
             continue
-        system, user = requests[i]
-        shown = f"[system] {system}\n[user] {user}" if system is not None else f"[user] {user}"
-        out.append({**protocol.parse_judge_reply(item, replies[i]), "prompt": shown, "verdict": replies[i]})
+        reply = replies[text]
+        out.append({**protocol.parse_judge_reply(item, reply), "prompt": text, "verdict": reply,
+                    "judge_id": cache.judge_id})
     return out
 
 
@@ -122,25 +137,35 @@ def _local_sampler(ctx: RunContext, model_dir: str) -> Any:
     return _LOCAL_SAMPLERS[cache_key]
 
 
+def local_identity(ctx: RunContext, model_dir: str) -> dict[str, Any]:
+    """What decides a local judge's reply: the folder and its files' hash, sampler, dtype, greedy, length."""
+    options = plugin_section(ctx.recipe, "eval")
+    return {"judge": "local", "model": str(Path(model_dir).resolve()), "sha256": folder_digest(model_dir),
+            "sampler": options.judge_sampler, "dtype": str(ctx.recipe.model.dtype), "temperature": 0.0,
+            "top_p": 1.0, "max_new_tokens": options.judge_max_new_tokens, "seed": "sha256(prompt)"}
+
+
 def local_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Verdicts from a local model folder (``plugins.eval.judge_model``), greedy, through a sampler plugin."""
+    """Verdicts from a local model folder (``plugins.eval.judge_model``), greedy, through a sampler plugin; the
+    model is loaded only when a prompt has no verdict on file."""
     options = plugin_section(ctx.recipe, "eval")
     model_dir = options.judge_model
     if not model_dir:
         raise JudgeError("judge 'local' needs plugins.eval.judge_model (a local model folder)")
     if not os.path.isdir(model_dir):
         raise JudgeError(f"plugins.eval.judge_model={model_dir}: not a folder")
-    sampler = _local_sampler(ctx, model_dir)
     max_tokens = options.judge_max_new_tokens
 
-    def ask(requests: list[Request]) -> list[str]:
+    def ask(requests: list[Request]) -> list[CallOutcome]:
+        sampler = _local_sampler(ctx, model_dir)
+        # the seed follows the prompt alone (greedy makes it moot), so one (identity, prompt) is one request
         params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_tokens,
-                                 seed=ctx.seed_for("eval", "judge", item.get("key", str(i))))
-                  for i, (item, _, _) in enumerate(requests)]
-        generations = sampler.sample([Prompt(user=user, system=system) for _, system, user in requests], params)
-        return [g[0].text for g in generations]
+                                 seed=int(sha256(shown_prompt(system, user))[:8], 16))
+                  for system, user in requests]
+        generations = sampler.sample([Prompt(user=user, system=system) for system, user in requests], params)
+        return [CallOutcome(g[0].text, "ok", 1, None) for g in generations]
 
-    return judge_with(ctx, items, ask)
+    return judge_with(ctx, items, local_identity(ctx, model_dir), f"judge local {model_dir}", ask)
 
 
 # --- OpenAI-compatible endpoint ------------------------------------------------------------------------------
@@ -154,54 +179,43 @@ def endpoint_url(base: str) -> str:
     return base if base.endswith("/chat/completions") else base + "/chat/completions"
 
 
-def _post(url: str, body: dict[str, Any], *, timeout: float, api_key: str | None) -> str:
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310 (scheme checked above)
-            data = json.loads(reply.read().decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")[:200]
-        raise JudgeError(f"judge endpoint {url}: HTTP {exc.code}: {detail}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise JudgeError(f"judge endpoint {url}: unreachable or timed out after {timeout:g} s ({reason})") from exc
-    except ValueError as exc:
-        raise JudgeError(f"judge endpoint {url}: reply is not JSON ({exc})") from exc
-    try:
-        return str(data["choices"][0]["message"]["content"])
-    except (KeyError, IndexError, TypeError) as exc:
-        raise JudgeError(f"judge endpoint {url}: reply has no choices[0].message.content: {str(data)[:200]}") from exc
+def sampling_body(options: Any) -> dict[str, Any]:
+    """The sampling settings every request sends, unchanged by retries (``seed`` left out when None)."""
+    body = {"model": options.judge_model_name, "temperature": float(options.judge_temperature),
+            "top_p": float(options.judge_top_p), "max_tokens": int(options.judge_max_new_tokens)}
+    if options.judge_seed is not None:
+        body["seed"] = int(options.judge_seed)
+    return body
 
 
 def endpoint_judge(ctx: RunContext, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Verdicts from an OpenAI-compatible chat-completions endpoint (``plugins.eval.judge_url``), temperature 0;
-    the request settings are the rest of ``plugins.eval`` (options.py)."""
+    """Verdicts from an OpenAI-compatible chat-completions endpoint (``plugins.eval.judge_url``), greedy by
+    default; concurrency, retries and sampling settings are the rest of ``plugins.eval`` (options.py)."""
     options = plugin_section(ctx.recipe, "eval")
     base = options.judge_url
     if not base:
         raise JudgeError("judge 'endpoint' needs plugins.eval.judge_url (e.g. http://127.0.0.1:8000/v1); nothing "
                          "contacted")
     url = endpoint_url(str(base))
-    timeout = float(options.timeout_s)
     key_env = options.api_key_env
     api_key = os.environ.get(str(key_env)) if key_env else None
     if key_env and not api_key:
         raise JudgeError(f"plugins.eval.api_key_env={key_env}: environment variable is not set")
+    client = EndpointClient(url, float(options.timeout_s), api_key, max_attempts=int(options.max_attempts),
+                            backoff_s=float(options.retry_backoff_s),
+                            backoff_max_s=float(options.retry_backoff_max_s))
+    settings = sampling_body(options)
 
-    def ask(requests: list[Request]) -> list[str]:
-        replies = []
-        for _, system, user in requests:
+    def ask(requests: list[Request]) -> list[CallOutcome]:
+        bodies = []
+        for system, user in requests:
             messages = [{"role": "system", "content": system}] if system is not None else []
             messages.append({"role": "user", "content": user})
-            body = {"model": options.judge_model_name, "temperature": 0.0,
-                    "max_tokens": options.judge_max_new_tokens, "messages": messages}
-            replies.append(_post(url, body, timeout=timeout, api_key=api_key))
-        return replies
+            bodies.append({**settings, "messages": messages})
+        return client.call_all(bodies, int(options.concurrency))
 
-    return judge_with(ctx, items, ask)
+    identity = {"judge": "endpoint", "url": url, **settings}  # the token is left out: it does not decide replies
+    return judge_with(ctx, items, identity, f"judge endpoint {url}", ask)
 
 
 JUDGES = {"rule": rule_judge, "local": local_judge, "endpoint": endpoint_judge}

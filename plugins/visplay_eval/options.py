@@ -19,8 +19,22 @@ class EvalOptions:
     """The ``model`` field of the endpoint judge's requests."""
     judge_max_new_tokens: int = 8
     """Verdict length of the model judges."""
+    judge_temperature: float = 0.0
+    """The endpoint judge's ``temperature`` (the released evaluation used 0.6); every retry sends it unchanged."""
+    judge_top_p: float = 1.0
+    """The endpoint judge's ``top_p``; every retry sends it unchanged."""
+    judge_seed: int | None = 0
+    """The endpoint judge's ``seed`` field (None: not sent); every retry sends it unchanged."""
     timeout_s: float = 30.0
-    """Seconds the endpoint judge waits for a reply."""
+    """Seconds the endpoint judge waits for a reply (one attempt)."""
+    concurrency: int = 4
+    """Requests the endpoint judge keeps in flight at once."""
+    max_attempts: int = 5
+    """Attempts per endpoint request; timeouts, refused connections, HTTP 408, 429 and 5xx are retried."""
+    retry_backoff_s: float = 1.0
+    """Wait before the second attempt; doubled after each failed attempt (at least a reply's Retry-After)."""
+    retry_backoff_max_s: float = 30.0
+    """Longest wait between two attempts."""
     api_key_env: str | None = None
     """Name of an environment variable holding the endpoint's bearer token; None: no token."""
 
@@ -33,4 +47,12 @@ class EvalOptions:
             problems["judge_max_new_tokens"] = f"must be >= 1, got {self.judge_max_new_tokens}"
         if not self.timeout_s > 0:
             problems["timeout_s"] = f"must be > 0, got {self.timeout_s}"
+        for name in ("concurrency", "max_attempts"):
+            if getattr(self, name) < 1:
+                problems[name] = f"must be >= 1, got {getattr(self, name)}"
+        for name in ("retry_backoff_s", "retry_backoff_max_s", "judge_temperature"):
+            if getattr(self, name) < 0:
+                problems[name] = f"must be >= 0, got {getattr(self, name)}"
+        if not 0 < self.judge_top_p <= 1:
+            problems["judge_top_p"] = f"must be in (0, 1], got {self.judge_top_p}"
         return problems

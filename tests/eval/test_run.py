@@ -124,3 +124,84 @@ def test_rejudge_stored_responses_with_the_endpoint(tmp_path, data_dir, models, 
     assert {b: s["correct"] for b, s in scores.items()} == {"mm-vet": 0, "mathverse": 0}
     assert all(r["judge_prompt"].startswith("[system]") and r["verdict"] == "No." for r in items)
     assert all(s["eval_id"] == f"{label}/endpoint" for s in scores.values())
+
+
+def test_rejudging_with_the_local_judge_twice_asks_the_model_once(tmp_path, data_dir, models, monkeypatch):
+    """Done means (issue 23): re-judging an evaluated run with the local judge (the real tiny model through the
+    HF backend) twice gives identical verdicts, and the second time no model is loaded or called."""
+    import hashlib
+
+    tiny = pytest.importorskip("visplay_models.tiny")
+    import visplay_eval.plugin as eval_plugin
+    import visplay_models.plugin as models_plugin
+    from visplay_eval import judges
+
+    from visplay.config import load_recipe
+    from visplay.context import RunContext
+    from visplay.eval.run import rejudge
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(tmp_path), "--benchmarks", "mm-vet,mathverse,mmstar", "--data", str(data_dir)]) == 0
+    monkeypatch.undo()  # the stand-in generated the responses; the judge is the real models plugin
+    folder = tiny.build_tiny_model(load_recipe("tiny").plugins.models.tiny, seed=0)
+    loads, calls = [], []
+    real_local_sampler = judges._local_sampler
+
+    class Counting:
+        def __init__(self, sampler):
+            self.sampler = sampler
+
+        def sample(self, prompts, params):
+            calls.append(len(prompts))
+            return self.sampler.sample(prompts, params)
+
+    def counting_sampler(ctx, model_dir):
+        loads.append(model_dir)
+        return Counting(real_local_sampler(ctx, model_dir))
+
+    monkeypatch.setattr(judges, "_local_sampler", counting_sampler)
+    pm = visplay.plugins.get_plugin_manager(autoload=False, extra=(eval_plugin, models_plugin))
+    with RunLog(tmp_path / "eval.db") as log:
+        ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_model={folder}"]), pm=pm,
+                         run_dir=tmp_path, log=log)
+
+        def rejudge_once():
+            judges._LOCAL_SAMPLERS.clear()  # as a new process would start: no model loaded
+            scores = rejudge(ctx, f"{tmp_path.name}/rule", "local")
+            rows = log.rows("eval_items", "judge = ?", ["local"], order_by="key")
+            return scores, [(r["key"], r["judge_prompt"], r["verdict"], r["correct"], r["reason"]) for r in rows]
+
+        first = rejudge_once()
+        first_calls, first_loads = list(calls), list(loads)
+        second = rejudge_once()
+        cached = log.rows("judge_verdicts")
+    assert sum(first_calls) == 4 and len(first_loads) == 3  # 2 + 1 + 1 items: one model call per prompt
+    assert calls == first_calls and loads == first_loads  # the second time: nothing loaded, nothing asked
+    assert second == first and len(first[1]) == 4
+    assert all(isinstance(v, str) and p.startswith("[system]") for _, p, v, _, _ in first[1])
+    shas = {hashlib.sha256(prompt.encode()).hexdigest() for _, prompt, _, _, _ in first[1]}
+    assert {r["prompt_sha"] for r in cached} == shas and {r["status"] for r in cached} == {"ok"}
+    assert {r["reply"] for r in cached} == {v for _, _, v, _, _ in first[1]}
+    judges._LOCAL_SAMPLERS.clear()
+
+
+def test_rejudge_keeps_the_protocol_of_the_source(tmp_path, data_dir, models, monkeypatch):
+    """Responses scored under ``released`` are re-judged under ``released``: its GLM prompt, its reply reading."""
+    from support.eval import JudgeServer
+    from visplay_eval.protocols.released import JUDGE_SYSTEM
+
+    from visplay.config import load_recipe
+    from visplay.context import RunContext
+    from visplay.eval.run import rejudge
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(tmp_path), "--benchmarks", "mmstar", "--data", str(data_dir),
+                 "--protocol", "released"]) == 0
+    with JudgeServer(mode="one") as server, RunLog(tmp_path / "eval.db") as log:
+        ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_url={server.url}"]),
+                         pm=visplay.plugins.get_plugin_manager(), run_dir=tmp_path, log=log)
+        (score,) = rejudge(ctx, f"{tmp_path.name}/rule@released", "endpoint")
+        (item,) = log.rows("eval_items", "judge = ?", ["endpoint"])
+    assert score["eval_id"] == f"{tmp_path.name}/endpoint@released" and score["correct"] == 1
+    assert item["judge_prompt"].startswith(f"[system] {JUDGE_SYSTEM}") and item["reason"] == "judged_correct"
+    assert "Correct answer: D. Answer to be judged: fish." in server.requests[0][2]["messages"][-1]["content"]

@@ -12,7 +12,7 @@ import io
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -232,31 +232,62 @@ def add_eval_scores(db, accuracies):
 
 
 class JudgeServer:
-    """A minimal OpenAI-compatible chat-completions server: 'yes' when the model answer equals the reference."""
+    """A minimal OpenAI-compatible chat-completions server on 127.0.0.1 (one thread per request): 'yes' when the
+    model answer equals the reference. ``failures`` scripts the first attempts of every distinct prompt (an HTTP
+    status such as 429 or 503, or "slow": held 1.5 s); ``delay`` holds every answered request that long, and
+    ``max_in_flight`` is the most answered requests the server held at once."""
 
-    def __init__(self, mode="ok"):
-        self.requests, self.mode = [], mode
+    def __init__(self, mode="ok", failures=(), delay=0.0):
+        self.requests, self.mode, self.failures, self.delay = [], mode, list(failures), delay
+        self.seen: dict[str, int] = {}
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append((self.path, dict(self.headers), body))
+                user = body["messages"][-1]["content"]
+                with outer.lock:
+                    outer.requests.append((self.path, dict(self.headers), body))
+                    attempt = outer.seen[user] = outer.seen.get(user, 0) + 1
+                if attempt <= len(outer.failures):
+                    return self.fail(outer.failures[attempt - 1])
+                with outer.lock:
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                time.sleep(outer.delay)
+                with outer.lock:
+                    outer.in_flight -= 1
+                self.answer(body, user)
+
+            def fail(self, failure):
+                if failure == "slow":
+                    time.sleep(1.5)
+                    return None
+                self.send_response(failure)
+                if failure == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(f"scripted {failure}".encode())
+                return None
+
+            def answer(self, body, user):
                 if outer.mode == "slow":
                     time.sleep(1.5)
-                if outer.mode == "error":
-                    self.send_response(500)
+                if outer.mode in ("error", "bad_request"):
+                    self.send_response(500 if outer.mode == "error" else 400)
                     self.end_headers()
                     self.wfile.write(b"boom")
                     return
-                user = body["messages"][-1]["content"]
                 if outer.mode == "one":  # the released judge's "return 1" reply, whatever the prompt
                     verdict = "1"
                 else:
                     ref = user.split("Reference answer: ")[1].split("\n")[0]
                     got = user.split("Model answer: ")[1].split("\n")[0]
                     verdict = "yes" if ref == got else "No."
-                reply = {"choices": [{"message": {"role": "assistant", "content": verdict}}]}
+                reply = {"model": f"served-{body['model']}",
+                         "choices": [{"message": {"role": "assistant", "content": verdict}}]}
                 data = json.dumps(reply).encode() if outer.mode != "garbage" else b"<html>"
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -266,7 +297,8 @@ class JudgeServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

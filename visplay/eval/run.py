@@ -13,10 +13,10 @@ with another judge without generating again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 from PIL import Image
@@ -36,6 +36,9 @@ from visplay.eval.protocol import EvalProtocol, Presentation
 from visplay.log.runlog import RunLog
 from visplay.session import PluginSession
 from visplay.types import ImageRecord, Prompt, SamplingParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from visplay.eval.compare import Comparison
 
 log = logging.getLogger("visplay.eval.run")
 
@@ -264,8 +267,13 @@ def eval_id_of(label: str, judge: str, protocol: str) -> str:
     return f"{label}/{judge}" if protocol == "visplay" else f"{label}/{judge}@{protocol}"
 
 
+OnBenchmark = Callable[[BenchmarkSpec, list[BenchmarkItem], list[dict]], None]
+"""Called with each benchmark's items and their generations once they are judged (``--compare-protocols``)."""
+
+
 def evaluate(ctx: RunContext, sampler: Any, target: EvalTarget, specs: Sequence[BenchmarkSpec], data_dir: str,
-             *, judge: str = "rule", quiet: bool = True, protocol: str | None = None) -> list[dict]:
+             *, judge: str = "rule", quiet: bool = True, protocol: str | None = None,
+             on_benchmark: OnBenchmark | None = None) -> list[dict]:
     """Generate, judge and log every benchmark under ``protocol`` (default ``eval.protocol``); returns the
     ``eval_scores`` rows written."""
     protocol = protocol or ctx.recipe.eval.protocol
@@ -286,12 +294,16 @@ def evaluate(ctx: RunContext, sampler: Any, target: EvalTarget, specs: Sequence[
                 ctx.log.insert("eval_items", rows, replace=True)
                 ctx.log.insert("eval_scores", [score], replace=True)
         scores.append(score)
+        if on_benchmark is not None:
+            on_benchmark(spec, items, gens)
     return scores
 
 
 def rejudge(ctx: RunContext, source_eval_id: str, judge: str) -> list[dict]:
-    """Re-score the responses stored under ``source_eval_id`` with another judge (no generation); the new rows
-    go under ``<label>/<judge>``. Returns the new ``eval_scores`` rows."""
+    """Re-score the responses stored under ``source_eval_id`` with another judge (no generation), under the
+    protocol they were scored with (``@<protocol>`` of the id); the new rows go under ``<label>/<judge>[@<protocol>]``.
+    A model judge's verdicts on file are reused (plugins/visplay_eval/verdicts.py). Returns the new ``eval_scores``
+    rows."""
     import json
 
     if ctx.log is None:
@@ -300,7 +312,8 @@ def rejudge(ctx: RunContext, source_eval_id: str, judge: str) -> list[dict]:
     if not old_scores:
         raise EvalError(f"{ctx.log.path}: no evaluation {source_eval_id!r} in table eval_scores")
     label = source_eval_id.split("/")[0]
-    new_id, scores = f"{label}/{judge}", []
+    protocol = source_eval_id.partition("@")[2] or "visplay"
+    new_id, scores = eval_id_of(label, judge, protocol), []
     for old in old_scores:
         spec = resolve_names([old["benchmark"]])[0]
         stored = sorted(ctx.log.rows_matching("eval_items", eval_id=source_eval_id, benchmark=old["benchmark"]),
@@ -308,7 +321,8 @@ def rejudge(ctx: RunContext, source_eval_id: str, judge: str) -> list[dict]:
         inputs = [{"key": f"{new_id}/{r['benchmark']}/{r['idx']}", "benchmark": r["benchmark"],
                    "question": r["question"], "answer": r["reference"], "kind": r["kind"],
                    "options": json.loads(r["options"] or "[]"), "letters": json.loads(r["letters"] or "[]"),
-                   "alternatives": spec.alternatives, "response": r["response"] or ""} for r in stored]
+                   "alternatives": spec.alternatives, "response": r["response"] or "", "protocol": protocol}
+                  for r in stored]
         verdicts = judge_items(ctx, judge, inputs)
         rows = [_item_row(new_id, judge, inp, r, v, r["idx"], r["item_id"])
                 for inp, r, v in zip(inputs, stored, verdicts)]
@@ -336,9 +350,11 @@ def format_scores(scores: Sequence[dict]) -> str:
 def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | None = None, judge: str | None = None,
              recipe: str | None = None, overrides: Sequence[str] = (), iteration: int | None = None,
              db: str | None = None, quiet: bool = True, session: PluginSession | None = None,
-             protocol: str | None = None,
-             samples_out: str | None = None) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
+             protocol: str | None = None, samples_out: str | None = None, compare: Sequence[str] = (),
+             comparisons: list[Comparison] | None = None) -> tuple[EvalTarget, str, list[dict[str, Any]]]:
     """Evaluate a model folder or a run's reasoner on local benchmark files; returns (target, judge, scores).
+    With ``compare`` (protocol names), the same responses are also scored under each of them and the
+    :class:`~visplay.eval.compare.Comparison` of each benchmark is appended to ``comparisons`` (not logged).
 
     Every benchmark file is checked before a model is loaded; errors are BenchmarkError / EvalError naming the
     file, row or setting.
@@ -358,8 +374,25 @@ def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | No
         declare_tables(runlog)
         ctx = session.context(cfg, target.run_dir, log=runlog, iteration=target.iteration or 0, phase="eval")
         get_protocol(ctx, protocol or cfg.eval.protocol, specs)  # an unknown protocol fails before loading a model
+        for name in compare:
+            get_protocol(ctx, name)
+        if compare and comparisons is None:
+            raise ValueError("run_eval(compare=...) needs a comparisons list to fill")
         sampler = load_sampler(ctx, target)
-        scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet, protocol=protocol)
+
+        from visplay.eval.compare import compare_under
+
+        def compared(spec: BenchmarkSpec, items: list[BenchmarkItem], gens: list[dict]) -> None:
+            def inputs(name: str) -> list[dict[str, Any]]:
+                return [_judge_input(item, spec, f"compare@{name}/{spec.name}/{item.index}", g["response"], name)
+                        for item, g in zip(items, gens)]
+
+            shown = [{"index": it.index, "item_id": it.item_id, "reference": it.answer, "response": g["response"]}
+                     for it, g in zip(items, gens)]
+            comparisons.append(compare_under(ctx, judge, spec, shown, compare, inputs))  # type: ignore[union-attr]
+
+        scores = evaluate(ctx, sampler, target, specs, data_dir, judge=judge, quiet=quiet, protocol=protocol,
+                          on_benchmark=compared if compare else None)
         if samples_out:
             _write_samples(runlog, samples_out, scores, protocol or cfg.eval.protocol)
     return target, judge, scores
@@ -373,14 +406,15 @@ def _write_samples(runlog: RunLog, path: str, scores: Sequence[dict], protocol: 
     write_samples(path, rows, scores, protocol)
 
 
-def _record_input(record: dict[str, Any], spec: BenchmarkSpec, eval_id: str, protocol: str,
+def record_input(record: dict[str, Any], spec: BenchmarkSpec, eval_id: str, protocol: str,
                   source: str) -> dict[str, Any]:
-    """The judge input of one samples-file record (its doc's question, options, kind and question type)."""
-    from visplay.eval.benchmarks import item_kind
+    """The judge input of one samples-file record (its doc's question, options, kind and question type); options
+    written in the question (``A. ...`` lines, as in an lmms-eval MMStar doc) are read as the loader reads them."""
+    from visplay.eval.benchmarks import inline_options, item_kind, parse_options
 
     doc, reference = record["doc"], record["target"]
-    options = [str(o) for o in doc.get("options") or []]
     question = str(doc.get("question", ""))
+    options = parse_options(doc.get("options")) or inline_options(question)  # MMMU docs: "['a', 'b']"
     meta = {"raw_answer": reference, **({"question_type": doc["question_type"]} if doc.get("question_type") else {})}
     item = BenchmarkItem(spec.name, int(record["doc_id"]), str(doc.get("id", record["doc_id"])), question, question,
                          reference, doc.get("kind") or item_kind(spec, reference, options, question), options, None,
@@ -410,7 +444,7 @@ def rescore(samples: str, *, protocol: str, judge: str = "rule", benchmark: str 
         get_protocol(ctx, protocol, specs)
         for spec, name in zip(specs, names):
             mine = [r for r in records if r["benchmark"] == name]
-            inputs = [_record_input(r, spec, eval_id, protocol, samples) for r in mine]
+            inputs = [record_input(r, spec, eval_id, protocol, samples) for r in mine]
             gens = [{} for _ in mine]
             verdicts = judge_items(ctx, judge, inputs)
             rows = [_item_row(eval_id, judge, inp, g, v, int(r["doc_id"]), str(r["doc"].get("id", r["doc_id"])))
@@ -423,3 +457,4 @@ def rescore(samples: str, *, protocol: str, judge: str = "rule", benchmark: str 
         if samples_out:
             _write_samples(runlog, samples_out, scores, protocol)
     return eval_id, scores
+
