@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from support.metrics import accumulator
 from support.replay import EveryTextIsAQuestion, make_run, sha256_file, tamper
 
@@ -53,6 +54,9 @@ def test_clean_replay_checks_every_value(run_db):
     assert report.served["questioner"] > 0 and report.served["reasoner"] > 0
     assert sha256_file(run_db) == before
     assert "OK:" in format_report(report)
+    assert report.machines is None and "machine:" not in format_report(report)  # logged and replayed here
+    with RunLog(run_db, readonly=True) as log:  # the device names the CPU kernels the floats came from
+        assert log.run()["device"].endswith(f" {torch.backends.cpu.get_cpu_capability()} kernels)")
     # both runs sent their wall-clock timing_s/* to TensorBoard (values differ), and neither run log holds it:
     # the replay compares every metrics row and still passes
     for db in (run_db, report.replayed):

@@ -45,6 +45,8 @@ from visplay.session import PluginSession
 REPLAY_TABLES = ("images", "generations", "questions", "labels", "filters", "answers", "rewards", "advantages",
                  "metrics", "checkpoints", "steps")
 ROLE_PHASES = {"questioner": ("questioner",), "reasoner": ("reasoner_set", "reasoner")}
+# The runs columns that say where a run computed: a replay elsewhere may differ in the floats' last bits.
+MACHINE_COLUMNS = ("device", "torch", "transformers")
 # Which hook computes which table's values, for naming the plugin behind a divergence.
 TABLE_HOOKS = {
     "generations": "visplay_generate_questions", "questions": "visplay_parse_question",
@@ -94,6 +96,7 @@ class ReplayReport:
     unchecked: dict[str, int] = field(default_factory=dict)  # served rows logged before digests existed
     live: str | None = None  # pid of the process that held the run's lock (the run was being written)
     live_prefix: tuple[Position | None, int] | None = None  # a live run's last committed step and step count
+    machines: tuple[str, str] | None = None  # (logged, replayed) machine when they differ (MACHINE_COLUMNS)
 
     @property
     def ok(self) -> bool:
@@ -331,13 +334,24 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
             result = diff_logs(original, new, tables=tables, tolerance=tolerance, limit=limit,
                                scope=lambda row: plan.contains(_position_of(row)))
             changes = what_if_changes(original, new, plan, tolerance) if what_if else {}
+            machines = machine_change(original.run() or {}, new.run() or {})
     live = live or lock_holder(db.parent)  # a run resumed while we replayed writes the file too
     if original_hash is not None and live is None and sha256_file(db) != original_hash:  # a guarantee: checked
         raise RuntimeError(f"{db} changed during replay; this is a bug in visplay")
     return ReplayReport(original=db, replayed=out, mode=mode, diff=result, slice=plan,
                         seconds=time.perf_counter() - started, served=dict(plugin.served),
                         sampled_fresh=dict(plugin.sampled_fresh), changes=changes, unchecked=dict(plugin.unchecked),
-                        hook_order=hook_table(session.pm), live=live, live_prefix=prefix)
+                        hook_order=hook_table(session.pm), live=live, live_prefix=prefix, machines=machines)
+
+
+def machine_change(logged: dict[str, Any], replayed: dict[str, Any]) -> tuple[str, str] | None:
+    """(logged, replayed) descriptions of the machine when device or library versions differ, else None."""
+    def words(row: dict[str, Any]) -> str:
+        return ", ".join(f"{c} {row.get(c)}" for c in MACHINE_COLUMNS)
+
+    if all(logged.get(c) == replayed.get(c) for c in MACHINE_COLUMNS):
+        return None
+    return words(logged), words(replayed)
 
 
 def _live_words(db: Path, holder: str) -> str:
@@ -433,6 +447,11 @@ def format_report(report: ReplayReport, *, limit: int = 10) -> str:
         stop, steps = report.live_prefix
         lines.append(f"live run: {_live_words(report.original, report.live)}; replayed its committed prefix "
                      f"({steps} steps, up to {stop}) as it was when the replay began; later steps are not compared")
+    if report.machines is not None:
+        lines.append(f"machine: logged with {report.machines[0]}; replayed with {report.machines[1]}: CPUs with "
+                     "other vector kernels or other library versions sum floats in another order, so weights, "
+                     "losses and what follows them can differ in their last bits (docs/replay.md, 'Across "
+                     "machines')")
     if report.slice.start is not None:
         lines.append(f"slice: {report.slice.start} .. {report.slice.stop}"
                      + (" (started at the phase's first step: the earlier step state is not on disk)"

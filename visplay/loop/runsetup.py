@@ -271,7 +271,18 @@ def _device(device: str) -> str:
             return f"{device} ({torch.cuda.get_device_name(device)})"
         except Exception:  # no CUDA here: say what the recipe asked for
             return device
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {_cpu_kernels()} kernels)"
+
+
+def _cpu_kernels() -> str:
+    """The vector instruction set torch's CPU kernels use here (AVX512, AVX2, ...): two CPUs with different ones
+    sum in different orders, so a run's floats are the same only between machines that share it."""
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # torch without the query: say so rather than guess
+        return "unknown"
 
 
 def _git_commit() -> str | None:
