@@ -34,7 +34,7 @@ from visplay.context import RunContext
 from visplay.keys import rank
 from visplay.loader import require_served
 from visplay.log.runlog import KeptQuestion, RunLog, RunLogError
-from visplay.log.schema_docs import write_datasette_metadata
+from visplay.log.schema_docs import plugin_table_docs, write_datasette_metadata
 from visplay.loop import lifecycle, phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
 from visplay.loop.progress import PHASE_TITLES, Progress, start_line, summary_line
@@ -108,7 +108,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
                 stack.enter_context(run_lock(run_dir))
             runlog = stack.enter_context(RunLog(db_path, create=True))
             if shadow is None:
-                write_datasette_metadata(db_path)  # `datasette run.db -m datasette.json` documents every column
+                # `datasette run.db -m datasette.json` documents every column, the plugins' tables' too
+                write_datasette_metadata(db_path, plugin_table_docs(session.pm))
             progress = Progress(quiet=quiet, iterations=cfg.iterations, silent=shadow is not None)
             runlog.on_event = progress.on_event  # warnings (skipped images, empty sets...) reach the terminal
             ctx = session.context(cfg, run_dir, log=runlog, progress=progress)
