@@ -236,7 +236,7 @@ class SelfPlay:
 
     def commit_training(self, role: str, i: int, s: int, result: phases.StepResult) -> None:
         """Commit a training step of ``role``: its rows, and every ``checkpoint.every`` steps (and at the phase's
-        last step, as ``<role>_v<i>``) its snapshot, in one transaction."""
+        last step, as ``<role>_v<i>``: the model without optimizer state) its snapshot, in one transaction."""
         last = s == self.cfg[role].steps - 1
         snapshot = last or (s + 1) % self.cfg.checkpoint.every == 0
         name = version_name(role, i) if last else state_name(role, i, s)
@@ -244,7 +244,10 @@ class SelfPlay:
         saved = None
         if snapshot:
             with result.timed("save_checkpoint"):
-                saved = self.roles.save(role, name, with_optimizer=True)
+                # the phase's last step writes the model alone: ``<role>_v<i>`` is a folder to hand to other tools
+                # (lmms-eval, from_pretrained), and its optimizer state is never read (each iteration starts a
+                # fresh optimizer on it, as the released code restarts training per iteration)
+                saved = self.roles.save(role, name, with_optimizer=not last)
         with self.ctx.log.step(i, role, s):
             self._write(result)
             if saved is not None:
