@@ -256,7 +256,7 @@ def test_a_sink_that_cannot_open_once_the_run_started_is_a_warning_not_a_dead_ru
     # refused before the run: tests/faults/test_sinks.py)
     from visplay_metrics.sinks import TensorBoardSink
 
-    def refused(self, log_dir, recipe_yaml=None):
+    def refused(self, log_dir, recipe_yaml=None, hparams=None):
         raise PermissionError(f"[Errno 13] Permission denied: '{log_dir}'")
 
     monkeypatch.setattr(TensorBoardSink, "__init__", refused)
