@@ -12,9 +12,9 @@ python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install torch==2.13.0
 if [ "$extras" = dev ]; then
-    "${pip[@]}" install -c "$root/constraints.txt" -e "$root[dev]"
+    "${pip[@]}" install -c "$root/constraints.txt" -e "$root[cpu,dev]"
     "${pip[@]}" install -c "$root/constraints.txt" "$root/plugins/examples/visplay-length-reward"
 else
-    "${pip[@]}" install -c "$root/constraints.txt" -e "$root"
+    "${pip[@]}" install -c "$root/constraints.txt" -e "$root[cpu]"
 fi
 echo "visplay installed in $venv: activate with 'source $venv/bin/activate'"

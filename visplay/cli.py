@@ -241,6 +241,22 @@ def parse_args(argv: Sequence[str] | None = None, session: Any = None) -> argpar
     return args
 
 
+# Commands that load models (torch is not in visplay's base requirements: pyproject.toml, README "Install").
+TORCH_COMMANDS = {"run", "reproduce", "resume", "replay", "eval"}
+NO_TORCH = ("visplay: this command needs PyTorch, which is not installed (visplay's base install leaves it out so "
+            "that pip never pulls CUDA torch onto a CPU machine). Install it for your machine: CPU: pip install "
+            "'visplay[cpu]' --extra-index-url https://download.pytorch.org/whl/cpu ; GPU: pip install 'visplay[gpu]' "
+            "(README).")
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    if "torch" in sys.modules:  # None there means "import refused"
+        return sys.modules["torch"] is not None
+    return importlib.util.find_spec("torch") is not None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _setup_environment()
     from visplay.config import RecipeError
@@ -256,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser(session).print_help()
         return EXIT_USAGE
     args.session = session
+    if args.command in TORCH_COMMANDS and not getattr(args, "dry_run", False) and not _torch_installed():
+        print(NO_TORCH, file=sys.stderr)
+        return EXIT_USAGE
     try:
         handler = COMMANDS.get(args.command) or args.plugin_commands[args.command]
         return int(handler(args) or 0)

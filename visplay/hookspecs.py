@@ -339,6 +339,16 @@ def visplay_summary_fields(ctx: RunContext, iteration: int) -> dict[str, float |
 
 
 @hookspec
+def visplay_table_docs() -> dict[str, tuple[str, dict[str, str]]] | None:
+    """What the run-log tables a plugin declares (``RunLog.declare_table``) hold: written into the ``datasette.json``
+    beside each run.db with the core tables' docs, so datasette describes every table and column.
+
+    :return: {table: (what one row is, {column: meaning})}, the table's columns in schema order, or None. Called
+        without a run context, when a run starts.
+    """
+
+
+@hookspec
 def visplay_add_commands(subparsers: Any) -> dict[str, Any] | None:
     """Add subcommands to ``visplay`` (the idea of datasette's ``register_commands``).
 

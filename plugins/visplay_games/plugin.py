@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from visplay.api import AskedQuestion, ImageRecord, hookimpl, plugin_section
-from visplay_games import coldstart, gold, pools, rewards
+from visplay_games import coldstart, gold, pools, rewards, tables
 from visplay_games.core import GameState
 from visplay_games.options import GamesOptions
 
@@ -29,6 +29,12 @@ def options(ctx: Any) -> GamesOptions:
 @hookimpl
 def visplay_recipe_sections() -> dict[str, type]:
     return {"games": GamesOptions}
+
+
+@hookimpl
+def visplay_table_docs() -> dict[str, tuple[str, dict[str, str]]]:
+    """The plugin's tables (gold_truth, gold_eval, gold_silver, cold_start_losses) for datasette.json."""
+    return tables.TABLE_DOCS
 
 
 @hookimpl

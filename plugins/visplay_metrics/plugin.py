@@ -55,10 +55,10 @@ def _open_sink(ctx: Any, opts: MetricsOptions, name: str) -> Sink:
     from omegaconf import OmegaConf
 
     run_dir = Path(ctx.run_dir)
-    if name == "tensorboard":
-        return TensorBoardSink(Path(opts.tensorboard_dir) if opts.tensorboard_dir else run_dir / "tensorboard",
-                               OmegaConf.to_yaml(ctx.recipe, resolve=True))
     config = OmegaConf.to_container(ctx.recipe, resolve=True)
+    if name == "tensorboard":  # the recipe as text (TEXT tab) and as hparams (HPARAMS tab)
+        return TensorBoardSink(Path(opts.tensorboard_dir) if opts.tensorboard_dir else run_dir / "tensorboard",
+                               OmegaConf.to_yaml(ctx.recipe, resolve=True), _flatten(config))
     if name == "wandb":
         return WandbSink(project=opts.wandb_project, name=str(ctx.recipe.name), mode=opts.wandb_mode,
                          directory=Path(opts.wandb_dir) if opts.wandb_dir else run_dir, config=config)

@@ -47,6 +47,16 @@ def mlflow_key(tag: str) -> str:
     return key
 
 
+def tensorboard_hparam(value: Any) -> int | float | str | bool:
+    """A recipe value as TensorBoard's hparams plugin holds it: numbers, strings and booleans as they are, anything
+    else as JSON text."""
+    import json
+
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 class Sink:
     name = "sink"
 
@@ -66,7 +76,7 @@ class TensorBoardSink(Sink):
 
     name = "tensorboard"
 
-    def __init__(self, log_dir: Path, recipe_yaml: str | None = None):
+    def __init__(self, log_dir: Path, recipe_yaml: str | None = None, hparams: dict[str, Any] | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +84,18 @@ class TensorBoardSink(Sink):
         if recipe_yaml:  # the TEXT tab shows what ran (markdown: indented lines are a code block)
             self.writer.add_text("recipe", "".join(f"    {line}\n" for line in recipe_yaml.splitlines()),
                                  global_step=0)
+        if hparams:
+            self.add_hparams(hparams)
+
+    def add_hparams(self, hparams: dict[str, Any]) -> None:
+        """The recipe's keys in the HPARAMS tab, as the session-start record of this run's own event file (not
+        ``SummaryWriter.add_hparams``, which opens a second run folder). No experiment record is written, so
+        TensorBoard's hparams plugin offers every scalar of the run as a metric column; lists and mappings are
+        JSON text, None values are left out (the plugin has no null)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        _, start, _ = hparams_summaries({k: tensorboard_hparam(v) for k, v in hparams.items() if v is not None}, {})
+        self.writer.file_writer.add_summary(start)
 
     def log(self, scalars: dict[str, float], global_step: int, wall_time: float) -> None:
         for tag, value in scalars.items():

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from visplay.api import Prompt, file_hashes
-from visplay_models.checkpoint import every_rank_writes, save_model
+from visplay_models.checkpoint import every_rank_writes, portable_adapter_config, save_model, share_files
 from visplay_models.forward import token_logprobs
 from visplay_models.processor import VLProcessor
 from visplay_models.sampler import HFSampler
@@ -190,10 +190,12 @@ class HFPolicy:
                 save_model(self.model, directory, lora=self.lora)
         if self.lora:
             self.model.save_pretrained(directory / "adapter", safe_serialization=True)
+            portable_adapter_config(directory / "adapter", self.source)
         self.processor.save_pretrained(directory)
         # Only the source folder's name: the same run in two directories must save byte-identical checkpoints.
         (directory / "visplay_policy.json").write_text(json.dumps(
             {"role": self.role, "source": Path(self.source).name, "lora": self.lora}, indent=1, sort_keys=True))
+        share_files(directory)
         return file_hashes(directory)
 
     def load_weights(self, directory: str | Path) -> None:

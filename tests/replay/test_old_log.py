@@ -8,6 +8,7 @@ files, it rebuilds everything from the logged recipe and generations.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -84,10 +85,19 @@ def test_it_replays_bit_for_bit(old_run, tmp_path):
     for table in core:
         stats = report.diff.tables[table]
         assert stats.rows_a > 0 or table in ("labels",), (table, text)
+        # issue 27: a phase's final folder (<role>_v<i>) no longer holds optimizer/ (2 checkpoints rows differ)
+        allowed = 2 if table == "checkpoints" else 0
         assert stats.only_a == stats.only_b == 0, (table, text)
-        assert stats.differing == 0 or table in floats, (table, text)
+        assert stats.differing <= allowed or table in floats, (table, text)
     eval_rank = phase_rank("eval")
-    for div in report.diff.divergences:
+    for div in [d for d in report.diff.divergences if d.table == "checkpoints"]:
+        replayed, logged = sorted((json.loads(div.a), json.loads(div.b)), key=len)  # the log's has optimizer/
+        assert div.column == "files" and div.key[0] in ("questioner_v1", "reasoner_v1"), div.describe()
+        kept = {k: v for k, v in logged.items() if not k.startswith("optimizer/")}
+        if "checkpoints" in floats:  # other kernels, other weights: the same files, other hashes
+            kept, replayed = set(kept), set(replayed)
+        assert kept == replayed, div.describe()
+    for div in [d for d in report.diff.divergences if d.table != "checkpoints"]:
         added = div.table == "metrics" and div.a == "absent" and (  # issue 27's health metrics: new rows only
             div.key[3] in HEALTH_METRICS or div.key[3].startswith("reward/") and div.key[3].endswith("/std"))
         assert added or div.table.startswith("gold_") or (div.table == "metrics" and div.position[1] == eval_rank) \

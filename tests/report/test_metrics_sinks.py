@@ -58,6 +58,25 @@ def test_tensorboard_shows_the_recipe_as_text(finished_run):
     assert "    seed: 0\n" in text and "    name: tiny\n" in text
 
 
+def test_tensorboard_holds_the_recipe_as_hparams(finished_run):
+    """The HPARAMS tab: the session-start record of TensorBoard's hparams plugin in the run's own event file, one
+    hparam per recipe key (parsed by the plugin's own metadata reader)."""
+    from omegaconf import OmegaConf
+    from tensorboard.plugins.hparams import metadata
+
+    acc = accumulator(finished_run.parent / "tensorboard")
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    assert set(content) == {metadata.SESSION_START_INFO_TAG}  # no experiment record: every scalar is a metric
+    hparams = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG]).hparams
+    with RunLog(finished_run, readonly=True) as log:
+        recipe = OmegaConf.create(log.run()["recipe_yaml"])
+    assert hparams["questioner.steps"].number_value == recipe.questioner.steps
+    assert hparams["name"].string_value == recipe.name
+    assert hparams["plugins.metrics.sinks"].string_value == '["tensorboard"]'
+    flat = metrics_plugin._flatten(OmegaConf.to_container(recipe, resolve=True))
+    assert set(hparams) == {k for k, v in flat.items() if v is not None}
+
+
 def test_system_scalars_are_sent_but_never_logged(finished_run):
     acc = accumulator(finished_run.parent / "tensorboard")
     tags = set(acc.Tags()["scalars"])
@@ -237,7 +256,7 @@ def test_a_sink_that_cannot_open_once_the_run_started_is_a_warning_not_a_dead_ru
     # refused before the run: tests/faults/test_sinks.py)
     from visplay_metrics.sinks import TensorBoardSink
 
-    def refused(self, log_dir, recipe_yaml=None):
+    def refused(self, log_dir, recipe_yaml=None, hparams=None):
         raise PermissionError(f"[Errno 13] Permission denied: '{log_dir}'")
 
     monkeypatch.setattr(TensorBoardSink, "__init__", refused)

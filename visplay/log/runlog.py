@@ -129,6 +129,36 @@ _V1_GENERATIONS = {c: int if c in ("iteration", "step", "sample_index", "seed") 
 # Columns that differ between otherwise identical runs (wall-clock times); comparisons skip them.
 VOLATILE_COLUMNS = {"created_at", "finished_at", "committed_at"}
 
+# What SQLite's column types cannot say, by (table or view, column): INTEGER columns that hold booleans (0/1), REAL
+# columns that hold unix times, TEXT columns that hold JSON, and the types of view columns computed by an expression
+# (SQLite declares none). Exporters declare their files' schema from these (visplay.log.export), so two runs'
+# files have the same types whatever their rows hold. Kinds: integer, real, text, blob, bool, time, json, and the
+# decoded arrays of ``generations``: ids (int32 values), floats (log-probs).
+COLUMN_KINDS: dict[tuple[str, str], str] = {
+    ("questions", "valid"): "bool", ("filters", "keep"): "bool",
+    ("runs", "created_at"): "time", ("runs", "finished_at"): "time", ("steps", "committed_at"): "time",
+    ("plugins", "hooks"): "json", ("images", "meta"): "json", ("labels", "answers"): "json",
+    ("labels", "answer_keys"): "json", ("checkpoints", "files"): "json", ("events", "payload"): "json",
+    ("generations", "token_ids"): "ids", ("generations", "logprobs"): "floats",
+    ("generations_json", "token_ids"): "json", ("generations_json", "logprobs"): "json",
+    ("generations_json", "tokens"): "integer",
+    ("question_outcomes", "valid"): "bool", ("question_outcomes", "keep"): "bool",
+    ("question_outcomes", "votes"): "json", ("question_votes", "agrees"): "bool",
+}
+
+
+def _affinity_kind(declared: str) -> str:
+    """The kind of a column from its declared SQLite type, by SQLite's own affinity rules (sqlite.org/datatype3:
+    INT -> integer; CHAR, CLOB, TEXT -> text; BLOB or none -> blob; REAL, FLOA, DOUB -> real; else numeric)."""
+    declared = declared.upper()
+    if "INT" in declared:
+        return "integer"
+    if any(word in declared for word in ("CHAR", "CLOB", "TEXT")):
+        return "text"
+    if "BLOB" in declared or not declared:
+        return "blob"
+    return "real"
+
 
 @dataclass(frozen=True)
 class KeptQuestion:
@@ -743,6 +773,52 @@ class RunLog:
 
     def views(self) -> list[str]:
         return sorted(self.db.view_names())
+
+    def column_kinds(self, name: str) -> dict[str, str]:
+        """{column: kind} of a table or view, in column order (kinds: :data:`COLUMN_KINDS`): the declared types
+        with what :data:`COLUMN_KINDS` adds. ``generations`` has its decoded shape (:data:`GENERATION_COLUMNS`)."""
+        if name == "generations":
+            declared = {c: _affinity_kind({int: "INTEGER", str: "TEXT", bytes: "BLOB"}[t])
+                        for c, t in TABLES["generations"]["columns"].items()}
+            return {c: COLUMN_KINDS.get((name, c), declared.get(c, "text")) for c in GENERATION_COLUMNS}
+        if name not in self.db.table_names() and name not in self.db.view_names():
+            raise KeyError(f"no table or view named {name!r} in {self.path}")
+        info = self.db.execute(f"PRAGMA table_info([{name}])").fetchall()
+        return {row[1]: COLUMN_KINDS.get((name, row[1]), _affinity_kind(row[2] or "")) for row in info}
+
+    def row_batches(self, name: str, size: int = 2000) -> Iterator[list[tuple]]:
+        """Every row of a table or view as tuples in :meth:`column_kinds` order, ``size`` at a time, in key order,
+        from one cursor: memory stays that of one batch however big the log. ``generations`` rows carry their
+        prompt texts and their arrays as stored (BLOBs, or JSON text in a schema-1 log): decode them with
+        :func:`visplay.log.arrays.decode`, or let the exporter turn whole batches into columns."""
+        columns = list(self.column_kinds(name))
+        if name == "generations":
+            sql = self._generations_select()
+        else:
+            order = ",".join(f"[{c}]" for c in (self._pk_columns(name) if name in self.db.table_names()
+                                                  else columns[:1]))
+            sql = f"SELECT {', '.join(f'[{c}]' for c in columns)} FROM [{name}] ORDER BY {order}"
+        cursor = self.db.execute(sql)
+        while batch := cursor.fetchmany(size):
+            yield batch
+
+    def _generations_select(self) -> str:
+        """The SELECT of :meth:`row_batches` for ``generations``: prompts joined in; raises RunLogError when a row
+        names a prompt the ``prompts`` table lacks (as :meth:`rows` does)."""
+        stored = self.db["generations"].columns_dict
+        if "prompt_system" in stored:  # schema 1, opened read-only: prompt texts and JSON arrays in the row
+            parts = [f"g.[{c}]" if c in stored else f"NULL AS [{c}]" for c in GENERATION_COLUMNS]
+            return f"SELECT {', '.join(parts)} FROM generations g ORDER BY g.key"
+        dangling = self.db.execute("SELECT g.key, g.prompt FROM generations g LEFT JOIN prompts p ON p.prompt = "
+                                   "g.prompt WHERE g.prompt IS NOT NULL AND p.prompt IS NULL LIMIT 1").fetchone()
+        if dangling:
+            raise RunLogError(f"{self.path}: generations[{dangling[0]}] names prompt {dangling[1]}, which is not in "
+                              f"the prompts table")
+        joined = {"prompt_system": "p.system", "prompt_user": "p.user"}
+        parts = [joined[c] if c in joined else f"g.[{c}]" if c in stored else f"NULL AS [{c}]"
+                 for c in GENERATION_COLUMNS]
+        return (f"SELECT {', '.join(parts)} FROM generations g LEFT JOIN prompts p ON p.prompt = g.prompt "
+                f"ORDER BY g.key")
 
     def view_rows(self, view: str) -> list[dict[str, Any]]:
         """Every row of a view (``question_outcomes``, ``question_votes``, ``reasoner_rollouts``), in key order."""

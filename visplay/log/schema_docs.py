@@ -136,6 +136,28 @@ VIEW_DOCS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
+# Tables the core declares only when they are used (``visplay eval``: visplay/eval/run.py; docs/evaluation.md).
+OPTIONAL_TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
+    "eval_items": ("benchmark item answered by one model under one judge (visplay eval)", {
+        "key": "<eval_id>/<benchmark>/<index>", "eval_id": "<model label>/<judge>[@<protocol>]",
+        "benchmark": "benchmark name", "idx": "index in the benchmark", "item_id": "the benchmark's own id",
+        "image_id": "the image (images.image_id)", "kind": "multiple_choice or open", "question": "question text",
+        "options": "JSON list of the options (multiple choice)", "letters": "JSON list of their letters",
+        "reference": "the benchmark's answer", "prompt_user": "the prompt the model saw", "seed": "request seed",
+        "response": "the model's response", "finish_reason": "stop / length", "extracted": "the extracted answer",
+        "correct": "1 when the judge accepted it", "reason": "why not (empty_response, no_boxed_answer, ...)",
+        "judge": "the judge that decided", "judge_prompt": "the judge model's prompt, if any",
+        "verdict": "the judge model's reply, if any",
+    }),
+    "eval_scores": ("(eval_id, benchmark) score", {
+        "eval_id": "eval_items.eval_id", "benchmark": "benchmark name", "title": "its display name",
+        "model": "the model label", "iteration": "self-play iteration of the checkpoint (NULL: base model)",
+        "checkpoint": "checkpoint folder", "judge": "the judge", "n": "items", "correct": "items judged correct",
+        "accuracy": "percent", "no_answer": "items without an extracted answer",
+    }),
+}
+
+
 def markdown_tables() -> str:
     """The table list of docs/runlog.md (tables, then views)."""
     lines = ["| table | one row per | columns |", "|---|---|---|"]
@@ -147,21 +169,42 @@ def markdown_tables() -> str:
     return "\n".join(lines)
 
 
-def datasette_metadata(database: str = "run") -> dict[str, Any]:
-    """Datasette's metadata: a title, and descriptions of every table, view and column."""
+# What datasette shows for a row when another table links to it (its ``label_column``): an image by its source, not
+# its hash; a question by its text; a prompt by its user text.
+LABEL_COLUMNS = {"images": "source", "questions": "question", "prompts": "user"}
+
+
+def plugin_table_docs(pm: Any) -> dict[str, tuple[str, dict[str, str]]]:
+    """The plugins' ``visplay_table_docs``, merged in call order (a core table's docs are never replaced)."""
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for result in pm.hook.visplay_table_docs():
+        for name, (row, columns) in (result or {}).items():
+            if name not in TABLE_DOCS and name not in VIEW_DOCS:
+                out.setdefault(str(name), (str(row), {str(c): str(d) for c, d in columns.items()}))
+    return out
+
+
+def datasette_metadata(database: str = "run", plugin_docs: dict[str, tuple[str, dict[str, str]]] | None = None
+                       ) -> dict[str, Any]:
+    """Datasette's metadata: a title, descriptions of every table, view and column (the core's, those of the
+    optional core tables and of the plugins' tables), and the label column of the tables others link to."""
+    docs = {**TABLE_DOCS, **VIEW_DOCS, **OPTIONAL_TABLE_DOCS, **(plugin_docs or {})}
     tables = {name: {"description": f"one row per {row}", "columns": dict(columns)}
-              for name, (row, columns) in {**TABLE_DOCS, **VIEW_DOCS}.items()}
+              for name, (row, columns) in docs.items()}
+    for name, column in LABEL_COLUMNS.items():
+        tables[name]["label_column"] = column
     return {"title": "visplay run log", "description": "docs/runlog.md explains every table",
             "databases": {database: {"tables": tables}}}
 
 
-def write_datasette_metadata(db_path: str | Path) -> Path:
+def write_datasette_metadata(db_path: str | Path, plugin_docs: dict[str, tuple[str, dict[str, str]]] | None = None
+                             ) -> Path:
     """``datasette.json`` beside a run.db (its database name in datasette is the file's stem)."""
     db_path = Path(db_path)
     from visplay.files import write_file
 
     return write_file(db_path.parent / "datasette.json",
-                      json.dumps(datasette_metadata(db_path.stem), indent=2, sort_keys=True) + "\n")
+                      json.dumps(datasette_metadata(db_path.stem, plugin_docs), indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

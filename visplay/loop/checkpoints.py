@@ -7,8 +7,9 @@ the logged steps from the run log, see ``SelfPlay.catch_up`` in visplay/loop/eng
 directory is written under a temporary name and renamed into place inside that transaction, so the log never
 names a half-written checkpoint. Names (relative to ``<run_dir>/checkpoints``):
 
-- ``<role>_v<i>``: the role after iteration i (``_v0``: the base model after ``visplay_run_start``);
-- ``state/<role>-i<i>-s<s>``: the training role after step s of iteration i, for the steps s with
+- ``<role>_v<i>``: the role after iteration i (``_v0``: the base model after ``visplay_run_start``): the model
+  folder alone (no ``optimizer/``; files 0644 under the usual umask), what lmms-eval or ``from_pretrained`` load;
+- ``state/<role>-i<i>-s<s>``: the training role (model and ``optimizer/``) after step s of iteration i, for the steps s with
   (s + 1) % ``checkpoint.every`` == 0 (the ``checkpoint.keep`` newest stay on disk; the rows keep every snapshot's
   hashes).
 

@@ -34,7 +34,7 @@ from visplay.context import RunContext
 from visplay.keys import rank
 from visplay.loader import require_served
 from visplay.log.runlog import KeptQuestion, RunLog, RunLogError
-from visplay.log.schema_docs import write_datasette_metadata
+from visplay.log.schema_docs import plugin_table_docs, write_datasette_metadata
 from visplay.loop import lifecycle, phases
 from visplay.loop.checkpoints import Roles, state_name, version_name
 from visplay.loop.progress import PHASE_TITLES, Progress, start_line, summary_line
@@ -108,7 +108,8 @@ def run_recipe(recipe: DictConfig | str | Path, *, session: PluginSession | None
                 stack.enter_context(run_lock(run_dir))
             runlog = stack.enter_context(RunLog(db_path, create=True))
             if shadow is None:
-                write_datasette_metadata(db_path)  # `datasette run.db -m datasette.json` documents every column
+                # `datasette run.db -m datasette.json` documents every column, the plugins' tables' too
+                write_datasette_metadata(db_path, plugin_table_docs(session.pm))
             progress = Progress(quiet=quiet, iterations=cfg.iterations, silent=shadow is not None)
             runlog.on_event = progress.on_event  # warnings (skipped images, empty sets...) reach the terminal
             ctx = session.context(cfg, run_dir, log=runlog, progress=progress)
@@ -235,7 +236,7 @@ class SelfPlay:
 
     def commit_training(self, role: str, i: int, s: int, result: phases.StepResult) -> None:
         """Commit a training step of ``role``: its rows, and every ``checkpoint.every`` steps (and at the phase's
-        last step, as ``<role>_v<i>``) its snapshot, in one transaction."""
+        last step, as ``<role>_v<i>``: the model without optimizer state) its snapshot, in one transaction."""
         last = s == self.cfg[role].steps - 1
         snapshot = last or (s + 1) % self.cfg.checkpoint.every == 0
         name = version_name(role, i) if last else state_name(role, i, s)
@@ -243,7 +244,10 @@ class SelfPlay:
         saved = None
         if snapshot:
             with result.timed("save_checkpoint"):
-                saved = self.roles.save(role, name, with_optimizer=True)
+                # the phase's last step writes the model alone: ``<role>_v<i>`` is a folder to hand to other tools
+                # (lmms-eval, from_pretrained), and its optimizer state is never read (each iteration starts a
+                # fresh optimizer on it, as the released code restarts training per iteration)
+                saved = self.roles.save(role, name, with_optimizer=not last)
         with self.ctx.log.step(i, role, s):
             self._write(result)
             if saved is not None:

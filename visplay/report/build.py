@@ -45,6 +45,7 @@ class ReportData:
     checkpoints: list[dict]
     eval_scores: list[dict]
     samples: list[dict]
+    losses: dict[str, list[dict]] = field(default_factory=dict)  # loss curves of plugin tables (cold start)
     events: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind -> (count, first message)
     fields: dict[int, dict[str, float | str]] = field(default_factory=dict)  # the plugins' per-iteration numbers
@@ -67,7 +68,8 @@ def collect(db_path: str | Path, session: PluginSession | None = None, parts: Pa
     their numbers (default: the installed ones); ``parts``: progress (visplay.loop.progress.Parts) that counts :data:`COLLECT_PARTS`."""
     from visplay.log.status import shown_status
 
-    with RunLog(db_path, readonly=True) as runlog:
+    # one read transaction: a live run commits steps meanwhile, and every number of the report is of one moment
+    with RunLog(db_path, readonly=True) as runlog, runlog.snapshot():
         with in_part(parts, COLLECT_PARTS[0]):
             runlog.check_arrays()
         run = runlog.run() or {}
@@ -85,13 +87,21 @@ def collect(db_path: str | Path, session: PluginSession | None = None, parts: Pa
                       "filters": runlog.rows("filters"),
                       "reward_totals": runlog.rows_matching("rewards", component="total"),
                       "questions": runlog.rows("questions"), "checkpoints": runlog.checkpoint_rows(),
-                      "eval_scores": runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else []}
+                      "eval_scores": runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else [],
+                      "losses": _loss_rows(runlog)}
         with in_part(parts, COLLECT_PARTS[2]):
             samples = collect_samples(runlog)
         with in_part(parts, COLLECT_PARTS[3]):
             fields = _summary_fields(runlog, run, session or PluginSession())
         return ReportData(db_path=Path(db_path), run=run, recipe=_recipe(run), **tables, samples=samples,
                           events=dict(events), warnings=warnings, fields=fields)
+
+
+def _loss_rows(runlog: RunLog) -> dict[str, list[dict]]:
+    """{table: rows} of every plugin table with ``step`` and ``loss`` columns (the games plugin's
+    ``cold_start_losses``): loss curves, read by their columns as the sample browser reads gold answers."""
+    return {t: runlog.rows(t) for t in runlog.tables() if not t.startswith("sqlite_")
+            and {"step", "loss"} <= set(runlog.columns(t)) and runlog.count(t)}
 
 
 def _summary_fields(runlog: RunLog, run: dict, session: PluginSession) -> dict[int, dict[str, float | str]]:
@@ -258,8 +268,8 @@ def _story(data: ReportData, figures: dict[str, str]) -> dict[str, Any]:
     warnings = [f"{kind} x{count}: {message}" for kind, (count, message) in sorted(data.warnings.items())]
     return {"facts": " · ".join(facts), "headers": headers, "rows": rows, "warnings": warnings,
             "figure": _fig("story", plots.plot_story(data.reward_totals, summary, gold),
-                           "reward per training step (dashed: next iteration), questions per iteration, "
-                           "gold-checked accuracy", figures)}
+                           "reward per training step, each role on its own step axis (dashed: next iteration), "
+                           "questions per iteration, gold-checked accuracy", figures)}
 
 
 def _metric_panels(data: ReportData, figures: dict[str, str]) -> list[dict[str, Any]]:
@@ -310,7 +320,9 @@ def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
                 _fig("kind_shares", plots.plot_kind_shares(data.metrics),
                      "kinds of question in the reasoner's set per iteration, and their shift from iteration 1",
                      figures)]
-    gold = _fig("gold_silver", plots.plot_named(_gold_series(data), "per iteration (visplay_summary_fields)",
+    training += [_fig(f"loss_{table}", plots.plot_losses(rows, f"{table.replace('_', ' ')}: loss per step"),
+                      f"{table}: loss per step, per role", figures) for table, rows in sorted(data.losses.items())]
+    gold = _fig("gold_silver", plots.plot_named(_gold_series(data), "the plugins' numbers per iteration",
                                                  _gold_errors(data)),
                 "numbers the plugins report for each iteration, e.g. gold vs silver accuracy", figures)
     run_fields = [(k, run.get(k)) for k in ("run_id", "status", "variant", "seed", "visplay_version", "torch",

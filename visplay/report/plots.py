@@ -35,6 +35,49 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]  # inlined in HTML: no XML prolog or doctype
 
 
+def readable_limits(ax: Any, xs: Sequence[float], ys: Sequence[float]) -> None:
+    """Axes a reader can use when a series is one point or flat: matplotlib would centre a single x on a +-0.05
+    span with fractional ticks, and a flat y on a range of 1e-7 with an offset (``1e-7+0.4``); here a single x gets
+    one unit either side (integer ticks) and a flat y 10% of its size (at least 0.05) either side."""
+    if xs and len(set(xs)) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ys and max(ys) - min(ys) < 1e-12:
+        pad = max(abs(ys[0]) * 0.1, 0.05)
+        ax.set_ylim(ys[0] - pad, ys[0] + pad)
+        ax.ticklabel_format(axis="y", useOffset=False)
+
+
+def step_means(totals: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, int, float]]]:
+    """{role: [(iteration, step, mean total reward), ...] in step order} from ``rewards`` rows (component total)."""
+    sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+    for r in totals:
+        sums[(r["role"], int(r["iteration"]), int(r["step"]))].append(float(r["value"]))
+    out: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+    for role, it, step in sorted(sums):
+        out[role].append((it, step, sum(sums[(role, it, step)]) / len(sums[(role, it, step)])))
+    return dict(out)
+
+
+def plot_role_steps(ax: Any, role: str, points: list[tuple[int, int, float]], ylabel: str | None = None) -> None:
+    """One role's curve on its own step axis (its steps counted across iterations), each iteration's start marked
+    and labelled on this axis: the questioner's 8 steps and the reasoner's 24 never share an x."""
+    xs = list(range(len(points)))
+    ys = [p[2] for p in points]
+    ax.plot(xs, ys, marker="o", markersize=2.5, color=ROLE_COLOURS.get(role), label=role)
+    for i in range(1, len(points)):
+        if points[i][0] != points[i - 1][0]:
+            ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.7)
+            ax.text(i - 0.4, 1.0, f"i{points[i][0]}", transform=ax.get_xaxis_transform(), fontsize=7, va="top",
+                    color="grey")
+    ax.set_title(f"{role}: mean reward per training step", fontsize=9)
+    ax.set_xlabel(f"{role} step (dashed: next iteration)")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    readable_limits(ax, xs, ys)
+
+
 def phase_key(phase: str) -> tuple[int, str]:
     return (phase_rank(phase), phase)
 
@@ -64,6 +107,7 @@ def plot_metric_grid(phase: str, series: Mapping[str, list[tuple[int, int, float
                 ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.7)
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
+        readable_limits(ax, xs, [p[2] for p in points])
         ax.set_xticks(xs[:: max(1, len(xs) // 8)])
         ax.set_xticklabels([f"i{p[0]}s{p[1]}" for p in points][:: max(1, len(xs) // 8)], fontsize=6)
     for ax in list(axes.flat)[len(names):]:
@@ -169,25 +213,38 @@ def plot_kind_shares(metrics: Sequence[Mapping[str, Any]], top: int = 8) -> str 
 
 
 def plot_rewards(totals: Sequence[Mapping[str, Any]]) -> str | None:
-    """Mean total reward per training step, one line per role (from ``rewards`` rows, component ``total``)."""
-    sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
-    for r in totals:
-        sums[(r["role"], int(r["iteration"]), int(r["step"]))].append(float(r["value"]))
-    if not sums:
+    """Mean total reward per training step, one panel per role, each on its own step axis (``rewards`` rows,
+    component ``total``)."""
+    means = step_means(totals)
+    if not means:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    for role in sorted({k[0] for k in sums}):
-        keys = sorted(k for k in sums if k[0] == role)
-        ax.plot(range(len(keys)), [sum(sums[k]) / len(sums[k]) for k in keys], marker="o", markersize=3,
-                label=role, color=ROLE_COLOURS.get(role))
-        for i in range(1, len(keys)):
-            if keys[i][1] != keys[i - 1][1]:
-                ax.axvline(i - 0.5, color=ROLE_COLOURS.get(role, "grey"), linestyle="--", linewidth=0.6)
+    fig, axes = plt.subplots(1, len(means), figsize=(4.6 * len(means), 3.2), squeeze=False, sharey=True)
+    for ax, role in zip(axes[0], sorted(means)):
+        plot_role_steps(ax, role, means[role], "mean total reward" if ax is axes[0][0] else None)
+    fig.suptitle("questioner and reasoner reward", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return _svg(fig)
+
+
+def plot_losses(rows: Sequence[Mapping[str, Any]], title: str) -> str | None:
+    """A loss curve per role from rows with ``step`` and ``loss`` (and ``role``), e.g. the cold start's SFT."""
+    by_role: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        if r.get("loss") is not None and math.isfinite(float(r["loss"])):
+            by_role[str(r.get("role") or "loss")].append((int(r["step"]), float(r["loss"])))
+    if not by_role:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for role in sorted(by_role):
+        points = sorted(by_role[role])
+        ax.plot([p[0] for p in points], [p[1] for p in points], linewidth=1.0, label=f"{role} ({len(points)} steps)",
+                color=ROLE_COLOURS.get(role))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("training step (across iterations; dashed: next iteration)")
-    ax.set_ylabel("mean total reward")
+    readable_limits(ax, [p[0] for v in by_role.values() for p in v], [p[1] for v in by_role.values() for p in v])
     ax.legend(fontsize=8)
-    ax.set_title("questioner and reasoner reward", fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _svg(fig)
 
@@ -204,6 +261,7 @@ def plot_named(series: Mapping[str, list[tuple[int, int, float]]], title: str,
         ax.errorbar([p[0] + p[1] / 1000 for p in points], [p[2] for p in points],
                     yerr=[se.get(p[0], 0.0) for p in points] if se else None, marker="o", capsize=3, label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    readable_limits(ax, [p[0] for v in series.values() for p in v], [p[2] for v in series.values() for p in v])
     ax.set_xlabel("iteration")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -239,32 +297,18 @@ def plot_paper_comparison(benchmarks: Sequence[str], titles: Mapping[str, str], 
 
 def plot_story(totals: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]],
                gold: Mapping[str, list[tuple[int, int, float]]]) -> str | None:
-    """The headline curves side by side: reward per training step of both roles (iteration boundaries marked and
-    labelled), confidence and kept share per iteration, and gold/silver accuracy per iteration when logged."""
+    """The headline curves side by side: reward per training step, one panel per role on its own step axis
+    (iteration boundaries marked and labelled), confidence and kept share per iteration, and gold/silver accuracy
+    per iteration when logged."""
     if not totals and not summary:
         return None
-    panels = 3 if gold else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.0), squeeze=False)
-    ax = axes[0][0]
-    sums: dict[tuple[str, int, int], list[float]] = defaultdict(list)
-    for r in totals:
-        sums[(r["role"], int(r["iteration"]), int(r["step"]))].append(float(r["value"]))
-    for role in sorted({k[0] for k in sums}):
-        keys = sorted(k for k in sums if k[0] == role)
-        ax.plot(range(len(keys)), [sum(sums[k]) / len(sums[k]) for k in keys], marker="o", markersize=2.5,
-                label=role, color=ROLE_COLOURS.get(role))
-        if role == "questioner":
-            for i in range(1, len(keys)):
-                if keys[i][1] != keys[i - 1][1]:
-                    ax.axvline(i - 0.5, color="grey", linestyle="--", linewidth=0.7)
-                    ax.text(i - 0.4, 1.0, f"i{keys[i][1]}", transform=ax.get_xaxis_transform(), fontsize=7,
-                            va="top", color="grey")
-    ax.set_title("mean reward per training step", fontsize=9)
-    ax.set_xlabel("step (dashed: next iteration)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if sums:
-        ax.legend(fontsize=7)
-    ax = axes[0][1]
+    means = step_means(totals)
+    roles = sorted(means)
+    panels = len(roles) + 1 + bool(gold)
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.0), squeeze=False)
+    for ax, role in zip(axes[0], roles):
+        plot_role_steps(ax, role, means[role])
+    ax = axes[0][len(roles)]
     its = [s["iteration"] for s in summary]
     for key, label, colour in (("confidence", "mean confidence", "tab:purple"), ("kept", "kept share", "tab:green"),
                                ("valid", "valid share", "tab:grey")):
@@ -275,15 +319,18 @@ def plot_story(totals: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[st
     ax.set_title("questions per iteration", fontsize=9)
     ax.set_xlabel("iteration")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7)
+    readable_limits(ax, its, [])
+    if ax.lines:
+        ax.legend(fontsize=7)
     if gold:
-        ax = axes[0][2]
+        ax = axes[0][len(roles) + 1]
         for name, points in gold.items():
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=name)
         ax.set_ylim(-0.05, 1.05)
         ax.set_title("gold-checked accuracy", fontsize=9)
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        readable_limits(ax, [p[0] for v in gold.values() for p in v], [])
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _svg(fig)
