@@ -92,11 +92,12 @@ def test_it_replays_bit_for_bit(old_run, tmp_path):
     eval_rank = phase_rank("eval")
     for div in [d for d in report.diff.divergences if d.table == "checkpoints"]:
         replayed, logged = sorted((json.loads(div.a), json.loads(div.b)), key=len)  # the log's has optimizer/
-        assert div.column == "files" and div.key[0] in ("questioner_v1", "reasoner_v1"), div.describe()
         kept = {k: v for k, v in logged.items() if not k.startswith("optimizer/")}
+        assert div.column == "files", div.describe()
         if "checkpoints" in floats:  # other kernels, other weights: the same files, other hashes
-            kept, replayed = set(kept), set(replayed)
-        assert kept == replayed, div.describe()
+            assert set(kept) == set(replayed), div.describe()
+            continue
+        assert div.key[0] in ("questioner_v1", "reasoner_v1") and kept == replayed, div.describe()
     for div in [d for d in report.diff.divergences if d.table != "checkpoints"]:
         added = div.table == "metrics" and div.a == "absent" and (  # issue 27's health metrics: new rows only
             div.key[3] in HEALTH_METRICS or div.key[3].startswith("reward/") and div.key[3].endswith("/std"))
