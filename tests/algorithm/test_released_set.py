@@ -43,10 +43,13 @@ def test_paper_set_questions_keep_the_questioner_settings_and_each_setting_overr
     assert _sent(paper_given, "reasoner_set")[0] == (8, 3, 1.0, 0.99, 0, 100)
 
 
-@pytest.mark.parametrize(("override", "key"), [("top_p=0", "top_p"), ("max_new_tokens=0", "max_new_tokens"),
-                                               ("top_k=-1", "top_k"), ("temperature=-1", "temperature")])
-def test_bad_set_sampling_is_refused_at_load_naming_the_key(override, key):
-    with pytest.raises(RecipeError, match=rf"plugins\.algorithm\.set_sampling\.{key}"):
+@pytest.mark.parametrize(("override", "why"), [("top_p=0", r"must be in \(0.0, 1.0\], got 0.0"),
+                                               ("max_new_tokens=0", "must be >= 1, got 0"),
+                                               ("top_k=-1", "must be >= 0, got -1"),
+                                               ("temperature=-1", r"must be in \[0.0, inf\], got -1.0")])
+def test_bad_set_sampling_is_refused_at_load_naming_the_key(override, why):
+    key = override.split("=")[0]
+    with pytest.raises(RecipeError, match=rf"key 'plugins\.algorithm\.set_sampling\.{key}': {why}"):
         make_ctx("released", [f"plugins.algorithm.set_sampling.{override}"])
 
 
