@@ -45,8 +45,10 @@ def test_a_run_with_dynamic_sampling_replays_identically(tmp_path):
     assert report.diff.tables["dropped_groups"].equal == len(rows) > 0
 
     # the replay compares those rows: one dropped group removed from the original log is a divergence there
-    with sqlite3.connect(run_db) as conn:
+    conn = sqlite3.connect(run_db)
+    with conn:
         conn.execute("delete from dropped_groups where grp = ?", (rows[0]["grp"],))
+    conn.close()
     edited = replay_run(run_db, extra_plugins=(EveryTextIsAQuestion(),), out=tmp_path / "again" / "run.db")
     assert not edited.ok
     first = edited.diff.divergences[0]
