@@ -108,6 +108,10 @@ class ReasonerConfig:
     """Images the questioner writes questions for when building the reasoner's training set."""
     questions_per_image: int = 1
     """Questions generated per image for the reasoner's set."""
+    set_order: str = "shuffled"
+    """Which ``set_images`` images of the pool the set asks about: ``shuffled`` (a fresh seeded permutation of the
+    pool each iteration) or ``first`` (the pool's first images, the same ones every iteration: the released
+    scripts' 1,000 images, solver_train.sh:11 with question_generate.py's first ``num_samples`` rows)."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """Sampling settings for answers. Which voted questions enter the set is the filter plugins' choice (the
     algorithm plugin's: ``plugins.algorithm.filter``)."""

@@ -141,9 +141,10 @@ def visplay_make_optimizer(ctx: RunContext, role: str, policy: Policy) -> Optimi
     """Build the optimizer named by ``recipe.optimizer.name`` for a role's policy.
 
     :return: an :class:`~visplay.types.Optimizer`: ``update(rollouts) -> UpdateResult`` (turns rewards into
-        advantages and applies one policy update to ``policy``; deterministic given its inputs), ``save(directory)
-        -> {file: sha256}`` and ``load(directory)`` for its own state (safetensors/JSON, never pickle); or None when
-        the name is not this plugin's. Stops at first non-None result.
+        advantages and applies one policy update to ``policy``; deterministic given its inputs; the groups it left
+        out of the update, if any, in ``UpdateResult.dropped_groups``, logged one ``dropped_groups`` row each),
+        ``save(directory) -> {file: sha256}`` and ``load(directory)`` for its own state (safetensors/JSON, never
+        pickle); or None when the name is not this plugin's. Stops at first non-None result.
     """
 
 

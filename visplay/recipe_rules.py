@@ -23,6 +23,7 @@ Problems = dict[str, str]
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_NAME_LENGTH = 100  # well under the 255-byte file-name limit once suffixes like "-rank3-..." are added
+SET_ORDERS = ("shuffled", "first")  # reasoner.set_order (visplay/config.py ReasonerConfig)
 SEED_MAX = 2**63 - 1  # seeds are stored in SQLite INTEGER columns (signed 64-bit)
 
 
@@ -132,6 +133,7 @@ def role_problems(cfg: Any) -> Problems:
         "steps": int_at_least(r.steps, 1), "questions_per_step": int_at_least(r.questions_per_step, 1),
         "group_size": int_at_least(r.group_size, 2), "votes": int_at_least(r.votes, 1),
         "set_images": int_at_least(r.set_images, 1), "questions_per_image": int_at_least(r.questions_per_image, 1),
+        "set_order": one_of(r.set_order, SET_ORDERS),
     })
     for role in ("questioner", "reasoner"):
         problems |= sampling_problems(f"{role}.sampling.", cfg[role].sampling)

@@ -225,10 +225,12 @@ class Rollout:
 
 @dataclass
 class UpdateResult:
-    """An optimizer step's outcome: per-rollout advantages and the step's scalar metrics."""
+    """An optimizer step's outcome: per-rollout advantages, the step's scalar metrics, and the groups it left out
+    of the update (DAPO's dynamic sampling; the engine logs them in ``dropped_groups``)."""
 
     advantages: dict[str, float]
     metrics: dict[str, float]
+    dropped_groups: list[str] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visplay.api import number_in, one_of
+from visplay.api import int_at_least, number_in, one_of
 from visplay_algorithm.rewards import COMBINE_RULES, QUESTIONER_COMPONENTS, REASONER_COMPONENTS
 
 DIVERSITY_SCOPES = ("image", "batch")
@@ -89,6 +89,44 @@ class FilterOptions:
 
 
 @dataclass
+class SetSamplingOptions:
+    """How questioner_i samples the questions of the reasoner's set (phase ``reasoner_set``); a None setting takes
+    ``questioner.sampling``'s (the questioner's training settings)."""
+
+    temperature: float | None = None
+    """Sampling temperature; None: the variant's (paper: ``questioner.sampling.temperature``, released: 1.0,
+    question_generate.py ``vllm.SamplingParams``)."""
+    top_p: float | None = None
+    """Nucleus mass; None: the variant's (paper: ``questioner.sampling.top_p``, released: 0.95 where its
+    training uses 0.99)."""
+    top_k: int | None = None
+    """Top-k cut-off, 0 off; None: the variant's (paper: ``questioner.sampling.top_k``, released: 0, vLLM's
+    default -1 = off)."""
+    max_new_tokens: int | None = None
+    """Longest question response in tokens; None: the variant's (paper: ``questioner.sampling.max_new_tokens``,
+    released: 4096 where its training uses 2048)."""
+
+    def validate(self) -> dict[str, str]:
+        checks = {
+            "temperature": None if self.temperature is None else number_in(self.temperature, 0.0),
+            "top_p": None if self.top_p is None else number_in(self.top_p, 0.0, 1.0, low_open=True),
+            "top_k": None if self.top_k is None else int_at_least(self.top_k, 0),
+            "max_new_tokens": None if self.max_new_tokens is None else int_at_least(self.max_new_tokens, 1),
+        }
+        return {key: why for key, why in checks.items() if why is not None}
+
+    def overrides(self) -> dict[str, float]:
+        """The settings given (not None), as ``SamplingParams`` field names."""
+        return {k: v for k, v in (("temperature", self.temperature), ("top_p", self.top_p), ("top_k", self.top_k),
+                                  ("max_new_tokens", self.max_new_tokens)) if v is not None}
+
+
+RELEASED_SET_SAMPLING = {"temperature": 1.0, "top_p": 0.95, "top_k": 0, "max_new_tokens": 4096}
+"""The released reasoner set's sampling (bruno686/VisPlay@3aa895b question_generate/question_generate.py:206-212:
+``max_tokens=4096, temperature=1.0, top_p=0.95``, no top_k)."""
+
+
+@dataclass
 class AlgorithmOptions:
     """The VisPlay method (paper and released variants): rewards, the reasoner set's filter, and prompt texts
     (None keeps the variant's built-in prompt)."""
@@ -107,19 +145,23 @@ class AlgorithmOptions:
     """Text appended to each question in the reasoner's prompt."""
     prompt_dir: str | None = None
     """A folder of the released code's templates (``visplay prompts import-released``), used instead of all texts."""
+    set_sampling: SetSamplingOptions = field(default_factory=SetSamplingOptions)
+    """How the reasoner set's questions are sampled (each None setting: ``questioner.sampling``'s)."""
 
     legacy_keys = {"reward": "reward", "reasoner.filter": "filter"}
     variant_defaults = {
         "paper": {"filter.band": [0.25, 0.75], "filter.released_skip_rules": False, "reward.combine": "paper",
                   "reward.diversity_scope": "image", "reward.format_weight": 0.0, "reward.none_as_vote": False},
         "released": {"filter.band": [0.3, 0.8], "filter.released_skip_rules": True, "reward.combine": "released",
-                     "reward.diversity_scope": "batch", "reward.format_weight": 0.1, "reward.none_as_vote": True},
+                     "reward.diversity_scope": "batch", "reward.format_weight": 0.1, "reward.none_as_vote": True,
+                     **{f"set_sampling.{key}": value for key, value in RELEASED_SET_SAMPLING.items()}},
     }
     path_keys = ("prompt_dir",)
 
     def validate(self, served: dict[str, list[str]] | None = None) -> dict[str, str]:
         problems = {f"reward.{k}": v for k, v in self.reward.validate(served).items()}
         problems |= {f"filter.{k}": v for k, v in self.filter.validate().items()}
+        problems |= {f"set_sampling.{k}": v for k, v in self.set_sampling.validate().items()}
         if self.prompt_dir is not None and not Path(self.prompt_dir).is_dir():
             problems["prompt_dir"] = f"{self.prompt_dir} is not a folder (write one with `visplay prompts " \
                                      f"import-released`)"

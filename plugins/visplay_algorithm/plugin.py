@@ -68,9 +68,10 @@ def _options(ctx: Any) -> AlgorithmOptions:
 
 
 def _params(section: Any, n: int, seed: int, **override: float) -> SamplingParams:
-    values = {"temperature": section.temperature, "top_p": section.top_p, "top_k": section.top_k, **override}
+    values = {"temperature": section.temperature, "top_p": section.top_p, "top_k": section.top_k,
+              "max_new_tokens": section.max_new_tokens, **override}
     return SamplingParams(n=int(n), temperature=float(values["temperature"]), top_p=float(values["top_p"]),
-                          top_k=int(values["top_k"]), max_new_tokens=int(section.max_new_tokens), seed=int(seed))
+                          top_k=int(values["top_k"]), max_new_tokens=int(values["max_new_tokens"]), seed=int(seed))
 
 
 def _templates(options: AlgorithmOptions) -> dict[str, str] | None:
@@ -88,7 +89,8 @@ def _check_seeds(what: str, items: Sequence[Any], seeds: Sequence[int]) -> None:
 
 @hookimpl
 def visplay_generate_questions(ctx, sampler, images, n, seeds):
-    """G questioner samples per image with the variant's prompt and ``questioner.sampling`` settings."""
+    """G questioner samples per image with the variant's prompt and ``questioner.sampling`` settings; the
+    reasoner set's (phase ``reasoner_set``) with ``plugins.algorithm.set_sampling`` over them."""
     _check_seeds("visplay_generate_questions", images, seeds)
     options = _options(ctx)
     templates = _templates(options)
@@ -99,7 +101,8 @@ def visplay_generate_questions(ctx, sampler, images, n, seeds):
         system = system if options.questioner_system is None else options.questioner_system
         user = user if options.questioner_user is None else options.questioner_user
     batch = [Prompt(user=user, image=image, system=system) for image in images]
-    params = [_params(ctx.recipe.questioner.sampling, n, seed) for seed in seeds]
+    override = options.set_sampling.overrides() if ctx.phase == "reasoner_set" else {}
+    params = [_params(ctx.recipe.questioner.sampling, n, seed, **override) for seed in seeds]
     return sampler.sample(batch, params)
 
 

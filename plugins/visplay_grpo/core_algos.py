@@ -348,9 +348,37 @@ def kl_cov_loss(old_logp: torch.Tensor, logp: torch.Tensor, advantages: torch.Te
             "clipped_low": zero, "neg_log_ratio": log_ratio.abs().detach()}
 
 
+def geo_mean_loss(old_logp: torch.Tensor, logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                  **settings: float) -> dict[str, torch.Tensor]:
+    """``geo_mean`` (GMPO, Zhao et al. 2025, "Geometric-Mean Policy Optimization", arXiv 2507.20673; verl
+    ``compute_policy_loss_geo_mean``): the sequence's ratio is the geometric mean of its tokens' ratios, each
+    token's log-ratio first clipped to [-clip_low, clip_high] *in log space* on the side the advantage's sign makes
+    pessimistic (``sgn(A) * min(sgn(A) d, sgn(A) clip(d))``), and the rollout's loss is ``-mean_t(A) * exp(mean_t
+    d')`` (no dual clip, no clamp before exp, as verl).
+
+    verl averages that loss over the micro-batch's rollouts whatever its ``loss_agg_mode``; here each rollout's loss
+    is repeated over its tokens, so ``loss_agg: seq_mean_token_mean`` (the released variant's) gives verl's value
+    and gradient exactly, and ``token_mean`` weighs each rollout by its length instead. Indicators (verl's): a
+    token counts as clipped when its log-ratio lies outside the range, in ``clipped_higher`` /
+    ``clipped_higher_any`` with A > 0 and in ``clipped_lower`` with A < 0. Shapes (N, T); returns its dict.
+    """
+    log_ratio = logp - old_logp
+    sign = torch.sign(advantages)
+    clamped = torch.clamp(log_ratio, -settings["clip_low"], settings["clip_high"])
+    pessimistic = sign * torch.min(sign * log_ratio, sign * clamped)
+    length = mask.sum(-1) + 1e-8
+    seq_loss = -((advantages * mask).sum(-1) / length) * torch.exp((pessimistic * mask).sum(-1) / length)
+    clipped = (log_ratio != clamped).float().detach()
+    zero = torch.zeros_like(clipped)
+    higher = clipped * (advantages > 0)
+    return {"loss": seq_loss[:, None].expand_as(logp), "clipped_higher": higher, "clipped_higher_any": higher,
+            "clipped_lower": clipped * (advantages < 0), "clipped_low": zero,
+            "neg_log_ratio": (old_logp - logp).detach()}
+
+
 POLICY_LOSSES = {"dual_clip": dual_clip_loss, "vanilla": vanilla_loss, "gspo": gspo_loss,
                  "gspo_token": gspo_token_loss, "cispo": cispo_loss, "sapo": sapo_loss, "clip_cov": clip_cov_loss,
-                 "kl_cov": kl_cov_loss}
+                 "kl_cov": kl_cov_loss, "geo_mean": geo_mean_loss}
 
 
 # --- KL, padding, micro-batches ----------------------------------------------------------------------------------

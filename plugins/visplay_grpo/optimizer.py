@@ -136,7 +136,8 @@ class GRPOOptimizer:
         if self.drop_zero_variance:
             metrics.update({"dynamic_sampling/dropped_groups": float(len(dropped)),
                             "dynamic_sampling/dropped_rollouts": float(len(all_rollouts) - len(rollouts))})
-        return UpdateResult(advantages={r.key: float(a) for r, a in zip(all_rollouts, all_adv)}, metrics=metrics)
+        return UpdateResult(advantages={r.key: float(a) for r, a in zip(all_rollouts, all_adv)}, metrics=metrics,
+                            dropped_groups=[g for g in dict.fromkeys(r.group for r in all_rollouts) if g in dropped])
 
     def _zero_variance(self, rollouts: Sequence[Rollout]) -> set[str]:
         """Groups whose rewards are all equal (a group of one included), when dynamic sampling is on; else none."""

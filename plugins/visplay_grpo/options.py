@@ -81,7 +81,9 @@ class GrpoOptions:
     """Per-token policy loss: ``dual_clip`` (PPO clip + dual clip, EasyR1's ``default``), ``vanilla`` (PPO clip
     alone), ``gspo`` / ``gspo_token`` (sequence-level ratio), ``cispo`` (clipped weight on log-prob), ``sapo``
     (sigmoid gate), ``clip_cov`` / ``kl_cov`` (the Entropy Mechanism paper's, verl's: cut the gradient of, or
-    penalise the |log-ratio| of, a few tokens of high advantage-log-prob covariance), or a registered name
+    penalise the |log-ratio| of, a few tokens of high advantage-log-prob covariance), ``geo_mean`` (GMPO, verl's:
+    the geometric mean of log-space-clipped token ratios per rollout; verl's value with ``loss_agg:
+    seq_mean_token_mean``), or a registered name
     (EasyR1's ``loss_type``, verl's ``policy_loss.loss_mode``)."""
     tau_positive: float = 1.0
     """``sapo``: the gate's temperature for tokens with A >= 0 (EasyR1 1.0)."""
@@ -109,8 +111,9 @@ class GrpoOptions:
     drop_zero_variance: bool = False
     """DAPO's dynamic sampling, its filter half (Yu et al. 2025, arXiv 2503.14476; EasyR1 ``online_filtering``):
     groups whose rewards are all equal (every vote agreeing, a group of one) leave the update, their advantages are
-    logged 0, and ``dynamic_sampling/dropped_groups`` / ``dropped_rollouts`` count them (which ones follows from the
-    logged rewards). No further prompts are drawn to refill the batch."""
+    logged 0, each is a row of the run log's ``dropped_groups`` table, and ``dynamic_sampling/dropped_groups`` /
+    ``dropped_rollouts`` count them. No further prompts are drawn to refill the batch (docs/algorithm.md says what
+    refilling needs)."""
     legacy_keys = {f"optimizer.{key}": key for key in MOVED}
     variant_defaults = {
         "paper": {"loss_agg": "token_mean", "advantage_dtype": "float64", "clipfrac_higher": "positive"},

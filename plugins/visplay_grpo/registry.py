@@ -16,7 +16,8 @@ KINDS = {"advantage_estimator": "advantage estimator", "policy_loss": "policy lo
 
 BUILTIN: dict[str, tuple[str, ...]] = {
     "advantage_estimator": ("grpo", "rloo", "reinforce_plus_plus", "grpo_passk"),
-    "policy_loss": ("dual_clip", "vanilla", "gspo", "gspo_token", "cispo", "sapo", "clip_cov", "kl_cov"),
+    "policy_loss": ("dual_clip", "vanilla", "gspo", "gspo_token", "cispo", "sapo", "clip_cov", "kl_cov",
+                    "geo_mean"),
     "loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"),
 }
 WEIGHTS = ("tokens", "rollouts")

@@ -230,6 +230,29 @@ def test_kl_cov_equals_verl_values_gradients_metrics(ratio, coef, mode, seed):
         assert float(ours.detach()) > float(plain)  # the penalty adds to the loss
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_geo_mean_equals_verl_values_gradients_metrics(seed):
+    """verl's GMPO averages the rollout losses over the micro-batch (its loss_agg_mode unused): ours repeats each
+    rollout's loss over its tokens, so seq_mean_token_mean gives the same value and gradient. The log-ratio noise
+    (std 0.4) puts many tokens outside [-0.2, 0.3], so the log-space clip is exercised on both signs of A."""
+    old, logp, adv = _logps(seed, _batch(seed)[3])
+    mask = _batch(seed)[3]
+    theirs, metrics = verl_cov.compute_policy_loss_geo_mean(old, logp, adv, mask, "token-mean", _verl_config())
+    (their_grad,) = torch.autograd.grad(theirs, logp)
+    terms = ca.POLICY_LOSSES["geo_mean"](old, logp, adv, mask, **SETTINGS)
+    ours = ca.seq_mean_token_mean(terms["loss"], mask)
+    (our_grad,) = torch.autograd.grad(ours, logp)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(our_grad, their_grad, rtol=1e-5, atol=1e-8)
+    higher, lower = (float(ca.masked_mean(terms[k], mask)) for k in ("clipped_higher", "clipped_lower"))
+    assert higher == pytest.approx(metrics["actor/pg_clipfrac"], rel=1e-6, abs=1e-9)
+    assert lower == pytest.approx(metrics["actor/pg_clipfrac_lower"], rel=1e-6, abs=1e-9)
+    assert float(ca.masked_mean(terms["neg_log_ratio"], mask)) == pytest.approx(metrics["actor/ppo_kl"], rel=1e-5)
+    assert higher > 0 and lower > 0
+    # the clip cut some tokens' gradient: those have zero gradient where the plain geometric mean has none
+    assert int((our_grad == 0).logical_and(mask > 0).sum()) > 0
+
+
 # --- loss aggregations ---------------------------------------------------------------------------------------------
 
 VERL_MODES = {"token_mean": "token-mean", "seq_mean_token_mean": "seq-mean-token-mean",

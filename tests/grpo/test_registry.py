@@ -24,7 +24,7 @@ def _rollouts(rewards):
 
 
 @pytest.mark.parametrize(("key", "names"), [
-    ("policy_loss", "dual_clip, vanilla, gspo, gspo_token, cispo, sapo, clip_cov, kl_cov"),
+    ("policy_loss", "dual_clip, vanilla, gspo, gspo_token, cispo, sapo, clip_cov, kl_cov, geo_mean"),
     ("advantage_estimator", "grpo, rloo, reinforce_plus_plus, grpo_passk"),
     ("loss_agg", "token_mean, seq_mean_token_mean, seq_mean_token_sum, seq_mean_token_sum_norm"),
 ])
@@ -120,6 +120,7 @@ def test_a_third_party_policy_loss_is_named_in_the_recipe_and_runs(third_party):
     ("gspo", "token_mean", "grpo"), ("gspo_token", "seq_mean_token_sum_norm", "rloo"),
     ("cispo", "seq_mean_token_sum", "reinforce_plus_plus"), ("sapo", "seq_mean_token_mean", "grpo_passk"),
     ("vanilla", "token_mean", "grpo"), ("clip_cov", "token_mean", "grpo"), ("kl_cov", "seq_mean_token_mean", "rloo"),
+    ("geo_mean", "seq_mean_token_mean", "grpo"),
 ])
 def test_every_builtin_trains_deterministically(loss, agg, estimator):
     def run():
@@ -161,8 +162,10 @@ def test_dynamic_sampling_drops_zero_variance_groups_from_the_update():
     assert [result.advantages[r.key] for r in mixed] == [alone.advantages[r.key] for r in mixed]
     assert (result.metrics["dynamic_sampling/dropped_groups"], result.metrics["dynamic_sampling/dropped_rollouts"]) \
         == (1.0, 4.0)
+    assert result.dropped_groups == ["a"]  # which groups: the engine logs them in dropped_groups
     kept, sha_kept = _update(same + mixed, drop=False)
     assert sha_kept != sha and "dynamic_sampling/dropped_groups" not in kept.metrics
+    assert kept.dropped_groups == []
     assert _update(same + mixed, drop=True) == (result, sha)  # deterministic
 
 
@@ -171,4 +174,20 @@ def test_dynamic_sampling_with_every_group_dropped_makes_no_step():
     before = make_policy().weights_sha256()
     result, sha = _update(same, drop=True)
     assert sha == before and result.metrics["actor/updates"] == 0.0
-    assert result.metrics["dynamic_sampling/dropped_groups"] == 1.0
+    assert result.metrics["dynamic_sampling/dropped_groups"] == 1.0 and result.dropped_groups == ["a"]
+
+
+def test_dropped_groups_become_run_log_rows_in_the_order_given():
+    from visplay.keys import Position
+    from visplay.loop import phases
+    from visplay.plugins import PluginError
+
+    same, mixed = _two_groups()
+    out = phases.StepResult()
+    at = Position(2, "reasoner", 5)
+    phases.dropped_rows(at, "grpo", "reasoner", [*mixed, *same], ["a", "b"], out)
+    assert out.rows["dropped_groups"] == [
+        {"grp": "a", "iteration": 2, "role": "reasoner", "step": 5, "rollouts": 4, "reward": 1.0, "producer": "grpo"},
+        {"grp": "b", "iteration": 2, "role": "reasoner", "step": 5, "rollouts": 4, "reward": 0.0, "producer": "grpo"}]
+    with pytest.raises(PluginError, match="optimizer 'grpo' dropped group 'c', which is not in the step's rollouts"):
+        phases.dropped_rows(at, "grpo", "reasoner", same, ["c"], phases.StepResult())

@@ -61,9 +61,10 @@ def test_it_opens_and_reports_read_only(old_run, tmp_path):
 def test_opening_for_writing_upgrades_it_in_place(old_run):
     db = old_run / "run.db"
     with RunLog(db) as log:
-        assert log.schema_version == SCHEMA_VERSION == 5
+        assert log.schema_version == SCHEMA_VERSION == 6
         assert "producer" in log.db["rewards"].columns_dict and "producer" in log.db["filters"].columns_dict
         assert "digest" in log.db["generations"].columns_dict
+        assert log.db["dropped_groups"].exists() and log.rows("dropped_groups") == []
         assert {r["producer"] for r in log.rows("rewards")} == {None}
         assert log.integrity_ok()
 

@@ -42,13 +42,18 @@ def test_paper_recipe_has_paper_settings_and_dry_runs(tmp_path, name):
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_released_variant_documented_in_the_recipe_loads(tmp_path, name):
     steps, _ = PAPER[name]
+    shape = "reasoner.set_images=1000 reasoner.questions_per_image=8 reasoner.set_order=first"
     overrides = ["variant=released", f"questioner.steps={2 * steps}", f"reasoner.steps={2 * steps}",
-                 "plugins.images.resize=pixels"]
+                 *shape.split(), "plugins.images.resize=pixels"]
     cfg = load_recipe(name, _paths(tmp_path, name) + overrides)
     assert list(cfg.plugins.algorithm.filter.band) == [0.3, 0.8]
     assert cfg.plugins.algorithm.reward.combine == "released" and cfg.plugins.images.resize == "pixels"
+    assert (cfg.reasoner.set_images, cfg.reasoner.questions_per_image, cfg.reasoner.set_order) == (1000, 8, "first")
+    assert (cfg.plugins.algorithm.set_sampling.top_p, cfg.plugins.algorithm.set_sampling.max_new_tokens) == (0.95,
+                                                                                                            4096)
     text = (RECIPES / f"{name}.yaml").read_text()
     assert f"variant=released questioner.steps={2 * steps}" in text and "variant: released" in text
+    assert shape in text  # the released reasoner set's shape is on the documented command line
 
 
 def test_fake_configs_count_like_a_meta_device_model(tmp_path):

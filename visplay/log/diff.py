@@ -27,7 +27,7 @@ from visplay.log.runlog import ADDED_LATER, GENERATION_COLUMNS, TABLES, VOLATILE
 
 # Pipeline order of the tables; a divergence in an earlier table of the same step explains the later ones.
 PIPELINE = ("runs", "plugins", "images", "generations", "questions", "labels", "filters", "answers", "rewards",
-            "advantages", "metrics", "checkpoints", "steps")
+            "advantages", "dropped_groups", "metrics", "checkpoints", "steps")
 # Compared by default; ``events`` is left out because a resumed run legitimately logs extra events (the resume).
 SKIPPED_TABLES = frozenset({"events"})
 # Of the ``runs`` row only what defines the run is compared; versions, host and times are machine facts.
@@ -346,7 +346,7 @@ def diff_logs(log_a: RunLog, log_b: RunLog, *, tables: tuple[str, ...] | None = 
 
 # The order in which one engine step computes things: a divergence in an earlier stage explains the later ones.
 STAGES = {"generations": 0, "questions": 1, "votes": 2, "answers": 3, "labels": 4, "filters": 5, "rewards": 6,
-          "advantages": 7, "metrics": 8, "checkpoints": 9, "steps": 10}
+          "advantages": 7, "dropped_groups": 7, "metrics": 8, "checkpoints": 9, "steps": 10}
 
 
 def _stage(table: str, row: dict[str, Any]) -> int:

@@ -62,6 +62,13 @@ def advantage_row(at: Position, key: str, role: str, group: str, reward: float, 
             "advantage": advantage}
 
 
+def dropped_group_row(at: Position, group: str, role: str, rollouts: int, reward: float,
+                      producer: str) -> dict[str, Any]:
+    """A ``dropped_groups`` row: a group the optimizer left out of its update."""
+    return {"grp": group, "iteration": at.iteration, "role": role, "step": at.step, "rollouts": rollouts,
+            "reward": reward, "producer": producer}
+
+
 def event_row(at: Position, kind: str, message: str, *, level: str = "warning",
               source: str = "engine") -> dict[str, Any]:
     return {"iteration": at.iteration, "phase": at.phase, "step": at.step, "level": level, "kind": kind,

@@ -24,7 +24,7 @@ import sqlite_utils
 from visplay.log import arrays
 from visplay.log.errors import RunLogError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Columns of the core tables, in order. ``pk`` is the primary key; tables without one are append-only.
 # Keys are deterministic strings (see docs/runlog.md), so two runs of the same recipe can be compared row by row.
@@ -92,6 +92,11 @@ TABLES: dict[str, dict[str, Any]] = {
         "columns": {"key": str, "iteration": int, "role": str, "step": int, "grp": str, "reward": float,
                     "advantage": float},
         "pk": "key",
+    },
+    "dropped_groups": {  # added by _migrate_6
+        "columns": {"grp": str, "iteration": int, "role": str, "step": int, "rollouts": int, "reward": float,
+                    "producer": str},
+        "pk": "grp",
     },
     "metrics": {
         "columns": {"iteration": int, "phase": str, "step": int, "name": str, "value": float},
@@ -204,7 +209,7 @@ def _check_is_sqlite(path: Path) -> None:
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
     for name, spec in TABLES.items():
-        if name == "prompts":  # added by _migrate_3
+        if name in ("prompts", "dropped_groups"):  # added by _migrate_3, _migrate_6
             continue
         columns = _V1_GENERATIONS if name == "generations" else {c: t for c, t in spec["columns"].items()
                                                                   if (name, c) not in ADDED_LATER}
@@ -369,8 +374,17 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
         db["generations"].add_column("digest", str)
 
 
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    """``dropped_groups``: the groups an optimizer left out of its update (DAPO's dynamic sampling), one row each;
+    empty in logs written before and in runs without it."""
+    if not db["dropped_groups"].exists():
+        spec = TABLES["dropped_groups"]
+        db["dropped_groups"].create(spec["columns"], pk=spec["pk"], not_null=None)
+        db["dropped_groups"].create_index(["iteration", "role", "step"])
+
+
 # MIGRATIONS[i] upgrades user_version i -> i + 1
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6]
 
 
 def register_functions(conn: sqlite3.Connection) -> None:

@@ -82,6 +82,11 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "key": "question or rollout key", "iteration": "self-play iteration", "role": "questioner or reasoner",
         "step": "training step", "grp": "GRPO group", "reward": "total reward", "advantage": "normalised advantage",
     }),
+    "dropped_groups": ("group an optimizer left out of its update", {
+        "grp": "GRPO group (advantages.grp)", "iteration": "self-play iteration", "role": "questioner or reasoner",
+        "step": "training step", "rollouts": "its rollouts", "reward": "the reward all of them got",
+        "producer": "the optimizer that dropped it (plugins.grpo.drop_zero_variance: every reward equal)",
+    }),
     "metrics": ("(iteration, phase, step, name)", {
         "iteration": "self-play iteration", "phase": "engine phase", "step": "step in the phase",
         "name": "slashes, e.g. reward/mean, actor/kl, questions/valid_frac, gold/accuracy", "value": "the number",

@@ -327,11 +327,13 @@ class SelfPlay:
     # --- helpers ------------------------------------------------------------------------------------------
 
     def reasoner_set_chunks(self, i: int) -> list[list[ImageRecord]]:
-        """The set's images (a seeded permutation of the pool, cycled to ``set_images``) in step-sized chunks."""
+        """The set's images (a seeded permutation of the pool, or with ``reasoner.set_order: first`` the pool in
+        its order, cycled to ``set_images``) in step-sized chunks."""
         import numpy as np
 
         n, size = self.cfg.reasoner.set_images, max(1, self.cfg.questioner.images_per_step)
-        order = np.random.default_rng(self.ctx.seed_for(i, "reasoner_set", "images")).permutation(len(self.pool))
+        order = np.arange(len(self.pool)) if self.cfg.reasoner.set_order == "first" else \
+            np.random.default_rng(self.ctx.seed_for(i, "reasoner_set", "images")).permutation(len(self.pool))
         images = [self.pool[int(order[k % len(order)])] for k in range(n)]
         return [images[k:k + size] for k in range(0, n, size)]
 

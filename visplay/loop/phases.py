@@ -171,11 +171,25 @@ def update(ctx: RunContext, policy: Policy, optimizer: Optimizer, role: str,
             raise PluginError(f"optimizer {name!r} returned no advantage for {rollout.key}")
         out.rows["advantages"].append(rows.advantage_row(at, rollout.key, role, rollout.group, rollout.reward,
                                                          float(result.advantages[rollout.key])))
+    dropped_rows(at, name, role, rollouts, getattr(result, "dropped_groups", ()), out)
     out.metrics.update(finite_metrics(f"optimizer {name!r}", result.metrics))
     advantages = [float(result.advantages[r.key]) for r in rollouts]
     health = health_metrics(rollouts, advantages, int(ctx.recipe[role].sampling.max_new_tokens),
                             prompt_lengths(policy, rollouts))
     out.metrics.update({k: v for k, v in health.items() if k not in out.metrics})  # the optimizer's own come first
+
+
+def dropped_rows(at: Position, name: str, role: str, rollouts: Sequence[Rollout], dropped: Sequence[str],
+                 out: StepResult) -> None:
+    """One ``dropped_groups`` row per group the optimizer left out of its update, in the order it names them."""
+    members: dict[str, list[Rollout]] = defaultdict(list)
+    for r in rollouts:
+        members[r.group].append(r)
+    for group in dropped:
+        if group not in members:
+            raise PluginError(f"optimizer {name!r} dropped group {group!r}, which is not in the step's rollouts")
+        out.rows["dropped_groups"].append(rows.dropped_group_row(at, group, role, len(members[group]),
+                                                                 float(members[group][0].reward), name))
 
 
 def health_metrics(rollouts: Sequence[Rollout], advantages: Sequence[float], max_new_tokens: int,

@@ -43,7 +43,7 @@ from visplay.session import PluginSession
 # What a replay compares: everything the engine recomputes (``runs``, ``plugins`` and ``events`` describe the
 # machine and the session, not the computation).
 REPLAY_TABLES = ("images", "generations", "questions", "labels", "filters", "answers", "rewards", "advantages",
-                 "metrics", "checkpoints", "steps")
+                 "dropped_groups", "metrics", "checkpoints", "steps")
 ROLE_PHASES = {"questioner": ("questioner",), "reasoner": ("reasoner_set", "reasoner")}
 # The runs columns that say where a run computed: a replay elsewhere may differ in the floats' last bits.
 MACHINE_COLUMNS = ("device", "torch", "transformers")
