@@ -37,9 +37,12 @@ class GamesOptions:
     eval_greedy: bool = True
     """Also answer each held-out question once greedily (temperature 0): pass@1 greedy."""
     cold_start_steps: int = 0
-    """SFT steps before iteration 1 (0: no cold start)."""
+    """The questioner's SFT steps before iteration 1, and the reasoner's unless ``cold_start_reasoner_steps`` is set
+    (0 with no reasoner steps: no cold start). The reasoner has its own key: tiny sets both to 300, so
+    ``cold_start_steps=0`` alone still runs the reasoner's 300; give ``cold_start_reasoner_steps=0`` too."""
     cold_start_reasoner_steps: int | None = None
-    """SFT steps for the reasoner when it needs more than the questioner; None: ``cold_start_steps``."""
+    """The reasoner's SFT steps before iteration 1, when they differ from the questioner's; None:
+    ``cold_start_steps``."""
     cold_start_lr: float = 1e-3
     """Cold-start SFT learning rate."""
     cold_start_batch_size: int = 8
