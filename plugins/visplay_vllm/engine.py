@@ -94,13 +94,18 @@ class VllmEngine:
     def __init__(self, role: str, model_dir: str | Path, *, dtype: str, max_model_len: int, enforce_eager: bool,
                  seed: int, gpu_memory_utilization: float = 0.45, tensor_parallel_size: int = 1,
                  cpu_kvcache_gb: int = 1, gpus: list[int] | None = None, executor: str | None = None,
-                 pipeline_parallel_size: int = 1, own_process: bool | None = None):
+                 pipeline_parallel_size: int = 1, own_process: bool | None = None, sleep_mode: bool = False):
         self.role = role
         self.workdir: Path | None = None  # the folder it was started from, removed at shutdown
         self.loaded_tag: str | None = None
         self.engine_sha256: str | None = None
         self.pushes = 0
         self.cpu = _is_cpu_platform()
+        self.sleep_mode, self.asleep = bool(sleep_mode), False
+        if self.sleep_mode and self.cpu:
+            from visplay_vllm.plugin import SLEEP_ON_CPU
+
+            raise RuntimeError(SLEEP_ON_CPU)
         self.own_process = (not self.cpu) if own_process is None else bool(own_process)
         executor = executor or ("uni" if self.cpu else "mp")
         _configure_environment(self.cpu, executor, cpu_kvcache_gb, self.own_process)
@@ -114,6 +119,8 @@ class VllmEngine:
         )
         if not self.cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if self.sleep_mode:
+            kwargs["enable_sleep_mode"] = True
         with _visible_devices(None if self.cpu else gpus), _hidden_torchrun(self.own_process):
             self.llm = LLM(**kwargs)
         log.info("vLLM engine for %s started from %s (%s)", role, model_dir,
@@ -129,7 +136,12 @@ class VllmEngine:
         os.close(handle)
         try:
             save_file(state, name)
+            if self.asleep:  # the weights back on the GPU first, the KV cache only once they are loaded (as verl)
+                self.llm.wake_up(tags=["weights"])
             results = self.llm.collective_rpc("visplay_load_weights", args=(name,))
+            if self.asleep:
+                self.llm.wake_up(tags=["kv_cache"])
+                self.asleep = False
         finally:
             Path(name).unlink(missing_ok=True)
         digests = {r["sha256"] for r in results}
@@ -153,7 +165,22 @@ class VllmEngine:
         self.llm.reset_mm_cache()
 
     def generate(self, requests: list[dict[str, Any]], params: list[Any]) -> list[Any]:
-        return self.llm.generate(requests, params, use_tqdm=False)
+        """Generate; with sleep mode the engine is woken first and put back to sleep after (level 1), so the
+        training update that follows a generation has the engine's GPU memory."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+        try:
+            return self.llm.generate(requests, params, use_tqdm=False)
+        finally:
+            self.sleep()
+
+    def sleep(self) -> None:
+        """Level 1: weights copied to host memory, KV cache freed (nothing of it is kept: the prefix cache is
+        reset at every push anyway). A no-op without sleep mode or when already asleep."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
 
     def shutdown(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
