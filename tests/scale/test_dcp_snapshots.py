@@ -84,6 +84,7 @@ def test_cpu_offload_reaches_fully_shard_and_gives_the_same_updates(tmp_path):
     assert off.returncode == 0, off.stderr[-3000:]
     a, wa = _result(tmp_path / "on")
     b, wb = _result(tmp_path / "off")
-    assert a["offload_units"] > 0 and b["offload_units"] == 0  # the setting reached every FSDP unit, or none
+    # the setting reached every FSDP unit of the model (or none), and the updates are the same to the bit
+    assert a["offload_units"][0] == a["offload_units"][1] > 0 and b["offload_units"][0] == 0
     assert a["losses"] == b["losses"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

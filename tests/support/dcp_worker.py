@@ -82,16 +82,14 @@ def snapshot(writer, name: str) -> dict[str, str]:
     return files
 
 
-def offloaded_units(model) -> int:
-    """FSDP units whose parameters FSDP2 keeps offloaded to the CPU (``FSDPParam.offload_to_cpu``)."""
+def offloaded_units(model) -> list[int]:
+    """[FSDP units whose parameters FSDP2 keeps offloaded to the CPU (``FSDPParam.offload_to_cpu``), FSDP units]."""
     from torch.distributed.fsdp import FSDPModule
 
-    count = 0
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            group = module._get_fsdp_state()._fsdp_param_group
-            count += bool(group is not None and any(p.offload_to_cpu for p in group.fsdp_params))
-    return count
+    groups = [module._get_fsdp_state()._fsdp_param_group for module in model.modules()
+              if isinstance(module, FSDPModule)]
+    groups = [g for g in groups if g is not None]
+    return [sum(all(p.offload_to_cpu for p in g.fsdp_params) for g in groups), len(groups)]
 
 
 def sizes(folder: Path) -> dict[str, int]:
