@@ -270,6 +270,8 @@ class ModelFacts:
     reference_bytes: int = 0  # a frozen copy of the starting weights (0 when the reference costs nothing: LoRA)
     activation_bytes_per_sequence: float = 0.0  # held per sequence whatever its length (its image's vision tower)
     activation_bytes_fixed: float = 0.0  # per training forward whatever its size (one chunk of log-prob logits)
+    offloaded: bool = False  # the sharded training state lives in host memory (FSDP CPU offload): an optimizer
+    # reports its state under ``host/training`` instead of ``training`` when it runs sharded (nproc > 1)
     config: dict[str, Any] = field(default_factory=dict)  # the config.json facts, for plugins that need more
 
 
@@ -281,17 +283,20 @@ class EngineNeeds:
     memory_fraction: float  # the share of each of its GPUs' memory it reserves
     gpus_setting: str = ""  # the recipe setting that decides ``gpus``, named in errors (e.g. "plugins.vllm.x=2")
     memory_setting: str = ""  # likewise for ``memory_fraction``
+    sleeps: bool = False  # on a GPU it shares with training, it frees its memory while training updates
 
 
 @dataclass(frozen=True)
 class MemoryItem:
     """One thing in memory or on disk: where (``training``: per training GPU; ``sampling/<role>``: per engine GPU;
-    ``disk/snapshot``, ``disk/weights``), what, how much, and the recipe change that shrinks it."""
+    ``host/training``: host memory per training process; ``disk/snapshot``, ``disk/weights``), what, how much,
+    and the recipe change that shrinks it."""
 
     where: str
     name: str
     gib: float
     fix: str = ""
+    transient: bool = False  # held only during a training forward/backward (activations), not while sampling
 
 
 @dataclass

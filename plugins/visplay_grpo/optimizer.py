@@ -327,6 +327,11 @@ class GRPOOptimizer:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        meta = {"format": STATE_FORMAT, "updates": self.updates, "names": self.names,
+                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optim.param_groups]}
+        if getattr(self.policy, "sharded_state", False):  # FSDP, plugins.models.fsdp.state_format=sharded
+            (directory / "optimizer.json").write_text(json.dumps({**meta, "sharded": True}, indent=1, sort_keys=True))
+            return self.policy.save_optimizer_state(self.optim, directory)  # each rank its shards of the moments
         params = dict(self.policy.trainable_parameters())
         tensors: dict[str, torch.Tensor] = {}
         steps: dict[str, float] = {}
@@ -338,9 +343,7 @@ class GRPOOptimizer:
             if "step" in state:
                 steps[name] = float(state["step"])
         save_file(tensors, str(directory / "optimizer.safetensors"))
-        meta = {"format": STATE_FORMAT, "updates": self.updates, "steps": steps, "names": self.names,
-                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optim.param_groups]}
-        (directory / "optimizer.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        (directory / "optimizer.json").write_text(json.dumps({**meta, "steps": steps}, indent=1, sort_keys=True))
         return {k: v for k, v in file_hashes(directory).items() if k.startswith("optimizer.")}
 
     def load(self, directory: str | Path) -> None:
@@ -349,6 +352,9 @@ class GRPOOptimizer:
 
         directory = Path(directory)
         meta_file, tensor_file = directory / "optimizer.json", directory / "optimizer.safetensors"
+        if meta_file.is_file() and json.loads(meta_file.read_text()).get("sharded"):
+            self._load_sharded(directory, json.loads(meta_file.read_text()))
+            return
         if not meta_file.is_file() or not tensor_file.is_file():
             raise FileNotFoundError(f"{directory}: no optimizer state (optimizer.json / optimizer.safetensors)")
         meta = json.loads(meta_file.read_text())
@@ -366,6 +372,16 @@ class GRPOOptimizer:
                 }
         for group, saved in zip(self.optim.param_groups, meta["param_groups"]):
             group.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+        self.updates = int(meta["updates"])
+
+    def _load_sharded(self, directory: Path, meta: dict[str, Any]) -> None:
+        """A sharded optimizer state (torch.distributed.checkpoint, written by the policy's save_optimizer_state):
+        the moments, step counts and param groups come from it, the update count from optimizer.json."""
+        if meta.get("format") != STATE_FORMAT or meta.get("names") != self.names \
+                or not hasattr(self.policy, "load_optimizer_state"):
+            raise ValueError(f"{directory}: sharded optimizer state does not match this policy's trainable parameters "
+                             f"(or the policy cannot read sharded state)")
+        self.policy.load_optimizer_state(self.optim, directory)
         self.updates = int(meta["updates"])
 
 

@@ -76,15 +76,17 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
     adamw = 2 * facts.trainable_parameters * facts.dtype_bytes
     reference = facts.reference_bytes if opt.kl_coef > 0 else 0
     tokens, rows, fix = micro_batch_tokens(recipe, opt, facts.prompt_tokens)
+    state = "host/training" if getattr(facts, "offloaded", False) and shards > 1 else "training"  # FSDP CPU offload
     items = [
-        MemoryItem("training", "adamw", adamw / shards / GIB, "distributed.strategy=fsdp"),
-        MemoryItem("training", "reference", reference / shards / GIB, "plugins.grpo.kl_coef=0"),
-        MemoryItem("training", "activations", tokens * facts.activation_bytes_per_token / GIB, fix),
+        MemoryItem(state, "adamw", adamw / shards / GIB, "distributed.strategy=fsdp"),
+        MemoryItem(state, "reference", reference / shards / GIB, "plugins.grpo.kl_coef=0"),
+        MemoryItem("training", "activations", tokens * facts.activation_bytes_per_token / GIB, fix, transient=True),
     ]
     if facts.activation_bytes_per_sequence:
-        items.append(MemoryItem("training", "vision", rows * facts.activation_bytes_per_sequence / GIB, fix))
+        items.append(MemoryItem("training", "vision", rows * facts.activation_bytes_per_sequence / GIB, fix,
+                                transient=True))
     if facts.activation_bytes_fixed:
-        items.append(MemoryItem("training", "logits", facts.activation_bytes_fixed / GIB))
+        items.append(MemoryItem("training", "logits", facts.activation_bytes_fixed / GIB, transient=True))
     out = Footprint(items=[*items, MemoryItem("disk/snapshot", "adamw", adamw / GIB)])
     for role, (rollouts, updates) in updates_per_step(recipe, opt).items():
         batch = int(opt.update_batch_size) * int(recipe[role].group_size) if opt.update_batch_size else rollouts

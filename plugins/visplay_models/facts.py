@@ -299,7 +299,8 @@ def model_facts(recipe: Any, options: Any) -> ModelFacts:
         text_parameters=counts["text"], vision_parameters=counts["vision"], trainable_parameters=trainable,
         dtype_bytes=b, kv_bytes_per_token=kv_bytes_per_token(cfg, b), activation_bytes_per_token=act["per_token"],
         prompt_tokens=TEXT_TOKENS + images, reference_bytes=0 if lora.enabled else counts["total"] * b,
-        activation_bytes_per_sequence=act["per_sequence"], activation_bytes_fixed=act["fixed"], config=cfg)
+        activation_bytes_per_sequence=act["per_sequence"], activation_bytes_fixed=act["fixed"], config=cfg,
+        offloaded=bool(options.fsdp.offload) and recipe.distributed.get("strategy") == "fsdp")
 
 
 def footprint(recipe: Any, facts: ModelFacts, nproc: int, options: Any) -> Footprint:
@@ -314,9 +315,31 @@ def footprint(recipe: Any, facts: ModelFacts, nproc: int, options: Any) -> Footp
                                      else "no recomputation (plugins.models.gradient_checkpointing=true recomputes)")
              + "; log-probs " + (f"in chunks of {chunk} tokens" if chunk else
                                  "over the whole micro-batch at once (plugins.models.logprob_chunk_tokens chunks them)")]
+    offload = facts.offloaded and shards > 1  # FSDP2 offloads only what it shards (2+ processes)
+    state = "host/training" if offload else "training"
+    items = [MemoryItem(state, "weights", facts.parameters * b / shards / GIB, "distributed.strategy=fsdp"),
+             MemoryItem(state, "grads", facts.trainable_parameters * b / shards / GIB, fix)]
+    if offload:  # on the GPU only the unit being computed, gathered whole, and the next one (prefetched)
+        items.append(MemoryItem("training", "gathered_units", 2 * largest_unit(facts) * b / GIB))
+    lines.append("fsdp: " + ("CPU offload: weights, grads, optimizer state and reference in host memory, two "
+                             "gathered units on the GPU" if offload else "no offload" + (
+                                 " (plugins.models.fsdp.offload needs distributed.strategy=fsdp with 2+ processes)"
+                                 if facts.offloaded else " (plugins.models.fsdp.offload=true moves the sharded state "
+                                 "to host memory)"))
+                 + f"; step snapshots {options.fsdp.state_format}" + (
+                     " (each rank writes its shards)" if options.fsdp.state_format == "sharded" and shards > 1 else ""))
     return Footprint(lines=lines, items=[
-        MemoryItem("training", "weights", facts.parameters * b / shards / GIB, "distributed.strategy=fsdp"),
-        MemoryItem("training", "grads", facts.trainable_parameters * b / shards / GIB, fix),
+        *items,
         MemoryItem("disk/snapshot", "weights", facts.parameters * b / GIB),
         MemoryItem("disk/weights", "weights", facts.parameters * b / GIB),
     ])
+
+
+def largest_unit(facts: ModelFacts) -> float:
+    """Parameters of the largest FSDP unit: a text decoder layer or the embedding matrix (the head is its own unit
+    when untied), whichever is larger; an estimate from the config's sizes."""
+    t = _text(facts.config)
+    h, layers, vocab = int(t["hidden_size"]), int(t["num_hidden_layers"]), int(t["vocab_size"])
+    tied = bool(facts.config.get("tie_word_embeddings", t.get("tie_word_embeddings", False)))
+    per_layer = max(facts.text_parameters - vocab * h * (1 if tied else 2), 0) / max(layers, 1)
+    return float(max(per_layer, vocab * h))

@@ -87,6 +87,30 @@ class LoraConfig:
         return problems
 
 
+STATE_FORMATS = ("full", "sharded")
+
+
+@dataclass
+class FsdpOptions:
+    """How the FSDP2-sharded training state (``distributed.strategy: fsdp`` under several processes) is kept in
+    memory and written to step snapshots; one training process ignores this section."""
+
+    state_format: str = "full"
+    """Step snapshots (``checkpoints/state/``) as ``full`` (every rank gathers the whole weights and AdamW moments
+    and writes a model folder + optimizer.safetensors, as one process does) or ``sharded`` (each rank writes only
+    its own shards through torch.distributed.checkpoint: no rank ever holds the whole state; the run directory must
+    be on a filesystem every rank sees). Iteration checkpoints ``<role>_v<i>`` are model folders either way."""
+    offload: bool = False
+    """FSDP2 CPU offload (``CPUOffloadPolicy``): parameters, gradients and optimizer state live in host memory and
+    each layer's parameters are copied to the GPU only for its forward and backward; the optimizer steps on the
+    CPU. Frees their GPU memory at the cost of host-device copies and a CPU optimizer step."""
+
+    def validate(self) -> dict[str, str]:
+        if self.state_format not in STATE_FORMATS:
+            return {"state_format": f"must be one of {', '.join(STATE_FORMATS)}, got {self.state_format!r}"}
+        return {}
+
+
 @dataclass
 class ModelsOptions:
     """The models plugin (backends ``tiny`` and ``hf``, sampler ``hf``): the tiny model's size, LoRA and how the
@@ -96,6 +120,8 @@ class ModelsOptions:
     """Size of the embedded tiny model (backend ``tiny``)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA settings (both backends)."""
+    fsdp: FsdpOptions = field(default_factory=FsdpOptions)
+    """FSDP2 training state: snapshot format and CPU offload (``distributed.strategy: fsdp``)."""
     plan_as: str | None = None
     """A hub id whose built-in facts (visplay_models/facts.py) plan a ``--dry-run`` when ``model.path`` is not
     given (the paper recipes name theirs); a local ``model.path`` always wins."""
@@ -113,6 +139,7 @@ class ModelsOptions:
 
     def validate(self) -> dict[str, str]:
         problems = {**{f"tiny.{k}": v for k, v in self.tiny.validate().items()},
-                    **{f"lora.{k}": v for k, v in self.lora.validate().items()}}
+                    **{f"lora.{k}": v for k, v in self.lora.validate().items()},
+                    **{f"fsdp.{k}": v for k, v in self.fsdp.validate().items()}}
         chunk = optional_int_at_least(self.logprob_chunk_tokens, 1)
         return {**problems, **({"logprob_chunk_tokens": chunk} if chunk else {})}

@@ -62,6 +62,7 @@ def visplay_load_policy(ctx: Any, role: str, init_from: str | None) -> Any:
         lora_cfg=opts.lora, keep_reference=None, seed=ctx.seed_for("model", role, "lora"),
         fsdp=ctx.recipe.distributed.get("strategy") == "fsdp", gradient_checkpointing=bool(opts.gradient_checkpointing),
         logprob_chunk_tokens=None if opts.logprob_chunk_tokens is None else int(opts.logprob_chunk_tokens),
+        state_format=str(opts.fsdp.state_format), offload=bool(opts.fsdp.offload),
     )
 
 

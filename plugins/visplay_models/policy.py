@@ -41,7 +41,8 @@ class HFPolicy:
 
     def __init__(self, model: Any, processor: VLProcessor, role: str, *, device: str | torch.device = "cpu",
                  keep_reference: bool = True, lora: bool = False, source: str = "",
-                 reference_loader: Any = None, logprob_chunk_tokens: int | None = None):
+                 reference_loader: Any = None, logprob_chunk_tokens: int | None = None,
+                 state_format: str = "full", offload: bool = False):
         self.model = model
         self.processor = processor
         self.role = role
@@ -50,6 +51,7 @@ class HFPolicy:
         self.lora = lora
         self.source = source
         self.logprob_chunk_tokens = logprob_chunk_tokens  # tokens per head chunk in forward_stats (None: all)
+        self.state_format, self.offload = state_format, offload  # plugins.models.fsdp (FSDP2 under torchrun only)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         self.stop_ids: set[int] = {processor.im_end_id, *eos}
@@ -134,7 +136,7 @@ class HFPolicy:
             if self.sharded:
                 from visplay.api import distributed
 
-                distributed.parallelize(self._reference, "fsdp", is_transformer_block)
+                distributed.parallelize(self._reference, "fsdp", is_transformer_block, offload=self._offload())
         if self._reference is None:
             raise ValueError("this policy keeps no reference model (loaded with keep_reference=False)")
         return contextlib.nullcontext(self._reference)
@@ -155,12 +157,50 @@ class HFPolicy:
         if self.lora:
             raise ValueError("model.lora.enabled with distributed.strategy=fsdp is not supported (the adapter is "
                              "small: use distributed.strategy=ddp)")
-        distributed.parallelize(self.model, "fsdp", is_transformer_block)
+        distributed.parallelize(self.model, "fsdp", is_transformer_block, offload=self._offload())
         if self._reference is not None:
-            distributed.parallelize(self._reference, "fsdp", is_transformer_block)
+            distributed.parallelize(self._reference, "fsdp", is_transformer_block, offload=self._offload())
         self.sharded = True
 
     sharded = False
+
+    def _offload(self) -> Any:
+        from visplay_models.dcp import offload_policy
+
+        return offload_policy(self.offload, self.device)
+
+    @property
+    def sharded_state(self) -> bool:
+        """Whether step snapshots are written shard by shard (FSDP2 with ``plugins.models.fsdp.state_format:
+        sharded``); the optimizer then saves its state through :meth:`save_optimizer_state`."""
+        return self.sharded and self.state_format == "sharded"
+
+    def save_snapshot(self, directory: str | Path) -> dict[str, str]:
+        """A step snapshot (``checkpoints/state/``): what :meth:`load_weights` needs to continue bit-exactly. With
+        ``sharded_state`` each rank writes its shards into rank 0's ``directory/model`` (visplay_models/dcp.py),
+        else the model folder of :meth:`save`. Returns {file: sha256} of this rank's ``directory``."""
+        if not self.sharded_state:
+            return self.save(directory)
+        from visplay_models import dcp
+
+        directory = Path(directory)
+        dcp.write_marker(directory, self.role, {"source": Path(self.source).name, "lora": self.lora})
+        dcp.save_model_state(self.model, directory / dcp.MODEL)
+        return file_hashes(directory)
+
+    def save_optimizer_state(self, optim: Any, directory: str | Path) -> dict[str, str]:
+        """The torch optimizer ``optim`` (over this policy's parameters) shard by shard into rank 0's
+        ``directory`` (``sharded_state`` only); {file: sha256} of this rank's ``directory``."""
+        from visplay_models import dcp
+
+        dcp.save_optimizer_state(self.model, optim, directory)
+        return file_hashes(directory)
+
+    def load_optimizer_state(self, optim: Any, directory: str | Path) -> None:
+        """Restore what :meth:`save_optimizer_state` wrote (every rank its shards)."""
+        from visplay_models import dcp
+
+        dcp.load_optimizer_state(self.model, optim, directory)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The model's state dict with every FSDP shard gathered (``full_tensor()``, on every rank)."""
@@ -205,6 +245,11 @@ class HFPolicy:
         (``adapter/``) is loaded onto the current base; otherwise every weight of the saved folder is copied in.
         """
         directory = Path(directory)
+        from visplay_models import dcp
+
+        if dcp.is_sharded_snapshot(directory):  # a step snapshot written by save_snapshot: each rank its shards
+            dcp.load_model_state(self.model, directory / dcp.MODEL)
+            return
         if self.lora:
             from peft.utils import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -363,11 +408,12 @@ def load_processor(path: str | Path, model_type: str, config: Any, trust_remote_
 def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: str = "cpu",
                 trust_remote_code: bool = False, lora_cfg: Any = None, keep_reference: bool | None = True,
                 seed: int = 0, fsdp: bool = False, gradient_checkpointing: bool = False,
-                logprob_chunk_tokens: int | None = None) -> HFPolicy:
+                logprob_chunk_tokens: int | None = None, state_format: str = "full", offload: bool = False) -> HFPolicy:
     """An HFPolicy from a local folder; with ``lora_cfg.enabled`` a fresh LoRA adapter (initialised from
     ``seed``) is attached; with ``fsdp`` under several processes the model and its reference are sharded (FSDP2).
     ``gradient_checkpointing`` recomputes the trained model's layer activations in the backward pass (see
-    :func:`recompute_activations`); ``logprob_chunk_tokens``: see :func:`visplay_models.forward.selected_logprobs`.
+    :func:`recompute_activations`); ``logprob_chunk_tokens``: see :func:`visplay_models.forward.selected_logprobs`;
+    ``state_format`` and ``offload``: ``plugins.models.fsdp`` (options.py), used only when sharded.
 
     ``keep_reference``: True copies the starting weights now, False keeps no reference, None loads them from
     ``path`` again on first use (what a run does: only an optimizer with a KL term asks)."""
@@ -390,7 +436,7 @@ def load_policy(path: str | Path, role: str, *, dtype: str = "float32", device: 
 
     policy = HFPolicy(model, processor, role, device=device, keep_reference=bool(keep_reference), lora=lora,
                       source=str(path), reference_loader=reference if keep_reference is None else None,
-                      logprob_chunk_tokens=logprob_chunk_tokens)
+                      logprob_chunk_tokens=logprob_chunk_tokens, state_format=state_format, offload=offload)
     if fsdp:
         policy.shard()
     return policy

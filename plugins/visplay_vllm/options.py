@@ -29,6 +29,13 @@ class VllmOptions:
     """Keep the engine in the training process (CPU, one training process only); None: in-process there, in its own
     processes on GPUs and under torchrun (where it always runs apart)."""
 
+    sleep_mode: bool | None = None
+    """vLLM sleep mode (``enable_sleep_mode``): after each generation the engine sleeps at level 1 (its weights
+    copied to host memory, its KV cache freed) and wakes for the next weight push or generation, so a training
+    update on the same GPU gets the engine's memory (the rollout of verl and EasyR1 does the same). None: on where
+    the engines share a GPU with training (the 1-GPU layout) and off elsewhere; true: wherever they run on GPUs
+    (refused on CPU: vLLM has sleep mode only on CUDA/ROCm); false: never."""
+
     legacy_keys = {"sampler.vllm": ""}  # the whole section was the core's sampler.vllm before it moved here
 
     def validate(self) -> dict[str, str]:

@@ -19,6 +19,7 @@ from visplay.api import (
     EngineNeeds,
     Footprint,
     MemoryItem,
+    RecipeError,
     distributed,
     hookimpl,
     plan_placement,
@@ -54,19 +55,48 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
                     gpu_memory_utilization=float(v.gpu_memory_utilization),
                     tensor_parallel_size=int(v.tensor_parallel_size), cpu_kvcache_gb=int(v.cpu_kvcache_gb),
                     own_process=True if multi or v.in_process is False else None)
+    placement = plan_placement(ctx)
+    settings["sleep_mode"] = sleeps(v, placement.mode)
     key = (policy_signature(policy), tuple(sorted(settings.items())))
     current = _ENGINES.get(role)
     if current is not None and current[0] == key:
         return current[1]
     if current is not None:
         current[1].shutdown()
-    gpus = plan_placement(ctx).engine_gpus.get(role)
+    gpus = placement.engine_gpus.get(role)
     engine = start_engine(role, policy, leader=distributed.is_rank0(), gpus=gpus,
                           forbidden=forbidden_token_ids(policy), **settings)
     engine.loaded_tag = policy.weights_sha256()  # it was started from exactly these weights
     _ENGINES[role] = (key, engine)
     shutdown_at_exit()
     return engine
+
+
+def sleeps(v: VllmOptions, mode: str) -> bool:
+    """Whether the engines sleep around training updates (``plugins.vllm.sleep_mode``) in placement ``mode``."""
+    if v.sleep_mode is None:
+        return mode == "shared"  # only where training needs the engines' GPU memory
+    if v.sleep_mode and mode == "cpu":
+        raise RecipeError(SLEEP_ON_CPU)
+    return bool(v.sleep_mode)
+
+
+# vLLM's ModelConfig refuses enable_sleep_mode unless current_platform.is_sleep_mode_available() (CUDA, ROCm):
+# vllm/config/model.py, vllm/platforms/interface.py
+SLEEP_ON_CPU = ("plugins.vllm.sleep_mode=true: vLLM has no sleep mode on CPU (only on CUDA and ROCm GPUs), so the "
+                "engines could not free their memory for training; set plugins.vllm.sleep_mode=false (or null)")
+
+
+@hookimpl
+def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
+    """``plugins.vllm.sleep_mode=true`` for engines that would run on CPU is refused before the run starts."""
+    recipe = ctx.recipe
+    if not any(recipe.sampler.get(role) == SAMPLER for role in ("questioner", "reasoner")):
+        return None
+    v = plugin_section(recipe, "vllm")
+    if v.sleep_mode and str(recipe.model.get("device", "cpu")).startswith("cpu"):
+        raise RecipeError(SLEEP_ON_CPU)
+    return None
 
 
 @hookimpl
@@ -92,7 +122,8 @@ def visplay_engine_needs(ctx: Any, role: str) -> EngineNeeds | None:
     return EngineNeeds(gpus=int(v.tensor_parallel_size) * int(v.pipeline_parallel_size),
                        memory_fraction=float(v.gpu_memory_utilization),
                        gpus_setting=f"plugins.vllm.tensor_parallel_size={v.tensor_parallel_size}{pp}",
-                       memory_setting=f"plugins.vllm.gpu_memory_utilization={v.gpu_memory_utilization}")
+                       memory_setting=f"plugins.vllm.gpu_memory_utilization={v.gpu_memory_utilization}",
+                       sleeps=v.sleep_mode is not False)  # None: sleeps exactly where it shares a training GPU
 
 
 @hookimpl

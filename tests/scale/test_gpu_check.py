@@ -34,7 +34,9 @@ def test_tiny_gpu_check_on_cpu_runs_every_step_and_prints_the_table(tmp_path):
 
 def test_gpu_check_sh_runs_the_3b_plan_on_one_gpu_within_eight_minutes():
     text = (SCRIPT.parent / "gpu_check.sh").read_text()
-    assert "timeout 480" in text and "--size 3b --device cuda" in text and "CUDA_VISIBLE_DEVICES" in text
+    assert "--size 3b --device cuda" in text and "CUDA_VISIBLE_DEVICES" in text
+    assert sum(int(t) for t in __import__("re").findall(r"timeout (\d+)", text)) <= 480  # both steps
+    assert "reproduce/memory_check.py --device cuda" in text  # issue 22: planned vs measured peak memory
 
 
 def test_mfu_counts_ten_n_flops_per_token():

@@ -105,3 +105,48 @@ def test_a_key_the_user_set_is_not_chosen_over_and_a_box_nothing_fits_lists_what
     assert code == 2
     assert "also tried for 1 GPU(s) of 40 GiB, none fits:" in err
     assert "plugins.vllm.tensor_parallel_size=1 plugins.vllm.gpu_memory_utilization=0.2: the plan does not fit: " in err
+
+
+def _host(text: str) -> dict[str, float]:
+    line = re.search(r"^host memory per process \(GiB\), training: (.*)$", text, re.M).group(1)
+    return {name: float(value) for name, value in (item.rsplit(" ", 1) for item in line.split(", "))}
+
+
+def test_cpu_offload_moves_the_sharded_state_to_host_memory_and_leaves_two_gathered_units():
+    """plugins.models.fsdp.offload: weights, grads, AdamW and the reference leave the training GPU (the host line
+    holds exactly what the plain plan had on the GPU); the GPU keeps two gathered units (the 3B's largest: the tied
+    151,936 x 2048 embedding, bf16)."""
+    plain = dry_run(load_for_dry_run("qwen-vl-3b", []), visible=8)
+    offload = dry_run(load_for_dry_run("qwen-vl-3b", ["plugins.models.fsdp.offload=true"]), visible=8)
+    on_gpu, host, before = _training(offload), _host(offload), _training(plain)
+    moved = ("weights", "grads", "adamw", "reference")
+    assert {k: host[k] for k in moved} == {k: before[k] for k in moved}
+    assert not set(moved) & set(on_gpu)
+    assert on_gpu["gathered_units"] == pytest.approx(2 * VOCAB * H * 2 / GIB, abs=0.01)
+    assert on_gpu["total"] == pytest.approx(before["total"] - sum(before[k] for k in moved)
+                                            + on_gpu["gathered_units"], abs=0.02)
+    assert "fsdp: CPU offload" in offload and "host memory per process" not in plain
+    # one process shards nothing, so nothing is offloaded (FSDP2 offloads shards)
+    single = dry_run(load_for_dry_run("qwen-vl-3b", ["plugins.models.fsdp.offload=true", "distributed.nproc=1"]),
+                     visible=8)
+    assert "host memory per process" not in single and "needs distributed.strategy=fsdp with 2+ processes" in single
+
+
+def _peaks(text: str) -> tuple[float, float, float]:
+    found = re.search(r"([0-9.]+) GiB freed: update peak ([0-9.]+) GiB, sampling peak ([0-9.]+) GiB", text)
+    return tuple(float(x) for x in found.groups())
+
+
+def test_on_one_shared_gpu_the_engines_sleep_during_the_update_and_the_plan_counts_both_peaks():
+    """The 1-GPU layout: with sleep mode (the default there) the update's peak is training alone, sampling's is the
+    training state without activations plus both engines; without it both always add up."""
+    chosen = ["plugins.vllm.tensor_parallel_size=1", "plugins.vllm.gpu_memory_utilization=0.2"]
+    text = dry_run(load_for_dry_run("qwen-vl-3b", chosen), visible=1)
+    train = _training(text)
+    freed, update, sampling = _peaks(text)
+    transient = sum(train.get(k, 0.0) for k in ("activations", "vision", "logits"))
+    assert freed == pytest.approx(2 * 0.2 * 80, abs=0.01) and update == pytest.approx(train["total"], abs=0.01)
+    assert sampling == pytest.approx(train["total"] - transient + freed, abs=0.02)
+    awake = dry_run(load_for_dry_run("qwen-vl-3b", [*chosen, "plugins.vllm.sleep_mode=false"]), visible=1)
+    assert "the engines keep their memory during the update (no sleep mode): peak " \
+           f"{train['total'] + 2 * 0.2 * 80:.2f} GiB" in awake

@@ -11,7 +11,8 @@ names a half-written checkpoint. Names (relative to ``<run_dir>/checkpoints``):
   folder alone (no ``optimizer/``; files 0644 under the usual umask), what lmms-eval or ``from_pretrained`` load;
 - ``state/<role>-i<i>-s<s>``: the training role (model and ``optimizer/``) after step s of iteration i, for the steps s with
   (s + 1) % ``checkpoint.every`` == 0 (the ``checkpoint.keep`` newest stay on disk; the rows keep every snapshot's
-  hashes).
+  hashes), written by the policy's ``save_snapshot`` where it has one (a format only its ``load_weights`` reads,
+  e.g. the models plugin's sharded FSDP state), else by ``save``.
 
 Each iteration loads each role from ``<role>_v<i-1>`` (so the frozen reference is the iteration's starting model,
 as the released code restarts training per iteration) and, mid-phase, overlays the newest step state.
@@ -156,7 +157,11 @@ class Roles:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
-            files = dict(self.held[role].policy.save(str(tmp)))
+            policy = self.held[role].policy
+            # a step snapshot may be in the policy's own resume format (e.g. each FSDP rank its shards); versions
+            # <role>_v<i> are always what save writes (a model folder the next iteration and export load)
+            save = getattr(policy, "save_snapshot", policy.save) if name.startswith("state/") else policy.save
+            files = dict(save(str(tmp)))
             if with_optimizer:
                 optimizer = self.held[role].optimizer
                 assert optimizer is not None, f"{role} has no optimizer to save (not a training step)"

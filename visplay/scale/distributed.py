@@ -248,7 +248,8 @@ def broadcast_parameters(model: Any, src: int = 0) -> None:
         dist.broadcast(tensor.data, src=src)
 
 
-def parallelize(model: Any, strategy: str, is_block: Callable[[Any], bool] | None = None) -> Any:
+def parallelize(model: Any, strategy: str, is_block: Callable[[Any], bool] | None = None,
+                offload: Any = None) -> Any:
     """Prepare ``model`` for data-parallel training in place and return it.
 
     ``ddp``: parameters broadcast from rank 0; gradients are then reduced with :func:`all_reduce_gradients`.
@@ -256,7 +257,8 @@ def parallelize(model: Any, strategy: str, is_block: Callable[[Any], bool] | Non
     (``fully_shard``; the units: :func:`fsdp_units`); FSDP reduce-scatters (averages) the gradients during backward,
     and ``all_reduce_gradients(average=False)`` only rescales those shards to the sum (gloo has no pre-scaled sum).
     Save with ``p.full_tensor()`` on every rank. ``is_block`` says which modules are the model's transformer blocks
-    (the backend plugin knows its families; default :func:`named_like_a_block`).
+    (the backend plugin knows its families; default :func:`named_like_a_block`). ``offload``: an FSDP2 offload
+    policy (``torch.distributed.fsdp.CPUOffloadPolicy``) every unit is sharded with; None keeps them on the device.
     """
     if strategy not in ("ddp", "fsdp"):
         raise ValueError(f"distributed.strategy must be ddp or fsdp, got {strategy!r}")
@@ -268,9 +270,10 @@ def parallelize(model: Any, strategy: str, is_block: Callable[[Any], bool] | Non
     from torch.distributed.fsdp import fully_shard
 
     units, tied = fsdp_units(model, is_block or named_like_a_block)
+    extra = {} if offload is None else {"offload_policy": offload}
     for module in units:
-        fully_shard(module, ignored_params=tied)
-    fully_shard(model, ignored_params=tied)
+        fully_shard(module, ignored_params=tied, **extra)
+    fully_shard(model, ignored_params=tied, **extra)
     return model
 
 

@@ -90,9 +90,14 @@ def dry_run(ctx: RunContext, visible: int | None = None, gpu_memory_gib: float =
     lines.append(checkpoint_line(recipe, memory))
     lines.append(f"memory per GPU (GiB, {gpu_memory_gib:g} GiB GPUs; activations: the largest training forward):")
     for where, items in memory.items():
-        if not where.startswith("disk/"):
+        if not where.startswith(("disk/", "host/")):
             lines.append(f"  {where}: " + ", ".join(f"{i.name} {i.gib:.2f}" for i in items)
                          + f", total {_total(items):.2f}")
+    for where, items in memory.items():
+        if where.startswith("host/"):
+            lines.append(f"host memory per process (GiB), {where[5:]}: " + ", ".join(
+                f"{i.name} {i.gib:.2f}" for i in items) + f", total {_total(items):.2f}")
+    lines += _sleep_lines(memory, placement, gpu_memory_gib, ctx)
     problems = [p for _, part in parts for p in part.problems]
     problems += fit_problems(recipe, memory, placement, procs, gpu_memory_gib, ctx)
     if problems:
@@ -171,16 +176,43 @@ def fit_problems(recipe: Any, memory: dict[str, list[MemoryItem]], placement: Pl
     if placement.mode == "cpu":
         return []
     train = _total(memory.get("training", []))
-    shared = 0.0
-    if placement.mode == "shared":
-        shared = sum(needs.memory_fraction * gpu_memory_gib for role in placement.engine_gpus
-                     if (needs := ctx.hooks.engine_needs(role)) is not None)
-    if train + shared <= gpu_memory_gib:
-        return []
     need = f"training needs {train:.1f} GiB per GPU"
-    if shared:
-        need += f" beside {shared:.1f} GiB of sampling engines on the same GPU"
+    if placement.mode == "shared":
+        update, sampling, asleep = _shared_peaks(memory, placement, gpu_memory_gib, ctx)
+        if max(update, sampling) <= gpu_memory_gib:
+            return []
+        engines = sampling - _total([i for i in memory.get("training", []) if not i.transient])
+        need += (f" beside {engines:.1f} GiB of sampling engines on the same GPU" if not asleep else
+                 f" (update peak {update:.1f} GiB with the engines asleep, sampling peak {sampling:.1f} GiB)")
+    elif train <= gpu_memory_gib:
+        return []
     return [f"{need} of {gpu_memory_gib:g} GiB; change {_training_fix(recipe, memory, placement, nproc)}"]
+
+
+def _shared_peaks(memory: dict[str, list[MemoryItem]], placement: Placement, gpu_memory_gib: float,
+                  ctx: RunContext) -> tuple[float, float, float]:
+    """On a GPU that training shares with the engines: (peak during an update, peak while sampling, GiB the
+    sleeping engines free). An engine that sleeps (``EngineNeeds.sleeps``) holds nothing during the update; while
+    sampling, training holds everything but its transient items (activations)."""
+    train = memory.get("training", [])
+    engines = [needs for role in placement.engine_gpus if (needs := ctx.hooks.engine_needs(role)) is not None]
+    asleep = sum(n.memory_fraction * gpu_memory_gib for n in engines if n.sleeps)
+    awake = sum(n.memory_fraction * gpu_memory_gib for n in engines if not n.sleeps)
+    resident = _total([i for i in train if not i.transient])
+    return _total(train) + awake, resident + awake + asleep, asleep
+
+
+def _sleep_lines(memory: dict[str, list[MemoryItem]], placement: Placement, gpu_memory_gib: float,
+                 ctx: RunContext) -> list[str]:
+    if placement.mode != "shared":
+        return []
+    update, sampling, asleep = _shared_peaks(memory, placement, gpu_memory_gib, ctx)
+    if not asleep:
+        return [f"shared GPU: the engines keep their memory during the update (no sleep mode): peak "
+                f"{update:.2f} GiB"]
+    return [f"shared GPU: the engines sleep during the update (vLLM sleep mode level 1: weights to host memory, KV "
+            f"cache freed), {asleep:.2f} GiB freed: update peak {update:.2f} GiB, sampling peak {sampling:.2f} GiB "
+            f"(training state + engines, no activations)"]
 
 
 def _training_fix(recipe: Any, memory: dict[str, list[MemoryItem]], placement: Placement, nproc: int) -> str:
