@@ -58,6 +58,13 @@ def test_a_named_split_is_read_alone(lmms_lab_mmmu):
         load_benchmark("mmmu", lmms_lab_mmmu, splits={"mmmu": "train"})
 
 
+def test_splits_accept_any_spelling_of_the_benchmark_and_refuse_unknown_ones(lmms_lab_mmmu):
+    (item,) = load_benchmark("mmmu", lmms_lab_mmmu, splits={"MMMU": "dev"})
+    assert item.meta["split"] == "dev"
+    with pytest.raises(BenchmarkError, match="eval.splits.mmu: unknown benchmark 'mmu'"):
+        load_benchmark("mmmu", lmms_lab_mmmu, splits={"mmu": "dev"})
+
+
 def test_the_unlabelled_test_split_is_refused_naming_file_and_row(lmms_lab_mmmu):
     with pytest.raises(BenchmarkError) as err:
         load_benchmark("mmmu", lmms_lab_mmmu, splits={"mmmu": "test"})

@@ -393,7 +393,7 @@ def iter_items(spec: BenchmarkSpec, data_dir: str | Path, *, limit: int | None =
     from one split when the files or rows name splits (``splits``: the recipe's ``eval.splits``; see
     visplay/eval/layouts.py)."""
     files, subsets = find_files(spec, data_dir)
-    wanted_split = (splits or {}).get(spec.name)
+    wanted_split = split_choices(splits).get(spec.name)
     files, split = _split_files(spec, files, Path(data_dir).expanduser(), wanted_split)
     wanted = {_norm_name(s) for s in subsets}
     index = 0
@@ -411,6 +411,18 @@ def iter_items(spec: BenchmarkSpec, data_dir: str | Path, *, limit: int | None =
     if index == 0:
         where = f" with {SUBSET_COLUMN} in {list(subsets)}" if subsets else ""
         raise BenchmarkError(f"{', '.join(map(str, files))}: no rows for benchmark {spec.name}{where}")
+
+
+def split_choices(splits: dict[str, str] | None) -> dict[str, str]:
+    """``eval.splits`` keyed by benchmark name (any accepted spelling); an unknown benchmark is an error."""
+    out = {}
+    for name, split in (splits or {}).items():
+        try:
+            (spec,) = resolve_names([str(name)])
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"eval.splits.{name}: {exc}") from exc
+        out[spec.name] = str(split)
+    return out
 
 
 def _split_files(spec: BenchmarkSpec, files: list[Path], root: Path, wanted: str | None
