@@ -154,3 +154,19 @@ def test_idefics3_gets_every_image_at_its_place():
                           temperature=1.0)
     assert torch.allclose(lps[1], torch.tensor(gen.logprobs), atol=1e-4)
     assert torch.allclose(lps[0], torch.tensor(other.logprobs), atol=1e-4)
+
+
+def test_qwen3_vl_samples_a_three_image_prompt_as_it_scores_it():
+    """Qwen3-VL (16-px patches, its own get_rope_index): three grids, three blocks, sampler == teacher forcing."""
+    torch.set_num_threads(1)
+    policy = make_policy(architecture="qwen3_vl")
+    prompt = Prompt(user=MMMU_LIKE, images=IMAGES, interleaved=True)
+    enc = policy.processor.encode(prompt)
+    # 56, 84 and 112 px round to 64, 96 and 128 (multiples of patch 16 x merge 2)
+    assert enc.image_grid_thw.tolist() == [[1, 4, 4], [1, 6, 6], [1, 8, 8]]
+    assert [n for _, n in _image_runs(enc.input_ids, policy.processor.image_token_id)] == [4, 9, 16]
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=9)
+    (gens,) = policy.sampler().sample([prompt], [params])
+    lps = policy.logprobs([prompt, prompt], [g.token_ids for g in gens], temperature=1.0)
+    for lp, g in zip(lps, gens):
+        assert torch.allclose(lp, torch.tensor(g.logprobs), atol=1e-4)
