@@ -130,7 +130,7 @@ def resolve_names(names: str | list[str]) -> list[BenchmarkSpec]:
 def find_files(spec: BenchmarkSpec, data_dir: str | Path) -> tuple[list[Path], tuple[str, ...]]:
     """The files holding ``spec``'s items under ``data_dir`` and the ``file_name`` values to keep (empty: all).
 
-    Looked up in order: ``<alias>.parquet|.jsonl|.json``, a folder ``<alias>/`` (every such file below it, sorted),
+    Looked up in order: ``<alias>.parquet|.jsonl|.json|.tsv``, a folder ``<alias>/`` (every such file below it, sorted),
     then the combined ``MLLM_test`` file filtered on its ``file_name`` column. Names match case-insensitively.
     """
     root = Path(data_dir).expanduser()
