@@ -58,6 +58,14 @@ def test_a_named_split_is_read_alone(lmms_lab_mmmu):
         load_benchmark("mmmu", lmms_lab_mmmu, splits={"mmmu": "train"})
 
 
+def test_a_split_named_for_a_file_without_splits_is_an_error(tmp_path):
+    _parquet(tmp_path / "mmmu.parquet", [_mmmu_row("validation", 0, "B")])
+    assert len(load_benchmark("mmmu", tmp_path)) == 1
+    with pytest.raises(BenchmarkError, match=r"mmmu.parquet: eval.splits.mmmu=dev, but neither the file names nor "
+                                             r"a 'split' column name splits"):
+        load_benchmark("mmmu", tmp_path, splits={"mmmu": "dev"})
+
+
 def test_splits_accept_any_spelling_of_the_benchmark_and_refuse_unknown_ones(lmms_lab_mmmu):
     (item,) = load_benchmark("mmmu", lmms_lab_mmmu, splits={"MMMU": "dev"})
     assert item.meta["split"] == "dev"

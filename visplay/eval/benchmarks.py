@@ -400,7 +400,7 @@ def iter_items(spec: BenchmarkSpec, data_dir: str | Path, *, limit: int | None =
     for path in files:
         rows = read_rows(path)
         _check_columns(path, rows, subsets)
-        rows, row_split = _split_rows(spec, path, rows, wanted_split)
+        rows, row_split = _split_rows(spec, path, rows, None if split else wanted_split)
         for row_no, row in rows:
             if wanted and _norm_name(str(row.get(SUBSET_COLUMN) or "")) not in wanted:
                 continue
@@ -444,6 +444,9 @@ def _split_rows(spec: BenchmarkSpec, path: Path, rows: list[dict[str, Any]], wan
     """(row number, row) of one split when the rows carry a ``split`` column (VLMEvalKit), else all rows."""
     numbered = list(enumerate(rows))
     present = {str(r["split"]) for r in rows if r.get("split") is not None}
+    if not present and wanted is not None:
+        raise BenchmarkError(f"{path}: eval.splits.{spec.name}={wanted}, but neither the file names nor a "
+                             f"'split' column name splits (the whole file is one set)")
     if not present:
         return numbered, None
     try:
