@@ -9,7 +9,8 @@ internals. Names are loaded on first use, so ``from visplay.api import hookimpl`
   ``plugin_options``, ``RecipeError``; value checks for a section's ``validate()``: ``int_at_least``,
   ``optional_int_at_least``, ``number_in``, ``one_of``
 - errors: ``PluginError``, ``NoAnswerError``, ``HookResultError``
-- the nouns of the hook contracts (visplay/types.py): ``ImageRecord``, ``ImageSource``, ``Prompt``,
+- the nouns of the hook contracts (visplay/types.py): ``ImageRecord``, ``ImageSource``, ``Prompt`` (and
+  ``IMAGE_TAG``, where an interleaved prompt puts each image),
   ``SamplingParams``, ``Generation``, ``Sampler``, ``RefreshableSampler``, ``Policy``, ``TrainablePolicy``,
   ``ParsedQuestion``, ``AskedQuestion``, ``Vote``, ``QuestionItem``, ``AnswerItem``, ``FilterDecision``,
   ``Rollout``, ``UpdateResult``, ``Optimizer``, ``ModelFacts``, ``EngineNeeds``, ``MemoryItem``, ``Footprint``
@@ -39,7 +40,7 @@ _EXPORTS = {
     "GIB": "visplay.scale.placement", "DTYPE_BYTES": "visplay.scale.placement", "NOT_GIVEN": "visplay.scale.plan",
     **{name: "visplay.eval.protocol" for name in ("Presentation", "EvalProtocol", "ProtocolError")},
     **{name: "visplay.types" for name in (
-        "ImageRecord", "ImageSource", "Prompt", "SamplingParams", "Generation", "Sampler", "RefreshableSampler",
+        "ImageRecord", "ImageSource", "Prompt", "IMAGE_TAG", "SamplingParams", "Generation", "Sampler", "RefreshableSampler",
         "Policy", "TrainablePolicy", "ParsedQuestion", "AskedQuestion", "Vote", "QuestionItem", "AnswerItem",
         "FilterDecision", "Rollout", "UpdateResult", "Optimizer", "ModelFacts", "EngineNeeds", "MemoryItem",
         "Footprint")},

@@ -166,6 +166,10 @@ class EvalConfig:
     """Prompts per generation batch."""
     limit: int | None = None
     """Evaluate at most this many items per benchmark."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """Which split to read per benchmark where its files or rows name splits (``{mmmu: dev}``); unset: the
+    benchmark's default (MMMU: validation), else the only split present. Splits are never concatenated, and an
+    unlabelled one (MMMU's test, answers ``?``) is refused (docs/evaluation.md)."""
 
 
 @dataclass

@@ -49,13 +49,54 @@ class ImageSource(Protocol):
 # --- prompts and generations ---------------------------------------------------------------------------------
 
 
+IMAGE_TAG = "<image>"
+"""Where an image goes in the user text of an ``interleaved`` :class:`Prompt`."""
+
+
 @dataclass(frozen=True)
 class Prompt:
-    """A chat prompt: optional system text, user text and at most one image (placed before the user text)."""
+    """A chat prompt: optional system text, user text and any number of images, in the order the model sees them.
+
+    ``images`` holds every image; ``image`` is the first (or None). A one-image caller passes ``image=`` alone,
+    which is the same prompt as ``images=(image,)``. Where the images go: by default all of them before the user
+    text, in order (what every training prompt is); with ``interleaved=True`` the user text holds one
+    :data:`IMAGE_TAG` per image and image k goes where the k-th tag is (an MMMU question with ``<image 1>`` ..
+    ``<image 7>`` placeholders, as a protocol presents it). :meth:`parts` is that order for the processors.
+    """
 
     user: str
     image: ImageRecord | None = None
     system: str | None = None
+    images: tuple[ImageRecord, ...] = ()
+    interleaved: bool = False
+
+    def __post_init__(self) -> None:
+        images = tuple(self.images)
+        if self.image is not None and not images:
+            images = (self.image,)
+        elif self.image is not None and images[0] is not self.image:
+            raise ValueError("Prompt: image= is the first of images=; pass one of the two")
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "image", images[0] if images else None)
+        tags = self.user.count(IMAGE_TAG)
+        if self.interleaved and tags != len(images):
+            raise ValueError(f"Prompt: an interleaved prompt has one {IMAGE_TAG} per image in its user text; "
+                             f"{len(images)} image(s) but {tags} tag(s)")
+
+    def parts(self) -> list[str | int]:
+        """The user turn in order: texts (str) and images (int: the position in ``images``). Not interleaved: the
+        images, then the user text (even when empty, as the chat has always been built); interleaved: the text
+        split at the tags, empty pieces left out."""
+        if not self.interleaved:
+            return [*range(len(self.images)), self.user]
+        pieces = self.user.split(IMAGE_TAG)
+        out: list[str | int] = []
+        for k, piece in enumerate(pieces):
+            if piece:
+                out.append(piece)
+            if k < len(self.images):
+                out.append(k)
+        return out
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ class Encoded:
     """One prompt, encoded: token ids with the image placeholder expanded, and the image tensors (or None)."""
 
     input_ids: list[int]
-    pixel_values: torch.Tensor | None  # (patches, channels * temporal_patch * patch * patch)
-    image_grid_thw: torch.Tensor | None  # (1, 3) long
+    pixel_values: torch.Tensor | None  # (patches of all images, channels * temporal_patch * patch * patch)
+    image_grid_thw: torch.Tensor | None  # (images, 3) long, in the prompt's image order
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # other image tensors of the family's processor
 
 
@@ -88,37 +88,47 @@ class VLProcessor:
     # --- prompts -------------------------------------------------------------------------------------------------
 
     def chat_text(self, prompt: Any) -> str:
-        """The chat text of a visplay Prompt: optional system turn, user = image then text, assistant prompt."""
+        """The chat text of a visplay Prompt: optional system turn, the user turn (its images and text in the
+        prompt's order, :meth:`visplay.types.Prompt.parts`), the assistant prompt."""
         messages: list[dict[str, Any]] = []
         if prompt.system is not None:
             messages.append({"role": "system", "content": prompt.system})
-        content: list[dict[str, str]] = []
-        if prompt.image is not None:
-            content.append({"type": "image"})
-        content.append({"type": "text", "text": prompt.user})
-        messages.append({"role": "user", "content": content})
+        messages.append({"role": "user", "content": user_content(prompt)})
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return _qwen_chat(messages)
 
     def encode(self, prompt: Any) -> Encoded:
-        """Encode one Prompt (see :class:`Encoded`)."""
+        """Encode one Prompt (see :class:`Encoded`): all its images processed together, as transformers'
+        processor does, and the k-th ``<|image_pad|>`` expanded to image k's ``grid_thw.prod() // merge**2``."""
         text = self.chat_text(prompt)
         pixel_values = grid = None
-        if prompt.image is not None:
-            image = prompt.image.image if hasattr(prompt.image, "image") else prompt.image
-            out = self.image_processor(images=[image.convert("RGB")], return_tensors="pt")
+        images = prompt_images(prompt)
+        if images:
+            out = self.image_processor(images=images, return_tensors="pt")
             pixel_values, grid = out["pixel_values"], out["image_grid_thw"].long()
-            copies = int(grid.prod().item()) // self.merge_size**2
-            if text.count(IMAGE_PAD) != 1:
-                raise ValueError(f"chat template produced {text.count(IMAGE_PAD)} image placeholders, expected 1")
-            text = text.replace(IMAGE_PAD, IMAGE_PAD * copies)
+            if text.count(IMAGE_PAD) != len(images):
+                raise ValueError(f"chat template produced {text.count(IMAGE_PAD)} image placeholders for "
+                                 f"{len(images)} image(s)")
+            pieces = text.split(IMAGE_PAD)
+            copies = [int(g.prod().item()) // self.merge_size**2 for g in grid]
+            text = pieces[0] + "".join(IMAGE_PAD * n + rest for n, rest in zip(copies, pieces[1:]))
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return Encoded(list(ids), pixel_values, grid)
 
     def decode(self, token_ids: list[int]) -> str:
         """Response text: special tokens (the closing <|im_end|>) removed."""
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def user_content(prompt: Any) -> list[dict[str, str]]:
+    """The user turn's chat content: ``{"type": "image"}`` and ``{"type": "text"}`` parts in the prompt's order."""
+    return [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image"} for p in prompt.parts()]
+
+
+def prompt_images(prompt: Any) -> list[Any]:
+    """The prompt's images as RGB PIL images, in order (an ImageRecord's picture, or a PIL image as given)."""
+    return [(r.image if hasattr(r, "image") else r).convert("RGB") for r in prompt.images]
 
 
 def _qwen_chat(messages: list[dict[str, Any]]) -> str:
@@ -173,20 +183,17 @@ class FamilyProcessor:
         messages: list[dict[str, Any]] = []
         if prompt.system is not None:
             messages.append({"role": "system", "content": [{"type": "text", "text": prompt.system}]})
-        content: list[dict[str, str]] = [{"type": "image"}] if prompt.image is not None else []
-        content.append({"type": "text", "text": prompt.user})
-        messages.append({"role": "user", "content": content})
+        messages.append({"role": "user", "content": user_content(prompt)})
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode(self, prompt: Any) -> Encoded:
+        """The processor on the chat text and all the prompt's images (one sample holding them, in order)."""
         text = self.chat_text(prompt)
-        kwargs: dict[str, Any] = {}
-        if prompt.image is not None:
-            image = prompt.image.image if hasattr(prompt.image, "image") else prompt.image
-            kwargs["images"] = [[image.convert("RGB")]]
+        images = prompt_images(prompt)
+        kwargs: dict[str, Any] = {"images": [images]} if images else {}
         out = self.processor(text=[text], return_tensors="pt", add_special_tokens=False, **kwargs)
         ids = [int(i) for i in out["input_ids"][0]]
-        if prompt.image is not None and self.image_token_id not in ids:
+        if images and self.image_token_id not in ids:
             raise ValueError(f"{type(self.processor).__name__}: the chat template put no image token in the prompt")
         extras = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "pixel_values",
                                                              "image_grid_thw", "token_type_ids", "mm_token_type_ids")}

@@ -77,7 +77,7 @@ def sft_cache_key(policy: Any, pairs: Sequence[tuple[Prompt, str]], **settings: 
     h = hashlib.sha256(f"visplay-sft:{CACHE_FORMAT}:{torch.__version__}\n".encode())
     h.update(policy.weights_sha256().encode())
     for prompt, target in pairs:
-        image = prompt.image.image_id if prompt.image is not None else ""
+        image = ",".join(r.image_id for r in prompt.images)  # one image: its id, as before several were possible
         h.update(json.dumps([prompt.system, prompt.user, image, target]).encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]

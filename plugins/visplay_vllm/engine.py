@@ -101,12 +101,14 @@ class VllmEngine:
     def __init__(self, role: str, model_dir: str | Path, *, dtype: str, max_model_len: int, enforce_eager: bool,
                  seed: int, gpu_memory_utilization: float = 0.45, tensor_parallel_size: int = 1,
                  cpu_kvcache_gb: int = 1, gpus: list[int] | None = None, executor: str | None = None,
-                 pipeline_parallel_size: int = 1, own_process: bool | None = None, sleep_mode: bool = False):
+                 pipeline_parallel_size: int = 1, own_process: bool | None = None, sleep_mode: bool = False,
+                 images_per_prompt: int = 1):
         self.role = role
         self.workdir: Path | None = None  # the folder it was started from, removed at shutdown
         self.loaded_tag: str | None = None
         self.engine_sha256: str | None = None
         self.pushes = 0
+        self.images_per_prompt = int(images_per_prompt)
         self.cpu = _is_cpu_platform()
         self.sleep_mode, self.asleep = bool(sleep_mode), False
         if self.sleep_mode and self.cpu:
@@ -120,7 +122,7 @@ class VllmEngine:
 
         kwargs: dict[str, Any] = dict(
             model=str(model_dir), dtype=dtype, enforce_eager=enforce_eager, max_model_len=max_model_len,
-            seed=seed, limit_mm_per_prompt={"image": 1}, tensor_parallel_size=tensor_parallel_size,
+            seed=seed, limit_mm_per_prompt={"image": self.images_per_prompt}, tensor_parallel_size=tensor_parallel_size,
             pipeline_parallel_size=pipeline_parallel_size, distributed_executor_backend=executor,
             worker_extension_cls=WORKER_EXTENSION, logits_processors=[FORBIDDEN_TOKENS],
         )
@@ -206,8 +208,9 @@ class RemoteEngineStub:
 
     own_process = True
 
-    def __init__(self, role: str):
+    def __init__(self, role: str, images_per_prompt: int = 1):
         self.role = role
+        self.images_per_prompt = int(images_per_prompt)  # so every rank refuses the same prompts
         self.loaded_tag: str | None = None
         self.engine_sha256: str | None = None
         self.pushes = 0
@@ -270,7 +273,7 @@ def start_engine(role: str, policy: Any, *, leader: bool, forbidden: list[int] |
     try:
         policy.save(workdir / "model")
         if not leader:
-            return RemoteEngineStub(role)
+            return RemoteEngineStub(role, settings.get("images_per_prompt", 1))
         from visplay_vllm.logits import write_forbidden_ids
 
         write_forbidden_ids(workdir / "model", forbidden or [])

@@ -25,6 +25,10 @@ class VllmOptions:
     """vLLM's distributed executor: ``uni``, ``mp`` or ``ray`` (spans nodes); None: uni on CPU, mp on GPUs."""
     pipeline_parallel_size: int = 1
     """Pipeline stages (across nodes with ray)."""
+    images_per_prompt: int = 1
+    """Most images one prompt may carry (vLLM's ``limit_mm_per_prompt``; the engine reserves memory for that
+    many). Training prompts have one; MMMU items have up to 7, so evaluate MMMU with 7 (a prompt with more
+    images than this is refused before it is sent, naming this key)."""
     in_process: bool | None = None
     """Keep the engine in the training process (CPU, one training process only); None: in-process there, in its own
     processes on GPUs and under torchrun (where it always runs apart)."""
@@ -42,7 +46,8 @@ class VllmOptions:
         problems = {}
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             problems["gpu_memory_utilization"] = f"must be in (0, 1], got {self.gpu_memory_utilization}"
-        for key in ("tensor_parallel_size", "max_model_len", "cpu_kvcache_gb", "pipeline_parallel_size"):
+        for key in ("tensor_parallel_size", "max_model_len", "cpu_kvcache_gb", "pipeline_parallel_size",
+                    "images_per_prompt"):
             if getattr(self, key) < 1:
                 problems[key] = f"must be >= 1, got {getattr(self, key)}"
         if self.executor not in (None, *EXECUTORS):

@@ -54,6 +54,7 @@ def engine_for(ctx: Any, role: str, policy: Any) -> Any:
                     enforce_eager=bool(v.enforce_eager), seed=int(ctx.seed_for("vllm", role)) % 2**32,
                     gpu_memory_utilization=float(v.gpu_memory_utilization),
                     tensor_parallel_size=int(v.tensor_parallel_size), cpu_kvcache_gb=int(v.cpu_kvcache_gb),
+                    images_per_prompt=int(v.images_per_prompt),
                     own_process=True if multi or v.in_process is False else None)
     placement = plan_placement(ctx)
     settings["sleep_mode"] = sleeps(v, placement.mode)

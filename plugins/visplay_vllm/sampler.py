@@ -1,8 +1,10 @@
 """The vLLM sampler (sampler name ``vllm``): the same contract as the HF sampler, served by a live vLLM engine.
 
 - Prompts are formatted by the policy's own processor adapter (``processor.chat_text``), so the text and token ids
-  are exactly the HF backend's; the image goes in as ``multi_modal_data`` and vLLM expands the placeholder with
-  the model folder's image-processor settings (the same ones the adapter uses).
+  are exactly the HF backend's; the images go in as ``multi_modal_data`` (one image, or a list in the prompt's
+  order for several: the k-th fills the k-th placeholder) and vLLM expands each placeholder with the model
+  folder's image-processor settings (the same ones the adapter uses). The engine takes at most
+  ``plugins.vllm.images_per_prompt`` images per prompt (its ``limit_mm_per_prompt``).
 - Sample ``j`` of a request is its own vLLM request with seed ``derive_seed(params.seed, j)`` (the HF sampler
   derives its per-sample generators the same way), so a sample depends only on the weights, its prompt, its
   params and ``j``: not on ``n``, nor on the other requests in the batch (vLLM's per-request generators).
@@ -71,6 +73,7 @@ class VllmSampler:
         for sp in params:  # checked on every rank, before any collective
             if sp.n < 1 or sp.max_new_tokens < 1:
                 raise ValueError(f"SamplingParams: n and max_new_tokens must be >= 1, got {sp}")
+        self.check_images(prompts)
         self.push_if_needed()
         from visplay.api import distributed
 
@@ -93,11 +96,22 @@ class VllmSampler:
         return result
 
     def _request(self, prompt: Prompt) -> dict[str, Any]:
+        """The prompt text (images at their placeholders) and its images in order: one image alone, several as a
+        list (vLLM's multi-image form; the k-th image fills the k-th placeholder)."""
         request: dict[str, Any] = {"prompt": self.processor.chat_text(prompt)}
-        if prompt.image is not None:
-            image = prompt.image.image if hasattr(prompt.image, "image") else prompt.image
-            request["multi_modal_data"] = {"image": image.convert("RGB")}
+        images = [(r.image if hasattr(r, "image") else r).convert("RGB") for r in prompt.images]
+        if images:
+            request["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
         return request
+
+    def check_images(self, prompts: Sequence[Prompt]) -> None:
+        """Refuse a prompt with more images than the engine accepts (``plugins.vllm.images_per_prompt``)."""
+        limit = int(getattr(self.engine, "images_per_prompt", 1))
+        over = [(i, len(p.images)) for i, p in enumerate(prompts) if len(p.images) > limit]
+        if over:
+            i, n = over[0]
+            raise ValueError(f"vLLM sampler: prompt {i} has {n} images, the {self.engine.role} engine takes at most "
+                             f"{limit} per prompt; set plugins.vllm.images_per_prompt={max(n for _, n in over)}")
 
     def _params(self, sp: SamplingParams, j: int) -> Any:
         from vllm import SamplingParams as VParams

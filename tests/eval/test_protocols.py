@@ -126,14 +126,28 @@ def test_three_images_reach_the_presentation_interleaved(tmp_path):
     assert shown.placeholder_text().count("<image>") == 3
 
 
-def test_an_item_with_three_images_is_reported_not_dropped_silently(tmp_path, models, monkeypatch):
+def test_an_item_with_three_images_reaches_the_sampler_with_all_three(tmp_path, models, monkeypatch):
     test_three_images_reach_the_presentation_interleaved(tmp_path)
     assert _eval(tmp_path, monkeypatch, tmp_path, "mmmu", "eval.protocol=lmms-eval") == 0
+    ((prompt,), _), = models.sampler.calls
+    assert len(prompt.images) == 3 and prompt.interleaved
+    assert prompt.parts()[:6] == ["Compare", 0, ",", 1, "and", 2]
     with RunLog(tmp_path / "eval.db", readonly=True) as log:
         (row,) = log.rows("eval_items")
         events = [e for e in log.rows("events") if e["kind"] == "eval_images_dropped"]
     assert row["prompt_user"].count("<image>") == 3  # the interleaved text keeps every placeholder
-    assert len(events) == 1 and "1 item(s) have more than one image" in events[0]["message"]
+    assert row["image_id"] == ",".join(r.image_id for r in prompt.images)
+    assert events == []  # nothing dropped, so nothing to report
+
+
+def test_released_still_reports_the_images_it_drops(tmp_path, models, monkeypatch):
+    test_three_images_reach_the_presentation_interleaved(tmp_path)
+    assert _eval(tmp_path, monkeypatch, tmp_path, "mmmu", "eval.protocol=released") == 0
+    ((prompt,), _), = models.sampler.calls
+    assert len(prompt.images) == 1 and prompt.user.endswith("<image>")  # the released chat: text, then the image
+    with RunLog(tmp_path / "eval.db", readonly=True) as log:
+        events = [e for e in log.rows("events") if e["kind"] == "eval_images_dropped"]
+    assert len(events) == 1 and "1 item(s) have images the protocol does not show" in events[0]["message"]
 
 
 def _verdicts(db, eval_id):

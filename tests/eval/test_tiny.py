@@ -74,4 +74,5 @@ def test_eval_tiny_model_under_the_lmms_eval_protocol_with_a_three_image_item(tm
         events = [e for e in log.rows("events") if e["kind"] == "eval_images_dropped"]
     assert items["mmmu"]["prompt_user"].startswith("Compare<image>,<image>and<image>.\nA. first")
     assert items["mmstar"]["prompt_user"].endswith("\nAnswer with the option's letter from the given choices directly")
-    assert len(events) == 1 and "validation_Art_1" in events[0]["message"]
+    assert events == []  # the three images reached the model at their tags (tests/eval/test_multi_image.py)
+    assert len(items["mmmu"]["image_id"].split(",")) == 3

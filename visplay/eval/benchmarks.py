@@ -7,6 +7,10 @@ were published together in one combined file (``MLLM_test/test.parquet``) whose 
 subset; a benchmark then reads only its own rows. Each benchmark has a small adapter (:data:`BENCHMARKS`): which
 columns it reads, how options are rendered, and what counts as correct (see visplay/eval/scoring.py).
 
+lmms-lab's and VLMEvalKit's layouts are read too (visplay/eval/layouts.py): MMMU's ``image_1`` .. ``image_7``
+columns, VLMEvalKit ``.tsv`` files (base64 images, options in letter columns), and one split at a time where the
+files or rows name splits (``eval.splits``; MMMU: validation by default; an unlabelled split is refused).
+
 Nothing here is downloaded. A bad file (unreadable, missing a column, an undecodable image, no rows) raises
 :class:`BenchmarkError` naming the file, and the column or row where it applies.
 """
@@ -27,11 +31,13 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from visplay.eval.layouts import LayoutError, check_labelled, choose_split, file_split, read_tsv
+
 QUESTION_COLUMNS = ("problem", "question")
 ANSWER_COLUMNS = ("answer", "gt_answer")
 IMAGE_COLUMNS = ("images", "image")
 SUBSET_COLUMN = "file_name"
-FILE_SUFFIXES = (".parquet", ".jsonl", ".json")
+FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".tsv")
 CHOICE_LETTERS = "ABCDEFGHIJ"
 
 
@@ -56,10 +62,12 @@ class BenchmarkSpec:
     """Values of ``file_name`` in the combined MLLM_test file that belong to this benchmark."""
     alternatives: bool = False
     """References may hold ``<OR>``/``<AND>`` alternatives (MM-Vet)."""
+    default_split: str | None = None
+    """The split read when the files hold several and ``eval.splits`` names none (visplay/eval/layouts.py)."""
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
-    BenchmarkSpec("mmmu", "MMMU", ("mmmu",), subsets=("mmmu",)),
+    BenchmarkSpec("mmmu", "MMMU", ("mmmu", "mmmu_dev_val"), subsets=("mmmu",), default_split="validation"),
     BenchmarkSpec("mm-vet", "MM-Vet", ("mm-vet", "mmvet"), kind="open", subsets=("mm-vet",), alternatives=True),
     BenchmarkSpec("realworldqa", "RealWorldQA", ("realworldqa",), subsets=("realWorldQA", "realworldqa")),
     BenchmarkSpec("visnumbench", "VisNumBench", ("visnumbench",), subsets=("visnumbench",)),
@@ -122,7 +130,7 @@ def resolve_names(names: str | list[str]) -> list[BenchmarkSpec]:
 def find_files(spec: BenchmarkSpec, data_dir: str | Path) -> tuple[list[Path], tuple[str, ...]]:
     """The files holding ``spec``'s items under ``data_dir`` and the ``file_name`` values to keep (empty: all).
 
-    Looked up in order: ``<alias>.parquet|.jsonl|.json``, a folder ``<alias>/`` (every such file below it, sorted),
+    Looked up in order: ``<alias>.parquet|.jsonl|.json|.tsv``, a folder ``<alias>/`` (every such file below it, sorted),
     then the combined ``MLLM_test`` file filtered on its ``file_name`` column. Names match case-insensitively.
     """
     root = Path(data_dir).expanduser()
@@ -155,10 +163,14 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
+        if path.suffix == ".tsv":
+            return read_tsv(path)
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         data = json.loads(text)
+    except LayoutError as exc:
+        raise BenchmarkError(f"{path}: {exc}") from exc
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise BenchmarkError(f"{path}: cannot read benchmark file: {exc}") from exc
     except Exception as exc:  # pyarrow raises its own error classes for corrupt files
@@ -174,7 +186,11 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def decode_image(value: Any, *, base_dir: Path) -> Image.Image:
-    """One image from a struct ``{"bytes", "path"}``, raw bytes, base64 text or a path (relative to the file)."""
+    """One image from a struct ``{"bytes", "path"}``, raw bytes, base64 text or a path (relative to the file).
+
+    A string is tried as base64 first (it decodes to bytes PIL can open), so a base64 image is never looked up as
+    a file name (a long one is not a valid name at all); otherwise it is a path, and a path the system refuses
+    (too long, not readable) is reported, not raised."""
     if isinstance(value, dict):
         raw = value.get("bytes")
         if raw:
@@ -185,17 +201,33 @@ def decode_image(value: Any, *, base_dir: Path) -> Image.Image:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _open_bytes(bytes(value))
     if isinstance(value, str):
-        candidate = Path(value).expanduser()
-        if len(value) < 1024 and not candidate.is_absolute():
-            candidate = base_dir / value
-        if len(value) < 1024 and candidate.is_file():
-            return _open_bytes(candidate.read_bytes())
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError(f"not a file path and not base64 ({value[:40]!r}...)") from exc
-        return _open_bytes(raw)
+        return _image_from_text(value, base_dir)
     raise ValueError(f"unsupported image value of type {type(value).__name__}")
+
+
+def _image_from_text(value: str, base_dir: Path) -> Image.Image:
+    text = value.strip()
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if raw:
+        try:
+            return _open_bytes(raw)
+        except ValueError:
+            pass  # valid base64 by chance (a short path such as "abcd"); tried as a path below
+    candidate = Path(text).expanduser()
+    if not candidate.is_absolute():
+        candidate = base_dir / candidate
+    try:
+        found = candidate.is_file()
+        data = candidate.read_bytes() if found else b""
+    except OSError as exc:  # ENAMETOOLONG, EACCES, ...: not a file we can read
+        raise ValueError(f"neither an image in base64 nor a readable file ({text[:40]!r}...: {exc.strerror})") \
+            from exc
+    if not found:
+        raise ValueError(f"neither an image in base64 nor an existing file ({text[:40]!r}...)")
+    return _open_bytes(data)
 
 
 def _open_bytes(raw: bytes) -> Image.Image:
@@ -310,13 +342,18 @@ def _check_columns(path: Path, rows: list[dict[str, Any]], subset_filter: tuple[
         raise BenchmarkError(f"{path}: missing column {SUBSET_COLUMN!r} (needed to pick the rows of a combined file)")
 
 
-def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: dict[str, Any]) -> BenchmarkItem:
+def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: dict[str, Any],
+               split: str | None = None) -> BenchmarkItem:
     qcol, acol = _first_column(row, QUESTION_COLUMNS), _first_column(row, ANSWER_COLUMNS)
     question, answer = row.get(qcol) if qcol else None, row.get(acol) if acol else None
     if question is None or str(question).strip() == "":
         raise BenchmarkError(f"{path}: row {row_no}: column {qcol or QUESTION_COLUMNS[0]!r} is empty")
     if answer is None or str(answer).strip() == "":
         raise BenchmarkError(f"{path}: row {row_no}: column {acol or ANSWER_COLUMNS[0]!r} is empty")
+    try:
+        check_labelled(answer, split)
+    except LayoutError as exc:
+        raise BenchmarkError(f"{path}: row {row_no}: column {acol!r}: {exc}") from exc
     column, values, numbers = _images_of(row)
     images = []
     for value in values:
@@ -332,10 +369,12 @@ def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: di
     reference = _reference(spec, answer)
     ids = [row[k] for k in ("id", "pid", "index") if row.get(k) is not None and str(row[k]) != ""]
     item_id = str(ids[0]) if ids else f"{path.name}:{row_no}"
-    meta = {k: row[k] for k in ("question_type", "category", "subject", SUBSET_COLUMN) if k in row and row[k]}
+    meta = {k: row[k] for k in ("question_type", "category", "subject", "hint", SUBSET_COLUMN) if k in row and row[k]}
     meta["n_images"] = len(values)
     meta["image_numbers"] = numbers
     meta["raw_answer"] = str(answer).strip()
+    if split:
+        meta["split"] = split
     if options_in_text:
         meta["options_in_text"] = 1  # the options were read from the question, not from an options column
     if ids:
@@ -348,30 +387,80 @@ def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: di
     )
 
 
-def iter_items(spec: BenchmarkSpec, data_dir: str | Path, *, limit: int | None = None) -> Iterator[BenchmarkItem]:
-    """The benchmark's items in file order (rows of a combined file filtered by ``file_name``), at most ``limit``."""
+def iter_items(spec: BenchmarkSpec, data_dir: str | Path, *, limit: int | None = None,
+               splits: dict[str, str] | None = None) -> Iterator[BenchmarkItem]:
+    """The benchmark's items in file order (rows of a combined file filtered by ``file_name``), at most ``limit``,
+    from one split when the files or rows name splits (``splits``: the recipe's ``eval.splits``; see
+    visplay/eval/layouts.py)."""
     files, subsets = find_files(spec, data_dir)
+    wanted_split = split_choices(splits).get(spec.name)
+    files, split = _split_files(spec, files, Path(data_dir).expanduser(), wanted_split)
     wanted = {_norm_name(s) for s in subsets}
     index = 0
     for path in files:
         rows = read_rows(path)
         _check_columns(path, rows, subsets)
-        for row_no, row in enumerate(rows):
+        rows, row_split = _split_rows(spec, path, rows, None if split else wanted_split)
+        for row_no, row in rows:
             if wanted and _norm_name(str(row.get(SUBSET_COLUMN) or "")) not in wanted:
                 continue
             if limit is not None and index >= limit:
                 return
-            yield _make_item(spec, path, row_no, index, row)
+            yield _make_item(spec, path, row_no, index, row, split or row_split)
             index += 1
     if index == 0:
         where = f" with {SUBSET_COLUMN} in {list(subsets)}" if subsets else ""
         raise BenchmarkError(f"{', '.join(map(str, files))}: no rows for benchmark {spec.name}{where}")
 
 
-def load_benchmark(name: str, data_dir: str | Path, *, limit: int | None = None) -> list[BenchmarkItem]:
+def split_choices(splits: dict[str, str] | None) -> dict[str, str]:
+    """``eval.splits`` keyed by benchmark name (any accepted spelling); an unknown benchmark is an error."""
+    out = {}
+    for name, split in (splits or {}).items():
+        try:
+            (spec,) = resolve_names([str(name)])
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"eval.splits.{name}: {exc}") from exc
+        out[spec.name] = str(split)
+    return out
+
+
+def _split_files(spec: BenchmarkSpec, files: list[Path], root: Path, wanted: str | None
+                 ) -> tuple[list[Path], str | None]:
+    """The files of one split when the file names say (the Hugging Face layout), else all of them."""
+    named = {path: file_split(path, root) for path in files}
+    if not any(named.values()):
+        return files, None
+    try:
+        split = choose_split(spec.name, (s for s in named.values() if s), wanted, spec.default_split,
+                             str(files[0].parent))
+    except LayoutError as exc:
+        raise BenchmarkError(str(exc)) from exc
+    return [p for p in files if named[p] == split], split
+
+
+def _split_rows(spec: BenchmarkSpec, path: Path, rows: list[dict[str, Any]], wanted: str | None
+                ) -> tuple[list[tuple[int, dict[str, Any]]], str | None]:
+    """(row number, row) of one split when the rows carry a ``split`` column (VLMEvalKit), else all rows."""
+    numbered = list(enumerate(rows))
+    present = {str(r["split"]) for r in rows if r.get("split") is not None}
+    if not present and wanted is not None:
+        raise BenchmarkError(f"{path}: eval.splits.{spec.name}={wanted}, but neither the file names nor a "
+                             f"'split' column name splits (the whole file is one set)")
+    if not present:
+        return numbered, None
+    try:
+        split = choose_split(spec.name, present, wanted, spec.default_split, str(path))
+    except LayoutError as exc:
+        raise BenchmarkError(str(exc)) from exc
+    return [(n, r) for n, r in numbered if str(r.get("split")) == split], split
+
+
+def load_benchmark(name: str, data_dir: str | Path, *, limit: int | None = None,
+                   splits: dict[str, str] | None = None) -> list[BenchmarkItem]:
     """All items of one benchmark (see :func:`iter_items`)."""
     (spec,) = resolve_names([name])
-    return list(iter_items(spec, data_dir, limit=limit))
+    return list(iter_items(spec, data_dir, limit=limit, splits=splits))
 
 
 def image_id(image: Image.Image) -> str:

@@ -35,7 +35,7 @@ from visplay.eval.benchmarks import (
 from visplay.eval.protocol import EvalProtocol, Presentation
 from visplay.log.runlog import RunLog
 from visplay.session import PluginSession
-from visplay.types import ImageRecord, Prompt, SamplingParams
+from visplay.types import IMAGE_TAG, ImageRecord, Prompt, SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from visplay.eval.compare import Comparison
@@ -173,19 +173,23 @@ def get_protocol(ctx: RunContext, name: str, specs: Sequence[BenchmarkSpec] = ()
 
 
 def to_prompt(item: BenchmarkItem, shown: Presentation, data: Any) -> tuple[Prompt, str | None]:
-    """A sampler prompt for a presentation: its text and its first image (``Prompt`` carries one image; an item
-    with more is reported by :func:`generate`, never dropped silently)."""
-    record = None
-    if shown.images:
-        source = item.images[shown.images[0]]
-        record = ImageRecord(image_id=image_id(source), image=fit_image(source, data), source=item.source)
-    user = shown.text if len(shown.images) <= 1 else shown.placeholder_text()
-    return Prompt(user=user, image=record, system=shown.system), (record.image_id if record else None)
+    """A sampler prompt for a presentation, with every image it shows in its order, and the prompt's image ids
+    (comma-separated; None without images). Images then one text (the ``visplay`` protocol, every training
+    prompt) give an ordinary prompt; any other order (MMMU's images at their ``<image N>`` tags, ``released``'s
+    text before the image) an interleaved one, :data:`visplay.types.IMAGE_TAG` where each image goes."""
+    records = [ImageRecord(image_id=image_id(item.images[k]), image=fit_image(item.images[k], data),
+                           source=item.source) for k in shown.images]
+    ids = ",".join(r.image_id for r in records) or None
+    texts = [p for p in shown.parts if isinstance(p, str)]
+    if shown.parts == (*shown.images, *texts) and len(texts) == 1:
+        return Prompt(user=texts[0], images=tuple(records), system=shown.system), ids
+    return Prompt(user=shown.placeholder_text(IMAGE_TAG), images=tuple(records), system=shown.system,
+                  interleaved=True), ids
 
 
 def _report_dropped(ctx: RunContext, benchmark: str, dropped: list[str]) -> None:
-    message = (f"{benchmark}: {len(dropped)} item(s) have more than one image; one image per prompt reached the "
-               f"model (the protocol's first; the sampler's Prompt carries one), e.g. {', '.join(dropped[:5])}")
+    message = (f"{benchmark}: {len(dropped)} item(s) have images the protocol does not show (the protocol's "
+               f"choice, documented in docs/evaluation.md), e.g. {', '.join(dropped[:5])}")
     log.warning(message)
     if ctx.log is not None:
         ctx.log.event(kind="eval_images_dropped", message=message, source="visplay.eval",
@@ -205,7 +209,7 @@ def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, q
     for start in tqdm(batches, desc=f"eval {items[0].benchmark if items else ''}", disable=quiet, unit="batch"):
         batch = items[start:start + cfg.batch_size]
         shown = [protocol.present(item) for item in batch]
-        dropped += [item.item_id for item, s in zip(batch, shown) if len(item.images) > min(len(s.images), 1)]
+        dropped += [item.item_id for item, s in zip(batch, shown) if set(range(len(item.images))) - set(s.images)]
         prompts, image_ids = zip(*(to_prompt(item, s, plugin_options(ctx.recipe, "images"))
                                    for item, s in zip(batch, shown)))
         seeds = [ctx.seed_for("eval", item.benchmark, item.index) for item in batch]
@@ -281,7 +285,7 @@ def evaluate(ctx: RunContext, sampler: Any, target: EvalTarget, specs: Sequence[
     eval_id = eval_id_of(target.label, judge, protocol)
     scores = []
     for spec in specs:
-        items = list(iter_items(spec, data_dir, limit=ctx.recipe.eval.limit))
+        items = list(iter_items(spec, data_dir, limit=ctx.recipe.eval.limit, splits=dict(ctx.recipe.eval.splits)))
         gens = generate(ctx, sampler, items, quiet=quiet, protocol=shown_by)
         inputs = [_judge_input(item, spec, f"{eval_id}/{spec.name}/{item.index}", g["response"], protocol)
                   for item, g in zip(items, gens)]
@@ -369,7 +373,7 @@ def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | No
         raise EvalError("no benchmark folder: pass --data DIR or set eval.data")
     judge = judge or cfg.eval.judge
     for spec in specs:  # fail on a bad file before a model is loaded
-        next(iter_items(spec, data_dir, limit=1))
+        next(iter_items(spec, data_dir, limit=1, splits=dict(cfg.eval.splits)))
     with RunLog(target.db_path, create=True) as runlog:
         declare_tables(runlog)
         ctx = session.context(cfg, target.run_dir, log=runlog, iteration=target.iteration or 0, phase="eval")

@@ -220,8 +220,8 @@ def prompt_lengths(policy: Policy, rollouts: Sequence[Rollout]) -> list[int] | N
     count = getattr(policy, "sequence_lengths", None)
     if count is None or not rollouts:
         return None
-    def key(prompt: Prompt) -> tuple[str | None, str, str | None]:  # a Prompt's image (its meta dict) is unhashable
-        return prompt.system, prompt.user, prompt.image.image_id if prompt.image is not None else None
+    def key(prompt: Prompt) -> tuple[str | None, str, bool, tuple[str, ...]]:  # an ImageRecord (its meta) is unhashable
+        return prompt.system, prompt.user, prompt.interleaved, tuple(r.image_id for r in prompt.images)
 
     distinct = {key(r.prompt): r.prompt for r in rollouts}
     tokens = dict(zip(distinct, count(list(distinct.values()), [[] for _ in distinct])))

@@ -1,6 +1,7 @@
-"""The ``visplay`` protocol (the default): the released solver instruction after the question, the first image
-before it, the last ``\\boxed{}`` (nested braces allowed) scored by item kind with the algorithm plugin's answer
-equivalence (visplay/eval/scoring.py), and the fixed yes/no judge prompt of visplay_eval/judges.py."""
+"""The ``visplay`` protocol (the default): the released solver instruction after the question, the item's images
+(all of them, in file order) before it, the last ``\\boxed{}`` (nested braces allowed) scored by item kind with the
+algorithm plugin's answer equivalence (visplay/eval/scoring.py), and the fixed yes/no judge prompt of
+visplay_eval/judges.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class VisplayProtocol:
 
     def present(self, item: Any) -> Presentation:
         text = scoring.SOLVER_TEMPLATE.format(question=item.prompt)
-        return Presentation(((0,) if item.images else ()) + (text,))
+        return Presentation((*range(len(item.images)), text))  # every image, in file order, then the text
 
     def score(self, item: dict[str, Any]) -> dict[str, Any]:
         verdict = scoring.rule_verdict(item, self._key)
