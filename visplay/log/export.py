@@ -12,6 +12,7 @@ import csv
 import difflib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,11 @@ def _export(log: RunLog, name: str, out_dir: Path, fmt: str) -> Path:
     """One table or view as ``<out_dir>/<name>.<fmt>``."""
     path = out_dir / f"{name}.{fmt}"
     columns = list(GENERATION_COLUMNS) if name == "generations" else log.columns(name)  # decoded shape
-    part = out_dir / f".{name}.{fmt}.part"  # written, then renamed: a killed export leaves no short file
+    # written, then renamed: a killed export leaves no short file; a new name (O_EXCL), so a link planted at it
+    # is never written through
+    descriptor, part_name = tempfile.mkstemp(prefix=f".{name}.{fmt}.", suffix=".part", dir=out_dir)
+    os.close(descriptor)
+    part = Path(part_name)
     try:
         (_write_parquet if fmt == "parquet" else _write_csv)(part, columns, _rows(log, name))
         os.replace(part, path)
