@@ -201,3 +201,27 @@ def test_export_never_writes_through_a_link_planted_in_its_folder(tmp_path, stop
     for name in ("steps", "runs"):
         assert not written[name].is_symlink() and written[name].read_text().startswith(
             "iteration,phase,step" if name == "steps" else "run_id,")
+
+
+@pytest.mark.parametrize("gone", ["checkpoints/reasoner_v0", "checkpoints/questioner_v0/weights.safetensors",
+                                  "checkpoints/state/questioner-i1-s0/weights.safetensors"])
+def test_a_resume_missing_a_checkpoint_is_refused_before_the_log_is_touched(tmp_path, stopped_run, gone):
+    """Before: the resume logged `run_resumed`, then failed loading (FileNotFoundError) and marked the run failed."""
+    import shutil
+
+    from support.engine import comparable_rows
+    from support.faults import resume_in_process
+
+    from visplay.log.runlog import RunLogError
+
+    run_dir = _copy_run(stopped_run, tmp_path)
+    target = run_dir / gone
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    before = comparable_rows(run_dir / "run.db")
+    with RunLog(run_dir / "run.db", readonly=True) as log:
+        events, status = log.count("events"), log.run()["status"]
+    with pytest.raises(RunLogError, match=f"{target.name} is missing .*Nothing was written"):
+        resume_in_process(run_dir)
+    assert comparable_rows(run_dir / "run.db") == before
+    with RunLog(run_dir / "run.db", readonly=True) as log:
+        assert log.count("events") == events and log.run()["status"] == status and log.integrity_ok()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import platform
 import shutil
@@ -181,6 +182,7 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
                               f"started: {change.describe()}. Restore the images, or resume with "
                               f"{imagepool.ACCEPT_FLAG} to continue on the new pool (logged as an "
                               f"{imagepool.EVENT} event; a replay then covers the steps from there on)")
+        check_checkpoints_on_disk(runlog, Path(ctx.run_dir))
         with runlog.transaction():
             if change:
                 imagepool.log_accepted_change(runlog, change, pool)
@@ -202,6 +204,37 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
             runlog.upsert_image(record, store_bytes=record.png is not None)
         _log_placement(ctx)
     return pool
+
+
+class MissingCheckpointError(RunLogError):
+    """A checkpoint a resume needs is gone from the run folder; nothing was written."""
+
+
+def check_checkpoints_on_disk(runlog: Any, run_dir: Path) -> None:
+    """Before a resume writes anything: the newest ``<role>_v<i>`` of each role is on disk, and so is every file
+    of every step snapshot still there (a snapshot folder that is gone was pruned, and is recomputed). Only that
+    the files exist: their hashes are checked when they are loaded."""
+    newest: dict[str, dict[str, Any]] = {}
+    snapshots = []
+    for row in runlog.checkpoint_rows():
+        if not row["path"]:
+            continue
+        if row["name"].startswith("state/"):
+            snapshots.append(row)
+        elif row["role"] not in newest or row["iteration"] > newest[row["role"]]["iteration"]:
+            newest[row["role"]] = row
+    for row in [*sorted(newest.values(), key=lambda r: r["name"]), *snapshots]:
+        folder = run_dir / row["path"]
+        if row in snapshots and not folder.exists():
+            continue
+        files = json.loads(row["files"] or "{}") if isinstance(row["files"], str) else row["files"] or {}
+        missing = [name for name in sorted(files) if name != "weights_sha256" and not (folder / name).is_file()]
+        if not folder.is_dir() or missing:
+            what = f"{folder} is missing" if not folder.is_dir() else f"{folder / missing[0]} is missing"
+            raise MissingCheckpointError(
+                f"checkpoint {row['name']!r}: {what} (the run log lists it); the run folder is incomplete (moved, "
+                f"deleted or pruned by hand?). Nothing was written: restore it and resume again, or start the run "
+                f"over with `visplay run <recipe> --overwrite`")
 
 
 def _same_recipe(ctx: RunContext, logged_yaml: str) -> bool:
