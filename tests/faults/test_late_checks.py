@@ -225,3 +225,28 @@ def test_a_resume_missing_a_checkpoint_is_refused_before_the_log_is_touched(tmp_
     assert comparable_rows(run_dir / "run.db") == before
     with RunLog(run_dir / "run.db", readonly=True) as log:
         assert log.count("events") == events and log.run()["status"] == status and log.integrity_ok()
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_a_link_planted_at_the_report_or_export_folder_is_refused_and_its_target_untouched(tmp_path, stopped_run,
+                                                                                          command):
+    """Before: `report/` planted as a link to an outside folder made `visplay report` delete that folder's PNG files
+    (stale figures) and write into it; `export/` likewise received the export, replacing files of the same name."""
+    from visplay.files import UnsafeFileError
+
+    run_dir, victim = _copy_run(stopped_run, tmp_path), _outside(tmp_path)
+    Path(victim / "holiday.png").write_bytes(b"\x89PNG precious")
+    (victim / "steps.parquet").write_text("precious\n")
+    (run_dir / command).symlink_to(victim)
+    with pytest.raises(UnsafeFileError, match=f"{command} is a symbolic link"):
+        if command == "report":
+            from visplay.report.build import write_report
+
+            write_report(run_dir)
+        else:
+            from visplay.log.export import export_run
+
+            export_run(run_dir)
+    assert sorted(p.name for p in victim.iterdir()) == ["holiday.png", "precious.txt", "steps.parquet"]
+    assert (victim / "steps.parquet").read_text() == "precious\n"
+    assert (victim / "holiday.png").read_bytes() == b"\x89PNG precious"

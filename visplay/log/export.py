@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from visplay.files import check_run_subfolder
 from visplay.log.runlog import GENERATION_COLUMNS, RunLog, RunLogError
 from visplay.types import PartProgress, in_part
 
@@ -89,7 +90,7 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     db = _db_path(run)
-    out_dir = Path(out) if out else db.parent / "export"
+    out_dir = Path(out) if out else check_run_subfolder(db.parent / "export")
     written = {}
     with RunLog(db, readonly=True) as log:
         names = _select(log, tables)
