@@ -250,3 +250,58 @@ def test_a_link_planted_at_the_report_or_export_folder_is_refused_and_its_target
     assert sorted(p.name for p in victim.iterdir()) == ["holiday.png", "precious.txt", "steps.parquet"]
     assert (victim / "steps.parquet").read_text() == "precious\n"
     assert (victim / "holiday.png").read_bytes() == b"\x89PNG precious"
+
+
+# A process that verifies a checkout whose first released source file is a 512 MiB sparse file, and prints how much
+# its peak memory grew (KiB, as ru_maxrss counts on Linux).
+HUGE = textwrap.dedent('''
+    import os, resource, sys
+    from pathlib import Path
+    from visplay_algorithm.released_prompts import SOURCES, ReleasedPromptError, verify
+
+    checkout = Path(sys.argv[1])
+    for rel in SOURCES:
+        (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / rel).write_text("x = 1\\n")
+    with open(checkout / next(iter(SOURCES)), "wb") as f:
+        f.truncate(512 << 20)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        verify(checkout)
+    except ReleasedPromptError as exc:
+        print("refused:", exc)
+    print("grew_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+''')
+
+
+def test_importing_released_prompts_from_a_checkout_with_a_huge_file_costs_no_memory(tmp_path):
+    """Before: each source file was read whole to hash it (a huge file took its size in memory: 3.1 GB reported)."""
+    script = tmp_path / "huge.py"
+    script.write_text(HUGE)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "checkout")], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "sha256" in done.stdout, done.stdout
+    grew = int(done.stdout.split("grew_kib")[1])
+    assert grew < 64 * 1024, f"peak memory grew by {grew} KiB while hashing a 512 MiB file"
+
+
+def test_importing_released_prompts_never_writes_through_a_planted_link(tmp_path):
+    from visplay_algorithm import released_prompts
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "released"
+    out.mkdir()
+    (out / ".manifest.json.tmp").symlink_to(victim)  # the fixed part name the import used before
+    (out / "manifest.json").symlink_to(victim)
+    texts = {"questioner_user": "q", "reasoner_user": "r {question}"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(released_prompts, "verify", lambda checkout: {})
+        mp.setattr(released_prompts, "extract", lambda checkout: texts)
+        from visplay.files import UnsafeFileError
+
+        with pytest.raises(UnsafeFileError, match=r"manifest\.json is a symbolic link"):
+            released_prompts.import_released(tmp_path, out)
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in out.iterdir()) == [".manifest.json.tmp", "manifest.json"]  # nothing written
