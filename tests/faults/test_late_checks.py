@@ -305,3 +305,21 @@ def test_importing_released_prompts_never_writes_through_a_planted_link(tmp_path
             released_prompts.import_released(tmp_path, out)
     assert victim.read_text() == "precious\n"
     assert sorted(p.name for p in out.iterdir()) == [".manifest.json.tmp", "manifest.json"]  # nothing written
+
+
+@pytest.mark.parametrize("case", ["unknown table", "foreign database"])
+def test_export_refuses_before_it_creates_its_folder(tmp_path, stopped_run, case):
+    import sqlite3
+
+    target = stopped_run
+    if case == "foreign database":
+        target = tmp_path / "notes.db"
+        with sqlite3.connect(target) as conn:
+            conn.execute("create table notes (body text)")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "visplay.cli", "export", str(target), "--out", str(out),
+                           *(["--tables", "stepz"] if case == "unknown table" else [])],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == (2 if case == "unknown table" else 1), done.stderr
+    assert ("no table or view named 'stepz'" if case == "unknown table" else "not a visplay run log") in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
