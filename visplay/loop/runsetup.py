@@ -178,8 +178,8 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
         pool = _open_pool(RunContext(recipe=ctx.recipe, pm=ctx.pm, run_dir=ctx.run_dir, log=None, session=ctx.session))
         change = imagepool.pool_change(imagepool.logged_pool(runlog), pool)
         if change and not accept_changed_images:
-            raise RunLogError(f"{runlog.path}: the image pool ({ctx.recipe.data.images}) changed since the run "
-                              f"started: {change.describe()}. Restore the images, or resume with "
+            raise RunLogError(f"{runlog.path}: the image pool changed since the run started (data.images="
+                              f"{ctx.recipe.data.images}): {change.describe()}. Restore the images, or resume with "
                               f"{imagepool.ACCEPT_FLAG} to continue on the new pool (logged as an "
                               f"{imagepool.EVENT} event; a replay then covers the steps from there on)")
         check_checkpoints_on_disk(runlog, Path(ctx.run_dir))
