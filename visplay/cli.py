@@ -99,8 +99,9 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
     p.add_argument("run_dir", help="the run directory, e.g. runs/tiny")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--accept-changed-images", action="store_true",
-                   help="continue although the image pool differs from the one the run started with (the change "
-                        "is logged as an image_pool_changed event); by default resume refuses, naming the image")
+                   help="continue although the image pool differs from the one the run uses (the change is logged "
+                        "as an image_pool_changed event naming every image; a replay then covers the steps after "
+                        "it); by default resume refuses, naming the images")
 
     p = sub.add_parser("replay", help="re-execute a run from its log and check every value",
                        description="Feed the logged generations back through the same plugins and recompute "

@@ -43,6 +43,18 @@ def check_writable_file(path: str | Path) -> Path:
     return path
 
 
+def check_run_subfolder(path: str | Path) -> Path:
+    """``path``, a folder visplay writes in a run folder (``report/``, ``export/``), if it is absent or a real
+    folder; a link planted there (to a folder outside the run) is refused naming it, never written into."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UnsafeFileError(f"{path} is a symbolic link (to {os.readlink(path)}); visplay never writes through a "
+                              f"link in a run folder: remove it and try again, or pass --out")
+    if path.exists() and not path.is_dir():
+        raise UnsafeFileError(f"{path} is not a folder; visplay writes a folder there: remove it and try again")
+    return path
+
+
 def write_file(path: str | Path, data: str | bytes, mode: int = 0o644) -> Path:
     """Write ``data`` to ``path`` without following links: into a new file beside it, then renamed over it (a
     link planted at ``path`` is replaced, never written through; a killed write leaves the old file or none)."""

@@ -264,8 +264,10 @@ class PluginSession:
             return recipe
         return self.load_recipe(recipe)
 
-    def context(self, recipe: DictConfig, run_dir: str | Path = ".", **kwargs: Any) -> RunContext:
-        """A RunContext over ``recipe`` and this session's plugin manager (``log``, ``progress`` as keywords)."""
+    def context(self, recipe: DictConfig, run_dir: str | Path, **kwargs: Any) -> RunContext:
+        """A RunContext over ``recipe`` and this session's plugin manager (``log``, ``progress`` as keywords).
+        ``run_dir`` has no default: the plugins' checks look at files there (a sink's folder), never in the
+        current folder by accident (a dry run's fallback layouts once did)."""
         from visplay.context import RunContext
 
         return RunContext(recipe=self.recipe(recipe), pm=self.pm, run_dir=Path(run_dir), session=self, **kwargs)

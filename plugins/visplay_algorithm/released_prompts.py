@@ -24,11 +24,12 @@ import argparse
 import ast
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from visplay.files import check_writable_file, sha256_file, write_file
 
 RELEASED_COMMIT = "3aa895bf6a1df53d61f8e30dd32c39c1b5d5a03f"
 SOURCES = {
@@ -144,7 +145,7 @@ def verify(checkout: Path) -> dict[str, str]:
         path = checkout / rel
         if not path.is_file():
             raise ReleasedPromptError(f"{path}: missing (is {checkout} a checkout of bruno686/VisPlay?)")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256_file(path)  # in blocks: a huge file in a checkout costs no memory
         if digest != expected:
             raise ReleasedPromptError(f"{path}: sha256 {digest[:12]}... is not the released commit's "
                                       f"{expected[:12]}... (check out {RELEASED_COMMIT[:7]})")
@@ -160,10 +161,11 @@ def import_released(checkout: str | Path, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"repository": "bruno686/VisPlay", "commit": RELEASED_COMMIT, "sources": hashes,
                 "templates": {name: hashlib.sha256(text.encode()).hexdigest() for name, text in texts.items()}}
-    for name, text in [*((f"{n}.txt", t) for n, t in texts.items()), ("manifest.json", json.dumps(manifest, indent=1))]:
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+    files = [*((f"{n}.txt", t) for n, t in texts.items()), ("manifest.json", json.dumps(manifest, indent=1))]
+    for name, _ in files:  # a link or folder planted at any of them is refused before one is written
+        check_writable_file(out / name)
+    for name, text in files:
+        write_file(out / name, text)  # beside it, then renamed: never through a link planted there
     return out
 
 

@@ -115,7 +115,7 @@ def context(cfg):
     """A run context over ``cfg`` with the installed plugins, as the CLI makes for ``--dry-run``."""
     from visplay.session import PluginSession
 
-    return PluginSession().context(cfg)
+    return PluginSession().context(cfg, cfg.run_dir)
 
 
 def dry_run(cfg, visible=None, gpu_memory_gib=80.0, nproc=None) -> str:

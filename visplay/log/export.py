@@ -16,10 +16,12 @@ import csv
 import difflib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from visplay.files import check_run_subfolder
 from visplay.log import arrays
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.types import PartProgress, in_part
@@ -166,7 +168,7 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     db = _db_path(run)
-    out_dir = Path(out) if out else db.parent / "export"
+    out_dir = Path(out) if out else check_run_subfolder(db.parent / "export")
     written = {}
     with RunLog(db, readonly=True) as log, log.snapshot():  # every file shows the same moment of a live run
         names = _select(log, tables)
@@ -183,7 +185,14 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "parqu
 def _export(log: RunLog, name: str, out_dir: Path, fmt: str) -> Path:
     """One table or view as ``<out_dir>/<name>.<fmt>``."""
     path = out_dir / f"{name}.{fmt}"
-    part = out_dir / f".{name}.{fmt}.part"  # written, then renamed: a killed export leaves no short file
+    # written, then renamed: a killed export leaves no short file; a new name (O_EXCL), so a link planted at it
+    # is never written through
+    descriptor, part_name = tempfile.mkstemp(prefix=f".{name}.{fmt}.", suffix=".part", dir=out_dir)
+    os.close(descriptor)
+    part = Path(part_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(part, 0o666 & ~umask)  # mkstemp makes it 0600; an export is for others' tools, as a plain file is
     try:
         (_write_parquet if fmt == "parquet" else _write_csv)(log, name, part)
         os.replace(part, path)

@@ -405,6 +405,7 @@ class RunLog:
             self._check_schema_readable()
         elif self.path.exists():
             _check_is_sqlite(self.path)
+            self._check_schema_readable()  # a newer log is refused before any pragma or DDL touches it
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
@@ -464,13 +465,24 @@ class RunLog:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     def _migrate(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
-            raise RunLogError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
-        for number in range(version, SCHEMA_VERSION):
-            with self.db.atomic():
-                MIGRATIONS[number](self.db)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
+        """Each migration in its own transaction, which takes the write lock before it looks at the version: a
+        second process that opened the same older log meanwhile finds it migrated and skips, instead of creating
+        a table that exists (sqlite3.OperationalError)."""
+        for number in range(self.schema_version, SCHEMA_VERSION):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                with self.db.atomic():
+                    version = self.schema_version
+                    if version > SCHEMA_VERSION:
+                        raise RunLogError(f"{self.path}: run log schema version {version} is newer than this "
+                                          f"visplay understands ({SCHEMA_VERSION}); upgrade visplay to read it")
+                    if version == number:
+                        MIGRATIONS[number](self.db)
+                        self.db.execute(f"PRAGMA user_version = {number + 1}")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def declare_table(self, name: str, columns: dict[str, type], pk: str | tuple[str, ...] | None = None) -> None:
         """Create a plugin-owned table if it does not exist (e.g. the games plugin's ``gold_truth``)."""

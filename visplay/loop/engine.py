@@ -433,10 +433,11 @@ def resume_run_dir(run_dir: Path, *, quiet: bool, accept_changed_images: bool = 
     recipe_file = run_dir / "recipe.yaml"
     if not (run_dir / "run.db").is_file() or not recipe_file.is_file():
         raise RecipeError(f"{run_dir}: not a visplay run directory (needs run.db and recipe.yaml)")
-    cfg = session.load_recipe(str(recipe_file))
+    # the log first: one a newer visplay wrote is refused for its version, not for a recipe key unknown here
     with RunLog(run_dir / "run.db", readonly=True) as runlog:
         row = runlog.run()
         done = len(runlog.done_steps())
+    cfg = session.load_recipe(str(recipe_file))
     if row is not None and row.get("recipe_yaml"):
         cfg = _logged_recipe(session, cfg, row["recipe_yaml"], recipe_file)
     if row is not None and row["status"] == "finished":

@@ -38,6 +38,7 @@ from visplay.log.diff import (
 )
 from visplay.log.runlog import TABLES, RunLog, RunLogError
 from visplay.log.status import LOCK_NAME, lock_holder
+from visplay.loop import imagepool
 from visplay.session import PluginSession
 
 # What a replay compares: everything the engine recomputes (``runs``, ``plugins`` and ``events`` describe the
@@ -187,6 +188,8 @@ def copy_prefix(src: RunLog, dst: RunLog, start: Position, src_dir: Path, dst_di
     with dst.transaction():
         for table in ("plugins", "images"):
             dst.insert(table, src.rows(table))
+        # an accepted image change names the pool the run went on with: the replay's resume compares with it
+        dst.insert("events", src.rows("events", "kind = ?", [imagepool.EVENT]))
     ranks = {_rank(s) for s in before}
     by_step: dict[tuple, dict[str, list[dict]]] = {}
     plugin_tables = [t for t in src.tables() if t not in TABLES and not t.startswith(("sqlite_", "_"))]
@@ -315,6 +318,7 @@ def replay_run(db: str | Path, *, overrides: Sequence[str] = (), iteration: int 
                                        + (f" ({_live_words(db, live)})" if live else ""))
             # an interrupted or live run: replay what it committed, no further
             plan = Slice(stop=max(original.done_steps(), key=_rank))
+        check_image_changes(original, plan, db)
         prefix = (plan.stop, len(original.done_steps())) if live else None
         run_dir = _prepare_out(db, out)
         logged = logged_plugins(original)
@@ -352,6 +356,31 @@ def machine_change(logged: dict[str, Any], replayed: dict[str, Any]) -> tuple[st
     if all(logged.get(c) == replayed.get(c) for c in MACHINE_COLUMNS):
         return None
     return words(logged), words(replayed)
+
+
+def check_image_changes(log: RunLog, plan: Slice, db: Path) -> None:
+    """Refuse a replay of steps that ran on images a resume accepted as changed or removed (they are not in
+    ``data.images`` any more, so each would diverge for want of its image, not because of a plugin); name the
+    change and the slice that can be replayed: from the first iteration after the last change."""
+    changes = imagepool.pool_events(log)
+    if not changes:
+        return
+    last = changes[-1]
+    after = tuple(last["after"]) if last.get("after") else None
+    if after is None:  # accepted before any step was committed: every step ran on the new pool
+        return
+    if plan.start is not None and _rank(plan.start) > _rank(after):
+        return
+    later = sorted({s[0] for s in log.done_steps() if s[0] > after[0]})
+    way = (f"replay the steps from there on: `visplay replay {db} --iteration {later[0]}`" if later
+           else "no whole iteration of the run came after it, so no part of it can be replayed")
+    added, removed = len(last.get("added", [])), len(last.get("removed", []))
+    names = ", ".join(i["source"] for i in [*last.get("removed", []), *last.get("added", [])][:imagepool.NAMED])
+    raise ReplayUsageError(
+        f"{db}: the run's image pool changed after step {after} and its resume went on with "
+        f"{imagepool.ACCEPT_FLAG} ({imagepool.EVENT} event: {removed} image(s) removed or modified, {added} new; "
+        f"{names}); the steps up to there ran on images the pool no longer has, so replaying them would report "
+        f"divergences of the images, not of a plugin. {way[0].upper()}{way[1:]}")
 
 
 def _live_words(db: Path, holder: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import platform
 import shutil
@@ -22,6 +23,7 @@ from visplay.context import RunContext
 from visplay.files import check_writable_file, write_file
 from visplay.log.runlog import RunLogError
 from visplay.log.status import LOCK_NAME
+from visplay.loop import imagepool
 from visplay.plugins import PluginError, plugin_infos
 from visplay.types import ImageSource
 
@@ -100,6 +102,10 @@ def prepare_run_dir(run_dir: Path, db_path: Path, overwrite: bool) -> None:
         if not overwrite:
             raise RunExistsError(f"{run_dir} already exists. Continue it with `visplay resume {run_dir}`, or start "
                                  f"over with --overwrite (deletes it)")
+        if run_dir.is_symlink():  # shutil.rmtree refuses one with a raw OSError; say why and what to do
+            raise RunExistsError(f"run_dir {run_dir} is a symbolic link (to {os.readlink(run_dir)}); --overwrite "
+                                 f"never deletes through a link: give run_dir={run_dir.resolve()} to overwrite the "
+                                 f"run there")
         _check_overwritable(run_dir, db_path)
         with run_lock(run_dir):  # never delete a run that a live process is writing
             shutil.rmtree(run_dir)
@@ -170,13 +176,16 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
                               f"the run's own recipe ({ctx.run_dir}/recipe.yaml)")
         # The pool's events and image rows were recorded when the run started; reopen it without logging twice.
         pool = _open_pool(RunContext(recipe=ctx.recipe, pm=ctx.pm, run_dir=ctx.run_dir, log=None, session=ctx.session))
-        change = pool_change(runlog.image_sources(), pool)
+        change = imagepool.pool_change(imagepool.logged_pool(runlog), pool)
         if change and not accept_changed_images:
-            raise RunLogError(f"{runlog.path}: the image pool changed since the run started: {change}. Restore the "
-                              f"images, or resume with --accept-changed-images to continue on the new pool")
+            raise RunLogError(f"{runlog.path}: the image pool changed since the run started (data.images="
+                              f"{ctx.recipe.data.images}): {change.describe()}. Restore the images, or resume with "
+                              f"{imagepool.ACCEPT_FLAG} to continue on the new pool (logged as an "
+                              f"{imagepool.EVENT} event; a replay then covers the steps from there on)")
+        check_checkpoints_on_disk(runlog, Path(ctx.run_dir))
         with runlog.transaction():
             if change:
-                runlog.event("image_pool_changed", change, source="engine")
+                imagepool.log_accepted_change(runlog, change, pool)
                 for record in pool:
                     runlog.upsert_image(record, store_bytes=record.png is not None)
             runlog.set_run(status="running", finished_at=None)  # it may have been stopped or failed
@@ -197,6 +206,37 @@ def open_run(ctx: RunContext, *, resumed: bool, accept_changed_images: bool = Fa
     return pool
 
 
+class MissingCheckpointError(RunLogError):
+    """A checkpoint a resume needs is gone from the run folder; nothing was written."""
+
+
+def check_checkpoints_on_disk(runlog: Any, run_dir: Path) -> None:
+    """Before a resume writes anything: the newest ``<role>_v<i>`` of each role is on disk, and so is every file
+    of every step snapshot still there (a snapshot folder that is gone was pruned, and is recomputed). Only that
+    the files exist: their hashes are checked when they are loaded."""
+    newest: dict[str, dict[str, Any]] = {}
+    snapshots = []
+    for row in runlog.checkpoint_rows():
+        if not row["path"]:
+            continue
+        if row["name"].startswith("state/"):
+            snapshots.append(row)
+        elif row["role"] not in newest or row["iteration"] > newest[row["role"]]["iteration"]:
+            newest[row["role"]] = row
+    for row in [*sorted(newest.values(), key=lambda r: r["name"]), *snapshots]:
+        folder = run_dir / row["path"]
+        if row in snapshots and not folder.exists():
+            continue
+        files = json.loads(row["files"] or "{}") if isinstance(row["files"], str) else row["files"] or {}
+        missing = [name for name in sorted(files) if name != "weights_sha256" and not (folder / name).is_file()]
+        if not folder.is_dir() or missing:
+            what = f"{folder} is missing" if not folder.is_dir() else f"{folder / missing[0]} is missing"
+            raise MissingCheckpointError(
+                f"checkpoint {row['name']!r}: {what} (the run log lists it); the run folder is incomplete (moved, "
+                f"deleted or pruned by hand?). Nothing was written: restore it and resume again, or start the run "
+                f"over with `visplay run <recipe> --overwrite`")
+
+
 def _same_recipe(ctx: RunContext, logged_yaml: str) -> bool:
     """Whether the logged recipe, loaded by this version (keys that moved into plugin sections since are moved),
     is the recipe being resumed."""
@@ -210,19 +250,6 @@ def _same_recipe(ctx: RunContext, logged_yaml: str) -> bool:
     except RecipeError:
         return False
     return recipe_yaml(logged) == recipe_yaml(ctx.recipe)
-
-
-def pool_change(logged: dict[str, str], pool: Any) -> str | None:
-    """The first difference between the logged pool ({image_id: source}) and ``pool``, in pool order; None if
-    the same images (by content hash) are there."""
-    current = {record.image_id: record.source for record in pool}
-    for image_id, source in current.items():
-        if image_id not in logged:
-            return f"image {source} (id {image_id[:12]}) is not in the run log"
-    for image_id, source in logged.items():
-        if image_id not in current:
-            return f"logged image {source} (id {image_id[:12]}) is no longer in the pool"
-    return None
 
 
 def _open_pool(ctx: RunContext) -> ImageSource:

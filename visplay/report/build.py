@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visplay.files import write_file
+from visplay.files import check_run_subfolder, write_file
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.report import plots
 from visplay.report.samples import collect_samples
@@ -349,11 +349,11 @@ def write_report(run: str | Path, out: str | Path | None = None, *, session: Plu
     db_path = path / "run.db" if path.is_dir() else path
     if not db_path.is_file():
         raise RunLogError(f"{run}: no run.db here (pass a run directory or its run.db)")
+    out_dir = Path(out) if out else check_run_subfolder(db_path.parent / "report")  # before the slow part
     data = data if data is not None else collect(db_path, session, parts)
     with in_part(parts, REPORT_PARTS[4]):
         page, figures = build_html(data)
     with in_part(parts, REPORT_PARTS[5]):
-        out_dir = Path(out) if out else db_path.parent / "report"
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob("*.png"):  # figures of an older report version
             stale.unlink()

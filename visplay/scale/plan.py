@@ -125,8 +125,9 @@ def plan_for_box(session: Any, recipe: Any, overrides: list[str], visible: int |
         if any(o.split("=", 1)[0] in user_keys for o in choice):
             continue
         try:
-            text = dry_run(session.context(session.load_recipe(recipe, [*given, *choice])), visible, gpu_memory_gib,
-                           nproc)
+            chosen = session.load_recipe(recipe, [*given, *choice])
+            # the recipe's own run_dir: the checks (a sink's folder) look there, never in the current folder
+            text = dry_run(session.context(chosen, chosen.run_dir), visible, gpu_memory_gib, nproc)
         except RecipeError as exc:
             lines = str(exc).splitlines()
             first = f"{lines[0]} {lines[1].strip()}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
