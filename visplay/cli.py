@@ -159,6 +159,9 @@ def build_parser(session: Any = None, *, with_plugin_commands: bool = True) -> a
     p.add_argument("--recipe", default=None, help="recipe for model/sampler settings (default: the run's, or tiny)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. eval.limit=50")
     p.add_argument("--db", help="eval database (default: the run's run.db, or ./eval.db)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar (one counts each benchmark's items on stderr: a plain line per tenth when "
+                        "stderr is not a terminal)")
     p.add_argument("--iteration", type=int, default=None,
                    help="with a run: evaluate this iteration's reasoner checkpoint (0: the base model); "
                         "default: the latest")
@@ -374,7 +377,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         target, judge, scores = run_eval(args.model, benchmarks=args.benchmarks, data=args.data, judge=args.judge,
                                          recipe=args.recipe, overrides=args.overrides or (),
-                                         iteration=args.iteration, db=args.db, quiet=not sys.stderr.isatty(),
+                                         iteration=args.iteration, db=args.db, quiet=args.quiet,
                                          session=args.session, protocol=args.protocol,
                                          samples_out=args.samples_out, compare=compare, comparisons=comparisons)
     except (BenchmarkError, EvalError) as exc:

@@ -205,3 +205,17 @@ def test_rejudge_keeps_the_protocol_of_the_source(tmp_path, data_dir, models, mo
     assert score["eval_id"] == f"{tmp_path.name}/endpoint@released" and score["correct"] == 1
     assert item["judge_prompt"].startswith(f"[system] {JUDGE_SYSTEM}") and item["reason"] == "judged_correct"
     assert "Correct answer: D. Answer to be judged: fish." in server.requests[0][2]["messages"][-1]["content"]
+
+
+def test_eval_progress_counts_items_off_a_terminal_and_quiet_silences_it(tmp_path, data_dir, models, capsys,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", str(tmp_path), "eval.batch_size=1", "--benchmarks", "mmmu,hallusionbench", "--data",
+            str(data_dir)]
+    assert main(args) == 0
+    err = capsys.readouterr().err  # captured: not a terminal, so plain lines
+    lines = [line for line in err.splitlines() if line.startswith("eval ")]
+    assert [line.split(" item")[0] for line in lines] == ["eval mmmu: 1/2", "eval mmmu: 2/2",
+                                                           "eval hallusionbench: 1/2", "eval hallusionbench: 2/2"]
+    assert main([*args, "--quiet"]) == 0
+    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval ")]

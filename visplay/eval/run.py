@@ -198,15 +198,17 @@ def _report_dropped(ctx: RunContext, benchmark: str, dropped: list[str]) -> None
 
 def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, quiet: bool = True,
              protocol: EvalProtocol | None = None) -> list[dict]:
-    """Greedy responses for ``items`` in batches of ``eval.batch_size``; one dict per item (prompt, response...)."""
-    from tqdm import tqdm
+    """Greedy responses for ``items`` in batches of ``eval.batch_size``; one dict per item (prompt, response...).
+    Unless ``quiet``, a bar on stderr counts the items answered (a plain line per tenth when it is not a terminal)."""
+    from visplay.loop.progress import counting_bar
 
     cfg = ctx.recipe.eval
     protocol = protocol or get_protocol(ctx, "visplay")
     out: list[dict] = []
     dropped: list[str] = []
     batches = range(0, len(items), max(1, cfg.batch_size))
-    for start in tqdm(batches, desc=f"eval {items[0].benchmark if items else ''}", disable=quiet, unit="batch"):
+    bar = counting_bar(len(items), f"eval {items[0].benchmark if items else ''}", quiet=quiet or not items)
+    for start in batches:
         batch = items[start:start + cfg.batch_size]
         shown = [protocol.present(item) for item in batch]
         dropped += [item.item_id for item, s in zip(batch, shown) if set(range(len(item.images))) - set(s.images)]
@@ -219,6 +221,10 @@ def generate(ctx: RunContext, sampler: Any, items: Sequence[BenchmarkItem], *, q
         for prompt, img, seed, gens in zip(prompts, image_ids, seeds, generations):
             out.append({"prompt_user": prompt.user, "image_id": img, "seed": seed, "response": gens[0].text,
                         "finish_reason": gens[0].finish_reason})
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
     if dropped:
         _report_dropped(ctx, items[0].benchmark, dropped)
     return out

@@ -224,6 +224,18 @@ class PlainBar:
             self.print_line()
 
 
+def counting_bar(total: int, desc: str, *, unit: str = "item", quiet: bool = False, plain: bool | None = None) -> Any:
+    """A bar counting ``total`` things outside the engine's phases (``visplay eval``'s items): tqdm on a terminal, a
+    :class:`PlainBar` line per tenth off one (``plain`` None: decided by stderr), None when ``quiet``."""
+    if quiet:
+        return None
+    if plain if plain is not None else not _is_terminal(sys.stderr):
+        return PlainBar(total=total, desc=desc, unit=unit)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
 def _is_terminal(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
