@@ -92,6 +92,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img.copy()
     if img.mode in WIDE_MODES:
         return _wide_to_rgb(img)
+    if img.mode == "F":
+        return _float_to_rgb(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels become white rather than whatever colour happens to sit under the alpha.
         rgba = img.convert("RGBA")
@@ -111,6 +113,22 @@ def _wide_to_rgb(img: Image.Image) -> Image.Image:
     if img.mode != "I" or values.max(initial=0) > 255:
         values = (np.clip(values, 0, 65535) * 255 + 32767) // 65535
     grey = Image.fromarray(values.astype(np.uint8))
+    return grey.convert("RGB")
+
+
+def _float_to_rgb(img: Image.Image) -> Image.Image:
+    """32-bit float greyscale (TIFF mode ``F``) -> 8-bit RGB. ``convert("RGB")`` truncates each value to an integer,
+    so the usual 0..1 float image decoded black. Values within 0..1 are scaled by 255, values past 255 are taken as
+    16-bit (x 255 / 65535), anything else as 8-bit; then rounded and clipped to 0..255, NaN as 0."""
+    import numpy as np
+
+    values = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = values.max(initial=0.0)
+    if top <= 1.0:
+        values = values * 255
+    elif top > 255:
+        values = values * 255 / 65535
+    grey = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
     return grey.convert("RGB")
 
 

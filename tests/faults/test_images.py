@@ -53,6 +53,18 @@ def test_an_8_bit_value_image_in_mode_i_is_not_rescaled():
     assert (out == 200).all()
 
 
+def test_a_float_tiff_of_values_in_0_1_keeps_its_values():
+    from visplay_images.decode import DecodeLimits, decode_image
+
+    ramp = np.linspace(0.0, 1.0, 64 * 256).reshape(64, 256).astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(ramp, mode="F").save(buf, format="TIFF")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode == "F"
+    out = np.asarray(decode_image(buf.getvalue(), DecodeLimits(resize="none")), dtype=np.float64)
+    assert out.mean() == pytest.approx(127.5, abs=0.1)  # convert("RGB") truncated every value: all black
+    assert np.abs(out[..., 0] - np.round(ramp * 255)).max() <= 1
+
+
 def test_a_cmyk_jpeg_joins_the_pool_in_its_colour(tmp_path):
     from visplay_images.decode import DecodeLimits
     from visplay_images.sources import open_folder
