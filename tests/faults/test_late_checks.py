@@ -38,8 +38,8 @@ KILLER = textwrap.dedent('''
     nth, point = int(os.environ["KILL_AT_FILE"]), os.environ["KILL_POINT"]
     real, count = export._write_parquet, [0]
 
-    def write(path, columns, rows):
-        real(path, columns, rows)
+    def write(log, name, path):
+        real(log, name, path)
         count[0] += 1
         if count[0] == nth:
             if point == "half":
