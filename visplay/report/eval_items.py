@@ -63,7 +63,7 @@ def _item(row: dict, stored: dict[str, list[dict]]) -> dict[str, Any]:
                   "attempts": v.get("attempts"), "served_model": v.get("served_model"), "reply": _text(v.get("reply")),
                   "errors": _text(v.get("errors") if v.get("errors") not in (None, "", "[]") else "")}
                  for v in stored.get(sha, []) if v.get("prompt") == prompt]
-    return {"key": row["key"], "item_id": row.get("item_id"), "question": _text(row.get("prompt_user")),
+    return {"key": row["key"], "item_id": row.get("item_id"), "question": _text(row.get("prompt_user") or row.get("question")),
             "image_ids": [i for i in str(row.get("image_id") or "").split(",") if i],
             "response": _text(row.get("response")), "extracted": _text(row.get("extracted")),
             "reference": _text(row.get("reference")), "correct": bool(row.get("correct")),
