@@ -25,6 +25,7 @@ from typing import Any
 from visplay.files import check_run_subfolder, write_file
 from visplay.log.runlog import RunLog, RunLogError
 from visplay.report import plots
+from visplay.report.eval_items import PAGE_PREFIX, item_pages, items_link
 from visplay.report.samples import collect_samples
 from visplay.session import PluginSession
 from visplay.types import PartProgress, in_part
@@ -49,6 +50,8 @@ class ReportData:
     events: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind -> (count, first message)
     fields: dict[int, dict[str, float | str]] = field(default_factory=dict)  # the plugins' per-iteration numbers
+    eval_items: list[dict] = field(default_factory=list)  # every evaluated item (the item pages, eval_items.py)
+    judge_verdicts: list[dict] = field(default_factory=list)  # the eval plugin's stored judge calls, if any
 
 
 def _recipe(run: dict) -> Any:
@@ -88,6 +91,9 @@ def collect(db_path: str | Path, session: PluginSession | None = None, parts: Pa
                       "reward_totals": runlog.rows_matching("rewards", component="total"),
                       "questions": runlog.rows("questions"), "checkpoints": runlog.checkpoint_rows(),
                       "eval_scores": runlog.rows("eval_scores") if "eval_scores" in runlog.tables() else [],
+                      "eval_items": runlog.rows("eval_items") if "eval_items" in runlog.tables() else [],
+                      "judge_verdicts": (runlog.rows("judge_verdicts") if "judge_verdicts" in runlog.tables()
+                                         else []),
                       "losses": _loss_rows(runlog)}
         with in_part(parts, COLLECT_PARTS[2]):
             samples = collect_samples(runlog)
@@ -289,11 +295,26 @@ def _metric_panels(data: ReportData, figures: dict[str, str]) -> list[dict[str, 
     return panels
 
 
+def _listed(data: ReportData) -> set[tuple[str, str]]:
+    """The (eval id, benchmark) pairs whose items the run log has."""
+    return {(r["eval_id"], r["benchmark"]) for r in data.eval_items}
+
+
+def _score_cell(listed: set, text: str, eval_id: str | None, benchmark: str) -> str | dict[str, str]:
+    """A score, as a link to its items' section when the run log has them (eval_items.py)."""
+    if eval_id is None or (eval_id, benchmark) not in listed:
+        return text
+    return {"text": text, "href": items_link(eval_id, benchmark), "title": f"items of {eval_id}, {benchmark}"}
+
+
 def _paper(data: ReportData, figures: dict[str, str]) -> dict[str, Any] | None:
+    from visplay.report.paper import score_sources
+
     comparison = paper_comparison(data)
     if not comparison:
         return None
     table, model, crows, notes = comparison
+    sources, listed = score_sources(data.eval_scores), _listed(data)
     headers = ["iteration", "source"] + [table.titles[b] for b in table.benchmarks] + ["Avg (printed)",
                                                                                       "Avg (our mean)"]
     rows = []
@@ -302,7 +323,8 @@ def _paper(data: ReportData, figures: dict[str, str]) -> dict[str, Any] | None:
                     + [_fmt(r.paper_avg_printed, 2), _fmt(r.paper_avg_mean, 2)])
         if r.ours:
             rows.append([r.iteration, f"ours ({r.ours_count} of {len(table.benchmarks)})"]
-                        + [_fmt(r.ours.get(b), 2) for b in table.benchmarks] + ["", _fmt(r.ours_avg, 2)])
+                        + [_score_cell(listed, _fmt(r.ours.get(b), 2), sources.get(r.iteration, {}).get(b), b)
+                           for b in table.benchmarks] + ["", _fmt(r.ours_avg, 2)])
     return {"model": model, "source": table.source, "headers": headers, "rows": rows, "notes": notes,
             "fig": _fig("paper_comparison", plots.plot_paper_comparison(table.benchmarks, table.titles, crows),
                         "paper vs ours per benchmark", figures)}
@@ -330,14 +352,23 @@ def build_html(data: ReportData) -> tuple[str, dict[str, str]]:
     run_fields += [("checkpoints", ", ".join(c["name"] for c in data.checkpoints
                                              if not str(c["name"]).startswith("state/")) or "-"),
                    ("events", ", ".join(f"{k}={v}" for k, v in sorted(data.events.items())) or "-")]
+    listed = _listed(data)
     eval_rows = [[s["eval_id"], s["title"] or s["benchmark"], s["iteration"], s["judge"], s["n"], s["correct"],
-                  f"{s['accuracy']:.2f}", s["no_answer"]] for s in data.eval_scores]
+                  _score_cell(listed, f"{s['accuracy']:.2f}", s["eval_id"], s["benchmark"]), s["no_answer"]]
+                 for s in data.eval_scores]
     page = _environment().get_template("report.html.j2").render(
         run=run, db_path=str(data.db_path), css=(TEMPLATES / "report.css").read_text(),
         story=_story(data, figures), samples=data.samples, training=training, gold=gold,
         metric_panels=_metric_panels(data, figures), eval_rows=eval_rows, paper=_paper(data, figures),
         run_fields=run_fields)
     return page, figures
+
+
+def build_item_pages(data: ReportData) -> dict[str, str]:
+    """{file name: HTML}: the item pages the scores link to (visplay/report/eval_items.py)."""
+    env, css = _environment(), (TEMPLATES / "report.css").read_text()
+    return item_pages(data.eval_items, data.eval_scores, data.judge_verdicts,
+                      lambda name, **context: env.get_template(name).render(css=css, **context))
 
 
 def write_report(run: str | Path, out: str | Path | None = None, *, session: PluginSession | None = None,
@@ -353,10 +384,16 @@ def write_report(run: str | Path, out: str | Path | None = None, *, session: Plu
     data = data if data is not None else collect(db_path, session, parts)
     with in_part(parts, REPORT_PARTS[4]):
         page, figures = build_html(data)
+        pages = build_item_pages(data)
     with in_part(parts, REPORT_PARTS[5]):
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob("*.png"):  # figures of an older report version
             stale.unlink()
+        for stale in out_dir.glob(f"{PAGE_PREFIX}*.html"):  # item pages of evaluations since replaced
+            if stale.name not in pages:
+                stale.unlink()
+        for name, html in pages.items():
+            write_file(out_dir / name, html)
         for name, svg in figures.items():
             write_file(out_dir / name, svg)
         index = out_dir / "index.html"

@@ -145,10 +145,21 @@ def format_comparison(table: PaperTable, model: str, rows: Sequence[ComparisonRo
 def scores_by_iteration(score_rows: Sequence[Mapping[str, Any]], judge: str | None = None) -> dict[int, dict]:
     """{iteration: {benchmark: accuracy}} from ``eval_scores`` rows of one judge (default: ``rule`` if present,
     else the first judge seen). Rows without an iteration (a plain model folder) are left out."""
+    return {it: {b: float(r["accuracy"]) for b, r in row.items()} for it, row in _chosen_rows(score_rows, judge).items()}
+
+
+def score_sources(score_rows: Sequence[Mapping[str, Any]], judge: str | None = None) -> dict[int, dict[str, str]]:
+    """{iteration: {benchmark: eval_id}}: which evaluation each score of :func:`scores_by_iteration` comes from
+    (the same rows chosen), so a report can link a score to its items."""
+    return {it: {b: str(r["eval_id"]) for b, r in row.items()} for it, row in _chosen_rows(score_rows, judge).items()}
+
+
+def _chosen_rows(score_rows: Sequence[Mapping[str, Any]], judge: str | None) -> dict[int, dict[str, Mapping]]:
+    """{iteration: {benchmark: the eval_scores row}} of one judge (a later row of the same cell wins)."""
     judges = [r["judge"] for r in score_rows]
     judge = judge or ("rule" if "rule" in judges else (judges[0] if judges else None))
-    out: dict[int, dict] = {}
+    out: dict[int, dict[str, Mapping]] = {}
     for r in score_rows:
         if r["judge"] == judge and r.get("iteration") is not None:
-            out.setdefault(int(r["iteration"]), {})[r["benchmark"]] = float(r["accuracy"])
+            out.setdefault(int(r["iteration"]), {})[r["benchmark"]] = r
     return out
