@@ -27,6 +27,7 @@ import yaml  # noqa: E402
 os.environ.setdefault("OPENAI_API_KEY", "unused")  # lmms-eval's judged tasks build their API client at import
 from lmms_eval.api.reasoning import strip_reasoning_tags  # noqa: E402
 from lmms_eval.tasks.hallusion_bench import evaluate_hb  # noqa: E402
+from lmms_eval.tasks.mathverse import utils as mathverse  # noqa: E402
 from lmms_eval.tasks.mathvista import utils as mathvista  # noqa: E402
 from lmms_eval.tasks.mmmu import utils as mmmu  # noqa: E402
 from lmms_eval.tasks.mmstar import utils as mmstar  # noqa: E402
@@ -358,3 +359,38 @@ def test_mathvista_prompt_identical(doc):
     meta = {k: doc[k] for k in ("question_type", "answer_type", "precision", "unit") if k in doc}
     item = _item("mathvista", doc["question"], doc["choices"] or [], [make_image("mv")], [1], {**meta, "query": "q"})
     assert LmmsEvalProtocol().present(item).parts == (0, theirs)
+
+
+MATHVERSE_REPLIES = ["1", "0", " 1\n", "[1]", "Score: 1", "answer: 0", "10", "0.1", "", "yes", "No", "The answer is 1",
+                     "0\n(the unit is missing)", "I", "one"]
+
+
+def test_mathverse_judge_prompt_and_verdicts_identical(monkeypatch):
+    rng = random.Random(29)
+    protocol = LmmsEvalProtocol()
+    answers = ["A", "B", "5", "\\frac{1}{2}", "30°", "y=2x+1"]
+    theirs, mine = [], []
+    for i in range(N):
+        answer = answers[i % len(answers)]
+        doc = {"sample_index": str(i), "problem_index": str(i // 5), "problem_version": "Text Dominant",
+               "question": f"Q{i}", "answer": answer, "question_type": "multi-choice" if answer in "AB" else "free-form",
+               "metadata": {"split": "testmini"}, "query_wo": f"  Please answer. Question {i}: ...\n",
+               "query_cot": "cot", "question_for_eval": f"As shown in the figure, find x ({i})."}
+        response = rng.choice(FILLERS) + open_response(rng, answer) + rng.choice(ENDINGS)
+        reply = rng.choice(MATHVERSE_REPLIES)
+        server = StubServer([reply])
+        monkeypatch.setattr(mathverse.mathverse_evaluator.server, "evaluate", server.evaluate)
+        result = mathverse.mathverse_process_results(doc, [lmms_response(response)])
+        theirs.append(result["gpt_eval_score"] == 1)
+        meta = {k: doc[k] for k in ("query_wo", "question_for_eval")}
+        item = {"benchmark": "mathverse", "question": doc["question"], "answer": answer, "response": response,
+                "options": [], "meta": {**meta, "raw_answer": answer}}
+        request = protocol.judge_request(item)
+        assert request == (None, server.prompts[0])
+        mine.append(protocol.parse_judge_reply(item, reply)["correct"])
+        if i == 0:
+            shown = protocol.present(_item("mathverse", doc["question"], [], [make_image("mv")], [1], meta))
+            assert shown.parts == (0, mathverse.mathverse_doc_to_text(doc, default_kwargs(
+                "mathverse/mathverse_testmini.yaml")))
+    assert [i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b] == []
+    assert 0 < sum(mine) < len(mine)

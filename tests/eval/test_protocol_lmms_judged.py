@@ -30,6 +30,12 @@ def _mathvista(response: str, answer: str = "14") -> dict:
             "protocol": "lmms-eval"}
 
 
+def _mathverse(response: str, answer: str = "5") -> dict:
+    return {"benchmark": "mathverse", "question": "Find x.", "answer": answer, "response": response, "options": [],
+            "meta": {"query_wo": "Please answer. Find x.", "question_for_eval": "Find x.", "raw_answer": answer},
+            "protocol": "lmms-eval"}
+
+
 def test_rule_judge_refuses_judged_benchmarks():
     protocol = LmmsEvalProtocol()
     assert not protocol.supports("mm-vet") and not protocol.supports("mathvista", "rule")
@@ -38,6 +44,8 @@ def test_rule_judge_refuses_judged_benchmarks():
         protocol.score(_mmvet("x = -1 or x = -5"))
     with pytest.raises(ProtocolError, match="mathvista.*--judge"):
         protocol.score(_mathvista("There are 14 of them."))
+    with pytest.raises(ProtocolError, match="mathverse.*--judge"):
+        protocol.score(_mathverse("x = 5"))
     assert protocol.score(_mathvista(" 14 "))["correct"]  # a bare integer is extracted without a judge there too
 
 
@@ -52,19 +60,21 @@ def test_endpoint_judge_grades_with_lmms_eval_prompts(tmp_path):
 
     pm = get_plugin_manager(autoload=False, extra=(eval_plugin,))
     items = [_mmvet("<think>hmm</think>x = -1 or x = -5"), _mathvista("There are 14 of them."),
-             _mathvista("14"), _mathvista("I count 1 of them.", answer="1")]
+             _mathvista("14"), _mathvista("I count 1 of them.", answer="1"), _mathverse("x = 5")]
     with JudgeServer(mode="one") as server:  # replies "1" to every prompt
         ctx = RunContext(recipe=load_recipe("tiny", [f"plugins.eval.judge_url={server.url}"]), pm=pm,
                          run_dir=tmp_path, phase="eval")
         verdicts = ctx.hooks.judge(name="endpoint", items=items)
     sent = [body["messages"] for _, _, body in server.requests]
-    assert len(sent) == 3  # the bare "14" needs no extraction, as in lmms-eval
+    assert len(sent) == 4  # the bare "14" needs no extraction, as in lmms-eval
     assert all(len(m) == 1 and m[0]["role"] == "user" for m in sent)
     users = sorted(m[0]["content"] for m in sent)
     assert judged.mmvet_judge_prompt("What is x?", "-1<AND>-5", "x = -1 or x = -5") in users
     assert users[0].startswith("Compare the ground truth") and "| -1 <AND> -5 | x = -1 or x = -5 |" in users[0]
     assert judged.mathvista_extract_prompt(MATHVISTA_META["query"], "There are 14 of them.") in users
-    assert [(v["correct"], v["extracted"]) for v in verdicts[1:]] == [(False, "1"), (True, "14"), (True, "1")]
+    assert judged.mathverse_judge_prompt("Find x.", "5", "x = 5") in users
+    assert [(v["correct"], v["extracted"]) for v in verdicts[1:4]] == [(False, "1"), (True, "14"), (True, "1")]
+    assert verdicts[4]["correct"] and verdicts[4]["reason"] == "judged_correct"
     assert verdicts[0]["correct"] and verdicts[0]["score"] == 1.0 and verdicts[0]["reason"] == "judged_score=1"
     assert verdicts[2]["verdict"] is None and verdicts[1]["verdict"] == "1"
 

@@ -8,8 +8,8 @@
 | realworldqa | realworldqa | question as is (empty pre/post prompts) | the image, then the text | A-D: ``extract_mcq_answer``; else lower/strip/rstrip(".") == answer |
 | hallusionbench | hallusion_bench_image | question as is | the image, then the text | the task's rule variant (``hb_aggregation_result_intern``): "yes" anywhere -> 1, else 0, == gt_answer |
 
-MM-Vet (``mmvet``) and MathVista (``mathvista_testmini_format``) are graded by a GPT judge in lmms-eval; their
-prompts, judge prompts and reply parsing are lmms_eval_judged.py, supported only under a model judge.
+MM-Vet (``mmvet``), MathVista (``mathvista_testmini_format``) and MathVerse (``mathverse_testmini``) are graded
+by a GPT judge in lmms-eval; their prompts, judge prompts and reply parsing are lmms_eval_judged.py, supported only under a model judge.
 
 HallusionBench's default metric asks GPT-4 (``evaluate_by_chatgpt``); the rule variant is what can be identical.
 Its judge prompt is :data:`HB_JUDGE_PROMPT` for a model judge. Every response first loses its ``<think>`` /
@@ -88,7 +88,7 @@ def mmmu_missing_images(text: str, numbers: list[int]) -> list[int]:
 
 class LmmsEvalProtocol:
     """lmms-eval's prompts and rule scoring for MMMU, MMStar, RealWorldQA and HallusionBench; its judge prompts
-    and reply parsing for MM-Vet and MathVista."""
+    and reply parsing for MM-Vet, MathVista and MathVerse."""
 
     name = "lmms-eval"
 
@@ -116,6 +116,8 @@ class LmmsEvalProtocol:
         if item.benchmark == "mathvista":
             problem = judged.mathvista_problem(item.meta, item.question, item.options, item.answer)
             return Presentation(shown_image + (judged.mathvista_text(problem),))
+        if item.benchmark == "mathverse":
+            return Presentation(shown_image + (judged.mathverse_text(judged.mathverse_fields(item.meta)[0]),))
         question = item.question.strip() if item.benchmark in ("mmstar", "realworldqa") else item.question
         if item.benchmark == "mmstar":
             question = question.replace(MMSTAR_REPLACED, "") + MMSTAR_POST_PROMPT
@@ -179,6 +181,9 @@ class LmmsEvalProtocol:
             if judged.mathvista_quick(response, problem) is not None:
                 return None  # lmms-eval asks no judge for this one: score() holds the verdict
             return None, judged.mathvista_extract_prompt(problem["query"], response)
+        if benchmark == "mathverse":
+            _, question = judged.mathverse_fields(item.get("meta") or {})
+            return None, judged.mathverse_judge_prompt(question, reference, response)
         if benchmark != "hallusionbench":
             return None
         return None, HB_JUDGE_PROMPT.format(question=item["question"], answer=item["answer"],
@@ -196,6 +201,10 @@ class LmmsEvalProtocol:
             reference = str((item.get("meta") or {}).get("raw_answer", item["answer"]))
             return _mathvista_verdict((reply or "").strip(), _mathvista_problem(item, reference), reference,
                                       "judged_")
+        if item["benchmark"] == "mathverse":
+            ok = judged.mathverse_correct(reply)
+            return {"correct": ok, "extracted": strip_reasoning(item.get("response") or ""),
+                    "reason": "judged_correct" if ok else "judged_wrong"}
         text = (reply or "").lower()
         ok = "incorrect" not in text and "correct" in text
         reason = "judged_wrong" if "incorrect" in text else "judged_correct" if ok else "unparsed_verdict"

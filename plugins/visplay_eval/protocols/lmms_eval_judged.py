@@ -19,6 +19,11 @@ judge being visplay's (``--judge local|endpoint``; its verdicts are kept per (ju
   (a ``(X)`` letter, a letter to its choice, else the choice nearest by edit distance; integers through
   ``int(float())``; floats rounded to ``precision``) and ``safe_equal`` (string equality after strip).
   MathVista needs the row's ``question_type``, ``answer_type``, ``precision``, ``unit`` and ``query`` columns.
+- MathVerse (task ``mathverse_testmini``: ``format-prompt``, ``query_wo``): the prompt is the row's ``query_wo``.
+  The judge gets lmms-eval's binary prompt (:data:`MATHVERSE_JUDGE_TEMPLATE`, positive ``1``, negative ``0``) with
+  the row's ``question_for_eval``, the answer and the whole response (``score_answer``, ``quick_match`` false);
+  a reply containing ``1`` is right (``parse_binary_response``). It needs the columns ``query_wo`` and
+  ``question_for_eval``.
 
 Responses lose their ``<think>``/``<analysis>`` blocks first, as lmms-eval's CLI does. Under the rule judge these
 benchmarks are refused (:func:`judge_needed`): lmms-eval has no rule score for them.
@@ -83,10 +88,40 @@ Model response: The correct answer is (B) 8/11.
 Extracted answer: B
 """
 """MathVista's answer-extraction examples (``mathvista/mathvista_evals.py`` ``DEMO_PROMPT``)."""
+MATHVERSE_JUDGE_TEMPLATE = """You are a strict evaluator assessing answer correctness. You must output {positive} for fully correct answers and {negative} for any other case.
+
+# Input
+Question:
+```
+{question}
+```
+Ground Truth Answer:
+```
+{answer}
+```
+Model Prediction:
+```
+{prediction}
+```
+
+# Evaluation Rules
+- The model prediction may contain the reasoning process, you should spot the final answer from it.
+- For multiple-choice questions: Score {positive} if the predicted answer matches the ground truth answer, it can be directly in option letters or the content of the options.
+- For open-ended questions:
+  * Score {positive} if the prediction matches the answer semantically, it can be in different format.
+  * Score {negative} for partially correct answers or answers with extra incorrect information, even if the reasoning process is correct.
+- Ignore minor differences in formatting, capitalization, or spacing since the model may explain in a different way.
+- Treat numerical answers as correct if they match within reasonable precision
+- For questions requiring units, both value and unit must be correct
+
+# Strict Output format
+{positive} or {negative}"""
+"""lmms-eval's binary judge prompt (``llm_judge/prompt.py`` ``BINARY_JUDGE_PROMPT``), which MathVerse's
+``score_answer`` fills through ``evaluate_binary(..., output_format="0/1")``: positive ``1``, negative ``0``."""
 MMVET_PRE_PROMPT = ("First please perform reasoning, and think step by step to provide best answer to the "
                     "following question: \n\n")
 """``mmvet.yaml`` ``lmms_eval_specific_kwargs.default.pre_prompt`` (its post_prompt is empty)."""
-JUDGED = ("mm-vet", "mathvista")
+JUDGED = ("mm-vet", "mathvista", "mathverse")
 """Benchmarks whose lmms-eval score needs a model judge (a grade, or an answer extraction)."""
 MATHVISTA_HINTS = {
     ("multi_choice", "text", None): "Answer with the option's letter from the given choices directly.",
@@ -97,6 +132,7 @@ MATHVISTA_HINTS = {
 }
 """``create_one_query``'s ``format-prompt`` hints by (question_type, answer_type, precision for floats)."""
 MATHVISTA_COLUMNS = ("question_type", "answer_type", "query")
+MATHVERSE_COLUMNS = ("query_wo", "question_for_eval")
 
 
 def judge_needed(benchmark: str, judge: str | None) -> str | None:
@@ -230,3 +266,32 @@ def mathvista_normalize(extraction: Any, problem: dict[str, Any]) -> str | None:
 def mathvista_equal(prediction: Any, answer: Any) -> bool:
     """``safe_equal``: equality of the two as stripped strings."""
     return str(prediction).strip() == str(answer).strip()
+
+
+# --- MathVerse ------------------------------------------------------------------------------------------------
+
+
+def mathverse_fields(meta: dict[str, Any]) -> tuple[str, str]:
+    """The row's ``query_wo`` (the prompt of ``format-prompt`` / ``query_wo``) and ``question_for_eval``."""
+    missing = [c for c in MATHVERSE_COLUMNS if meta.get(c) in (None, "")]
+    if missing:
+        raise ProtocolError(f"protocol lmms-eval: mathverse needs the row's columns {', '.join(missing)} (as in "
+                            f"AI4Math/MathVerse); the item has none")
+    return str(meta["query_wo"]), str(meta["question_for_eval"])
+
+
+def mathverse_text(query_wo: str) -> str:
+    """``create_one_query`` with ``format-prompt`` and ``query_wo``, no shots: the row's query, stripped."""
+    return query_wo.strip()
+
+
+def mathverse_judge_prompt(question_for_eval: str, answer: str, response: str) -> str:
+    """``build_binary_prompt`` with ``output_format="0/1"``; the prediction is the whole stripped response."""
+    return MATHVERSE_JUDGE_TEMPLATE.format(question=question_for_eval, answer=answer, prediction=response.strip(),
+                                           positive="1", negative="0")
+
+
+def mathverse_correct(reply: str | None) -> bool:
+    """``parse_binary_response`` for ``0/1``: right when the stripped, lower-cased reply contains ``1`` anywhere
+    (its other patterns, ``[1]``, ``score: 1``, ``answer: 1``, all contain it), so ``10`` or ``0.1`` count too."""
+    return "1" in (reply or "").strip().lower()
