@@ -25,6 +25,9 @@ judge being visplay's (``--judge local|endpoint``; its verdicts are kept per (ju
   a reply containing ``1`` is right (``parse_binary_response``). It needs the columns ``query_wo`` and
   ``question_for_eval``.
 
+The three prompt texts below are quoted verbatim from lmms-eval 0.7.3 (EvolvingLMMs-Lab/lmms-eval; identity needs
+the exact strings); the logic around them is re-implemented from its code, not copied.
+
 Responses lose their ``<think>``/``<analysis>`` blocks first, as lmms-eval's CLI does. Under the rule judge these
 benchmarks are refused (:func:`judge_needed`): lmms-eval has no rule score for them.
 """
