@@ -6,24 +6,35 @@ Run: ``.lmms-eval-venv/bin/python -m pytest -m lmms_eval tests/eval/test_lmms_id
 lmms-eval's pipeline is mirrored as its evaluator runs it: ``random.seed(0)`` (its default ``--seed``), then per
 response ``strip_reasoning_tags`` with the CLI's default tags before ``process_results``. HallusionBench's default
 metric asks GPT-4; the rule variant it ships (``hb_aggregation_result_intern``) is what is compared.
+MM-Vet and MathVista are graded by a GPT judge there: the judge prompt lmms-eval builds is compared with ours
+(string equality), and the reading of crafted judge replies (lmms-eval's own code behind a stand-in judge server)
+with ours, down to the verdict; the GPT verdict itself cannot be identical.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (bash .ci/lmms_eval_env.sh)")
 
 import yaml  # noqa: E402
+
+os.environ.setdefault("OPENAI_API_KEY", "unused")  # lmms-eval's judged tasks build their API client at import
 from lmms_eval.api.reasoning import strip_reasoning_tags  # noqa: E402
 from lmms_eval.tasks.hallusion_bench import evaluate_hb  # noqa: E402
+from lmms_eval.tasks.mathverse import utils as mathverse  # noqa: E402
+from lmms_eval.tasks.mathvista import utils as mathvista  # noqa: E402
 from lmms_eval.tasks.mmmu import utils as mmmu  # noqa: E402
 from lmms_eval.tasks.mmstar import utils as mmstar  # noqa: E402
+from lmms_eval.tasks.mmvet import utils as mmvet  # noqa: E402
 from lmms_eval.tasks.realworldqa import utils as realworldqa  # noqa: E402
 from support.eval import make_image  # noqa: E402
+from visplay_eval.protocols import lmms_eval_judged  # noqa: E402
 from visplay_eval.protocols.lmms_eval import LmmsEvalProtocol  # noqa: E402
 
 from visplay.eval.benchmarks import BenchmarkItem  # noqa: E402
@@ -224,3 +235,162 @@ def test_single_image_prompts_identical():
     ):
         shown = protocol.present(_item(benchmark, question, [], [image], [1], {}))
         assert shown.parts == (0, theirs), benchmark
+
+
+# --- judged benchmarks: judge prompts and reply parsing --------------------------------------------------------
+
+class StubServer:
+    """lmms-eval's judge server, answering each prompt's first request with a crafted reply and any later one
+    (lmms-eval asks again after a reply it cannot use) with nothing, so its own loop ends as it does on a judge
+    that keeps failing. Every prompt is recorded."""
+
+    def __init__(self, replies: list[str]):
+        self.replies, self.prompts = replies, []
+
+    def evaluate(self, request):
+        prompt = request.messages[0]["content"]
+        first = not self.prompts or self.prompts[-1] != prompt
+        self.prompts.append(prompt)
+        content = self.replies[len({*self.prompts}) - 1] if first else ""
+        return SimpleNamespace(content=content, success=True, model_used="stub", error=None)
+
+
+MMVET_REPLIES = ["0.5", "1.0", "0.0", "1", "0", " 0.7\n", "0.3 because half is right", "1.0.", "0.5,", "1.5", "-0.1",
+                 "nan", "abc", "", "   ", "Correctness: 0.6", "1e-1", "0.9 | extra", "0.25", ".8", "0.4\n0.5",
+                 "\t0.6 ok", "inf", "0.10"]
+MMVET_ANSWERS = ["-1<AND>-5", "Iceland<OR>Greenland", "yes", "3.5 km", "a<AND>b<OR>c", "The sign says STOP."]
+
+
+def test_mmvet_judge_prompt_and_parsing_identical(monkeypatch):
+    rng = random.Random(27)
+    monkeypatch.setattr(mmvet.time, "sleep", lambda s: None)
+    docs, responses, replies = [], [], []
+    for i in range(N):
+        answer = MMVET_ANSWERS[i % len(MMVET_ANSWERS)]
+        docs.append({"question_id": f"v1_{i}", "question": f"What is shown in {i}?", "answer": answer,
+                     "capability": "rec,ocr"})
+        responses.append(rng.choice(FILLERS) + open_response(rng, answer.split("<")[0]) + f" #{i}")
+        replies.append(rng.choice(MMVET_REPLIES))
+    server = StubServer(replies)
+    monkeypatch.setattr(mmvet, "server", server)
+    theirs = [mmvet.mmvet_process_results(d, [lmms_response(r)])["gpt_eval_score"] for d, r in zip(docs, responses)]
+    protocol = LmmsEvalProtocol()
+    items = [{"benchmark": "mm-vet", "question": d["question"], "raw_question": d["question"], "answer": d["answer"],
+              "response": r, "options": [], "meta": {"raw_answer": d["answer"]}} for d, r in zip(docs, responses)]
+    prompts = [protocol.judge_request(item) for item in items]
+    assert [p[1] for p in prompts] == list(dict.fromkeys(server.prompts))  # lmms-eval asked these, in this order
+    assert all(p[0] is None for p in prompts)  # a user message only, as lmms-eval sends
+    mine = [protocol.parse_judge_reply(item, reply) for item, reply in zip(items, replies)]
+    assert [v["score"] for v in mine] == [t["score"] for t in theirs]
+    assert {v["score"] for v in mine} >= {0.0, 0.5, 1.0} and any(v["reason"] == "unparsed_verdict" for v in mine)
+    assert mmvet.mmvet_aggregate_results(theirs) == lmms_eval_judged.mmvet_overall([v["score"] for v in mine])
+
+
+def test_mmvet_prompt_identical():
+    image = make_image("mmvet")
+    question = "What is the total price?  "
+    theirs = mmvet.doc_to_text({"question": question}, default_kwargs("mmvet/mmvet.yaml"))
+    item = _item("mm-vet", question, [], [image], [1], {})
+    assert LmmsEvalProtocol().present(item).parts == (0, theirs)
+
+
+def mathvista_docs(rng: random.Random) -> list[dict]:
+    kinds = [("multi_choice", "text", 0, ["3/11", "8/11", "6/11", "3/5"]), ("free_form", "integer", 0, None),
+             ("free_form", "float", 1, None), ("free_form", "float", 2, None), ("free_form", "list", 0, None),
+             ("free_form", "float", 1.0, None), ("multi_choice", "text", 0, ["Yes", "No"])]
+    answers = {"integer": ["14", "0", "-3"], "float": ["0.6", "1.45", "2.0"], "list": ["[2007, 2008]"]}
+    docs = []
+    for i in range(N):
+        qtype, atype, precision, choices = kinds[i % len(kinds)]
+        answer = rng.choice(choices) if choices else rng.choice(answers[atype])
+        docs.append({"pid": str(i), "question": f"Question {i}: what is it?", "query": f"Hint: ...\nQuestion: {i}?",
+                     "question_type": qtype, "answer_type": atype, "precision": precision, "choices": choices,
+                     "unit": rng.choice(["", "cm"]), "answer": answer, "metadata": {"split": "testmini"}})
+    return docs
+
+
+def mathvista_response(rng: random.Random, doc: dict) -> str:
+    choices = doc["choices"] or []
+    bare = [doc["answer"], *(choices or ["12", "12.0", " 7 ", "1.456", "3e2", "x"])]
+    return rng.choice([rng.choice(bare), open_response(rng, doc["answer"]), "", "The answer is (B).",
+                       f"<think>{doc['answer']}</think>{rng.choice(bare)}"])
+
+
+MATHVISTA_REPLIES = ["B", "(A) 3/11", "8/11", "14", "14.0", " 1.45 ", "0.6", "[2007, 2008]", "", "none", "(c)",
+                     "1.4499", "2", "Extracted answer: 14", "inf", "nan", "No", "yes", "E", "-3"]
+
+
+def test_mathvista_extraction_prompt_and_verdicts_identical(monkeypatch):
+    rng = random.Random(28)
+    docs = mathvista_docs(rng)
+    responses = [mathvista_response(rng, d) for d in docs]
+    replies = [rng.choice(MATHVISTA_REPLIES) for _ in docs]
+    protocol = LmmsEvalProtocol()
+    asked, theirs, mine = [], [], []
+    for doc, response, reply in zip(docs, responses, replies):
+        server = StubServer([reply])
+        monkeypatch.setattr(mathvista.mathvista_evaluator, "server", server)
+        result = mathvista.mathvista_process_results(doc, [lmms_response(response)])["llm_as_judge_eval"]
+        theirs.append((result["true_false"], None if result["prediction"] is None else str(result["prediction"])))
+        meta = {k: doc[k] for k in ("question_type", "answer_type", "precision", "unit", "query")}
+        item = {"benchmark": "mathvista", "question": doc["question"], "raw_question": doc["question"],
+                "answer": doc["answer"], "response": response, "options": doc["choices"] or [],
+                "meta": {**meta, "raw_answer": doc["answer"]}}
+        request = protocol.judge_request(item)
+        assert (request[1] if request else None) == (server.prompts[0] if server.prompts else None)
+        asked.append(request is not None)
+        verdict = protocol.parse_judge_reply(item, reply) if request else protocol.score(item)
+        mine.append((verdict["correct"], verdict["extracted"]))
+    assert [i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b] == []
+    assert 0 < sum(asked) < len(asked) and 0 < sum(ok for ok, _ in mine) < len(mine)
+
+
+@pytest.mark.parametrize("doc", [
+    {"question": "What fraction is blue?", "question_type": "multi_choice", "answer_type": "text", "precision": 0,
+     "unit": "", "choices": ["3/11", "8/11"]},
+    {"question": "How long is it?", "question_type": "free_form", "answer_type": "integer", "unit": "cm",
+     "choices": None},
+    {"question": "Ratio?", "question_type": "free_form", "answer_type": "float", "precision": 2, "choices": None},
+    {"question": "Ratio?", "question_type": "free_form", "answer_type": "float", "precision": 1.0, "choices": None},
+    {"question": "Which years?", "question_type": "free_form", "answer_type": "list", "choices": None},
+])
+def test_mathvista_prompt_identical(doc):
+    theirs = mathvista.mathvista_doc_to_text(doc, default_kwargs("mathvista/mathvista_testmini_format.yaml"))
+    meta = {k: doc[k] for k in ("question_type", "answer_type", "precision", "unit") if k in doc}
+    item = _item("mathvista", doc["question"], doc["choices"] or [], [make_image("mv")], [1], {**meta, "query": "q"})
+    assert LmmsEvalProtocol().present(item).parts == (0, theirs)
+
+
+MATHVERSE_REPLIES = ["1", "0", " 1\n", "[1]", "Score: 1", "answer: 0", "10", "0.1", "", "yes", "No", "The answer is 1",
+                     "0\n(the unit is missing)", "I", "one"]
+
+
+def test_mathverse_judge_prompt_and_verdicts_identical(monkeypatch):
+    rng = random.Random(29)
+    protocol = LmmsEvalProtocol()
+    answers = ["A", "B", "5", "\\frac{1}{2}", "30°", "y=2x+1"]
+    theirs, mine = [], []
+    for i in range(N):
+        answer = answers[i % len(answers)]
+        doc = {"sample_index": str(i), "problem_index": str(i // 5), "problem_version": "Text Dominant",
+               "question": f"Q{i}", "answer": answer, "question_type": "multi-choice" if answer in "AB" else "free-form",
+               "metadata": {"split": "testmini"}, "query_wo": f"  Please answer. Question {i}: ...\n",
+               "query_cot": "cot", "question_for_eval": f"As shown in the figure, find x ({i})."}
+        response = rng.choice(FILLERS) + open_response(rng, answer) + rng.choice(ENDINGS)
+        reply = rng.choice(MATHVERSE_REPLIES)
+        server = StubServer([reply])
+        monkeypatch.setattr(mathverse.mathverse_evaluator.server, "evaluate", server.evaluate)
+        result = mathverse.mathverse_process_results(doc, [lmms_response(response)])
+        theirs.append(result["gpt_eval_score"] == 1)
+        meta = {k: doc[k] for k in ("query_wo", "question_for_eval")}
+        item = {"benchmark": "mathverse", "question": doc["question"], "answer": answer, "response": response,
+                "options": [], "meta": {**meta, "raw_answer": answer}}
+        request = protocol.judge_request(item)
+        assert request == (None, server.prompts[0])
+        mine.append(protocol.parse_judge_reply(item, reply)["correct"])
+        if i == 0:
+            shown = protocol.present(_item("mathverse", doc["question"], [], [make_image("mv")], [1], meta))
+            assert shown.parts == (0, mathverse.mathverse_doc_to_text(doc, default_kwargs(
+                "mathverse/mathverse_testmini.yaml")))
+    assert [i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b] == []
+    assert 0 < sum(mine) < len(mine)

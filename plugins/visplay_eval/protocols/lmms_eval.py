@@ -8,6 +8,9 @@
 | realworldqa | realworldqa | question as is (empty pre/post prompts) | the image, then the text | A-D: ``extract_mcq_answer``; else lower/strip/rstrip(".") == answer |
 | hallusionbench | hallusion_bench_image | question as is | the image, then the text | the task's rule variant (``hb_aggregation_result_intern``): "yes" anywhere -> 1, else 0, == gt_answer |
 
+MM-Vet (``mmvet``), MathVista (``mathvista_testmini_format``) and MathVerse (``mathverse_testmini``) are graded
+by a GPT judge in lmms-eval; their prompts, judge prompts and reply parsing are lmms_eval_judged.py, supported only under a model judge.
+
 HallusionBench's default metric asks GPT-4 (``evaluate_by_chatgpt``); the rule variant is what can be identical.
 Its judge prompt is :data:`HB_JUDGE_PROMPT` for a model judge. Every response first loses its ``<think>`` /
 ``<analysis>`` blocks (the CLI's default ``--reasoning_tags``). Responses are scored as lmms-eval's chat models
@@ -22,6 +25,7 @@ import re
 from typing import Any
 
 from visplay.api import Presentation, ProtocolError
+from visplay_eval.protocols import lmms_eval_judged as judged
 from visplay_eval.protocols.lmms_eval_rules import (
     mcq_letter,
     mmmu_choice,
@@ -83,15 +87,18 @@ def mmmu_missing_images(text: str, numbers: list[int]) -> list[int]:
 
 
 class LmmsEvalProtocol:
-    """lmms-eval's prompts and rule scoring for MMMU, MMStar, RealWorldQA and HallusionBench."""
+    """lmms-eval's prompts and rule scoring for MMMU, MMStar, RealWorldQA and HallusionBench; its judge prompts
+    and reply parsing for MM-Vet, MathVista and MathVerse."""
 
     name = "lmms-eval"
 
     def __init__(self) -> None:
         self._rngs: dict[str, random.Random] = {}
 
-    def supports(self, benchmark: str) -> bool:
-        return benchmark in SUPPORTED
+    def supports(self, benchmark: str, judge: str | None = None) -> bool:
+        """The rule-scored benchmarks; MM-Vet and MathVista too when ``judge`` is a model judge (lmms-eval grades
+        them with GPT: lmms_eval_judged.py)."""
+        return benchmark in SUPPORTED or (benchmark in judged.JUDGED and judged.judge_needed(benchmark, judge) is None)
 
     def present(self, item: Any) -> Presentation:
         if item.benchmark == "mmmu":
@@ -103,6 +110,14 @@ class LmmsEvalProtocol:
                 raise ProtocolError(f"protocol lmms-eval: {item.source}: the question names <image N> for N in "
                                     f"{missing} but the row has no image_N for them")
             return Presentation(mmmu_parts(text, numbers))
+        shown_image = (0,) if item.images else ()
+        if item.benchmark == "mm-vet":
+            return Presentation(shown_image + (judged.mmvet_text(item.question),))
+        if item.benchmark == "mathvista":
+            problem = judged.mathvista_problem(item.meta, item.question, item.options, item.answer)
+            return Presentation(shown_image + (judged.mathvista_text(problem),))
+        if item.benchmark == "mathverse":
+            return Presentation(shown_image + (judged.mathverse_text(judged.mathverse_fields(item.meta)[0]),))
         question = item.question.strip() if item.benchmark in ("mmstar", "realworldqa") else item.question
         if item.benchmark == "mmstar":
             question = question.replace(MMSTAR_REPLACED, "") + MMSTAR_POST_PROMPT
@@ -119,6 +134,8 @@ class LmmsEvalProtocol:
         reference = str(meta.get("raw_answer", item["answer"]))
         if benchmark == "mmmu":
             return self._mmmu(item, response, reference, meta)
+        if benchmark in judged.JUDGED:
+            return self._judged_rule(item, response, reference)
         if benchmark == "mmstar" or (benchmark == "realworldqa" and reference.strip().upper() in "ABCD"
                                      and len(reference.strip()) == 1):
             got = mcq_letter(response)
@@ -142,8 +159,32 @@ class LmmsEvalProtocol:
         candidates = mmmu_open_candidates(response)
         return _verdict(mmmu_open_correct(reference, candidates), repr(sorted(map(str, candidates))))
 
+    def _judged_rule(self, item: dict[str, Any], response: str, reference: str) -> dict[str, Any]:
+        """MathVista's answers found without the judge (empty, a choice, a bare number); anything else, and every
+        MM-Vet response, has no rule score in lmms-eval."""
+        if item["benchmark"] == "mathvista":
+            problem = _mathvista_problem(item, reference)
+            extraction = judged.mathvista_quick(response, problem)
+            if extraction is not None:
+                return _mathvista_verdict(extraction, problem, reference)
+        raise ProtocolError(judged.judge_needed(item["benchmark"], "rule"))
+
     def judge_request(self, item: dict[str, Any]) -> tuple[str | None, str] | None:
-        if item["benchmark"] != "hallusionbench":
+        benchmark = item["benchmark"]
+        response = strip_reasoning(item.get("response") or "")
+        reference = str((item.get("meta") or {}).get("raw_answer", item["answer"]))
+        if benchmark == "mm-vet":
+            question = str(item.get("raw_question") or item["question"])
+            return None, judged.mmvet_judge_prompt(question, reference, response)
+        if benchmark == "mathvista":
+            problem = _mathvista_problem(item, reference)
+            if judged.mathvista_quick(response, problem) is not None:
+                return None  # lmms-eval asks no judge for this one: score() holds the verdict
+            return None, judged.mathvista_extract_prompt(problem["query"], response)
+        if benchmark == "mathverse":
+            _, question = judged.mathverse_fields(item.get("meta") or {})
+            return None, judged.mathverse_judge_prompt(question, reference, response)
+        if benchmark != "hallusionbench":
             return None
         return None, HB_JUDGE_PROMPT.format(question=item["question"], answer=item["answer"],
                                             prediction=strip_reasoning(item.get("response") or ""))
@@ -151,10 +192,35 @@ class LmmsEvalProtocol:
     def parse_judge_reply(self, item: dict[str, Any], reply: str | None) -> dict[str, Any]:
         """HallusionBench's reading: "incorrect" anywhere -> wrong, else "correct" anywhere -> right, else unclear
         (counted wrong)."""
+        if item["benchmark"] == "mm-vet":
+            score = judged.mmvet_score(reply)
+            return {"correct": score == 1.0, "extracted": strip_reasoning(item.get("response") or ""),
+                    "score": score or 0.0,
+                    "reason": "unparsed_verdict" if score is None else f"judged_score={score:g}"}
+        if item["benchmark"] == "mathvista":
+            reference = str((item.get("meta") or {}).get("raw_answer", item["answer"]))
+            return _mathvista_verdict((reply or "").strip(), _mathvista_problem(item, reference), reference,
+                                      "judged_")
+        if item["benchmark"] == "mathverse":
+            ok = judged.mathverse_correct(reply)
+            return {"correct": ok, "extracted": strip_reasoning(item.get("response") or ""),
+                    "reason": "judged_correct" if ok else "judged_wrong"}
         text = (reply or "").lower()
         ok = "incorrect" not in text and "correct" in text
         reason = "judged_wrong" if "incorrect" in text else "judged_correct" if ok else "unparsed_verdict"
         return {"correct": ok, "extracted": strip_reasoning(item.get("response") or ""), "reason": reason}
+
+
+def _mathvista_problem(item: dict[str, Any], reference: str) -> dict[str, Any]:
+    question = str(item.get("raw_question") or item["question"])
+    return judged.mathvista_problem(item.get("meta") or {}, question, list(item.get("options") or []), reference)
+
+
+def _mathvista_verdict(extraction: str, problem: dict[str, Any], reference: str, how: str = "") -> dict[str, Any]:
+    prediction = judged.mathvista_normalize(extraction, problem)
+    ok = judged.mathvista_equal(prediction, reference)
+    return {"correct": ok, "extracted": None if prediction is None else str(prediction),
+            "reason": f"{how}{'match' if ok else 'mismatch'}"}
 
 
 def _hb_gold(reference: str) -> str:
