@@ -219,3 +219,21 @@ def test_eval_progress_counts_items_off_a_terminal_and_quiet_silences_it(tmp_pat
                                                            "eval hallusionbench: 1/2", "eval hallusionbench: 2/2"]
     assert main([*args, "--quiet"]) == 0
     assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval ")]
+
+
+def test_lmms_eval_mm_vet_needs_a_model_judge_and_scores_its_graded_reply(tmp_path, data_dir, models, capsys,
+                                                                           monkeypatch):
+    from support.eval import JudgeServer
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--benchmarks", "mm-vet", "--data", str(data_dir), "--protocol", "lmms-eval"]
+    assert main(["eval", str(tmp_path), *args]) == 2  # the rule judge: refused before a model loads
+    assert "pass --judge local or --judge endpoint" in capsys.readouterr().err and not models.loaded
+    with JudgeServer(mode="reply:0.5") as server:  # MM-Vet's grader answers a score in 0..1
+        assert main(["eval", str(tmp_path), f"plugins.eval.judge_url={server.url}", *args, "--judge",
+                     "endpoint"]) == 0
+    assert server.requests and all("| " in body["messages"][-1]["content"] for _, _, body in server.requests)
+    with RunLog(tmp_path / "eval.db", readonly=True) as log:
+        (score,) = log.rows("eval_scores", "benchmark = ?", ["mm-vet"])
+    assert score["eval_id"].endswith("/endpoint@lmms-eval")
+    assert (score["correct"], score["accuracy"]) == (0, 50.0)  # lmms-eval's number: the mean score x 100

@@ -282,6 +282,8 @@ class JudgeServer:
                     return
                 if outer.mode == "one":  # the released judge's "return 1" reply, whatever the prompt
                     verdict = "1"
+                elif outer.mode.startswith("reply:"):  # one scripted reply to every prompt ("reply:0.5")
+                    verdict = outer.mode.removeprefix("reply:")
                 else:
                     ref = user.split("Reference answer: ")[1].split("\n")[0]
                     got = user.split("Model answer: ")[1].split("\n")[0]

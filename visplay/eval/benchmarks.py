@@ -102,6 +102,11 @@ class BenchmarkItem:
     land here in number order, with the numbers in ``meta["image_numbers"]``."""
 
 
+# Row columns kept in an item's meta for the protocols that score with them (MathVista's answer_type, precision,
+# unit, query and choices; MathVerse's query_wo and question_for_eval).
+JUDGE_COLUMNS = ("answer_type", "precision", "unit", "query", "choices", "query_wo", "question_for_eval")
+
+
 def _norm_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -370,6 +375,8 @@ def _make_item(spec: BenchmarkSpec, path: Path, row_no: int, index: int, row: di
     ids = [row[k] for k in ("id", "pid", "index") if row.get(k) is not None and str(row[k]) != ""]
     item_id = str(ids[0]) if ids else f"{path.name}:{row_no}"
     meta = {k: row[k] for k in ("question_type", "category", "subject", "hint", SUBSET_COLUMN) if k in row and row[k]}
+    # what a protocol's scoring reads beyond the question (lmms-eval's MathVista and MathVerse: lmms_eval_judged.py)
+    meta.update({k: row[k] for k in JUDGE_COLUMNS if row.get(k) is not None and str(row[k]) != ""})
     meta["n_images"] = len(values)
     meta["image_numbers"] = numbers
     meta["raw_answer"] = str(answer).strip()

@@ -20,6 +20,7 @@ from typing import Any
 
 from visplay.context import RunContext
 from visplay.eval.benchmarks import BenchmarkSpec, resolve_names
+from visplay.eval.protocol import protocol_supports
 from visplay.eval.run import get_protocol, judge_items, record_input
 from visplay.eval.samples import read_samples
 from visplay.log.runlog import RunLog
@@ -132,7 +133,7 @@ def compare_under(ctx: RunContext, judge: str, spec: BenchmarkSpec, shown: list[
     """:func:`compare` through the protocol hooks and the judge named ``judge``; ``inputs(protocol)`` gives the
     judge inputs of the benchmark's items under that protocol."""
     return compare(spec.name, spec.title, judge, shown, protocols,
-                   supports=lambda name: get_protocol(ctx, name).supports(spec.name),
+                   supports=lambda name: protocol_supports(get_protocol(ctx, name), spec.name, judge)[0],
                    score=lambda name: judge_items(ctx, judge, inputs(name)))
 
 

@@ -48,8 +48,11 @@ class EvalProtocol(Protocol):
 
     name: str
 
-    def supports(self, benchmark: str) -> bool:
-        """Whether the protocol defines prompt and scoring for ``benchmark`` (a visplay benchmark name)."""
+    def supports(self, benchmark: str, judge: str | None = None) -> bool:
+        """Whether the protocol defines prompt and scoring for ``benchmark`` (a visplay benchmark name) when judged
+        by ``judge`` (``rule``, ``local``, ``endpoint``; None: not known yet). A protocol may leave ``judge`` out of
+        its signature (:func:`protocol_supports` calls it either way) and may define ``refusal(benchmark, judge)
+        -> str | None`` to say why it does not support one."""
 
     def present(self, item: BenchmarkItem) -> Presentation:
         """The prompt of one item."""
@@ -67,3 +70,19 @@ class EvalProtocol(Protocol):
 
 class ProtocolError(Exception):
     """A protocol is unknown or does not support a benchmark; the message names the protocol and benchmark."""
+
+
+def protocol_supports(protocol: Any, benchmark: str, judge: str | None = None) -> tuple[bool, str | None]:
+    """(whether ``protocol`` supports ``benchmark`` under ``judge``, its reason when it does not). Protocols whose
+    ``supports`` takes no judge are asked without one."""
+    import inspect
+
+    try:
+        takes_judge = "judge" in inspect.signature(protocol.supports).parameters
+    except (TypeError, ValueError):  # a builtin or an odd callable: ask the plain way
+        takes_judge = False
+    ok = protocol.supports(benchmark, judge=judge) if takes_judge else protocol.supports(benchmark)
+    if ok:
+        return True, None
+    refusal = getattr(protocol, "refusal", None)
+    return False, refusal(benchmark, judge) if callable(refusal) else None

@@ -32,7 +32,7 @@ from visplay.eval.benchmarks import (
     option_letters_in,
     resolve_names,
 )
-from visplay.eval.protocol import EvalProtocol, Presentation
+from visplay.eval.protocol import EvalProtocol, Presentation, protocol_supports
 from visplay.log.runlog import RunLog
 from visplay.session import PluginSession
 from visplay.types import IMAGE_TAG, ImageRecord, Prompt, SamplingParams
@@ -160,15 +160,20 @@ def fit_image(image: Image.Image, data: dict[str, Any]) -> Image.Image:
     return image
 
 
-def get_protocol(ctx: RunContext, name: str, specs: Sequence[BenchmarkSpec] = ()) -> EvalProtocol:
-    """The protocol named ``name`` (``eval.protocol``), checked to support every benchmark in ``specs``."""
+def get_protocol(ctx: RunContext, name: str, specs: Sequence[BenchmarkSpec] = (),
+                 judge: str | None = None) -> EvalProtocol:
+    """The protocol named ``name`` (``eval.protocol``), checked to support every benchmark in ``specs`` when judged
+    by ``judge``; a refusal gives the protocol's own reason where it has one (e.g. "pass --judge local")."""
     protocol = ctx.hooks.eval_protocol(name)
     if protocol is None:
         raise EvalError(f"eval.protocol={name}: no plugin provides this evaluation protocol "
                         f"(built in: visplay, released, lmms-eval)")
-    unsupported = [spec.name for spec in specs if not protocol.supports(spec.name)]
+    refused = [(spec.name, protocol_supports(protocol, spec.name, judge)) for spec in specs]
+    unsupported = [(benchmark, why) for benchmark, (ok, why) in refused if not ok]
     if unsupported:
-        raise EvalError(f"eval.protocol={name}: no prompt or scoring for benchmark(s) {', '.join(unsupported)}")
+        reasons = "; ".join(why for _, why in unsupported if why)
+        raise EvalError(f"eval.protocol={name}: no prompt or scoring for benchmark(s) "
+                        f"{', '.join(b for b, _ in unsupported)}" + (f" ({reasons})" if reasons else ""))
     return protocol
 
 
@@ -259,15 +264,20 @@ def _item_row(eval_id: str, judge: str, inp: dict, gen: dict, verdict: dict, idx
     }
 
 
-def score_row(eval_id: str, spec: BenchmarkSpec, target: EvalTarget | None, judge: str, rows: list[dict]) -> dict:
-    """The ``eval_scores`` row of one benchmark (accuracy in percent, as in the paper's table)."""
+def score_row(eval_id: str, spec: BenchmarkSpec, target: EvalTarget | None, judge: str, rows: list[dict],
+              verdicts: Sequence[dict] = ()) -> dict:
+    """The ``eval_scores`` row of one benchmark (accuracy in percent, as in the paper's table). A verdict with a
+    graded ``score`` in 0..1 (lmms-eval's MM-Vet) counts that score, as its task number is the mean score; any
+    other counts 1 when correct, else 0. ``correct`` counts the fully correct items."""
     correct = sum(r["correct"] for r in rows)
+    credit = [float(v["score"]) if v.get("score") is not None else float(r["correct"])
+              for r, v in zip(rows, verdicts)] if verdicts else [float(r["correct"]) for r in rows]
     return {
         "eval_id": eval_id, "benchmark": spec.name, "title": spec.title,
         "model": target.label if target else eval_id.split("/")[0],
         "iteration": target.iteration if target else None, "checkpoint": target.checkpoint if target else None,
         "judge": judge, "n": len(rows), "correct": correct,
-        "accuracy": round(100.0 * correct / len(rows), 4) if rows else 0.0,
+        "accuracy": round(100.0 * sum(credit) / len(rows), 4) if rows else 0.0,
         "no_answer": sum(r["reason"] in NO_ANSWER_REASONS for r in rows),
     }
 
@@ -287,7 +297,7 @@ def evaluate(ctx: RunContext, sampler: Any, target: EvalTarget, specs: Sequence[
     """Generate, judge and log every benchmark under ``protocol`` (default ``eval.protocol``); returns the
     ``eval_scores`` rows written."""
     protocol = protocol or ctx.recipe.eval.protocol
-    shown_by = get_protocol(ctx, protocol, specs)
+    shown_by = get_protocol(ctx, protocol, specs, judge)
     eval_id = eval_id_of(target.label, judge, protocol)
     scores = []
     for spec in specs:
@@ -298,7 +308,7 @@ def evaluate(ctx: RunContext, sampler: Any, target: EvalTarget, specs: Sequence[
         verdicts = judge_items(ctx, judge, inputs)
         rows = [_item_row(eval_id, judge, inp, g, v, it.index, it.item_id)
                 for inp, g, v, it in zip(inputs, gens, verdicts, items)]
-        score = score_row(eval_id, spec, target, judge, rows)
+        score = score_row(eval_id, spec, target, judge, rows, verdicts)
         if ctx.log is not None:
             with ctx.log.transaction():
                 ctx.log.insert("eval_items", rows, replace=True)
@@ -336,7 +346,7 @@ def rejudge(ctx: RunContext, source_eval_id: str, judge: str) -> list[dict]:
         verdicts = judge_items(ctx, judge, inputs)
         rows = [_item_row(new_id, judge, inp, r, v, r["idx"], r["item_id"])
                 for inp, r, v in zip(inputs, stored, verdicts)]
-        score = score_row(new_id, spec, None, judge, rows)
+        score = score_row(new_id, spec, None, judge, rows, verdicts)
         score.update(model=old["model"], iteration=old["iteration"], checkpoint=old["checkpoint"])
         with ctx.log.transaction():
             ctx.log.insert("eval_items", rows, replace=True)
@@ -383,7 +393,7 @@ def run_eval(model: str, *, benchmarks: str | Sequence[str] = (), data: str | No
     with RunLog(target.db_path, create=True) as runlog:
         declare_tables(runlog)
         ctx = session.context(cfg, target.run_dir, log=runlog, iteration=target.iteration or 0, phase="eval")
-        get_protocol(ctx, protocol or cfg.eval.protocol, specs)  # an unknown protocol fails before loading a model
+        get_protocol(ctx, protocol or cfg.eval.protocol, specs, judge)  # an unknown protocol fails before loading a model
         for name in compare:
             get_protocol(ctx, name)
         if compare and comparisons is None:
@@ -459,7 +469,7 @@ def rescore(samples: str, *, protocol: str, judge: str = "rule", benchmark: str 
             verdicts = judge_items(ctx, judge, inputs)
             rows = [_item_row(eval_id, judge, inp, g, v, int(r["doc_id"]), str(r["doc"].get("id", r["doc_id"])))
                     for inp, g, v, r in zip(inputs, gens, verdicts, mine)]
-            score = score_row(eval_id, spec, None, judge, rows)
+            score = score_row(eval_id, spec, None, judge, rows, verdicts)
             with runlog.transaction():
                 runlog.insert("eval_items", rows, replace=True)
                 runlog.insert("eval_scores", [score], replace=True)

@@ -100,6 +100,13 @@ class LmmsEvalProtocol:
         them with GPT: lmms_eval_judged.py)."""
         return benchmark in SUPPORTED or (benchmark in judged.JUDGED and judged.judge_needed(benchmark, judge) is None)
 
+    def refusal(self, benchmark: str, judge: str | None = None) -> str | None:
+        """Why ``benchmark`` is not supported under ``judge`` (visplay.eval.protocol.protocol_supports)."""
+        if benchmark in judged.JUDGED:
+            return judged.judge_needed(benchmark, judge)
+        return None if benchmark in SUPPORTED else (
+            f"lmms-eval's protocol is implemented for {', '.join((*SUPPORTED, *judged.JUDGED))}")
+
     def present(self, item: Any) -> Presentation:
         if item.benchmark == "mmmu":
             text = mmmu_text(item.question, item.options, mmmu_is_choice(item.meta, item.options),

@@ -187,7 +187,8 @@ def mathvista_problem(meta: dict[str, Any], question: str, options: list[str], a
                             f"AI4Math/MathVista); the item has none")
     # precision as the row holds it, 0 when absent (a float 1.0 makes round() fail there, so it does here)
     return {"question_type": meta["question_type"], "answer_type": meta["answer_type"], "question": question,
-            "unit": meta.get("unit") or "", "choices": list(options), "query": meta["query"], "answer": answer,
+            "unit": meta.get("unit") or "", "choices": list(options) or list(meta.get("choices") or []),
+            "query": meta["query"], "answer": answer,
             "precision": meta["precision"] if "precision" in meta else 0}
 
 
