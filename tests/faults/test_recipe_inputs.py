@@ -106,6 +106,10 @@ def test_explain_prints_list_and_mapping_values(tmp_path):
     assert "plugins.metrics.sinks = ['tensorboard']" in out
     assert "plugins.algorithm.reward.weights = {}" in out
     assert "plugins.algorithm.reward:  #" in out  # a section: its keys follow one by one
+    # cold_start_steps=0 alone still runs tiny's 300 reasoner steps: its help says the reasoner has its own key
+    lines = out.splitlines()
+    doc = lines[lines.index("plugins.games.cold_start_steps = 300") + 1]
+    assert "``cold_start_steps=0`` alone still runs the reasoner's 300" in doc, doc
 
 
 def test_a_recipe_file_nested_too_deep_is_a_message(tmp_path):
