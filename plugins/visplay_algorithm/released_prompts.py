@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visplay.files import check_writable_file, sha256_file, write_file
+from visplay.api import check_writable_file, sha256_file, write_file
 
 RELEASED_COMMIT = "3aa895bf6a1df53d61f8e30dd32c39c1b5d5a03f"
 SOURCES = {
