@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 from pathlib import Path
 
 import pytest
-
-from visplay.log.runlog import RunLog
+from support.studies import fake_study_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,23 +19,11 @@ def study():
     return module
 
 
-def fake_run(folder: Path, arm: str, seed: int, before: list[float], after: list[float], silver: list[float]):
-    folder.mkdir(parents=True)
-    with RunLog(folder / "run.db", create=True) as log:
-        log.declare_table("gold_eval", {"key": str, "iteration": int, "sample_accuracy": float}, pk="key")
-        log.insert("gold_eval", [{"key": f"i{it}/gold/{j:04d}", "iteration": it, "sample_accuracy": v}
-                                 for it, values in ((0, before), (3, after)) for j, v in enumerate(values)])
-    ev = {"0": {"gold/sample_accuracy": sum(before) / len(before)}}
-    for i in (1, 2, 3):
-        ev[str(i)] = {"gold/sample_accuracy": sum(after) / len(after), "gold/silver_accuracy": silver[i - 1]}
-    (folder / "result.json").write_text(json.dumps({"arm": arm, "seed": seed, "eval": ev, "overrides": []}))
-
-
 def test_gains_are_paired_over_the_same_questions_and_the_table_comes_from_the_json(tmp_path):
     cs = study()
     out = tmp_path / "runs"
-    fake_run(out / "paper-s0", "paper", 0, [0.0, 0.5, 1.0, 0.5], [0.5, 0.5, 1.0, 1.0], [0.6, 0.7, 0.8])
-    fake_run(out / "margin-s0", "margin", 0, [0.0, 0.5, 1.0, 0.5], [0.0, 0.25, 1.0, 0.5], [0.6, 0.4, 0.8])
+    fake_study_run(out / "paper-s0", "paper", 0, [0.0, 0.5, 1.0, 0.5], [0.5, 0.5, 1.0, 1.0], [0.6, 0.7, 0.8])
+    fake_study_run(out / "margin-s0", "margin", 0, [0.0, 0.5, 1.0, 0.5], [0.0, 0.25, 1.0, 0.5], [0.6, 0.4, 0.8])
     run = cs.collect_run(out / "paper-s0")
     diffs = [0.5, 0.0, 0.0, 0.5]
     mean = sum(diffs) / 4

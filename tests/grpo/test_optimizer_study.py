@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from support.studies import fake_study_run
 
 from visplay.config import load_recipe
-from visplay.log.runlog import RunLog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,23 +36,11 @@ def test_each_arm_is_the_tiny_recipe_with_its_optimizer_settings(arm, expected):
     assert {k: grpo[k] for k in expected} == expected
 
 
-def fake_run(folder: Path, arm: str, before: list[float], after: list[float]) -> None:
-    folder.mkdir(parents=True)
-    with RunLog(folder / "run.db", create=True) as log:
-        log.declare_table("gold_eval", {"key": str, "iteration": int, "sample_accuracy": float}, pk="key")
-        log.insert("gold_eval", [{"key": f"i{it}/gold/{j:04d}", "iteration": it, "sample_accuracy": v}
-                                 for it, values in ((0, before), (3, after)) for j, v in enumerate(values)])
-    ev = {"0": {"gold/sample_accuracy": sum(before) / len(before)}}
-    for i in (1, 2, 3):
-        ev[str(i)] = {"gold/sample_accuracy": sum(after) / len(after), "gold/silver_accuracy": 0.9}
-    (folder / "result.json").write_text(json.dumps({"arm": arm, "seed": 0, "eval": ev, "overrides": []}))
-
-
 def test_the_table_lists_the_arms_in_the_study_order_between_its_own_markers(tmp_path):
     study = load("optimizer_study")
     out = tmp_path / "runs"
-    fake_run(out / "dapo-s0", "dapo", [0.0, 0.5], [0.5, 0.5])
-    fake_run(out / "grpo-s0", "grpo", [0.0, 0.5], [0.0, 1.0])
+    fake_study_run(out / "dapo-s0", "dapo", 0, [0.0, 0.5], [0.5, 0.5], [0.9] * 3)
+    fake_study_run(out / "grpo-s0", "grpo", 0, [0.0, 0.5], [0.0, 1.0], [0.9] * 3)
     page = tmp_path / "algorithm.md"
     page.write_text(f"a\n{study.BEGIN}\nold\n{study.END}\nb\n<!-- collapse-study:begin -->\nkeep\n")
     assert study.main(["--out", str(out), "--table-only", "--docs", str(page)]) == 0
