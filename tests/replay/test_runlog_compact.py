@@ -171,6 +171,24 @@ def test_diff_names_the_first_differing_log_prob_of_binary_rows(tmp_path):
     assert diff_runs(tmp_path / "a.db", tmp_path / "b.db", tables=("generations",), tolerance=10.0).equal
 
 
+def test_diff_with_a_tolerance_names_the_element_outside_it(tmp_path):
+    """The first element off in its last bit is not the divergence when a tolerance was given: the one beyond it
+    is (the 2-rank FSDP test named logprobs[0], 2.4e-7 apart, for a cell that differed elsewhere)."""
+    rows = [_gen(k, kind="rollout") for k in range(2)]
+    lp = list(rows[1]["logprobs"])
+    lp[2] += 1e-9  # within the tolerance
+    lp[5] -= 0.5  # outside it
+    changed = [rows[0], {**rows[1], "logprobs": lp}]
+    for name, data in (("a.db", rows), ("b.db", changed)):
+        with RunLog(tmp_path / name, create=True) as log:
+            log.insert("generations", data)
+    key = rows[1]["key"]
+    loose = diff_runs(tmp_path / "a.db", tmp_path / "b.db", tables=("generations",), tolerance=1e-6)
+    assert loose.first.describe().startswith(f"generations[{key}].logprobs[5]: a=")
+    exact = diff_runs(tmp_path / "a.db", tmp_path / "b.db", tables=("generations",))
+    assert exact.first.describe().startswith(f"generations[{key}].logprobs[2]: a=")
+
+
 def test_datasette_plugin_decodes_the_arrays(tmp_path):
     """Runs where datasette is installed (it is not a dependency): the entry point registers the vp_* functions."""
     pytest.importorskip("datasette")

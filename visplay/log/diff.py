@@ -46,11 +46,13 @@ class Divergence:
     a: Any
     b: Any
     position: tuple[Any, ...] = ()
+    tolerance: float = 0.0  # the comparison's: the detail names the first element outside it
 
     @property
     def detail(self) -> tuple[str, Any, Any] | None:
-        """For JSON cells (token ids, log-probs, checkpoint file hashes): the first differing element."""
-        return json_difference(self.a, self.b)
+        """For JSON cells (token ids, log-probs, checkpoint file hashes): the first element that differs beyond
+        the comparison's tolerance (bit for bit without one)."""
+        return json_difference(self.a, self.b, self.tolerance)
 
     def describe(self) -> str:
         key = "/".join(str(k) for k in self.key) if len(self.key) != 1 else str(self.key[0])
@@ -153,21 +155,30 @@ def _json_close(a: Any, b: Any, tolerance: float) -> bool:
     return a == b
 
 
-def json_difference(a: Any, b: Any) -> tuple[str, Any, Any] | None:
-    """Where two JSON texts first differ, as (``[index]``/``["key"]`` path, value a, value b); None if not JSON."""
-    if not (isinstance(a, str) and isinstance(b, str) and a[:1] in "[{" and b[:1] in "[{"):
+def json_difference(a: Any, b: Any, tolerance: float = 0.0) -> tuple[str, Any, Any] | None:
+    """Where two JSON texts (or decoded arrays) first differ, as (``[index]``/``["key"]`` path, value a, value b);
+    None if not JSON. With a ``tolerance``, elements equal within it (:func:`values_equal`) are passed over, so the
+    path names the element that made the cells differ, not the first one off in its last bit."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        va, vb = list(a), list(b)
+    elif isinstance(a, str) and isinstance(b, str) and a[:1] in "[{" and b[:1] in "[{":
+        try:
+            va, vb = json.loads(a), json.loads(b)
+        except ValueError:
+            return None
+    else:
         return None
-    try:
-        va, vb = json.loads(a), json.loads(b)
-    except ValueError:
-        return None
+
+    def differ(x: Any, y: Any) -> bool:
+        return not _json_close(x, y, tolerance) if tolerance else x != y
+
     path = ""
-    while va != vb:
+    while differ(va, vb):
         if isinstance(va, dict) and isinstance(vb, dict):
-            key = next((k for k in sorted(set(va) | set(vb)) if va.get(k, ...) != vb.get(k, ...)), None)
+            key = next((k for k in sorted(set(va) | set(vb)) if differ(va.get(k, ...), vb.get(k, ...))), None)
             path, va, vb = path + f"[{key!r}]", va.get(key), vb.get(key)
         elif isinstance(va, list) and isinstance(vb, list) and len(va) == len(vb):
-            index = next(i for i, (x, y) in enumerate(zip(va, vb)) if x != y)
+            index = next(i for i, (x, y) in enumerate(zip(va, vb)) if differ(x, y))
             path, va, vb = path + f"[{index}]", va[index], vb[index]
         else:
             break
@@ -381,7 +392,7 @@ def _compare_rows(table: str, key: tuple, row_a: dict | None, row_b: dict | None
             same = values_equal(va, vb, tolerance)
         if not same:
             stats.differing += 1
-            return Divergence(table, key, column, va, vb, position)
+            return Divergence(table, key, column, va, vb, position, tolerance)
     stats.equal += 1
     return None
 
