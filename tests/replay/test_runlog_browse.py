@@ -118,7 +118,7 @@ def test_runlog_doc_matches_the_schema(finished_run):
 
 
 def test_an_old_log_gains_keys_and_views(tmp_path):
-    from visplay.log import runlog as runlog_module
+    from visplay.log import schema as runlog_module  # the migrations live there (runlog applies them)
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
