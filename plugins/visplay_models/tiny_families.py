@@ -179,9 +179,9 @@ def write_family_model(t: dict[str, Any], seed: int, folder: Path) -> None:
     from visplay_models.tiny import FORMAT_VERSION, model_config
 
     hf_logging.disable_progress_bar()
+    cfg = model_config(t)  # validates the section first (an unknown architecture names the key)
     make_processor, end_of_turn = _PROCESSORS[t["architecture"]]
     processor = make_processor(t["vocab_size"])
-    cfg = model_config(t)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(cfg)
