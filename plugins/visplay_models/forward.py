@@ -4,7 +4,10 @@ For the mrope families (Qwen2-VL, Qwen2.5-VL: ``processor.mrope``) we compute th
 ourselves with the model's ``get_rope_index`` and pass them explicitly, so no call depends on the position state
 transformers caches on the model between calls (``rope_deltas``). Any other family gets no position ids (its model
 counts them from the attention mask or the cache) and its processor's image tensors as they come
-(``Encoded.extras``, concatenated over the batch's images).
+(``Encoded.extras``, concatenated over the batch's images). A model whose forward takes ``token_type_ids`` gets the
+processor's per-token types (Gemma 3: 1 on image tokens, so each image attends to itself bidirectionally, as in its
+training) on the prompt and 0 on response and padding tokens, in the teacher-forced pass and in the prefill alike; the
+decoding steps get none (the image is in the cache by then), as transformers' ``generate`` does.
 
 Log-prob convention (shared by the sampler and the teacher-forced pass, so they match): the log-probability of a
 token is ``log_softmax(logits / T)`` over the **whole vocabulary**, at the sampling temperature ``T`` (T = 1 when
@@ -20,6 +23,7 @@ holds more than one chunk's float32 logits: the backward pass recomputes a chunk
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +55,7 @@ class Batch:
     prompt_lens: list[int]
     response_lens: list[int]
     extras: dict[str, torch.Tensor] | None = None  # the family processor's other image tensors
+    token_type_ids: torch.Tensor | None = None  # (B, L) long, for models that take them (Gemma 3)
 
 
 def _is_mrope(processor: Any) -> bool:
@@ -70,7 +75,24 @@ def image_kwargs(batch: Batch) -> dict[str, Any]:
     if batch.image_grid_thw is not None or batch.extras is None:
         out["image_grid_thw"] = batch.image_grid_thw
     out.update(batch.extras or {})
+    if batch.token_type_ids is not None:
+        out["token_type_ids"] = batch.token_type_ids
     return out
+
+
+def _takes_token_types(hf: Any, encs: Sequence[Encoded]) -> bool:
+    """Whether to pass token_type_ids: the processor gave them and the model's forward takes them."""
+    return any(e.token_types is not None for e in encs) and \
+        "token_type_ids" in inspect.signature(hf.model.forward).parameters
+
+
+def token_types(encs: Sequence[Encoded], length: int, device: torch.device) -> torch.Tensor:
+    """(B, length) long: each prompt's token types, then 0 (response and right padding)."""
+    out = torch.zeros((len(encs), length), dtype=torch.long)
+    for i, e in enumerate(encs):
+        if e.token_types is not None:
+            out[i, : len(e.token_types)] = torch.tensor(e.token_types, dtype=torch.long)
+    return out.to(device)
 
 
 def make_batch(hf: Any, processor: VLProcessor, encs: Sequence[Encoded], responses: Sequence[Sequence[int]],
@@ -93,7 +115,8 @@ def make_batch(hf: Any, processor: VLProcessor, encs: Sequence[Encoded], respons
         pixels = _cat_images(processor, [e.pixel_values for e in images]).to(device, dtype) if images else None
         extras = {k: _cat_images(processor, [e.extras[k] for e in images]).to(device)
                   for k in (images[0].extras if images else {})}
-        return Batch(ids, mask, None, pixels, None, *lens, extras=extras)
+        types = token_types(encs, length, device) if _takes_token_types(hf, encs) else None
+        return Batch(ids, mask, None, pixels, None, *lens, extras=extras, token_type_ids=types)
     pixels = torch.cat([e.pixel_values for e in images]).to(device, dtype) if images else None
     grid = torch.cat([e.image_grid_thw for e in images]).to(device) if images else None
     positions = rope_positions(hf, processor, ids, mask, grid)
@@ -204,6 +227,8 @@ def prefill(hf: Any, processor: VLProcessor, enc: Encoded, device: torch.device,
     if not _is_mrope(processor):
         pixels = _cat_images(processor, [enc.pixel_values]).to(device, dtype) if enc.pixel_values is not None else None
         extras = {k: _cat_images(processor, [v]).to(device) for k, v in enc.extras.items()}
+        if _takes_token_types(hf, [enc]):
+            extras["token_type_ids"] = token_types([enc], ids.shape[1], device)
         out = hf.model(input_ids=ids, pixel_values=pixels, past_key_values=cache, use_cache=True, **extras)
         return hf.lm_head(out.last_hidden_state[:, -1:])[:, 0], out.past_key_values, 0
     grid = enc.image_grid_thw.to(device) if enc.image_grid_thw is not None else None

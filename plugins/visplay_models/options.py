@@ -17,8 +17,9 @@ class TinyModelConfig:
     values and the seed."""
 
     architecture: str = "qwen2_5_vl"
-    """``qwen2_5_vl``, ``qwen2_vl``, ``qwen3_vl`` (16-px patches, DeepStack, interleaved mrope) or ``idefics3``
-    (SmolVLM's architecture, a Llama text model): which transformers architecture the tiny model uses."""
+    """``qwen2_5_vl``, ``qwen2_vl``, ``qwen3_vl`` (16-px patches, DeepStack, interleaved mrope), ``idefics3``
+    (SmolVLM's architecture, a Llama text model) or ``gemma3`` (SigLIP, 4 pooled image tokens, a Gemma 3 text
+    model): which transformers architecture the tiny model uses."""
     hidden_size: int = 128
     """Text hidden size; hidden_size / num_heads (head_dim) must be >= 32 for vLLM's CPU kernels."""
     num_layers: int = 2

@@ -40,6 +40,7 @@ class Encoded:
     pixel_values: torch.Tensor | None  # (patches of all images, channels * temporal_patch * patch * patch)
     image_grid_thw: torch.Tensor | None  # (images, 3) long, in the prompt's image order
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # other image tensors of the family's processor
+    token_types: list[int] | None = None  # per prompt token, where the processor gives them (Gemma 3: 1 = image)
 
 
 class VLProcessor:
@@ -151,7 +152,9 @@ class FamilyProcessor:
     processor itself, which expands the image placeholder into as many image tokens as the family's vision tower
     makes; the image-token id, end-of-turn id and special tokens are read from the processor and the model config,
     never assumed. Image tensors besides ``pixel_values`` (Idefics3's ``pixel_attention_mask``, ...) travel in
-    :attr:`Encoded.extras`."""
+    :attr:`Encoded.extras`. Per-token types (Gemma 3's ``token_type_ids``: 1 on image tokens, which attend to their
+    whole image bidirectionally) travel in :attr:`Encoded.token_types`; the forward passes them where the model
+    takes them (visplay_models.forward)."""
 
     mrope = False
     images_batched = False  # the model takes pixel_values as (1, images, ...) (set by the first encoded image)
@@ -160,11 +163,11 @@ class FamilyProcessor:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_token_id = _image_token_id(processor, config)
-        self.im_end_id = _end_of_turn_id(self.tokenizer, config)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end_id
         decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
         self.special_ids = sorted(set(self.tokenizer.all_special_ids)
                                   | {int(i) for i, tok in decoder.items() if getattr(tok, "special", False)})
+        self.im_end_id = _end_of_turn_id(processor, config, set(self.special_ids))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end_id
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: Any, trust_remote_code: bool = False) -> FamilyProcessor:
@@ -193,6 +196,7 @@ class FamilyProcessor:
         kwargs: dict[str, Any] = {"images": [images]} if images else {}
         out = self.processor(text=[text], return_tensors="pt", add_special_tokens=False, **kwargs)
         ids = [int(i) for i in out["input_ids"][0]]
+        types = out.get("token_type_ids")
         if images and self.image_token_id not in ids:
             raise ValueError(f"{type(self.processor).__name__}: the chat template put no image token in the prompt")
         extras = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "pixel_values",
@@ -202,14 +206,17 @@ class FamilyProcessor:
             self.images_batched = True
             pixels = pixels[0]
             extras = {k: v[0] for k, v in extras.items()}
-        return Encoded(ids, pixels, out.get("image_grid_thw"), extras)
+        token_types = [int(i) for i in types[0]] if types is not None else None
+        return Encoded(ids, pixels, out.get("image_grid_thw"), extras, token_types)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
 def _image_token_id(processor: Any, config: Any) -> int:
-    for owner, name in ((processor, "image_token_id"), (config, "image_token_id"), (config, "image_token_index")):
+    """The token the model replaces with image features: the config's first (Gemma3Processor's ``image_token_id``
+    is its ``<start_of_image>``, which the processor expands; the model fills ``<image_soft_token>``)."""
+    for owner, name in ((config, "image_token_id"), (config, "image_token_index"), (processor, "image_token_id")):
         value = getattr(owner, name, None)
         if isinstance(value, int):
             return value
@@ -219,12 +226,26 @@ def _image_token_id(processor: Any, config: Any) -> int:
     raise ValueError(f"{type(processor).__name__}: no image token id in the processor or config")
 
 
-def _end_of_turn_id(tokenizer: Any, config: Any) -> int:
-    """The token that ends the assistant's turn: the tokenizer's eos (families set it to their end-of-turn)."""
+_PROBE = "visplay end-of-turn probe"
+
+
+def _end_of_turn_id(processor: Any, config: Any, special: set[int]) -> int:
+    """The token that ends the assistant's turn: the tokenizer's eos where the chat template closes a turn with it
+    (SmolVLM's <end_of_utterance>), else the first special token the template puts after an assistant's text
+    (Gemma 3: eos is <eos>, a turn ends with <end_of_turn>)."""
+    tokenizer = processor.tokenizer
     eos = tokenizer.eos_token_id
     if eos is None:
         eos = getattr(getattr(config, "text_config", config), "eos_token_id", None)
         eos = eos[0] if isinstance(eos, list) else eos
     if eos is None:
         raise ValueError("the tokenizer and config name no end-of-sequence token")
-    return int(eos)
+    if not getattr(processor, "chat_template", None):
+        return int(eos)
+    turn = [{"role": role, "content": [{"type": "text", "text": text}]}
+            for role, text in (("user", "hi"), ("assistant", _PROBE))]
+    text = processor.apply_chat_template(turn, tokenize=False)
+    after = tokenizer(text.split(_PROBE, 1)[-1], add_special_tokens=False)["input_ids"]
+    if eos in after:
+        return int(eos)
+    return int(next((i for i in after if i in special), eos))

@@ -33,7 +33,7 @@ SPECIAL_TOKENS = (
 )
 SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
 # plugins.models.tiny.architecture: the Qwen mrope families (built here) and the others (tiny_families.py).
-ARCHITECTURES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3")
+ARCHITECTURES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "gemma3")
 # plugins.models.tiny.architecture -> the transformers class its folder is built with (the Qwen-VL families)
 QWEN_CLASSES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration",
                 "qwen3_vl": "Qwen3VLForConditionalGeneration"}
@@ -95,8 +95,10 @@ def corpus() -> list[str]:
 
 
 def train_tokenizer(vocab_size: int, specials: tuple[str, ...] = SPECIAL_TOKENS, eos: str = "<|im_end|>",
-                    pad: str = "<|endoftext|>", chat_template: str = CHAT_TEMPLATE) -> Any:
-    """A byte-level BPE trained on :func:`corpus`, ``specials`` at ids 0.., wrapped in PreTrainedTokenizerFast."""
+                    pad: str = "<|endoftext|>", chat_template: str = CHAT_TEMPLATE, bos: str | None = None,
+                    **named: Any) -> Any:
+    """A byte-level BPE trained on :func:`corpus`, ``specials`` at ids 0.., wrapped in PreTrainedTokenizerFast;
+    ``named``: the family's named special tokens (Gemma 3: ``extra_special_tokens={"boi_token": ...}``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -114,8 +116,8 @@ def train_tokenizer(vocab_size: int, specials: tuple[str, ...] = SPECIAL_TOKENS,
         if tok.token_to_id(text) != idx:  # the trainer places specials first; this guards that assumption
             raise RuntimeError(f"tokenizer: special token {text} got id {tok.token_to_id(text)}, expected {idx}")
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=None,
-        unk_token=None, model_max_length=32768,
+        tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos,
+        unk_token=None, model_max_length=32768, **named,
     )
     fast.chat_template = chat_template
     return fast
@@ -197,10 +199,10 @@ def model_config(tiny_cfg: Any) -> Any:
     """The transformers config of the tiny model described by ``tiny_cfg`` (recipe.plugins.models.tiny)."""
     t = _tiny_dict(tiny_cfg)
     _check(t)
-    if t["architecture"] == "idefics3":
-        from visplay_models.tiny_families import idefics3_config
+    if t["architecture"] in ("idefics3", "gemma3"):
+        from visplay_models import tiny_families
 
-        return idefics3_config(t)
+        return getattr(tiny_families, f"{t['architecture']}_config")(t)
     head_dim = t["hidden_size"] // t["num_heads"]
     text = dict(
         vocab_size=t["vocab_size"], hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],

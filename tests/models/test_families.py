@@ -4,14 +4,12 @@ that are refused (a text-only model, pickled-only weights, a config that needs r
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support.families import SMALL, run_cli, trained_types
 from support.models import image, small_cfg
 
 from visplay.types import Prompt, SamplingParams
@@ -95,42 +93,24 @@ def test_unsupported_folders_are_refused_naming_folder_and_reason(tmp_path):
 
 # --- the real CLI --------------------------------------------------------------------------------------------------
 
-SMALL = ["iterations=1", "questioner.steps=1", "questioner.images_per_step=2", "questioner.group_size=2",
-         "questioner.votes=2", "reasoner.steps=1", "reasoner.set_images=2", "reasoner.votes=2",
-         "reasoner.group_size=2", "reasoner.questions_per_step=2", "data.num_images=8", "plugins.games.image_size=48",
-         "plugins.games.gold_reward=true", "plugins.games.held_out=0", "plugins.games.cold_start_steps=0",
-         "plugins.games.cold_start_reasoner_steps=0"]
 SIZES = [f"plugins.models.tiny.{k}={v}" for k, v in small_cfg(**IDEFICS3).__dict__.items() if k != "cache_dir"]
 
 
-def _visplay(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("VISPLAY_DISABLE_PLUGIN_AUTOLOAD", None)
-    return subprocess.run([sys.executable, "-m", "visplay.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
-def _trained(run: Path) -> dict[str, str]:
-    """model_type of each role's trained checkpoint (v1 exists only after an update step)."""
-    return {role: json.loads((run / "checkpoints" / f"{role}_v1" / "config.json").read_text())["model_type"]
-            for role in ("questioner", "reasoner")}
-
-
 def test_one_self_play_iteration_on_tiny_idefics3_and_on_a_saved_folder(tmp_path):
-    done = _visplay(tmp_path, "run", "tiny", *SMALL, *SIZES, "--quiet")
+    done = run_cli(tmp_path, "run", "tiny", *SMALL, *SIZES, "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "iteration 1/1:" in done.stdout
-    assert _trained(tmp_path / "runs" / "tiny") == {"questioner": "idefics3", "reasoner": "idefics3"}
+    assert trained_types(tmp_path / "runs" / "tiny") == {"questioner": "idefics3", "reasoner": "idefics3"}
     # a plain save_pretrained folder of that model (no visplay files) is accepted by model.path and trained
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     folder = tmp_path / "smol"
     AutoModelForImageTextToText.from_pretrained(str(_idefics3_path())).save_pretrained(folder)
     AutoProcessor.from_pretrained(str(_idefics3_path())).save_pretrained(folder)
-    done = _visplay(tmp_path, "run", "tiny", *SMALL, "model.backend=hf", f"model.path={folder}",
+    done = run_cli(tmp_path, "run", "tiny", *SMALL, "model.backend=hf", f"model.path={folder}",
                     "run_dir=runs/smol", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _trained(tmp_path / "runs" / "smol") == {"questioner": "idefics3", "reasoner": "idefics3"}
+    assert trained_types(tmp_path / "runs" / "smol") == {"questioner": "idefics3", "reasoner": "idefics3"}
 
 
 def test_text_only_model_path_exits_2_before_the_run(tmp_path):
@@ -138,7 +118,7 @@ def test_text_only_model_path_exits_2_before_the_run(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (folder / "model.safetensors").write_bytes(b"")
-    done = _visplay(tmp_path, "run", "tiny", "model.backend=hf", f"model.path={folder}")
+    done = run_cli(tmp_path, "run", "tiny", "model.backend=hf", f"model.path={folder}")
     assert done.returncode == 2
     assert f"{folder}/config.json" in done.stderr and "text-only" in done.stderr
     assert not (tmp_path / "runs").exists()
@@ -170,7 +150,7 @@ def test_planner_counts_another_family_from_its_config_json():
 
 
 def test_dry_run_plans_another_family_from_model_path(tmp_path):
-    done = _visplay(tmp_path, "run", "tiny", "model.backend=hf", f"model.path={_idefics3_path()}", "--dry-run")
+    done = run_cli(tmp_path, "run", "tiny", "model.backend=hf", f"model.path={_idefics3_path()}", "--dry-run")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "model: hf idefics3 0.18M parameters" in done.stdout
 
@@ -210,7 +190,7 @@ def test_tiny_qwen3_vl_samples_what_it_scores_and_plans_from_its_config():
 
 def test_one_self_play_iteration_on_tiny_qwen3_vl(tmp_path):
     sizes = [f"plugins.models.tiny.{k}={v}" for k, v in small_cfg(**QWEN3_VL).__dict__.items() if k != "cache_dir"]
-    done = _visplay(tmp_path, "run", "tiny", *SMALL, *sizes, "--quiet")
+    done = run_cli(tmp_path, "run", "tiny", *SMALL, *sizes, "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "iteration 1/1:" in done.stdout
-    assert _trained(tmp_path / "runs" / "tiny") == {"questioner": "qwen3_vl", "reasoner": "qwen3_vl"}
+    assert trained_types(tmp_path / "runs" / "tiny") == {"questioner": "qwen3_vl", "reasoner": "qwen3_vl"}
