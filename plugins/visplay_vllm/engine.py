@@ -44,6 +44,9 @@ log = logging.getLogger("visplay.vllm")
 
 WORKER_EXTENSION = "visplay_vllm.worker.WeightSync"
 FORBIDDEN_TOKENS = "visplay_vllm.logits:ForbiddenTokens"  # engine-wide special-token mask (visplay_vllm.logits)
+# How the engine tokenizes a prompt's chat text: as visplay_models' processors do (add_special_tokens=False);
+# vLLM's own default is True (vllm/renderers/params.py, TokenizeParams.add_special_tokens).
+PROMPT_TOKENIZATION = {"add_special_tokens": False}
 # torchrun's variables: a spawned engine must not read them as its own rank/world (it builds its own group).
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                       "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE",
@@ -179,8 +182,9 @@ class VllmEngine:
         if self.asleep:
             self.llm.wake_up()
             self.asleep = False
-        try:
-            return self.llm.generate(requests, params, use_tqdm=False)
+        try:  # the chat text holds every special token the family's template writes (its BOS too): encode it as
+            # the HF backend does, or a tokenizer that adds a BOS (Llama 3's, Gemma 3's) doubles it (vLLM's default)
+            return self.llm.generate(requests, params, use_tqdm=False, tokenization_kwargs=dict(PROMPT_TOKENIZATION))
         finally:
             self.sleep()
 

@@ -177,7 +177,7 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
 
 
 def forbidden_token_ids(policy: Any) -> list[int]:
-    """Ids never sampled: special tokens other than the stop ids (<|im_end|>, EOS), and the embedding's rows beyond
+    """Ids never sampled: special tokens other than the stop ids (the family's end of turn, EOS), and the embedding's rows beyond
     the tokenizer (Qwen's 151,936 rows hold 151,665 tokens)."""
     processor = policy.processor
     stop = set(getattr(policy, "stop_ids", {processor.im_end_id}))

@@ -11,8 +11,8 @@
 - Special tokens other than the stop ids are never sampled: the engine masks them (and the embedding's padding
   rows beyond the tokenizer) for every request with one engine-wide logits processor
   (:class:`visplay_vllm.logits.ForbiddenTokens`), so no request carries a ~150k-id ``allowed_token_ids`` list at
-  Qwen's vocabulary; ``<|im_end|>`` and the model's EOS ids stop a sample and stay as its last token id; ``text``
-  leaves them out.
+  Qwen's vocabulary; the end-of-turn id (``<|im_end|>``, Idefics3's ``<end_of_utterance>``) and the model's EOS
+  ids stop a sample and stay as its last token id; ``text`` leaves them out.
 - Log-probs are vLLM's ``raw_logprobs`` of the sampled token: full-vocabulary ``log_softmax(logits)`` before any
   masking, i.e. the HF convention at temperature 1 (the paper's setting). At another temperature they are the
   T = 1 values; the GRPO optimizer recomputes old log-probs by default, so training is unaffected.

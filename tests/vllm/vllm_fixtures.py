@@ -20,13 +20,17 @@ from visplay.types import ImageRecord, Prompt, SamplingParams
 # head_dim 32 (vLLM's CPU attention needs >= 32); small enough for 2 shared cores.
 SMALL = dict(hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128, num_layers=2,
              vision_hidden_size=32, vision_depth=1, vision_heads=1, vocab_size=512)
+# The tiny families (plugins.models.tiny.architecture) besides the default qwen2_5_vl that vLLM runs; all of
+# ARCHITECTURES today (docs/models.md, "vLLM").
+FAMILIES = ("qwen3_vl", "idefics3", "qwen2_vl")
 
 
-def tiny_policy(cache_dir: Path, role: str = "reasoner"):
+def tiny_policy(cache_dir: Path, role: str = "reasoner", architecture: str = "qwen2_5_vl", **kwargs):
     from visplay_models.policy import load_policy
     from visplay_models.tiny import build_tiny_model
 
-    return load_policy(build_tiny_model(TinyModelConfig(**SMALL), seed=0, cache_dir=cache_dir), role)
+    path = build_tiny_model(TinyModelConfig(**SMALL, architecture=architecture), seed=0, cache_dir=cache_dir)
+    return load_policy(path, role, **kwargs)
 
 
 def vllm_context(run_dir: Path, *overrides: str):
