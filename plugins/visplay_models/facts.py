@@ -22,6 +22,9 @@ or 2*w per block + one block with recomputation. Image tokens follow the images 
 (``plugins.images``): ``fixed`` size S -> (S / u)^2 rounded, u = patch x merge px per token (Qwen2.5-VL 14 x 2 = 28:
 64 tokens at 224 px; Qwen3-VL 16 x 2 = 32: 49); ``pixels`` -> at most max_pixels / u^2 (released 4,194,304 px at
 28 px: 5,349 tokens; min_pixels 262,144: 334). Gemma 3 resizes every image itself: ``mm_tokens_per_image`` (256).
+These figures are for 16-bit activations (the GPU recipes' bfloat16): with ``model.dtype`` of b bytes a layer keeps
+17*b*h. On ``model.device: cpu`` a Qwen2.5-VL is counted tensor by tensor instead (cpu_activations.py), which
+reproduce/memory_check.py --device cpu measures within 25% (docs/scale.md "Planner vs measured, CPU").
 """
 
 from __future__ import annotations
