@@ -311,6 +311,11 @@ class ModelFacts:
     reference_bytes: int = 0  # a frozen copy of the starting weights (0 when the reference costs nothing: LoRA)
     activation_bytes_per_sequence: float = 0.0  # held per sequence whatever its length (its image's vision tower)
     activation_bytes_fixed: float = 0.0  # per training forward whatever its size (one chunk of log-prob logits)
+    # With recomputation, the bytes of the one layer (per token) and one vision block (per sequence) recomputed at a
+    # time in the backward pass. Non-zero: the backward runs them and the fixed chunk one after another, so an
+    # optimizer counts the largest of the three once; 0: they are inside the figures above, which add up.
+    activation_bytes_recomputed_per_token: float = 0.0
+    activation_bytes_recomputed_per_sequence: float = 0.0
     offloaded: bool = False  # the sharded training state lives in host memory (FSDP CPU offload): an optimizer
     # reports its state under ``host/training`` instead of ``training`` when it runs sharded (nproc > 1)
     config: dict[str, Any] = field(default_factory=dict)  # the config.json facts, for plugins that need more

@@ -85,9 +85,17 @@ def visplay_footprint(ctx: Any, facts: Any, placement: Any, nproc: int, gpu_memo
     if facts.activation_bytes_per_sequence:
         items.append(MemoryItem("training", "vision", rows * facts.activation_bytes_per_sequence / GIB, fix,
                                 transient=True))
-    if facts.activation_bytes_fixed:
+    one_at_a_time = [tokens * getattr(facts, "activation_bytes_recomputed_per_token", 0.0),
+                     rows * getattr(facts, "activation_bytes_recomputed_per_sequence", 0.0)]
+    lines = []
+    if any(one_at_a_time):  # the backward runs the chunks, the layers and the blocks one after another
+        parts = [*one_at_a_time, facts.activation_bytes_fixed]
+        items.append(MemoryItem("training", "recomputed", max(parts) / GIB, fix, transient=True))
+        lines.append("backward peak: the largest of a recomputed layer {:.3f}, a recomputed vision block {:.3f} and a "
+                     "log-prob chunk {:.3f} GiB (one at a time)".format(*(x / GIB for x in parts)))
+    elif facts.activation_bytes_fixed:
         items.append(MemoryItem("training", "logits", facts.activation_bytes_fixed / GIB, transient=True))
-    out = Footprint(items=[*items, MemoryItem("disk/snapshot", "adamw", adamw / GIB)])
+    out = Footprint(lines=lines, items=[*items, MemoryItem("disk/snapshot", "adamw", adamw / GIB)])
     for role, (rollouts, updates) in updates_per_step(recipe, opt).items():
         batch = int(opt.update_batch_size) * int(recipe[role].group_size) if opt.update_batch_size else rollouts
         per_rank = -(-batch // nproc)

@@ -22,6 +22,9 @@ or 2*w per block + one block with recomputation. Image tokens follow the images 
 (``plugins.images``): ``fixed`` size S -> (S / u)^2 rounded, u = patch x merge px per token (Qwen2.5-VL 14 x 2 = 28:
 64 tokens at 224 px; Qwen3-VL 16 x 2 = 32: 49); ``pixels`` -> at most max_pixels / u^2 (released 4,194,304 px at
 28 px: 5,349 tokens; min_pixels 262,144: 334). Gemma 3 resizes every image itself: ``mm_tokens_per_image`` (256).
+These figures are for 16-bit activations (the GPU recipes' bfloat16): with ``model.dtype`` of b bytes a layer keeps
+17*b*h. On ``model.device: cpu`` a Qwen2.5-VL is counted tensor by tensor instead (cpu_activations.py), which
+reproduce/memory_check.py --device cpu measures within 25% (docs/scale.md "Planner vs measured, CPU").
 """
 
 from __future__ import annotations
@@ -269,21 +272,46 @@ def patches_per_image(cfg: dict[str, Any], image_tokens_: int) -> int:
     return image_tokens_ * int(v.get("spatial_merge_size", 2)) ** 2
 
 
-def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int) -> dict[str, float]:
-    """Bytes held for the backward pass: per token, per sequence (its image) and per forward (a logits chunk)."""
+def activation_bytes(cfg: dict[str, Any], options: Any, image_tokens_: int, dtype_bytes: int = 2,
+                     device: str = "cuda") -> dict[str, float]:
+    """Bytes held for the backward pass: per token, per sequence (its image) and per forward (a logits chunk).
+
+    ``dtype_bytes`` b is the activations' dtype (the model's: ``model.dtype``): Korthikanti et al.'s 34*h per layer
+    counts 17*h values of 16-bit activations, so a layer keeps 17*b*h bytes and a checkpointed layer's input b*h
+    (b = 2: the figures of the GPU recipes); the unchunked logits are b*V in the model's dtype plus two float32
+    (V) tensors (its float32 copy, free when b = 4, being replaced by the temperature-scaled logits); a chunk's 16*V
+    per token are float32 whatever b. On ``device`` cpu a Qwen2.5-VL's layers are counted instead, tensor by
+    tensor, as torch's CPU kernels keep them (visplay_models/cpu_activations.py)."""
+    from visplay_models import cpu_activations
+
     t, v = _text(cfg), cfg.get("vision_config", {})
     h, layers, vocab = t["hidden_size"], t["num_hidden_layers"], t["vocab_size"]
     recompute = bool(options.gradient_checkpointing)
     chunk = options.logprob_chunk_tokens
-    per_token = (2 * h * layers + 34 * h) if recompute else 34 * h * layers
+    logits = 0 if chunk else (dtype_bytes + 8) * vocab
+    per_image = patches_per_image(cfg, image_tokens_)
+    if counted_on_cpu(cfg, device):
+        kept, layer = cpu_activations.text_bytes_per_token(t, dtype_bytes, recompute)
+        kept_patch, block = cpu_activations.vision_bytes_per_patch(v, dtype_bytes, recompute)
+        return {"per_token": float(kept + logits), "per_sequence": float(per_image * kept_patch),
+                "fixed": float(cpu_activations.CHUNK_BYTES_PER_VOCAB * vocab * int(chunk)) if chunk else 0.0,
+                "recomputed_per_token": float(layer), "recomputed_per_sequence": float(per_image * block)}
+    layer = 17 * dtype_bytes  # bytes per unit of width a layer keeps for the backward pass (34 at 16 bits)
+    per_token = (dtype_bytes * h * layers + layer * h) if recompute else layer * h * layers
     # Qwen2-VL's vision width is embed_dim (its hidden_size is the merger's output); Qwen2.5-VL's is hidden_size
     width = int(v.get("embed_dim", 0) if cfg.get("model_type") == "qwen2_vl" else v.get("hidden_size", 0))
     width = width or int(v.get("hidden_size", 0))
     depth = int(v.get("depth", v.get("num_hidden_layers", 0)))
-    per_patch = (2 * width * depth + 34 * width) if recompute else 34 * width * depth
-    return {"per_token": float(per_token + (0 if chunk else 10 * vocab)),
-            "per_sequence": float(patches_per_image(cfg, image_tokens_) * per_patch),
+    per_patch = (dtype_bytes * width * depth + layer * width) if recompute else layer * width * depth
+    return {"per_token": float(per_token + logits), "per_sequence": float(per_image * per_patch),
             "fixed": float(16 * vocab * int(chunk)) if chunk else 0.0}
+
+
+def counted_on_cpu(cfg: dict[str, Any], device: str) -> bool:
+    """The training forward runs on the CPU (``model.device``) on layers cpu_activations has counted."""
+    from visplay_models import cpu_activations
+
+    return str(device).startswith("cpu") and cpu_activations.counts(cfg)
 
 
 def model_facts(recipe: Any, options: Any) -> ModelFacts:
@@ -293,13 +321,15 @@ def model_facts(recipe: Any, options: Any) -> ModelFacts:
     lora = options.lora
     trainable = lora_parameters(cfg, lora) if lora.enabled else counts["total"]
     images, _ = image_tokens(recipe, cfg)
-    act = activation_bytes(cfg, options, images)
+    act = activation_bytes(cfg, options, images, b, str(recipe.model.get("device", "cuda")))
     return ModelFacts(
         model_type=str(cfg.get("model_type", "?")), source=source, parameters=counts["total"],
         text_parameters=counts["text"], vision_parameters=counts["vision"], trainable_parameters=trainable,
         dtype_bytes=b, kv_bytes_per_token=kv_bytes_per_token(cfg, b), activation_bytes_per_token=act["per_token"],
         prompt_tokens=TEXT_TOKENS + images, reference_bytes=0 if lora.enabled else counts["total"] * b,
         activation_bytes_per_sequence=act["per_sequence"], activation_bytes_fixed=act["fixed"], config=cfg,
+        activation_bytes_recomputed_per_token=act.get("recomputed_per_token", 0.0),
+        activation_bytes_recomputed_per_sequence=act.get("recomputed_per_sequence", 0.0),
         offloaded=bool(options.fsdp.offload) and recipe.distributed.get("strategy") == "fsdp")
 
 
@@ -314,7 +344,9 @@ def footprint(recipe: Any, facts: ModelFacts, nproc: int, options: Any) -> Footp
              "training forward: " + ("recomputation on (each layer keeps its input)" if options.gradient_checkpointing
                                      else "no recomputation (plugins.models.gradient_checkpointing=true recomputes)")
              + "; log-probs " + (f"in chunks of {chunk} tokens" if chunk else
-                                 "over the whole micro-batch at once (plugins.models.logprob_chunk_tokens chunks them)")]
+                                 "over the whole micro-batch at once (plugins.models.logprob_chunk_tokens chunks them)")
+             + ("; activations counted for the CPU (visplay_models/cpu_activations.py)"
+                if counted_on_cpu(facts.config, str(recipe.model.get("device", "cuda"))) else "")]
     offload = facts.offloaded and shards > 1  # FSDP2 offloads only what it shards (2+ processes)
     state = "host/training" if offload else "training"
     items = [MemoryItem(state, "weights", facts.parameters * b / shards / GIB, "distributed.strategy=fsdp"),

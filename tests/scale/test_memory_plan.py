@@ -62,6 +62,22 @@ def test_each_switch_shrinks_its_term_by_its_formula():
     assert plain["activations"] > 10 * chunked["activations"]
 
 
+def test_float32_activations_take_twice_the_bytes_and_the_logits_their_own_dtype():
+    """The activation bytes follow model.dtype (the CPU check runs float32): 17*b*h per layer, b*h per checkpointed
+    layer input, (b + 8)*V unchunked logits; a chunk's 16*V float32 bytes per token do not change."""
+    f32 = ["model.dtype=float32", "plugins.grpo.max_tokens_per_micro_batch=null"]
+    recompute = _training(dry_run(load_for_dry_run("qwen-vl-3b", f32 + ["plugins.models.logprob_chunk_tokens=null"]),
+                                  visible=8))
+    plain = _training(dry_run(load_for_dry_run("qwen-vl-3b", f32 + ["plugins.models.gradient_checkpointing=false"]),
+                              visible=8, gpu_memory_gib=1000.0))
+    tokens = 4 * 4608
+    assert recompute["activations"] == pytest.approx(tokens * (4 * H * LAYERS + 68 * H + 12 * VOCAB) / GIB, abs=0.01)
+    assert recompute["vision"] == pytest.approx(4 * 64 * 4 * (4 * 1280 * 32 + 68 * 1280) / GIB, abs=0.01)
+    assert plain["activations"] == pytest.approx(tokens * 68 * H * LAYERS / GIB, abs=0.01)
+    assert plain["vision"] == pytest.approx(4 * 64 * 4 * 2 * VISION / GIB, abs=0.01)
+    assert plain["logits"] == pytest.approx(16 * VOCAB * 1024 / GIB, abs=0.01)
+
+
 def test_the_3b_recipe_leaves_30_percent_on_8_gpus_and_fits_4_gpus_of_40_gib():
     text = dry_run(load_for_dry_run("qwen-vl-3b", []), visible=8)
     total = _training(text)["total"]
