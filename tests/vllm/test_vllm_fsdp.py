@@ -64,8 +64,8 @@ def _run(cwd: Path, nproc: int) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.mark.xfail(
-    __import__("torch").backends.cpu.get_cpu_capability() != "AVX512", strict=False,
+@pytest.mark.skipif(  # skipped, not xfailed: 6-13 min of CI for a failure already understood
+    __import__("torch").backends.cpu.get_cpu_capability() != "AVX512",
     reason="on an AVX2 CPU the 2-rank run's sampled answers differ from one process's in 2 of 600 gold answers and "
            "one reasoner-set generation's log-probs: float summation order amplified by sampling. The same failure, "
            "digit for digit, at 7ef35ec (the code that passed this test on AVX-512 machines) and at 000b421 (2026-12-07): "
