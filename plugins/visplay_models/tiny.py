@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_VERSION = 1
+# A family whose build changed after it first landed gets its own version here, so a cached folder of the older
+# build is not reused; the other families' cache keys stay as they were (gemma3 2: Gemma's newline tokens).
+FAMILY_FORMATS = {"gemma3": 2}
 
 # Qwen's special tokens, at fixed ids 0..6 (the real Qwen vocabulary puts them after 151642; only their strings and
 # roles matter to the model code, which reads the ids from the config).
@@ -244,8 +247,13 @@ def model_config(tiny_cfg: Any) -> Any:
 
 
 def cache_key(tiny_cfg: Any, seed: int) -> str:
-    """sha256 (first 16 hex digits) of (tiny config without cache_dir, seed, FORMAT_VERSION)."""
-    blob = json.dumps({"tiny": _tiny_dict(tiny_cfg), "seed": int(seed), "format": FORMAT_VERSION}, sort_keys=True)
+    """sha256 (first 16 hex digits) of (tiny config without cache_dir, seed, FORMAT_VERSION, and the family's own
+    build version where :data:`FAMILY_FORMATS` has one)."""
+    tiny = _tiny_dict(tiny_cfg)
+    key: dict[str, Any] = {"tiny": tiny, "seed": int(seed), "format": FORMAT_VERSION}
+    if tiny.get("architecture") in FAMILY_FORMATS:
+        key["family_format"] = FAMILY_FORMATS[tiny["architecture"]]
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -84,6 +84,7 @@ GEMMA3_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn
 GEMMA3_IMAGE = 64  # px: Gemma 3 resizes every image to its tower's size (896 there)
 GEMMA3_PATCH = 16
 GEMMA3_TOKENS = 4  # mm_tokens_per_image: (64 / 16)^2 = 16 patches average-pooled 2 x 2 (256 of 4,096 in Gemma 3)
+GEMMA3_NEWLINES = ("\n", "\n\n", "\n\n\n", "\n\n\n\n")  # single tokens in Gemma's vocabulary (gemma3_processor)
 GEMMA3_WINDOW = 16  # sliding window of the local layers: shorter than a prompt, so the local mask is exercised
 # Gemma 3's layout (google/gemma-3-4b-it's chat template, as transformers' Gemma3Processor expects it): <bos>, a
 # system prompt folded into the first user turn followed by a blank line, the assistant's role named "model", text
@@ -139,16 +140,21 @@ def gemma3_config(t: dict[str, Any]) -> Any:
 
 
 def gemma3_processor(vocab_size: int) -> Any:
+    from tokenizers import AddedToken
     from transformers import Gemma3Processor
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     from visplay_models.tiny import train_tokenizer
 
-    # eos <eos> as in Gemma 3's tokenizer; the turn ends with <end_of_turn>, which the generation config lists too
+    # eos <eos> as in Gemma 3's tokenizer; the turn ends with <end_of_turn>, which the generation config lists too.
+    # Gemma's SentencePiece vocabulary has runs of 1-4 newlines as single tokens, and vLLM's Gemma 3 processor looks
+    # them up by text (vllm/model_executor/models/gemma3_mm.py, _apply_token_matches): the byte-level BPE gets
+    # them as added (not special) tokens, within the same vocab_size.
     tokenizer = train_tokenizer(
-        vocab_size, GEMMA3_SPECIALS, eos="<eos>", pad="<pad>", bos="<bos>", chat_template=GEMMA3_TEMPLATE,
+        vocab_size - len(GEMMA3_NEWLINES), GEMMA3_SPECIALS, eos="<eos>", pad="<pad>", bos="<bos>", chat_template=GEMMA3_TEMPLATE,
         extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                               "image_token": "<image_soft_token>"})
+    tokenizer.add_tokens([AddedToken(text, normalized=False, special=False) for text in GEMMA3_NEWLINES])
     # Gemma 3's normalisation (mean = std = 0.5), no pan-and-scan crops: one fixed-size view per image
     image_processor = Gemma3ImageProcessorPil(
         size={"height": GEMMA3_IMAGE, "width": GEMMA3_IMAGE}, image_mean=[0.5] * 3, image_std=[0.5] * 3,

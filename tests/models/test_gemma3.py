@@ -50,6 +50,11 @@ def test_tiny_gemma3_speaks_gemma3s_layout():
     assert "\n\n<start_of_image>" + "<image_soft_token>" * 4 + "<end_of_image>\n\nHow many" in text
     assert enc.pixel_values.shape == (1, 3, 64, 64) and enc.extras == {}
     assert enc.token_types == [int(i == soft) for i in enc.input_ids] and sum(enc.token_types) == 4
+    # runs of 1-4 newlines are single tokens, as in Gemma's vocabulary (vLLM's Gemma 3 processor looks them up)
+    vocab = tok.get_vocab()
+    newlines = [vocab["\n" * n] for n in (1, 2, 3, 4)]
+    assert tok.encode("a\n\n\nb\n\nc", add_special_tokens=False)[1:4:2] == [newlines[2], newlines[1]]
+    assert len(tok) == policy.model.config.text_config.vocab_size
 
 
 def test_tiny_gemma3_samples_what_it_scores_with_bidirectional_image_attention(monkeypatch):
