@@ -281,6 +281,9 @@ def start_engine(role: str, policy: Any, *, leader: bool, forbidden: list[int] |
         from visplay_vllm.logits import write_forbidden_ids
 
         write_forbidden_ids(workdir / "model", forbidden or [])
+        from visplay_vllm.names import rename_folder
+
+        rename_folder(workdir / "model")  # the family's names as vLLM loads them (names.py; most need none)
         engine = VllmEngine(role, workdir / "model", **settings)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

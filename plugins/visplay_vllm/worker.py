@@ -59,18 +59,27 @@ class WeightSync:
         Returns {"tensors": count, "sha256": tensor_sha256 of what was loaded}, computed while loading.
         """
         h, count = hashlib.sha256(), 0
+        rename = self._visplay_rename()
 
         def tensors() -> Iterator[tuple[str, Any]]:
             nonlocal count
             for name, tensor in read_safetensors(path):  # name order: the hash is built while loading
-                hash_tensor(h, name, tensor)
+                hash_tensor(h, name, tensor)  # under the trainer's name, so it equals the trainer's hash
                 count += 1
-                yield name, tensor
+                yield rename(name), tensor
 
         self.reload_weights(weights_iterator=tensors(), is_checkpoint_format=True)  # type: ignore[attr-defined]
         self._visplay_retie()
         self.visplay_sha256 = h.hexdigest()
         return {"tensors": count, "sha256": self.visplay_sha256}
+
+    def _visplay_rename(self) -> Any:
+        """The family's renaming for vLLM (visplay_vllm/names.py), from the loaded model's config; identity if none."""
+        from visplay_vllm.names import ADAPTERS
+
+        model = self.model_runner.get_model()  # type: ignore[attr-defined]
+        model_type = getattr(getattr(model, "config", None), "model_type", "")
+        return ADAPTERS.get(model_type, lambda name: name)
 
     def _visplay_retie(self) -> None:
         """Tied embeddings (the 3B): a checkpoint holds one tensor for embed_tokens and lm_head, and vLLM's in-place

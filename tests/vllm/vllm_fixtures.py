@@ -22,7 +22,7 @@ SMALL = dict(hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128,
              vision_hidden_size=32, vision_depth=1, vision_heads=1, vocab_size=512)
 # The tiny families (plugins.models.tiny.architecture) besides the default qwen2_5_vl that vLLM runs; all of
 # ARCHITECTURES today (docs/models.md, "vLLM").
-FAMILIES = ("qwen3_vl", "idefics3", "qwen2_vl")
+FAMILIES = ("qwen3_vl", "idefics3", "qwen2_vl", "gemma3")
 
 
 def tiny_policy(cache_dir: Path, role: str = "reasoner", architecture: str = "qwen2_5_vl", **kwargs):
