@@ -145,3 +145,29 @@ def test_unusable_gemma3_folder_exits_2_naming_it_before_the_run(tmp_path, kind)
     assert done.returncode == 2, done.stderr[-3000:]
     assert str(folder) in done.stderr and expected in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_vllm_adapter_renames_only_gemma3s_siglip_tower(tmp_path):
+    """plugins/visplay_vllm/names.py: the folder an engine starts from gets the SigLIP tower's hub names
+    (vision_tower.vision_model.*), every other tensor keeps its name and bytes; a Qwen folder is left alone."""
+    from safetensors import safe_open
+    from visplay_models.tiny import build_tiny_model
+    from visplay_vllm.names import _siglip_tower, rename_folder
+
+    def tensors(folder):
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+    folder = shutil.copytree(_gemma3_path(), tmp_path / "gemma3")
+    before = tensors(folder)
+    tower = [k for k in before if k.startswith("vision_tower.")]
+    assert tower and rename_folder(folder) == len(tower)
+    after = tensors(folder)
+    assert sorted(after) == sorted(_siglip_tower(k) for k in before)
+    assert all(k.startswith("vision_tower.vision_model.") for k in after if k.startswith("vision_tower."))
+    assert all(after[_siglip_tower(k)].equal(v) for k, v in before.items())
+    assert _siglip_tower("model.vision_tower.encoder.layers.0.mlp.fc1.weight") == \
+        "model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert _siglip_tower("model.language_model.layers.0.mlp.up_proj.weight").startswith("model.language_model.")
+    qwen = shutil.copytree(build_tiny_model(small_cfg(), seed=0), tmp_path / "qwen")
+    assert rename_folder(qwen) == 0
