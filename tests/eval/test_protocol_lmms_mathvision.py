@@ -83,3 +83,37 @@ def test_refused_before_scoring_without_latex2sympy(monkeypatch):
 def test_answer_outside_the_option_letters_is_a_clear_error():
     with pytest.raises(ProtocolError, match="math-vision item .*'F' is not one of the 3 option letters"):
         _score("\\boxed{A}", "F", ["3", "4", "5"])
+
+
+def _log_samples(tmp_path):
+    """An lmms-eval ``--log_samples`` file of ``mathvision_testmini`` (doc, target, resps) for four items."""
+    docs = [({"id": "1", "question": "Which?", "options": ["3", "4", "5"], "answer": "C"}, "The answer is (C)."),
+            ({"id": "2", "question": "Area?", "options": [], "answer": "\\frac{1}{2}"}, "The answer is 1/2"),
+            ({"id": "3", "question": "Angle?", "options": [], "answer": "60"}, "\\boxed{45^\\circ}"),
+            ({"id": "4", "question": "Which?\nA. 1\nB. 2", "options": [], "answer": "B"}, "\\boxed{2}")]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps({"doc_id": i, "doc": doc, "target": doc["answer"], "resps": [[resp]]}) + "\n"
+                            for i, (doc, resp) in enumerate(docs)))
+    return path
+
+
+def test_rescore_of_an_lmms_eval_samples_file(tmp_path, monkeypatch, capsys):
+    from visplay.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    samples = _log_samples(tmp_path)
+    args = ["eval", str(samples), "--rescore", "--protocol", "lmms-eval", "--benchmarks", "math-vision"]
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "latex2sympy2", None)
+        assert main(args) == 2
+        assert "latex2sympy2, which is not installed" in capsys.readouterr().err
+    pytest.importorskip("latex2sympy2")
+    assert main(args) == 0
+    from visplay.log.runlog import RunLog
+
+    with RunLog(tmp_path / "eval.db", readonly=True) as log:
+        rows = sorted(log.rows_matching("eval_items", eval_id="rescored/rule@lmms-eval"), key=lambda r: r["idx"])
+    # (C) -> c; 1/2 -> \frac{1}{2}; 45 != 60; item 4's options are in its question, not in lmms-eval's options
+    # column, so "2" is compared with "B" alone
+    assert [(r["correct"], r["extracted"]) for r in rows] == [
+        (1, "c"), (1, "\\frac{1}{2}"), (0, "45"), (0, "2")]
