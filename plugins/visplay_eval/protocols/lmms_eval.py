@@ -89,8 +89,8 @@ def mmmu_missing_images(text: str, numbers: list[int]) -> list[int]:
 
 
 class LmmsEvalProtocol:
-    """lmms-eval's prompts and rule scoring for MMMU, MMStar, RealWorldQA and HallusionBench; its judge prompts
-    and reply parsing for MM-Vet, MathVista and MathVerse."""
+    """lmms-eval's prompts and rule scoring for MMMU, MMStar, RealWorldQA, HallusionBench and MathVision; its
+    judge prompts and reply parsing for MM-Vet, MathVista and MathVerse."""
 
     name = "lmms-eval"
 
