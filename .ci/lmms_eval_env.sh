@@ -18,6 +18,9 @@ cat "$root/constraints.txt" > "$cons"
 # MathVista's task module imports Levenshtein (its edit distance picks the nearest choice); lmms-eval does not
 # declare it, so the identity test's import of lmms_eval.tasks.mathvista needs it installed.
 "${pip[@]}" install -c "$cons" Levenshtein
+# MathVision's eval_utils.py imports latex2sympy2 (is_equal compares answers through it); lmms-eval does not
+# declare it either (its utils.py swallows the ImportError, and process_results then fails on a NameError).
+"${pip[@]}" install -c "$cons" latex2sympy2
 # The torchvision wheel pip resolves is built for CUDA torch and fails to import next to the CPU wheel
 # ("operator torchvision::nms does not exist"); the task functions the test calls need no torchvision, and
 # transformers skips it when absent.
@@ -27,4 +30,4 @@ if "$venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(torchaudio|torchcode
     echo "lmms_eval_env: torchaudio/torchcodec were pulled in; remove them" >&2
     exit 1
 fi
-"$venv/bin/python" -c "import lmms_eval.tasks.mmstar.utils, lmms_eval.tasks.mmmu.utils, Levenshtein; print('lmms-eval ready')"
+"$venv/bin/python" -c "import lmms_eval.tasks.mmstar.utils, lmms_eval.tasks.mmmu.utils, lmms_eval.tasks.mathvision.eval_utils, Levenshtein; print('lmms-eval ready')"

@@ -394,3 +394,83 @@ def test_mathverse_judge_prompt_and_verdicts_identical(monkeypatch):
                 "mathverse/mathverse_testmini.yaml")))
     assert [i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b] == []
     assert 0 < sum(mine) < len(mine)
+
+
+# --- MathVision: prompt and rule metric (mathvision_standard_eval) ------------------------------------------------
+
+MV_OPTIONS = [["3", "4", "\\frac{1}{2}", "6 cm", "$\\pi$"], ["A", "B", "C", "D", "E"], ["left", "right", "(1,2)"]]
+MV_ANSWERS = ["12", "3.5", "\\frac{3}{4}", "\\frac{1}{3}", "2\\sqrt{3}", "60", "(1,2)", "0.5", "1/2", "-3",
+              "45^\\circ", "x+1", "7", "1000", "[2,5]", "\\infty"]
+MV_ALTERNATIVES = ["0.75", "3/4", "12.04", "0.33", "0.3", "\\dfrac{3}{4}", "12.0", "12.001", "3.50", "\\frac12",
+                   "2\\sqrt3", "60^\\circ", "-3.0", "(1, 2)", "1,000", "x + 1", "7 cm", "7\\text{ cm}", "\\sqrt{12}",
+                   "+\\infty", "∞", "$7$"]
+MV_FORMS = ["\\boxed{{{a}}}", "The answer is {a}.", "the final answer is {a}\nChecking again.", "So it is {a}",
+            "{L}\nbecause {a}", "({L})\n", "Hence the choice is ({L}).", "Thus the area is {a}. Done", "$x = {a}$",
+            "{a} units", "\\boxed{{\\text{{{a}}}}}", "\\boxed{{{b}}} no wait, \\boxed{{{a}}}", "{a}",
+            "The answer should be {a}. Because the figure is symmetric, ...", "<think>\\boxed{{{b}}}</think>{a}",
+            "We get x \\approx {a}", "{a} km", "Answer: {a}", "The correct answer is {L}. {T}", "({L}) {L}\nok",
+            "It is {T}.", "{a}\\%", "So {b} = {a}", "\\boxed{{{L}}}", "\\boxed{{({l})}}", "I pick option {L}."]
+MV_ODD = ["", "   ", "I cannot tell.", "The answer is", "\\boxed{}", "no answer", "A B C", "ABCDE",
+          "Let me think step by step. " * 12 + "The final answer is \\boxed{4}", "=", "."]
+
+
+def mathvision_docs(rng: random.Random) -> list[dict]:
+    docs = []
+    for i in range(N):
+        options = MV_OPTIONS[i % len(MV_OPTIONS)] if i % 2 else []
+        answer = "ABCDE"[rng.randrange(len(options))] if options else rng.choice(MV_ANSWERS)
+        docs.append({"question": f"<image1> Q{i}: what is it?", "options": options, "answer": answer})
+    return docs
+
+
+def mathvision_response(rng: random.Random, doc: dict) -> str:
+    if rng.random() < 0.1:
+        return rng.choice(MV_ODD)
+    options, letter = doc["options"], rng.choice("ABCDE"[:len(doc["options"])] or "ABCDE")
+    if options and rng.random() < 0.5:
+        letter = doc["answer"]
+    text = options["ABCDE".index(letter)] if options else rng.choice([doc["answer"], *MV_ANSWERS[:3]])
+    a = rng.choice([doc["answer"], doc["answer"], text, rng.choice(MV_ALTERNATIVES), rng.choice(MV_ANSWERS)])
+    core = rng.choice(MV_FORMS).format(a=a, b=rng.choice(MV_ANSWERS), L=letter, l=letter.lower(), T=text)
+    return rng.choice(FILLERS) + core + rng.choice(["", ".", " ", "\n"])
+
+
+def test_mathvision_verdicts_identical():
+    from lmms_eval.tasks.mathvision import utils as mathvision
+
+    rng, protocol = random.Random(23), LmmsEvalProtocol()
+    docs = mathvision_docs(rng)
+    responses = [mathvision_response(rng, doc) for doc in docs]
+    theirs = [mathvision.mathvision_process_results(doc, [lmms_response(r)])["mathvision_standard_eval"]["scores"][0]
+              for doc, r in zip(docs, responses)]
+    mine = [ours(protocol, "math-vision", doc["answer"], r, options=doc["options"]) for doc, r in zip(docs, responses)]
+    assert [i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b] == []
+    assert 0.15 < sum(theirs) / N < 0.85  # both verdicts are exercised
+    assert len({*responses}) > 200
+
+
+def test_mathvision_equivalences_identical():
+    """Every free-form answer against every alternative spelling, boxed: is_equal's tuple and latex2sympy steps."""
+    from lmms_eval.tasks.mathvision import utils as mathvision
+
+    protocol, pairs = LmmsEvalProtocol(), [(a, b) for a in MV_ANSWERS for b in MV_ALTERNATIVES + MV_ANSWERS]
+    docs = [{"question": "q", "options": [], "answer": a} for a, _ in pairs]
+    theirs = [mathvision.mathvision_process_results(d, [f"So \\boxed{{{b}}}"])["mathvision_standard_eval"]["scores"][0]
+              for d, (_, b) in zip(docs, pairs)]
+    mine = [ours(protocol, "math-vision", a, f"So \\boxed{{{b}}}") for a, b in pairs]
+    assert [pairs[i] for i, (x, y) in enumerate(zip(theirs, mine)) if x != y] == []
+    assert sum(theirs) > len(MV_ANSWERS) + 10  # more than the exact matches: the numeric step decides some
+
+
+@pytest.mark.parametrize("options", [[], ["3", "4", "\\frac{1}{2}"], ["A", "B", "C", "D", "E"]])
+def test_mathvision_prompt_identical(options):
+    from lmms_eval.tasks.mathvision import utils as mathvision
+
+    image = make_image("mathvision")
+    question = "<image1> A square has side 3. What is its area?"
+    doc = {"question": question, "options": options, "answer": "A", "decoded_image": image}
+    theirs = mathvision.mathvision_doc_to_text(doc, default_kwargs("mathvision/mathvision_testmini.yaml"))
+    shown = LmmsEvalProtocol().present(_item("math-vision", question, options, [image], [1], {}))
+    assert shown.parts == (0, theirs)
+    (visual,) = mathvision.mathvision_doc_to_visual(doc)
+    assert visual.tobytes() == image.convert("RGB").tobytes()

@@ -434,8 +434,11 @@ def record_input(record: dict[str, Any], spec: BenchmarkSpec, eval_id: str, prot
 
     doc, reference = record["doc"], record["target"]
     question = str(doc.get("question", ""))
-    options = parse_options(doc.get("options")) or inline_options(question)  # MMMU docs: "['a', 'b']"
+    listed = parse_options(doc.get("options"))  # MMMU docs: "['a', 'b']"
+    options = listed or inline_options(question)
     meta = {"raw_answer": reference, **({"question_type": doc["question_type"]} if doc.get("question_type") else {})}
+    if options and not listed:
+        meta["options_in_text"] = 1  # as the loader marks them (lmms-eval's MathVision reads no such options)
     item = BenchmarkItem(spec.name, int(record["doc_id"]), str(doc.get("id", record["doc_id"])), question, question,
                          reference, doc.get("kind") or item_kind(spec, reference, options, question), options, None,
                          source, meta=meta)

@@ -4,7 +4,8 @@ such records under another protocol (``visplay eval --rescore FILE``).
 One JSON line per item, with lmms-eval's keys (``lmms_eval/evaluator.py`` ``logged_sample``): ``doc_id``, ``doc``
 (the item without its images), ``target`` (the reference), ``arguments`` (the prompt text), ``resps`` (``[[text]]``),
 ``filtered_resps`` (``[text]``), ``doc_hash`` (sha256 of ``json.dumps(doc, indent=2, ensure_ascii=False)``) and
-the metric, named as the lmms-eval task names it (``mmmu_acc``, ``average``, ``exact_match``, ``aAcc``;
+the metric, named as the lmms-eval task names it (``mmmu_acc``, ``average``, ``exact_match``, ``aAcc``,
+``mathvision_standard_eval``;
 ``accuracy`` elsewhere) with the per-item 1.0 / 0.0; visplay adds ``benchmark``, ``protocol``, ``judge``,
 ``extracted``, ``reason``. Beside it, ``<FILE>.results.json`` holds the per-benchmark scores.
 """
@@ -17,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-LMMS_METRICS = {"mmmu": "mmmu_acc", "mmstar": "average", "realworldqa": "exact_match", "hallusionbench": "aAcc"}
+LMMS_METRICS = {"mmmu": "mmmu_acc", "mmstar": "average", "realworldqa": "exact_match", "hallusionbench": "aAcc",
+                "math-vision": "mathvision_standard_eval"}
 
 
 class SamplesError(Exception):

@@ -7,6 +7,7 @@
 | mmstar | mmstar | question (``" Please answer yes or no."`` removed) + post prompt | the image, then the text | ``extract_mcq_answer`` on A-D == answer |
 | realworldqa | realworldqa | question as is (empty pre/post prompts) | the image, then the text | A-D: ``extract_mcq_answer``; else lower/strip/rstrip(".") == answer |
 | hallusionbench | hallusion_bench_image | question as is | the image, then the text | the task's rule variant (``hb_aggregation_result_intern``): "yes" anywhere -> 1, else 0, == gt_answer |
+| math-vision | mathvision_test(mini) | boxed-answer instruction + question, ``Choices:`` lines + mc_prompt | the image, then the text | ``mathvision_standard_eval``: lmms_eval_mathvision.py (needs latex2sympy2) |
 
 MM-Vet (``mmvet``), MathVista (``mathvista_testmini_format``) and MathVerse (``mathverse_testmini``) are graded
 by a GPT judge in lmms-eval; their prompts, judge prompts and reply parsing are lmms_eval_judged.py, supported only under a model judge.
@@ -26,6 +27,7 @@ from typing import Any
 
 from visplay.api import Presentation, ProtocolError
 from visplay_eval.protocols import lmms_eval_judged as judged
+from visplay_eval.protocols import lmms_eval_mathvision as mathvision
 from visplay_eval.protocols.lmms_eval_rules import (
     mcq_letter,
     mmmu_choice,
@@ -47,7 +49,7 @@ HB_JUDGE_PROMPT = (
     "prediction answer conflict with the reference answer, please generate \u201cincorrect\u201d. If the prediction "
     "answer is unclear about the answer, please generate \"unclear\". \n\n Question:{question}\nReference answer: "
     "{answer}\nPrediction answer:{prediction}\nOutput:")
-SUPPORTED = ("mmmu", "mmstar", "realworldqa", "hallusionbench")
+SUPPORTED = ("mmmu", "mmstar", "realworldqa", "hallusionbench", "math-vision")
 
 
 def mmmu_is_choice(meta: dict[str, Any], options: list[str]) -> bool:
@@ -87,8 +89,8 @@ def mmmu_missing_images(text: str, numbers: list[int]) -> list[int]:
 
 
 class LmmsEvalProtocol:
-    """lmms-eval's prompts and rule scoring for MMMU, MMStar, RealWorldQA and HallusionBench; its judge prompts
-    and reply parsing for MM-Vet, MathVista and MathVerse."""
+    """lmms-eval's prompts and rule scoring for MMMU, MMStar, RealWorldQA, HallusionBench and MathVision; its
+    judge prompts and reply parsing for MM-Vet, MathVista and MathVerse."""
 
     name = "lmms-eval"
 
@@ -98,12 +100,14 @@ class LmmsEvalProtocol:
     def supports(self, benchmark: str, judge: str | None = None) -> bool:
         """The rule-scored benchmarks; MM-Vet and MathVista too when ``judge`` is a model judge (lmms-eval grades
         them with GPT: lmms_eval_judged.py)."""
-        return benchmark in SUPPORTED or (benchmark in judged.JUDGED and judged.judge_needed(benchmark, judge) is None)
+        return self.refusal(benchmark, judge) is None
 
     def refusal(self, benchmark: str, judge: str | None = None) -> str | None:
         """Why ``benchmark`` is not supported under ``judge`` (visplay.eval.protocol.protocol_supports)."""
         if benchmark in judged.JUDGED:
             return judged.judge_needed(benchmark, judge)
+        if benchmark == "math-vision":
+            return mathvision.missing_dependency()
         return None if benchmark in SUPPORTED else (
             f"lmms-eval's protocol is implemented for {', '.join((*SUPPORTED, *judged.JUDGED))}")
 
@@ -125,6 +129,8 @@ class LmmsEvalProtocol:
             return Presentation(shown_image + (judged.mathvista_text(problem),))
         if item.benchmark == "mathverse":
             return Presentation(shown_image + (judged.mathverse_text(judged.mathverse_fields(item.meta)[0]),))
+        if item.benchmark == "math-vision":
+            return Presentation(shown_image + (mathvision.mathvision_text(item.question, _mv_options(item)),))
         question = item.question.strip() if item.benchmark in ("mmstar", "realworldqa") else item.question
         if item.benchmark == "mmstar":
             question = question.replace(MMSTAR_REPLACED, "") + MMSTAR_POST_PROMPT
@@ -143,6 +149,8 @@ class LmmsEvalProtocol:
             return self._mmmu(item, response, reference, meta)
         if benchmark in judged.JUDGED:
             return self._judged_rule(item, response, reference)
+        if benchmark == "math-vision":
+            return _mathvision(item, response, reference)
         if benchmark == "mmstar" or (benchmark == "realworldqa" and reference.strip().upper() in "ABCD"
                                      and len(reference.strip()) == 1):
             got = mcq_letter(response)
@@ -228,6 +236,24 @@ def _mathvista_verdict(extraction: str, problem: dict[str, Any], reference: str,
     ok = judged.mathvista_equal(prediction, reference)
     return {"correct": ok, "extracted": None if prediction is None else str(prediction),
             "reason": f"{how}{'match' if ok else 'mismatch'}"}
+
+
+def _mv_options(item: Any) -> list[str]:
+    """The options lmms-eval's MathVision reads (its ``options`` column); options the loader found written in
+    the question (``options_in_text``) are no such column: there the doc has none."""
+    meta = item.get("meta") if isinstance(item, dict) else item.meta
+    options = item.get("options") if isinstance(item, dict) else item.options
+    return [] if (meta or {}).get("options_in_text") else [str(o) for o in options or []]
+
+
+def _mathvision(item: dict[str, Any], response: str, reference: str) -> dict[str, Any]:
+    options = _mv_options(item)
+    if options and not (len(reference) == 1 and 0 <= ord(reference) - ord("A") < len(options)):
+        raise ProtocolError(f"protocol lmms-eval: math-vision item {item.get('item_id', item.get('idx'))}: the "
+                            f"answer {reference!r} is not one of the {len(options)} option letters (lmms-eval reads "
+                            f"the option text at ord(answer) - ord('A'))")
+    ok, extracted = mathvision.mathvision_correct(reference, options, response)
+    return _verdict(ok, extracted)
 
 
 def _hb_gold(reference: str) -> str:
