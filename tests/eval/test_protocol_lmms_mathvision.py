@@ -107,6 +107,7 @@ def test_rescore_of_an_lmms_eval_samples_file(tmp_path, monkeypatch, capsys):
         m.setitem(sys.modules, "latex2sympy2", None)
         assert main(args) == 2
         assert "latex2sympy2, which is not installed" in capsys.readouterr().err
+        assert not (tmp_path / "eval.db").exists()  # refused before the eval database is created
     pytest.importorskip("latex2sympy2")
     assert main(args) == 0
     from visplay.log.runlog import RunLog

@@ -459,12 +459,13 @@ def rescore(samples: str, *, protocol: str, judge: str = "rule", benchmark: str 
     cfg = session.load_recipe(recipe or "tiny", list(overrides))
     eval_id = f"rescored/{judge}@{protocol}"
     scores: list[dict] = []
+    names = list(dict.fromkeys(r["benchmark"] for r in records))
+    specs = resolve_names(names)
+    # a protocol's refusal (a benchmark it cannot score, a judge it needs) before the eval database exists
+    get_protocol(session.context(cfg, Path.cwd(), phase="eval"), protocol, specs, judge)
     with RunLog(Path(db or "eval.db"), create=True) as runlog:
         declare_tables(runlog)
         ctx = session.context(cfg, Path.cwd(), log=runlog, phase="eval")
-        names = list(dict.fromkeys(r["benchmark"] for r in records))
-        specs = resolve_names(names)
-        get_protocol(ctx, protocol, specs)
         for spec, name in zip(specs, names):
             mine = [r for r in records if r["benchmark"] == name]
             inputs = [record_input(r, spec, eval_id, protocol, samples) for r in mine]
