@@ -8,9 +8,16 @@ rarely emit the stop token, so every sample runs to ``--max-new-tokens``: the ti
     python reproduce/gpu_benchmark.py --size 3b --device cuda --sampler vllm      # on one GPU
     python reproduce/gpu_benchmark.py --size tiny --device cpu --batch 2 --n 2     # the CPU smoke test
 
-Printed beside EasyR1's published figures for the 3B model on 8 x H100 (the paper's trainer): 1200 sampling
-tokens/s per GPU and 180 s per step. An EasyR1 step is 512 prompts x 8 samples over 8 GPUs (512 rollouts per GPU),
-so this script also projects its own per-GPU numbers to that batch; the projection assumes linear scaling.
+Printed beside EasyR1's published figures for the 3B model on 8 x H100 (the paper's trainer; EasyR1 v0.3.2,
+assets/baselines.md, "Performance Baselines", Qwen2.5-VL-3B, AMP, micro-batches 1 / 2, vLLM TP 2): throughput
+1800 tokens/s per GPU, 120 s per step, peak VRAM 54 GB. EasyR1's throughput is its metric ``perf/throughput``
+(verl/trainer/metrics.py, ``compute_throughout_metrics``): the step's prompt + response tokens (the attention
+mask's sum, ``global_token_num``) / (the whole step's wall time x GPUs), sampling included. This script's
+comparable figure is its own rollouts' prompt + response tokens / (sampling time + GRPO step time), one GPU. An
+EasyR1 step is ``rollout_batch_size`` 512 prompts x ``rollout.n`` 5 samples over 8 GPUs (examples/config.yaml:
+320 rollouts per GPU), so this script also projects its own per-GPU step time to that batch; the projection
+assumes linear scaling. EasyR1's 8-GPU run shards the training state 8 ways (FSDP, offload of the reference), so
+its peak VRAM is not comparable with one GPU's.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-EASYR1 = {"tokens_per_s_per_gpu": 1200.0, "step_s": 180.0, "rollouts_per_gpu": 512 * 8 / 8}
+# EasyR1 v0.3.2 assets/baselines.md, 3B on 8 x H100 80GB (AMP); rollouts per GPU from examples/config.yaml.
+EASYR1 = {"version": "v0.3.2", "throughput_per_gpu": 1800.0, "step_s": 120.0, "peak_vram_gb": 54.0,
+          "rollouts_per_gpu": 512 * 5 / 8}
 
 # Qwen/Qwen2.5-VL-3B-Instruct config.json facts; "50m" and "tiny" keep the structure with small widths (CPU runs).
 SIZES = {
@@ -182,13 +191,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tps = tokens / sample_s
     per_rollout = step_s / len(rollouts)
     projected = EASYR1["rollouts_per_gpu"] * (tokens / len(rollouts)) / tps + EASYR1["rollouts_per_gpu"] * per_rollout
+    # EasyR1's perf/throughput: the step's prompt + response tokens / (step wall time x GPUs); one GPU here.
+    step_throughput = update["update_tokens"] / (sample_s + step_s) if step_s == step_s else float("nan")
     return {
         "size": args.size, "device": args.device, "device_name": device_name(args.device), "dtype": args.dtype,
         "sampler": args.sampler, "parameters": params, "batch": args.batch, "n": args.n,
         "max_new_tokens": args.max_new_tokens, "sampled_tokens": tokens, "sampling_s": sample_s,
         "tokens_per_s_per_gpu": tps, "grpo_step_s": step_s, "grpo_rollouts": len(rollouts),
         "projected_easyr1_step_s": projected, "peak_memory_gib": peak_memory_gib(args.device),
-        "weight_push_s": push_s, **update, "easyr1": EASYR1,
+        "weight_push_s": push_s, **update, "step_throughput_per_gpu": step_throughput, "easyr1": EASYR1,
     }
 
 
@@ -233,21 +244,24 @@ def report(r: dict[str, Any]) -> str:
     """The measurements beside EasyR1's 3B-on-8xH100 figures."""
     e = r["easyr1"]
     rows = [
-        ("sampling tokens/s per GPU", f"{r['tokens_per_s_per_gpu']:.1f}", f"{e['tokens_per_s_per_gpu']:.0f}"),
+        ("step throughput, tokens/s per GPU (EasyR1's perf/throughput)", f"{r['step_throughput_per_gpu']:.1f}",
+         f"{e['throughput_per_gpu']:.0f}"),
+        ("sampling tokens/s per GPU (sampled tokens / sampling time)", f"{r['tokens_per_s_per_gpu']:.1f}", "-"),
         (f"GRPO step, {r['grpo_rollouts']} rollouts (s)", f"{r['grpo_step_s']:.2f}", "-"),
         (f"step projected to {e['rollouts_per_gpu']:.0f} rollouts/GPU (s)", f"{r['projected_easyr1_step_s']:.1f}",
          f"{e['step_s']:.0f}"),
         ("GRPO update tokens/s (prompt + response)", f"{r['update_tokens_per_s']:.1f}", "-"),
         (f"MFU (10N FLOPs/token, peak {r['peak_tflops']:g} TFLOPs)", f"{r['mfu']:.3f}", "-"),
         ("weight push (s)", f"{r['weight_push_s']:.2f}", "-"),
-        ("peak memory (GiB)", f"{r['peak_memory_gib']:.2f}", "-"),
+        ("peak memory (GiB; EasyR1's is 1 of 8 sharded GPUs, in GB)", f"{r['peak_memory_gib']:.2f}",
+         f"{e['peak_vram_gb']:.0f}"),
     ]
     head = (f"Qwen2.5-VL architecture '{r['size']}' ({r['parameters']:,} parameters, random weights), {r['dtype']}, "
             f"sampler {r['sampler']}, on {r['device']} ({r['device_name']}); batch {r['batch']} x n {r['n']} x "
             f"{r['max_new_tokens']} new tokens")
     width = max(len(name) for name, _, _ in rows)
-    lines = [head, f"{'metric':<{width}}  {'this run':>12}  {'EasyR1 3B, 8xH100':>18}"]
-    lines += [f"{name:<{width}}  {ours:>12}  {theirs:>18}" for name, ours, theirs in rows]
+    lines = [head, f"{'metric':<{width}}  {'this run':>12}  {'EasyR1 ' + e['version'] + ' 3B, 8xH100':>25}"]
+    lines += [f"{name:<{width}}  {ours:>12}  {theirs:>25}" for name, ours, theirs in rows]
     return "\n".join(lines)
 
 

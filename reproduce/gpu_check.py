@@ -6,7 +6,8 @@ Three measurements, each in its own process so the GPU is free for the next:
 2. the dry run of step 3's plan on this GPU (``visplay run ... --dry-run --gpus 1``): the memory plan must fit;
 3. a 2-step self-play run (one iteration, 2 questioner + 2 reasoner steps, procedural images) with both vLLM
    engines and the training process sharing the one GPU; its wall time and the run log's status.
-Then one table beside EasyR1's published 3B figures (1,200 sampling tokens/s per GPU, 8 x H100).
+Then one table beside EasyR1 v0.3.2's published 3B figures (8 x H100: 1,800 tokens/s per GPU by its
+``perf/throughput``, the step's prompt + response tokens / (step time x GPUs); 120 s per step; 54 GB peak VRAM).
 
 Random weights rarely write a valid question, so the reasoner's steps usually find an empty set and are skipped
 (event ``empty_reasoner_set``); the run still exercises both engines, the pushes and training on a shared GPU.
@@ -93,20 +94,25 @@ def _status(db: Path) -> str:
 def table(r: dict) -> str:
     """One table beside EasyR1's published figures (3B, 8 x H100)."""
     b = r["bench"]
+    e = b["easyr1"]
     rows = [
-        (f"{b['sampler']} sampling tokens/s per GPU", f"{b['tokens_per_s_per_gpu']:.0f}", "1200"),
+        ("step throughput, tokens/s per GPU (EasyR1's perf/throughput)", f"{b['step_throughput_per_gpu']:.0f}",
+         f"{e['throughput_per_gpu']:.0f}"),
+        (f"{b['sampler']} sampling tokens/s per GPU", f"{b['tokens_per_s_per_gpu']:.0f}", "-"),
         ("GRPO update tokens/s (prompt + response)", f"{b['update_tokens_per_s']:.0f}", "-"),
         ("GRPO MFU (10N FLOPs per token)", f"{b['mfu']:.3f}", "-"),
         ("weight push, full 3B state (s)", f"{b['weight_push_s']:.2f}", "-"),
         ("2-step self-play, engines + training on one GPU (s)", f"{r['selfplay_s']:.0f}", "-"),
         ("self-play run log", r["selfplay_status"], "-"),
-        ("peak memory of the benchmark process (GiB)", f"{b['peak_memory_gib']:.1f}", "-"),
+        ("peak memory of the benchmark process (GiB; EasyR1: GB, 1 of 8 GPUs)", f"{b['peak_memory_gib']:.1f}",
+         f"{e['peak_vram_gb']:.0f}"),
     ]
     width = max(len(name) for name, _, _ in rows)
     head = (f"gpu_check: Qwen2.5-VL '{b['size']}' ({b['parameters']:,} parameters, random weights) on "
             f"{b['device_name']}, {b['dtype']}")
-    lines = [head, f"{'metric':<{width}}  {'this GPU':>24}  {'EasyR1 3B 8xH100':>16}"]
-    return "\n".join(lines + [f"{n:<{width}}  {ours:>24}  {theirs:>16}" for n, ours, theirs in rows])
+    easyr1 = f"EasyR1 {e['version']} 3B 8xH100"
+    lines = [head, f"{'metric':<{width}}  {'this GPU':>24}  {easyr1:>23}"]
+    return "\n".join(lines + [f"{n:<{width}}  {ours:>24}  {theirs:>23}" for n, ours, theirs in rows])
 
 
 def main(argv: list[str] | None = None) -> int:

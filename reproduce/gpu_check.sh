@@ -3,7 +3,7 @@
 #   bash reproduce/gpu_check.sh [OUT_DIR]
 # Needs the GPU environment of README "On a GPU box" (vllm==0.32.0 + torch 2.13.0). Prints one table: vLLM sampling
 # tokens/s, GRPO update tokens/s and MFU, weight-push time and a 2-step self-play run with both engines and
-# training sharing the GPU, beside EasyR1's published 1,200 tokens/s/GPU (details: reproduce/gpu_check.py); then
+# training sharing the GPU, beside EasyR1 v0.3.2's published 1,800 tokens/s/GPU (details: reproduce/gpu_check.py); then
 # the planned vs measured peak memory of one update (reproduce/memory_check.py). 390 + 90 s: under 8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -42,4 +42,11 @@ def test_tiny_cpu_run_reports_beside_easyr1(tmp_path):
     assert result["sampled_tokens"] == 2 * 2 * 5  # random weights: every sample runs to max_new_tokens
     assert result["grpo_rollouts"] == 4 and result["grpo_step_s"] > 0 and result["tokens_per_s_per_gpu"] > 0
     assert result["peak_memory_gib"] > 0
-    assert "sampling tokens/s per GPU" in proc.stdout and "1200" in proc.stdout and "180" in proc.stdout
+    assert result["step_throughput_per_gpu"] == pytest.approx(
+        result["update_tokens"] / (result["sampling_s"] + result["grpo_step_s"]))
+    assert result["easyr1"] == {"version": "v0.3.2", "throughput_per_gpu": 1800.0, "step_s": 120.0,
+                                "peak_vram_gb": 54.0, "rollouts_per_gpu": 320.0}
+    lines = proc.stdout.splitlines()
+    row = next(line for line in lines if "EasyR1's perf/throughput" in line)
+    assert row.split()[-2:] == [f"{result['step_throughput_per_gpu']:.1f}", "1800"], row
+    assert next(line for line in lines if "projected to 320 rollouts/GPU" in line).split()[-1] == "120"

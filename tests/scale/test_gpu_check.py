@@ -28,7 +28,12 @@ def test_tiny_gpu_check_on_cpu_runs_every_step_and_prints_the_table(tmp_path):
     assert result["selfplay_status"].startswith("finished")
     plan = (out / "plan.txt").read_text()
     assert "dry run: nothing loaded" in plan and f"model.path {out / 'model'}" in plan
-    assert "hf sampling tokens/s per GPU" in proc.stdout and "1200" in proc.stdout
+    # EasyR1's perf/throughput: the step's prompt + response tokens / (sampling + update time), beside its 1,800
+    assert bench["step_throughput_per_gpu"] == pytest.approx(
+        bench["update_tokens"] / (bench["sampling_s"] + bench["grpo_step_s"]))
+    row = next(line for line in proc.stdout.splitlines() if "EasyR1's perf/throughput" in line)
+    assert row.split()[-2:] == [f"{bench['step_throughput_per_gpu']:.0f}", "1800"], row
+    assert "hf sampling tokens/s per GPU" in proc.stdout and "EasyR1 v0.3.2 3B 8xH100" in proc.stdout
     assert "2-step self-play" in proc.stdout
 
 
