@@ -188,9 +188,12 @@ def test_tiny_qwen3_vl_samples_what_it_scores_and_plans_from_its_config():
     assert [[g.token_ids for g in gs] for gs in again] == [[g.token_ids for g in gs] for gs in gens]
 
 
-def test_one_self_play_iteration_on_tiny_qwen3_vl(tmp_path):
-    sizes = [f"plugins.models.tiny.{k}={v}" for k, v in small_cfg(**QWEN3_VL).__dict__.items() if k != "cache_dir"]
+@pytest.mark.parametrize("architecture", ["qwen3_vl", "qwen2_vl"])
+def test_one_self_play_iteration_on_tiny_qwen_families(tmp_path, architecture):
+    """Qwen3-VL and Qwen2-VL (the tiny families besides the default Qwen2.5-VL), HF backend, the real CLI."""
+    sizes = [f"plugins.models.tiny.{k}={v}" for k, v in small_cfg(architecture=architecture).__dict__.items()
+             if k != "cache_dir"]
     done = run_cli(tmp_path, "run", "tiny", *SMALL, *sizes, "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "iteration 1/1:" in done.stdout
-    assert trained_types(tmp_path / "runs" / "tiny") == {"questioner": "qwen3_vl", "reasoner": "qwen3_vl"}
+    assert trained_types(tmp_path / "runs" / "tiny") == {"questioner": architecture, "reasoner": architecture}
