@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+from importlib.util import find_spec
 from typing import Any
 
 from visplay.api import (
@@ -100,7 +101,7 @@ def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
     v = plugin_section(recipe, "vllm")
     if v.sleep_mode:
         raise RecipeError(SLEEP_ON_CPU)
-    if not v.allow_causal_image_attention and "model.path" not in skip:
+    if not v.allow_causal_image_attention and "model.path" not in skip and find_spec("vllm") is not None:
         from visplay_vllm.attention import causal_image_attention, refusal
 
         reason = causal_image_attention(ctx.hooks.model_facts().config)
