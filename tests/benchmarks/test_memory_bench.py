@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.models import SMALL, prompts  # noqa: E402
+from support.models import SMALL, count_decoder_layer_calls, prompts  # noqa: E402
 from visplay_models.forward import inner_model  # noqa: E402
 from visplay_models.options import TinyModelConfig  # noqa: E402
 
@@ -55,82 +55,66 @@ def _optimizer(budget: int | None, recompute: bool = False):
     return GRPOOptimizer(policy, lr=1e-4, micro_batch_size=MICRO, max_tokens_per_micro_batch=budget), padded
 
 
-def test_bench_token_budget_vs_padded_update(benchmark):
-    """The same update with micro-batches of MICRO padded rows vs a token budget of MICRO x the longest row (the
-    same worst-case memory). One untimed warm-up update each, rounds alternating."""
-    rollouts = _rollouts()
+def _lengths_and_budget(rollouts: list[Rollout]) -> tuple[list[int], int]:
+    """Each rollout's padded-forward length and the budget MICRO x the longest: the padded path's worst
+    micro-batch, so both paths have the same peak-memory bound."""
     probe, _ = _optimizer(None)
     lengths = probe.policy.sequence_lengths([r.prompt for r in rollouts], [r.token_ids for r in rollouts])
-    budget = MICRO * max(lengths)  # the padded path's worst micro-batch: the same peak memory bound
+    return lengths, MICRO * max(lengths)
+
+
+def _alternating(benchmark, timed, reference, rollouts: list[Rollout], rounds: int) -> float:
+    """One untimed warm-up update of each optimizer, then ``rounds`` rounds of a reference update (timed here)
+    followed by a timed one (pytest-benchmark): neither path gets the other's warm caches or load. Returns the
+    reference's median seconds."""
+    reference.update(rollouts)
+    timed.update(rollouts)
+    times: list[float] = []
+
+    def one_round():
+        start = time.perf_counter()
+        reference.update(rollouts)
+        times.append(time.perf_counter() - start)
+
+    benchmark.pedantic(lambda: timed.update(rollouts), setup=one_round, rounds=rounds, iterations=1)
+    return statistics.median(times)
+
+
+def test_bench_token_budget_vs_padded_update(benchmark):
+    """The same update with micro-batches of MICRO padded rows vs a token budget of MICRO x the longest row."""
+    rollouts = _rollouts()
+    lengths, budget = _lengths_and_budget(rollouts)
     rounds = 5
     padded_opt, padded_tokens = _optimizer(None)
     budget_opt, budget_tokens = _optimizer(budget)
-    padded_opt.update(rollouts)
-    budget_opt.update(rollouts)
-    padded_tokens.clear()
-    budget_tokens.clear()
-    times: list[float] = []
-
-    def one_round():  # a padded update (timed here), then the budget's (timed by pytest-benchmark)
-        start = time.perf_counter()
-        padded_opt.update(rollouts)
-        times.append(time.perf_counter() - start)
-
-    benchmark.pedantic(lambda: budget_opt.update(rollouts), setup=one_round, rounds=rounds, iterations=1)
+    padded_s = _alternating(benchmark, budget_opt, padded_opt, rollouts, rounds)
     tokens = sum(lengths)
     info = benchmark.extra_info
     info["budget_tokens"], info["real_tokens_per_update"] = budget, tokens
-    info["padded_tokens_per_update"] = sum(padded_tokens) // rounds
-    info["budget_padded_tokens_per_update"] = sum(budget_tokens) // rounds
-    info["padded_median_s"] = statistics.median(times)
+    info["padded_tokens_per_update"] = sum(padded_tokens) // (rounds + 1)  # the warm-up update counted too
+    info["budget_padded_tokens_per_update"] = sum(budget_tokens) // (rounds + 1)
+    info["padded_median_s"] = padded_s
     info["budget_median_s"] = benchmark.stats.stats.median
     info["speedup"] = info["padded_median_s"] / info["budget_median_s"]
     assert info["budget_padded_tokens_per_update"] < info["padded_tokens_per_update"]
 
 
-def _median_update_s(opt, rollouts, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        opt.update(rollouts)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _layer_calls(policy) -> list[int]:
-    calls = [0]
-    for module in policy.model.modules():
-        if type(module).__name__.endswith("DecoderLayer"):
-            module.register_forward_pre_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
-    return calls
-
-
 def test_bench_recomputation_vs_plain_update(benchmark):
     """tokens/s of the same update (the same rollouts, the same token budget) with and without recomputation: each
-    training-mode layer runs again in the backward pass, about one more forward of compute. Each path has one
-    untimed warm-up update first, and their rounds alternate, so neither gets the other's warm caches or load."""
+    training-mode layer runs again in the backward pass, about one more forward of compute."""
     rollouts = _rollouts()
-    probe, _ = _optimizer(None)
-    lengths = probe.policy.sequence_lengths([r.prompt for r in rollouts], [r.token_ids for r in rollouts])
-    budget, rounds = MICRO * max(lengths), 5
+    lengths, budget = _lengths_and_budget(rollouts)
+    rounds = 5
     plain, _ = _optimizer(budget)
     recomputed, _ = _optimizer(budget, recompute=True)
-    plain_calls, recomputed_calls = _layer_calls(plain.policy), _layer_calls(recomputed.policy)
-    plain.update(rollouts)
-    recomputed.update(rollouts)
-    per_update = (plain_calls[0], recomputed_calls[0])
-    plain_times: list[float] = []
-
-    def one_round():  # a plain update (timed here), then the recomputed one (timed by pytest-benchmark)
-        start = time.perf_counter()
-        plain.update(rollouts)
-        plain_times.append(time.perf_counter() - start)
-
-    benchmark.pedantic(lambda: recomputed.update(rollouts), setup=one_round, rounds=rounds, iterations=1)
+    plain_calls = count_decoder_layer_calls(plain.policy)
+    recomputed_calls = count_decoder_layer_calls(recomputed.policy)
+    plain_s = _alternating(benchmark, recomputed, plain, rollouts, rounds)
+    per_update = (plain_calls[0] // (rounds + 1), recomputed_calls[0] // (rounds + 1))
     tokens = sum(lengths)
     info = benchmark.extra_info
     info["real_tokens_per_update"], info["budget_tokens"] = tokens, budget
-    info["plain_median_s"], info["recomputed_median_s"] = statistics.median(plain_times), benchmark.stats.stats.median
+    info["plain_median_s"], info["recomputed_median_s"] = plain_s, benchmark.stats.stats.median
     info["plain_tokens_per_s"] = tokens / info["plain_median_s"]
     info["recomputed_tokens_per_s"] = tokens / info["recomputed_median_s"]
     info["tokens_per_s_ratio"] = info["recomputed_tokens_per_s"] / info["plain_tokens_per_s"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.models import make_policy, prompts, tiny_path
+from support.models import count_decoder_layer_calls, make_policy, prompts, tiny_path
 from visplay_models.forward import inner_model
 from visplay_models.policy import load_policy
 
@@ -78,20 +78,12 @@ def test_chunk_size_is_validated():
         selected_logprobs(torch.zeros(2, 4), torch.nn.Linear(4, 8), torch.zeros(2, dtype=torch.long), chunk_tokens=0)
 
 
-def _layer_calls(policy) -> list[int]:
-    calls = [0]
-    for module in policy.model.modules():
-        if type(module).__name__.endswith("DecoderLayer"):
-            module.register_forward_pre_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
-    return calls
-
-
 @pytest.mark.parametrize("lora", [None, LORA], ids=["full", "lora"])
 def test_gradient_checkpointing_gives_the_same_gradients(lora):
     path = tiny_path()
     plain_policy = load_policy(path, "reasoner", lora_cfg=lora, seed=1)
     policy = load_policy(path, "reasoner", lora_cfg=lora, seed=1, gradient_checkpointing=True)
-    plain_calls, calls = _layer_calls(plain_policy), _layer_calls(policy)
+    plain_calls, calls = count_decoder_layer_calls(plain_policy), count_decoder_layer_calls(policy)
     plain, recomputed = _stats(plain_policy), _stats(policy)
     _assert_same(plain, recomputed)
     layers = 2  # support.models.SMALL

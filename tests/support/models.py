@@ -75,3 +75,12 @@ def grpo_run(steps: int, seed: int, lr: float = 1e-2, n: int = 16, max_new_token
         rewards.append(result.metrics["reward/mean"])
         tokens.append([r.token_ids for r in rollouts])
     return rewards, tokens, policy, opt
+
+
+def count_decoder_layer_calls(policy) -> list[int]:
+    """A one-element counter of forward calls of the policy's decoder layers (a recomputed layer counts twice)."""
+    calls = [0]
+    for module in policy.model.modules():
+        if type(module).__name__.endswith("DecoderLayer"):
+            module.register_forward_pre_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
+    return calls
