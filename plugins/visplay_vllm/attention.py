@@ -40,7 +40,10 @@ def causal_image_attention(config: dict[str, Any]) -> str | None:
             "attention over them, not from the policy being trained")
 
 
-def refusal(role: str, reason: str) -> str:
-    return (f"sampler.{role}=vllm: {reason}. Use sampler.{role}=hf on CPU (or vLLM on a GPU, whose attention "
-            "backends attend as the model does), or set plugins.vllm.allow_causal_image_attention=true to sample "
-            "anyway, knowingly off-policy")
+def refusal(roles: list[str], reason: str) -> str:
+    """The refusal for the roles sampled with vLLM, naming each one's switch."""
+    samplers = ", ".join(f"sampler.{role}=vllm" for role in roles)
+    fix = " ".join(f"sampler.{role}=hf" for role in roles)
+    return (f"{samplers}: {reason}. Use {fix} on CPU (or vLLM on a GPU, whose attention backends attend as the "
+            "model does), or set plugins.vllm.allow_causal_image_attention=true to sample anyway, knowingly "
+            "off-policy")

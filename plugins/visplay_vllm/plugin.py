@@ -106,7 +106,7 @@ def visplay_check_inputs(ctx: Any, skip: frozenset[str]) -> list[str] | None:
 
         reason = causal_image_attention(ctx.hooks.model_facts().config)
         if reason:
-            raise RecipeError(refusal(roles[0], reason))
+            raise RecipeError(refusal(roles, reason))
     return None
 
 
@@ -237,7 +237,7 @@ def visplay_make_sampler(ctx: Any, role: str, policy: Any) -> Any:
     model = policy.model.get_base_model() if hasattr(policy.model, "get_base_model") else policy.model
     reason = causal_image_attention(model.config.to_dict())
     if reason and not plugin_section(ctx.recipe, "vllm").allow_causal_image_attention:
-        raise RecipeError(refusal(role, reason))  # also where the run's input checks were skipped
+        raise RecipeError(refusal([role], reason))  # also where the run's input checks were skipped
     # One training process: the engine is this process's. Several (torchrun): every rank builds the sampler (the
     # FSDP gathers of a push are collectives), rank 0's engine runs in its own processes and samples for all.
     return VllmSampler(engine_for(ctx, role, policy), policy)

